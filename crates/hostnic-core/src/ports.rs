@@ -1,0 +1,253 @@
+//! The ports: the only ways the core reaches the world.
+//!
+//! Each port is a small async trait over domain types. Adapters implement them
+//! (`hostnic-qingcloud`, `hostnic-linux`, `hostnic-k8s`); the `testing` feature
+//! provides in-memory fakes. Each port has its own error type whose `kind` says
+//! whether trying again can help.
+//!
+//! | port | implemented by | what it does |
+//! |---|---|---|
+//! | [`CloudNics`] | QingCloud API client, `FakeCloud` | create/attach/detach/delete NICs in batches, wait for jobs |
+//! | [`CloudNetwork`] | QingCloud API client, `FakeCloud` | read-only topology: the instance, vxnets, VPC CIDRs |
+//! | [`HostNetwork`] | rtnetlink + nftables, `FakeHost` | prepare NICs, plumb/unplumb/verify pods, inventory, node rules |
+//! | [`PodSource`] | kube-rs, static file, `FakePods` | the pods that should exist on this node, and changes |
+//! | [`Clock`] | system clock, `ManualClock` | the current time, so every decision is deterministic in tests |
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, NicId, NicPlumbing,
+    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodPlumbing, Timestamp, Vxnet,
+    VxnetId,
+};
+
+/// How a cloud failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloudErrorKind {
+    /// Transient (transport error, internal error, busy, throttled): retry with backoff.
+    Retryable,
+    /// The resource does not exist (any more): treat it as gone.
+    NotFound,
+    /// A quota is exhausted (NICs per instance, IPs in the vxnet): retrying soon will not help.
+    QuotaExceeded,
+    /// The request cannot succeed as it is (bad request, auth, wrong state, balance).
+    Permanent,
+}
+
+/// A failure of the cloud API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("cloud {action} failed ({kind:?}{}): {message}", code.map(|c| format!(", ret_code {c}")).unwrap_or_default())]
+pub struct CloudError {
+    /// How to handle it.
+    pub kind: CloudErrorKind,
+    /// The API action that failed, e.g. `AttachNics`.
+    pub action: String,
+    /// The API's `ret_code`, when the API answered.
+    pub code: Option<i64>,
+    /// What went wrong, in words (never contains credentials).
+    pub message: String,
+}
+
+impl CloudError {
+    /// A new error of `kind` for `action`.
+    pub fn new(
+        kind: CloudErrorKind,
+        action: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            action: action.into(),
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// The same error with the API's `ret_code` attached.
+    pub fn with_code(mut self, code: i64) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// True when trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == CloudErrorKind::Retryable
+    }
+}
+
+/// A filter for [`CloudNics::describe_nics`]. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NicFilter {
+    /// Only these NICs.
+    pub nics: Vec<NicId>,
+    /// Only NICs attached to this instance.
+    pub instance: Option<InstanceId>,
+    /// Only NICs with exactly this name (`hostnic_<instance>` finds a node's NICs, attached or not).
+    pub name: Option<String>,
+    /// Only NICs in these vxnets.
+    pub vxnets: Vec<VxnetId>,
+}
+
+/// NIC lifecycle operations of the cloud. Every mutating call takes a batch.
+#[async_trait]
+pub trait CloudNics: Send + Sync {
+    /// Lists NICs matching `filter` (all pages).
+    async fn describe_nics(&self, filter: &NicFilter) -> Result<Vec<CloudNic>, CloudError>;
+
+    /// Creates `count` NICs in `vxnet`, named `name` (and tagged as hostnic's) in one call.
+    async fn create_nics(
+        &self,
+        vxnet: &VxnetId,
+        count: u32,
+        name: &str,
+    ) -> Result<Vec<CloudNic>, CloudError>;
+
+    /// Starts attaching `nics` to `instance` in one call; returns the job.
+    async fn attach_nics(&self, instance: &InstanceId, nics: &[NicId])
+    -> Result<JobId, CloudError>;
+
+    /// Starts detaching `nics` from their instance in one call; returns the job.
+    async fn detach_nics(&self, nics: &[NicId]) -> Result<JobId, CloudError>;
+
+    /// Deletes detached `nics` in one call.
+    async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError>;
+
+    /// Waits until `job` finished or `timeout` passed (a [`CloudErrorKind::Retryable`]
+    /// error then: the job may still finish later, and reconcile will find out).
+    async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError>;
+}
+
+/// Read-only topology of the cloud: the node's instance, vxnets and VPC networks.
+#[async_trait]
+pub trait CloudNetwork: Send + Sync {
+    /// The instance, with its primary NIC.
+    async fn describe_instance(&self, instance: &InstanceId) -> Result<Instance, CloudError>;
+
+    /// The given vxnets with their CIDR and gateway.
+    async fn describe_vxnets(&self, vxnets: &[VxnetId]) -> Result<Vec<Vxnet>, CloudError>;
+
+    /// The networks of the VPC that `vxnet` belongs to (the router's VPC network and its
+    /// vxnets): pod traffic to them is not SNATed.
+    async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError>;
+}
+
+/// How a host failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostErrorKind {
+    /// May succeed later (the NIC link has not appeared yet, netlink busy).
+    Retryable,
+    /// The object (netns, link) does not exist.
+    NotFound,
+    /// Plumbing is missing or differs from what was created (CHECK).
+    Mismatch,
+    /// Cannot succeed (permissions, invalid input).
+    Permanent,
+}
+
+/// A failure of the host datapath.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("host datapath ({kind:?}): {message}")]
+pub struct HostError {
+    /// How to handle it.
+    pub kind: HostErrorKind,
+    /// What went wrong; for CHECK, every missing or wrong item.
+    pub message: String,
+}
+
+impl HostError {
+    /// A new error.
+    pub fn new(kind: HostErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// True when trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == HostErrorKind::Retryable
+    }
+}
+
+/// The node's kernel datapath.
+#[async_trait]
+pub trait HostNetwork: Send + Sync {
+    /// Node-wide setup, idempotent: forwarding, SNAT for traffic leaving the VPC, and
+    /// the guard that keeps the main default route on the primary NIC.
+    async fn ensure_node(&self, node: &NodePlumbing) -> Result<NodeReport, HostError>;
+
+    /// Prepares an attached NIC for pod traffic: find the link by MAC, bring it up,
+    /// strip host addresses, program its route table. Idempotent.
+    /// [`HostErrorKind::Retryable`] when the link has not appeared yet.
+    async fn prepare_nic(&self, nic: &NicPlumbing) -> Result<(), HostError>;
+
+    /// Undoes [`HostNetwork::prepare_nic`] before the NIC is detached. Idempotent.
+    async fn release_nic(&self, nic: &NicPlumbing) -> Result<(), HostError>;
+
+    /// Plumbs a pod onto its NIC (veth, addresses, routes, rules). Idempotent for the same pod.
+    async fn plumb_pod(&self, pod: &PodPlumbing) -> Result<PlumbedPod, HostError>;
+
+    /// Removes a pod's plumbing. Idempotent; succeeds when it is already gone or the
+    /// sandbox namespace no longer exists (`netns` may be `None` or stale).
+    async fn unplumb_pod(&self, pod: &PlumbedPod, netns: Option<&str>) -> Result<(), HostError>;
+
+    /// Verifies a pod's plumbing in both namespaces (CNI CHECK); a
+    /// [`HostErrorKind::Mismatch`] error lists everything missing.
+    async fn verify_pod(&self, pod: &PodPlumbing, plumbed: &PlumbedPod) -> Result<(), HostError>;
+
+    /// What hostnic plumbing exists on the host, for reconcile and GC.
+    async fn inventory(&self) -> Result<HostInventory, HostError>;
+}
+
+/// A failure of the pod source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("pod source{}: {message}", if *retryable { " (retryable)" } else { "" })]
+pub struct PodSourceError {
+    /// True when trying again later may succeed (API server unreachable).
+    pub retryable: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Which pods should exist on this node.
+#[async_trait]
+pub trait PodSource: Send + Sync {
+    /// The pods that should currently exist on this node (host-network pods excluded).
+    async fn pods(&self) -> Result<Vec<PodInfo>, PodSourceError>;
+
+    /// A stream of changes from now on. The stream ends when the source shuts down.
+    fn changes(&self) -> BoxStream<'static, PodEvent>;
+}
+
+/// The source of time for every decision of the core (cooldowns, lifetimes, backoff).
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock: milliseconds since the Unix epoch, so timestamps in a checkpoint
+/// survive a restart of the agent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(since_epoch.as_millis() as u64)
+    }
+}
+
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
