@@ -15,5 +15,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+pub mod config;
+pub mod pool;
 pub mod ports;
 pub mod types;
