@@ -15,7 +15,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+pub mod checkpoint;
 pub mod config;
 pub mod pool;
 pub mod ports;
+pub mod reconcile;
 pub mod types;
