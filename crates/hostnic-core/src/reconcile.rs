@@ -208,18 +208,18 @@ impl NodeState {
         });
         for (id, att) in &self.attachments {
             let known_pod = !att.pod.namespace.is_empty() && !att.pod.name.is_empty();
-            if let Some(live) = &live {
-                if known_pod && !live.contains(&(att.pod.namespace.as_str(), att.pod.name.as_str()))
-                {
-                    report.actions.push(ReconcileAction::Release {
-                        attachment: id.clone(),
-                        reason: format!(
-                            "pod {} no longer exists on this node",
-                            att.pod.display_name()
-                        ),
-                    });
-                    continue;
-                }
+            if let Some(live) = &live
+                && known_pod
+                && !live.contains(&(att.pod.namespace.as_str(), att.pod.name.as_str()))
+            {
+                report.actions.push(ReconcileAction::Release {
+                    attachment: id.clone(),
+                    reason: format!(
+                        "pod {} no longer exists on this node",
+                        att.pod.display_name()
+                    ),
+                });
+                continue;
             }
             if att.plumbed.is_some() && !plumbed_ips.contains(&att.ip) {
                 report.actions.push(ReconcileAction::Replumb {

@@ -308,7 +308,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// `self + d`, saturating.
-    pub fn add(self, d: std::time::Duration) -> Timestamp {
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }
 

@@ -134,7 +134,7 @@ impl NodeState {
         let att = self.attachments.remove(id)?;
         if let Some(entry) = self.nics.get_mut(&att.nic) {
             entry.usage = Usage::Cooling {
-                until: now.add(self.config.ip_cooldown),
+                until: now.plus(self.config.ip_cooldown),
             };
         }
         Some(att)
@@ -211,7 +211,7 @@ mod tests {
                 cooling: 1
             }
         );
-        let later = Timestamp(1000).add(Duration::from_secs(30));
+        let later = Timestamp(1000).plus(Duration::from_secs(30));
         let b = s.assign(&pod("b"), "n", later).unwrap();
         assert_eq!(a.attachment.nic, b.attachment.nic);
     }

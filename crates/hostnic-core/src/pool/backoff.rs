@@ -32,7 +32,7 @@ impl Backoff {
         let jitter = splitmix64(seed ^ u64::from(self.failures)) % 401; // 0..=400 ‰
         let factor = 800 + jitter; // 0.8..=1.2
         let ms = (delay.as_millis() as u64).saturating_mul(factor) / 1000;
-        self.not_before = now.add(Duration::from_millis(ms));
+        self.not_before = now.plus(Duration::from_millis(ms));
     }
 
     /// Records a success: the next attempt may happen at once.

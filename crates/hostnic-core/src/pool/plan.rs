@@ -256,7 +256,7 @@ impl NodeState {
             }
             Err(e) => {
                 if e.kind == CloudErrorKind::QuotaExceeded {
-                    let until = now.add(self.config.backoff_max);
+                    let until = now.plus(self.config.backoff_max);
                     self.exhausted.insert(vxnet.clone(), until);
                 }
                 self.fail(ActionKind::Create, now);
@@ -496,7 +496,7 @@ mod tests {
                 .iter()
                 .all(|a| !matches!(a, PoolAction::Detach { .. }))
         );
-        let later = Timestamp(0).add(Duration::from_secs(61));
+        let later = Timestamp(0).plus(Duration::from_secs(61));
         let a = s.plan(later);
         let PoolAction::Detach { nics } = &a[0] else {
             panic!("{a:?}")
@@ -523,7 +523,7 @@ mod tests {
             s.plan(Timestamp(10)).is_empty(),
             "backing off, and the only vxnet is exhausted"
         );
-        let later = Timestamp(0).add(Duration::from_secs(120));
+        let later = Timestamp(0).plus(Duration::from_secs(120));
         assert!(!s.plan(later).is_empty());
     }
 
@@ -545,8 +545,12 @@ mod tests {
         s.attach_done(std::slice::from_ref(&id), Ok(()), Timestamp(0));
         let missing = HostError::new(HostErrorKind::Retryable, "no link");
         s.prepare_done(&id, Err(missing.clone()), Timestamp(0));
-        s.prepare_done(&id, Err(missing), Timestamp(0).add(Duration::from_secs(61)));
-        let a = s.plan(Timestamp(0).add(Duration::from_secs(62)));
+        s.prepare_done(
+            &id,
+            Err(missing),
+            Timestamp(0).plus(Duration::from_secs(61)),
+        );
+        let a = s.plan(Timestamp(0).plus(Duration::from_secs(62)));
         assert!(matches!(&a[..], [PoolAction::Detach { .. }]), "{a:?}");
         s.detach_done(std::slice::from_ref(&id), Ok(()), Timestamp(70_000));
         let a = s.plan(Timestamp(70_001));

@@ -324,8 +324,10 @@ impl NodeState {
             }
         }
         for e in self.nics.values() {
-            if let Usage::Assigned { to } = &e.usage {
-                if self.attachments.get(to).map(|a| &a.nic) != Some(&e.id) {
+            if let Usage::Assigned { to } = &e.usage
+                && self.attachments.get(to).map(|a| &a.nic) != Some(&e.id)
+            {
+                {
                     return Err(format!(
                         "NIC {} assigned to {to} which does not hold it",
                         e.id

@@ -310,7 +310,7 @@ impl FakeCloud {
         }
         let rate = inner.config.fault_rate;
         if inner.rng.chance(rate) {
-            let point = if inner.rng.next_u64() % 2 == 0 {
+            let point = if inner.rng.next_u64().is_multiple_of(2) {
                 FaultPoint::Before
             } else {
                 FaultPoint::After
@@ -445,7 +445,7 @@ impl Inner {
             Job {
                 attach_to,
                 nics: nics.to_vec(),
-                done_at: now.add(latency),
+                done_at: now.plus(latency),
                 fail,
                 applied: false,
             },
@@ -671,7 +671,7 @@ impl CloudNics for FakeCloud {
             })
         })?;
         let now = self.clock.now();
-        if done_at > now.add(timeout) {
+        if done_at > now.plus(timeout) {
             self.clock.advance(timeout);
             self.settle();
             return Err(err(
