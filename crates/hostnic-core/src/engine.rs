@@ -203,6 +203,14 @@ where
             (assignment, plumbing)
         };
         let id = pod.attachment();
+        if let (true, Some(plumbed)) = (assignment.existing, &assignment.attachment.plumbed) {
+            // A repeated ADD: answer what was done (CHECK is the verb that verifies).
+            return Ok(Added {
+                attachment: assignment.attachment.clone(),
+                plumbed: plumbed.clone(),
+                nic_gateway: plumbing.nic.gateway,
+            });
+        }
         // The assignment is not persisted before plumbing: if the agent dies now, the
         // checkpoint still shows the NIC free, and the startup reconcile removes any
         // plumbing the host has for it. The runtime sees the ADD fail and retries.
@@ -315,6 +323,7 @@ where
     /// Rounds do not overlap; a second caller waits for the first round to end.
     pub async fn run_pool(&self) -> PoolRound {
         let _running = self.pool_running.lock().await;
+        self.settle_uncertain().await;
         let actions = match self.mutate(|s| s.plan(self.clock.now())) {
             Ok(a) => a,
             Err(e) => {
@@ -329,6 +338,38 @@ where
         PoolRound {
             actions: count,
             failures: results.into_iter().filter_map(Result::err).collect(),
+        }
+    }
+
+    /// Asks the cloud about NICs whose last job's end was not seen, so that a slow job
+    /// does not keep them out of the pool until the next periodic reconcile.
+    async fn settle_uncertain(&self) {
+        let (uncertain, instance) = {
+            let s = self.lock();
+            let ids: Vec<NicId> = s
+                .nics()
+                .values()
+                .filter(|n| matches!(n.link, crate::pool::CloudLink::Uncertain { .. }))
+                .map(|n| n.id.clone())
+                .collect();
+            (ids, s.instance().clone())
+        };
+        if uncertain.is_empty() {
+            return;
+        }
+        let filter = NicFilter {
+            nics: uncertain,
+            name: Some(managed_nic_name(&instance)),
+            ..Default::default()
+        };
+        match self.cloud.describe_nics(&filter).await {
+            Ok(nics) => {
+                let now = self.clock.now();
+                if let Err(e) = self.mutate(|s| s.settle_uncertain(&filter.nics, &nics, now)) {
+                    tracing::warn!(error = %e, "checkpoint after settling uncertain NICs");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "describing NICs with unknown job outcome"),
         }
     }
 
@@ -356,7 +397,27 @@ where
                 err.map_or(Ok(()), Err)
             }
             PoolAction::Attach { nics } => {
-                let result = self.attach_and_wait(&instance, &nics).await;
+                let job = match self.cloud.attach_nics(&instance, &nics).await {
+                    Ok(job) => Ok(job),
+                    Err(e) if e.kind == CloudErrorKind::Retryable => {
+                        // The answer may have been lost after the job started.
+                        self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                            .map_err(|e| e.to_string())?;
+                        return Err(e.to_string());
+                    }
+                    Err(e) => Err(e),
+                };
+                let result = match job {
+                    Ok(job) => match self.wait(&job, "AttachNics").await {
+                        Err(e) if e.kind != CloudErrorKind::Permanent => {
+                            self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                                .map_err(|e| e.to_string())?;
+                            return Err(e.to_string());
+                        }
+                        other => other,
+                    },
+                    Err(e) => Err(e),
+                };
                 let err = result.as_ref().err().map(ToString::to_string);
                 let attached = result.is_ok();
                 self.mutate(|s| s.attach_done(&nics, result, self.clock.now()))
@@ -392,7 +453,19 @@ where
                 }
                 let ids: Vec<NicId> = nics.iter().map(|n| n.nic.clone()).collect();
                 let result = match self.cloud.detach_nics(&ids).await {
-                    Ok(job) => self.wait(&job, "DetachNics").await,
+                    Ok(job) => match self.wait(&job, "DetachNics").await {
+                        Err(e) if e.kind != CloudErrorKind::Permanent => {
+                            self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                                .map_err(|e| e.to_string())?;
+                            return Err(e.to_string());
+                        }
+                        other => other,
+                    },
+                    Err(e) if e.kind == CloudErrorKind::Retryable => {
+                        self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                            .map_err(|e| e.to_string())?;
+                        return Err(e.to_string());
+                    }
                     Err(e) => Err(e),
                 };
                 let err = result.as_ref().err().map(ToString::to_string);
@@ -410,21 +483,13 @@ where
         }
     }
 
-    async fn attach_and_wait(
-        &self,
-        instance: &InstanceId,
-        nics: &[NicId],
-    ) -> Result<(), CloudError> {
-        let job = self.cloud.attach_nics(instance, nics).await?;
-        self.wait(&job, "AttachNics").await
-    }
-
     async fn wait(&self, job: &crate::types::JobId, action: &str) -> Result<(), CloudError> {
         let timeout = self.lock().config().job_timeout;
         match self.cloud.wait_job(job, timeout).await? {
             JobOutcome::Successful => Ok(()),
+            // A failed job had no effect: the NICs are where they were.
             JobOutcome::Failed => Err(CloudError::new(
-                CloudErrorKind::Retryable,
+                CloudErrorKind::Permanent,
                 action,
                 format!("job {job} failed"),
             )),

@@ -132,8 +132,26 @@ impl NodeState {
                     if in_flight && !startup {
                         continue;
                     }
-                    let believed_attached =
-                        matches!(entry.link, CloudLink::Attached | CloudLink::Detaching);
+                    if let CloudLink::Uncertain { attaching, since } = entry.link
+                        && !startup
+                    {
+                        // The cloud showing the job's effect settles it at once; the absence
+                        // of the effect only after the job could no longer be running.
+                        let effect_seen = attaching == attached_here;
+                        let expired = now.since(since) >= self.config.job_timeout * 2;
+                        if !effect_seen && !expired {
+                            continue;
+                        }
+                    }
+                    let believed_attached = matches!(
+                        entry.link,
+                        CloudLink::Attached
+                            | CloudLink::Detaching
+                            | CloudLink::Uncertain {
+                                attaching: false,
+                                ..
+                            }
+                    );
                     if entry.link != link {
                         if believed_attached != attached_here || in_flight {
                             report.corrected.push(nic.id.clone());
@@ -228,6 +246,34 @@ impl NodeState {
             }
         }
         report
+    }
+
+    /// Settles NICs whose last job's end was not seen, from a description of `asked`
+    /// (`cloud` holds those that still exist): a visible effect settles a NIC at once, no
+    /// effect only once the job cannot be running any more. NICs that no longer exist are
+    /// left to the full reconcile, which also unplumbs their pods.
+    pub fn settle_uncertain(&mut self, asked: &[NicId], cloud: &[CloudNic], now: Timestamp) {
+        let limit = self.config.job_timeout * 2;
+        for id in asked {
+            let Some(nic) = cloud.iter().find(|n| &n.id == id) else {
+                continue;
+            };
+            let attached_here = nic.status == CloudNicStatus::InUse
+                && nic.instance.as_ref() == Some(&self.instance);
+            let Some(entry) = self.nics.get_mut(id) else {
+                continue;
+            };
+            if let CloudLink::Uncertain { attaching, since } = entry.link
+                && (attaching == attached_here || now.since(since) >= limit)
+            {
+                entry.link = if attached_here {
+                    CloudLink::Attached
+                } else {
+                    CloudLink::Unattached
+                };
+                entry.host_ready = false;
+            }
+        }
     }
 
     /// NICs currently assigned, cooling, free or retiring, for status output.

@@ -95,39 +95,26 @@ impl NodeState {
         let mut actions = Vec::new();
         let batch = self.config.batch_size.max(1) as usize;
         self.exhausted.retain(|_, until| *until > now);
+        for n in self.nics.values_mut() {
+            if let Usage::Cooling { until } = n.usage
+                && until <= now
+            {
+                n.usage = Usage::Free { since: until };
+            }
+        }
 
-        // 1. Retire surplus free NICs that lived long enough; unattached ones first
-        //    (cheapest to get rid of), then the ones free for the longest.
+        // 1. Retire NICs beyond `max_nics` (adopted leftovers of a lost CreateNics answer,
+        //    a lowered limit) at once, then surplus free NICs that lived long enough;
+        //    unattached ones first (cheapest to get rid of), then the longest free.
+        let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
+        self.retire(over_cap, now, false);
         let keep = self.config.max_free.saturating_add(self.demand);
         let free = self
             .nics
             .values()
             .filter(|n| matches!(n.usage, Usage::Free { .. } | Usage::Cooling { .. }))
             .count() as u32;
-        let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
-        let surplus = free.saturating_sub(keep).max(over_cap.min(free));
-        if surplus > 0 {
-            let mut candidates: Vec<_> = self
-                .nics
-                .values()
-                .filter(|n| matches!(n.usage, Usage::Free { .. }))
-                .filter(|n| now.since(n.created_at) >= self.config.min_lifetime)
-                .filter(|n| matches!(n.link, CloudLink::Unattached | CloudLink::Attached))
-                .map(|n| {
-                    let since = match n.usage {
-                        Usage::Free { since } => since,
-                        _ => Timestamp(0),
-                    };
-                    (n.link != CloudLink::Unattached, since, n.id.clone())
-                })
-                .collect();
-            candidates.sort();
-            for (_, _, id) in candidates.into_iter().take(surplus as usize) {
-                if let Some(e) = self.nics.get_mut(&id) {
-                    e.usage = Usage::Retiring;
-                }
-            }
-        }
+        self.retire(free.saturating_sub(keep), now, true);
 
         // 2. Create what the pool lacks, in batches, in the first vxnet with addresses left.
         if self.backoff_ready(ActionKind::Create, now) {
@@ -155,12 +142,29 @@ impl NodeState {
         // 3. Attach every unattached NIC that is not retiring (new, adopted, or one that
         //    lost its attachment and must come back for the pod that holds it).
         if self.backoff_ready(ActionKind::Attach, now) {
-            let ids: Vec<NicId> = self
+            // Never more than `max_nics` attached or on their way; NICs holding a pod first.
+            let on_instance = self
+                .nics
+                .values()
+                .filter(|n| {
+                    matches!(
+                        n.link,
+                        CloudLink::Attached
+                            | CloudLink::Attaching
+                            | CloudLink::Detaching
+                            | CloudLink::Uncertain { .. }
+                    )
+                })
+                .count() as u32;
+            let room = self.config.max_nics.saturating_sub(on_instance) as usize;
+            let mut ids: Vec<(bool, NicId)> = self
                 .nics
                 .values()
                 .filter(|n| n.link == CloudLink::Unattached && n.usage != Usage::Retiring)
-                .map(|n| n.id.clone())
+                .map(|n| (!matches!(n.usage, Usage::Assigned { .. }), n.id.clone()))
                 .collect();
+            ids.sort();
+            let ids: Vec<NicId> = ids.into_iter().take(room).map(|(_, id)| id).collect();
             for chunk in ids.chunks(batch) {
                 for id in chunk {
                     if let Some(e) = self.nics.get_mut(id) {
@@ -238,6 +242,34 @@ impl NodeState {
         actions
     }
 
+    /// Marks up to `count` free NICs as retiring: unattached ones first, then the ones
+    /// free the longest; with `respect_lifetime`, only NICs older than `min_lifetime`.
+    fn retire(&mut self, count: u32, now: Timestamp, respect_lifetime: bool) {
+        if count == 0 {
+            return;
+        }
+        let mut candidates: Vec<_> = self
+            .nics
+            .values()
+            .filter(|n| matches!(n.usage, Usage::Free { .. }))
+            .filter(|n| !respect_lifetime || now.since(n.created_at) >= self.config.min_lifetime)
+            .filter(|n| matches!(n.link, CloudLink::Unattached | CloudLink::Attached))
+            .map(|n| {
+                let since = match n.usage {
+                    Usage::Free { since } => since,
+                    _ => Timestamp(0),
+                };
+                (n.link != CloudLink::Unattached, since, n.id.clone())
+            })
+            .collect();
+        candidates.sort();
+        for (_, _, id) in candidates.into_iter().take(count as usize) {
+            if let Some(e) = self.nics.get_mut(&id) {
+                e.usage = Usage::Retiring;
+            }
+        }
+    }
+
     /// Outcome of a `Create { vxnet, count }`.
     pub fn create_done(
         &mut self,
@@ -288,6 +320,28 @@ impl NodeState {
         }
     }
 
+    /// The end of an attach or detach job was not seen (the wait timed out or failed):
+    /// the NICs may or may not have moved. The reconcile settles them.
+    pub fn job_lost(&mut self, nics: &[NicId], attaching: bool, now: Timestamp) {
+        let kind = if attaching {
+            ActionKind::Attach
+        } else {
+            ActionKind::Detach
+        };
+        self.fail(kind, now);
+        for id in nics {
+            if let Some(e) = self.nics.get_mut(id)
+                && matches!(e.link, CloudLink::Attaching | CloudLink::Detaching)
+            {
+                e.link = CloudLink::Uncertain {
+                    attaching,
+                    since: now,
+                };
+                e.host_ready = false;
+            }
+        }
+    }
+
     /// Outcome of a `Prepare { nic }`.
     pub fn prepare_done(&mut self, nic: &NicId, result: Result<(), HostError>, now: Timestamp) {
         let grace = self.config.missing_link_grace;
@@ -334,9 +388,8 @@ impl NodeState {
                     e.reattach = false;
                     e.link_missing_since = None;
                 }
-                Err(err) if err.kind == CloudErrorKind::NotFound => {
-                    self.forget_nic(id);
-                }
+                // Even NotFound is left to the reconcile, which asks the cloud what exists and
+                // unplumbs a pod whose NIC is really gone before forgetting the NIC.
                 Err(_) => e.link = CloudLink::Attached,
             }
         }

@@ -28,6 +28,14 @@ pub enum CloudLink {
     Detaching,
     /// A delete call is running.
     Deleting,
+    /// An attach (`attaching: true`) or detach job was started but its end was not seen
+    /// (timeout, lost answer, crash): the reconcile settles it from what the cloud says.
+    Uncertain {
+        /// The job was an attach (else a detach).
+        attaching: bool,
+        /// Since when.
+        since: Timestamp,
+    },
 }
 
 /// What a NIC is used for.

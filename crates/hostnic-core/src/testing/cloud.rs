@@ -368,8 +368,9 @@ impl Inner {
             .jobs
             .values()
             .filter(|j| !j.applied && j.attach_to.as_ref() == Some(instance))
-            .map(|j| j.nics.len())
-            .sum();
+            .flat_map(|j| j.nics.iter())
+            .filter(|id| self.nics.get(*id).is_some_and(|n| n.instance.is_none()))
+            .count();
         (attached + attaching) as u32
     }
 
