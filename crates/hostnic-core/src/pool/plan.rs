@@ -288,8 +288,17 @@ impl NodeState {
             }
             Err(e) => {
                 if e.kind == CloudErrorKind::QuotaExceeded {
-                    let until = now.plus(self.config.backoff_max);
+                    // Addresses of a vxnet do not come back quickly: avoid it for a while and
+                    // go on at once with the next vxnet, if there is one.
+                    let until = now.plus(self.config.backoff_max * 10);
                     self.exhausted.insert(vxnet.clone(), until);
+                    if self
+                        .vxnets
+                        .iter()
+                        .any(|v| !self.exhausted.contains_key(&v.id))
+                    {
+                        return;
+                    }
                 }
                 self.fail(ActionKind::Create, now);
             }
@@ -576,7 +585,7 @@ mod tests {
             s.plan(Timestamp(10)).is_empty(),
             "backing off, and the only vxnet is exhausted"
         );
-        let later = Timestamp(0).plus(Duration::from_secs(120));
+        let later = Timestamp(0).plus(Duration::from_secs(601));
         assert!(!s.plan(later).is_empty());
     }
 
