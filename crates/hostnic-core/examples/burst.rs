@@ -58,6 +58,10 @@ fn main() -> Result<(), EngineError> {
                 {
                     Ok(added) => {
                         served += 1;
+                        // As the agent does: every ADD wakes the pool, which refills by a batch
+                        // as soon as fewer than `min_free` NICs are ready.
+                        engine.set_demand(0);
+                        engine.run_pool().await;
                         println!(
                             "{:<12} -> {} on NIC {} (table {})",
                             pod.name,

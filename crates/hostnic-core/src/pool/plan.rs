@@ -120,7 +120,15 @@ impl NodeState {
         if self.backoff_ready(ActionKind::Create, now) {
             let want = self.config.min_free.saturating_add(self.demand);
             let room = self.config.max_nics.saturating_sub(self.total());
-            let mut need = want.saturating_sub(self.supply()).min(room);
+            let supply = self.supply();
+            let mut need = want.saturating_sub(supply);
+            if need > 0 {
+                // Refill by at least a whole batch (never past max_free): under steady churn
+                // this makes one CreateNics per `batch_size` pods, not one per pod.
+                let ceiling = self.config.max_free.saturating_add(self.demand).saturating_sub(supply);
+                need = need.max(self.config.batch_size.min(ceiling));
+            }
+            let mut need = need.min(room);
             let vxnet = self
                 .vxnets
                 .iter()
