@@ -1,0 +1,1 @@
+//! The QingCloud API simulator (work in progress).
