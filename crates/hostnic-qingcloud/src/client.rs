@@ -91,7 +91,7 @@ struct Inner {
     bucket: TokenBucket,
     in_flight: Semaphore,
     stats: CallStats,
-    observer: Option<Arc<dyn CallObserver>>,
+    observers: std::sync::RwLock<Vec<Arc<dyn CallObserver>>>,
     tag_id: tokio::sync::Mutex<Option<String>>,
 }
 
@@ -148,18 +148,20 @@ impl QingCloudClient {
                 in_flight: Semaphore::new(options.max_in_flight.max(1)),
                 options,
                 stats: CallStats::default(),
-                observer: None,
+                observers: std::sync::RwLock::new(Vec::new()),
                 tag_id: tokio::sync::Mutex::new(None),
             }),
         }
     }
 
-    /// The same client reporting every call to `observer` as well. Call before cloning.
-    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.observer = Some(observer);
-        }
-        self
+    /// Reports every call of this client (and its clones) to `observer` as well,
+    /// e.g. to turn them into Prometheus metrics.
+    pub fn add_observer(&self, observer: Arc<dyn CallObserver>) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(observer);
     }
 
     /// Per-action counters and latency since the client was built.
@@ -214,7 +216,13 @@ impl QingCloudClient {
             error: result.as_ref().err().map(|e| e.kind),
         };
         self.inner.stats.observe(&record);
-        if let Some(observer) = &self.inner.observer {
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             observer.observe(&record);
         }
         span.in_scope(|| match &result {
@@ -578,6 +586,23 @@ mod tests {
             assert!(!query.contains("TOPSECRET"));
         }
         assert!(!format!("{c:?}").contains("TOPSECRET"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observers_hear_every_call_with_its_outcome() {
+        let t = Scripted::new(vec![
+            code(5100, "ServerBusy"),
+            Ok(r#"{"ret_code":0}"#.into()),
+            code(2100, "ResourceNotFound"),
+        ]);
+        let c = client(t, fast_options());
+        let seen = Arc::new(CallStats::default());
+        c.clone().add_observer(seen.clone());
+        c.call("AttachNics", Params::new()).await.unwrap();
+        c.call("AttachNics", Params::new()).await.unwrap_err();
+        let s = &seen.snapshot()["AttachNics"];
+        assert_eq!((s.calls, s.errors, s.retries), (2, 1, 1));
+        assert_eq!(s.ret_codes.get(&2100), Some(&1));
     }
 
     #[test]
