@@ -499,3 +499,32 @@ async fn the_simulator_throttles_and_the_client_rides_it_out() {
         "{counters:?}"
     );
 }
+
+#[tokio::test]
+async fn a_wrong_endpoint_path_is_a_permanent_http_error_not_retried() {
+    let sim = Simulator::start(fast_config(), None).await.unwrap();
+    let url = format!("http://{}/not-iaas/", sim.addr());
+    let cloud =
+        QingCloudClient::for_url(&url, KEY, Secret::new(SECRET), "pek3a", fast_options()).unwrap();
+    let err = cloud.call("DescribeNics", Params::new()).await.unwrap_err();
+    assert_eq!(err.kind, CloudErrorKind::Permanent);
+    assert!(err.message.contains("404"), "{err}");
+    assert_eq!(cloud.stats().snapshot()["DescribeNics"].retries, 0);
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_retried_then_reported_as_retryable() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/iaas/");
+    let cloud =
+        QingCloudClient::for_url(&url, KEY, Secret::new(SECRET), "pek3a", fast_options()).unwrap();
+    let err = cloud.call("DescribeNics", Params::new()).await.unwrap_err();
+    assert_eq!(err.kind, CloudErrorKind::Retryable);
+    assert_eq!(err.code, None);
+    assert_eq!(cloud.stats().snapshot()["DescribeNics"].retries, 3);
+}

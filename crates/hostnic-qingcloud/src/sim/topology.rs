@@ -162,3 +162,33 @@ impl Topology {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_yaml_topology_file_loads_with_defaults_for_missing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topo.yaml");
+        std::fs::write(
+            &path,
+            "routers:\n  - {id: rtr-a, vpc_network: 10.0.0.0/16}\nvxnets:\n  - {id: vxnet-a, cidr: 10.0.5.0/24, router: rtr-a}\ninstances:\n  - {id: i-a, vxnet: vxnet-a}\n",
+        )
+        .unwrap();
+        let t = Topology::load(&path).unwrap();
+        assert_eq!(t.zone, "pek3a");
+        assert_eq!(t.max_nics_per_instance, 63);
+        assert_eq!(t.vxnets[0].cidr.to_string(), "10.0.5.0/24");
+    }
+
+    #[test]
+    fn dangling_references_are_rejected() {
+        let mut t = Topology::default();
+        t.instances[0].vxnet = "vxnet-nope".into();
+        assert!(t.validate().unwrap_err().contains("vxnet-nope"));
+        let mut t = Topology::default();
+        t.vxnets[0].router = Some("rtr-nope".into());
+        assert!(t.validate().unwrap_err().contains("rtr-nope"));
+    }
+}
