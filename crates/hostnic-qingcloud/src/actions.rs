@@ -440,7 +440,80 @@ impl QingCloudClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::client::ClientOptions;
+    use crate::config::{Config, Secret};
+    use crate::transport::{Transport, TransportError, WireRequest};
+
+    /// Answers DescribeJobs with `status` until `done_after` polls, then `successful`.
+    struct JobScript {
+        polls: Mutex<Vec<Instant>>,
+        done_after: usize,
+    }
+
+    #[async_trait]
+    impl Transport for JobScript {
+        async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+            let mut polls = self.polls.lock().unwrap();
+            polls.push(Instant::now());
+            let status = if polls.len() > self.done_after {
+                "successful"
+            } else {
+                "working"
+            };
+            Ok(serde_json::json!({"ret_code": 0, "job_set": [{"job_id": "j-1", "status": status}]})
+                .to_string())
+        }
+    }
+
+    fn waiter(done_after: usize) -> (QingCloudClient, Arc<JobScript>) {
+        let script = Arc::new(JobScript {
+            polls: Mutex::new(Vec::new()),
+            done_after,
+        });
+        let options = ClientOptions {
+            rate_limit_qps: 0.0,
+            job_poll_initial: Duration::from_secs(1),
+            job_poll_max: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        let config = Config::new("AK", Secret::new("SK"), "pek3a");
+        (
+            QingCloudClient::with_transport(&config, options, script.clone()),
+            script,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_job_waiter_polls_with_doubling_delays_up_to_the_cap() {
+        let (client, script) = waiter(5);
+        let outcome = client
+            .wait_job(&JobId::new("j-1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(outcome, JobOutcome::Successful);
+        let polls = script.polls.lock().unwrap().clone();
+        let gaps: Vec<u64> = polls.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        assert_eq!(gaps, [1, 2, 4, 5, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_job_waiter_gives_up_at_the_timeout_with_a_retryable_error() {
+        let (client, script) = waiter(usize::MAX);
+        let start = Instant::now();
+        let err = client
+            .wait_job(&JobId::new("j-1"), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // Polls at 0, 1, 3, 7 and the deadline 10.
+        assert_eq!(script.polls.lock().unwrap().len(), 5);
+    }
 
     #[test]
     fn nic_items_parse_with_role_and_status() {
