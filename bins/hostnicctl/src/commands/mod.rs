@@ -1,0 +1,3 @@
+//! One module per subcommand, each with an `exec()`.
+
+pub mod cloud;
