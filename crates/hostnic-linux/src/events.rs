@@ -52,7 +52,7 @@ impl LinuxHost {
     pub async fn link_events(&self) -> Result<BoxStream<'static, LinkEvent>, LinuxError> {
         let mc = self.host_ns.connect_multicast(GROUPS).await?;
         // Addresses only carry a link index: keep an index → MAC map.
-        let mut macs: HashMap<u32, [u8; 6]> = nl::links(self.handle())
+        let mut macs: HashMap<u32, [u8; 6]> = nl::links(&self.conn)
             .await?
             .iter()
             .filter_map(|l| nl::link_mac(l).map(|m| (l.header.index, m)))

@@ -73,11 +73,24 @@ impl LinuxHost {
         })
     }
 
+    /// Reads `/proc/sys/<key>` inside the host namespace.
+    pub(crate) async fn read_sysctl(&self, key: &str) -> Result<String, LinuxError> {
+        let path = format!("/proc/sys/{key}");
+        let read = self
+            .host_ns
+            .run(move || std::fs::read_to_string(&path))
+            .await?;
+        read.map_err(|source| LinuxError::Sysctl {
+            key: key.to_string(),
+            source,
+        })
+    }
+
     /// What hostnic plumbing exists in the host namespace.
     pub async fn inventory_now(&self) -> Result<HostInventory, LinuxError> {
-        let h = self.handle();
+        let c = &self.conn;
         let (links, routes, rules) =
-            tokio::try_join!(nl::links(h), nl::routes_v4(h), nl::rules_v4(h))?;
+            tokio::try_join!(nl::links(c), nl::routes_v4(c), nl::rules_v4(c))?;
         let prefix = &self.config.veth_prefix;
         let mut inventory = HostInventory::default();
         for link in &links {
@@ -137,7 +150,7 @@ impl LinuxHost {
     pub async fn orphan_rule_addresses(&self) -> Result<Vec<Ipv4Addr>, LinuxError> {
         let inventory = self.inventory_now().await?;
         let live: BTreeSet<Ipv4Addr> = inventory.pods.iter().map(|p| p.ip).collect();
-        let rules = nl::rules_v4(self.handle()).await?;
+        let rules = nl::rules_v4(&self.conn).await?;
         let orphans: BTreeSet<Ipv4Addr> = rules
             .iter()
             .filter_map(nl::RuleSpec::of)

@@ -85,6 +85,8 @@ pub struct NetNs {
 pub struct NetlinkConn {
     /// The request handle.
     pub handle: rtnetlink::Handle,
+    /// The kernel serves one dump at a time per socket (EBUSY otherwise).
+    pub(crate) dump_lock: tokio::sync::Mutex<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -183,7 +185,11 @@ impl NetNs {
             .await?;
         let (conn, handle, _) = opened.map_err(|source| NetnsError::Netlink { path, source })?;
         let task = tokio::spawn(conn);
-        Ok(NetlinkConn { handle, task })
+        Ok(NetlinkConn {
+            handle,
+            dump_lock: tokio::sync::Mutex::new(()),
+            task,
+        })
     }
 
     /// Opens a multicast rtnetlink connection (like `ip monitor`) inside this namespace.
@@ -203,7 +209,11 @@ impl NetNs {
             opened.map_err(|source| NetnsError::Netlink { path, source })?;
         let task = tokio::spawn(conn);
         Ok(MulticastConn {
-            conn: NetlinkConn { handle, task },
+            conn: NetlinkConn {
+                handle,
+                dump_lock: tokio::sync::Mutex::new(()),
+                task,
+            },
             messages,
         })
     }

@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
 use hostnic_core::types::NicPlumbing;
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
@@ -17,11 +16,11 @@ impl LinuxHost {
     /// Prepares the link of `nic`: up with the configured MTU, every IPv4 address
     /// removed (the address belongs to the pod; DHCP or NetworkManager may put it
     /// back, so the agent calls this again on [`crate::LinkEvent`]s), `rp_filter`
-    /// loose, and its table `<gw>/32 dev nic scope link` + `default via <gw>`.
+    /// off (see below), and its table `<gw>/32 dev nic scope link` + `default via <gw>`.
     /// [`LinuxError::LinkNotFound`] (retryable) while the link has not appeared.
     pub async fn prepare_nic_now(&self, nic: &NicPlumbing) -> Result<(), LinuxError> {
         let h = self.handle();
-        let link = nl::link_by_mac(h, nic.nic.mac())
+        let link = nl::link_by_mac(&self.conn, nic.nic.mac())
             .await?
             .ok_or_else(|| LinuxError::LinkNotFound(format!("with MAC {}", nic.nic)))?;
         let index = link.header.index;
@@ -39,10 +38,23 @@ impl LinuxHost {
                 .map_err(LinuxError::netlink(format!("set {name} up")))?;
         }
         self.strip_ipv4_addresses(index, &name).await?;
-        // 2 = loose: replies to pods arrive on the NIC while the host's own
-        // routes point elsewhere.
-        self.sysctl(&format!("net/ipv4/conf/{name}/rp_filter"), "2")
+        // Off, not loose: the NIC has no address, and for an address-less device
+        // the kernel's source validation fails even in loose mode when the reverse
+        // route does not use the device (fib_validate_source: no_addr → last_resort
+        // → e_rpf), which is the case for every packet from the VPC to a pod
+        // (the reverse lookup has no VPC mark and ends in the main table). The
+        // effective value is max(all, <nic>), so `all` must be 0 (the systemd
+        // default leaves it alone).
+        self.sysctl(&format!("net/ipv4/conf/{name}/rp_filter"), "0")
             .await?;
+        if let Ok(all) = self.read_sysctl("net/ipv4/conf/all/rp_filter").await
+            && all.trim() != "0"
+        {
+            tracing::warn!(
+                all = all.trim(),
+                "net.ipv4.conf.all.rp_filter is not 0: replies to pods arriving on NICs will be dropped"
+            );
+        }
         let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(nic.gateway, 32)
             .output_interface(index)
@@ -77,18 +89,7 @@ impl LinuxHost {
 
     async fn strip_ipv4_addresses(&self, index: u32, name: &str) -> Result<(), LinuxError> {
         let h = self.handle();
-        let addresses: Vec<_> = h
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(LinuxError::netlink(format!("dump addresses of {name}")))?;
-        for address in addresses {
-            if address.header.family != AddressFamily::Inet || address.header.index != index {
-                continue;
-            }
+        for address in nl::addresses_v4(&self.conn, index).await? {
             tracing::info!(nic = name, "removing a host IPv4 address from a pod NIC");
             ok_if_missing(h.address().del(address).execute().await)
                 .map_err(LinuxError::netlink(format!("delete address of {name}")))?;
@@ -101,20 +102,19 @@ impl LinuxHost {
     pub async fn release_nic_now(&self, nic: &NicPlumbing) -> Vec<LinuxError> {
         let h = self.handle();
         let mut errors = Vec::new();
-        match nl::routes_v4(h).await {
+        match nl::routes_v4(&self.conn).await {
             Ok(routes) => {
                 for route in routes {
-                    if nl::route_table(&route) == nic.table {
-                        if let Err(e) = ok_if_missing(h.route().del(route).execute().await) {
-                            errors
-                                .push(LinuxError::netlink(format!("flush table {}", nic.table))(e));
-                        }
+                    if nl::route_table(&route) == nic.table
+                        && let Err(e) = ok_if_missing(h.route().del(route).execute().await)
+                    {
+                        errors.push(LinuxError::netlink(format!("flush table {}", nic.table))(e));
                     }
                 }
             }
             Err(e) => errors.push(e),
         }
-        match nl::link_by_mac(h, nic.nic.mac()).await {
+        match nl::link_by_mac(&self.conn, nic.nic.mac()).await {
             Ok(Some(link)) => {
                 let down = LinkUnspec::new_with_index(link.header.index).down().build();
                 if let Err(e) = ok_if_missing(h.link().set(down).execute().await) {

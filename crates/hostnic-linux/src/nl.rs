@@ -5,12 +5,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::error::{LinuxError, errno_of, libc_errno};
+use crate::netns::NetlinkConn;
 
 /// Turns an "already exists" answer into success.
 pub(crate) fn ok_if_exists(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
@@ -83,8 +86,9 @@ pub(crate) fn link_is_loopback(link: &LinkMessage) -> bool {
 }
 
 /// Every link of the namespace.
-pub(crate) async fn links(handle: &Handle) -> Result<Vec<LinkMessage>, LinuxError> {
-    handle
+pub(crate) async fn links(conn: &NetlinkConn) -> Result<Vec<LinkMessage>, LinuxError> {
+    let _one_dump = conn.dump_lock.lock().await;
+    conn.handle
         .link()
         .get()
         .execute()
@@ -114,18 +118,54 @@ pub(crate) async fn link_by_name(
 
 /// The link whose MAC is `mac`, if any.
 pub(crate) async fn link_by_mac(
-    handle: &Handle,
+    conn: &NetlinkConn,
     mac: [u8; 6],
 ) -> Result<Option<LinkMessage>, LinuxError> {
-    Ok(links(handle)
+    Ok(links(conn)
         .await?
         .into_iter()
         .find(|l| link_mac(l) == Some(mac)))
 }
 
+/// The IPv4 addresses of link `index`.
+pub(crate) async fn addresses_v4(
+    conn: &NetlinkConn,
+    index: u32,
+) -> Result<Vec<AddressMessage>, LinuxError> {
+    let _one_dump = conn.dump_lock.lock().await;
+    let all: Vec<AddressMessage> = conn
+        .handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(LinuxError::netlink(format!(
+            "dump addresses of link {index}"
+        )))?;
+    Ok(all
+        .into_iter()
+        .filter(|a| a.header.family == AddressFamily::Inet && a.header.index == index)
+        .collect())
+}
+
+/// Every neighbour entry.
+pub(crate) async fn neighbours(conn: &NetlinkConn) -> Result<Vec<NeighbourMessage>, LinuxError> {
+    let _one_dump = conn.dump_lock.lock().await;
+    conn.handle
+        .neighbours()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(LinuxError::netlink("dump neighbours"))
+}
+
 /// Every IPv4 policy rule.
-pub(crate) async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, LinuxError> {
-    handle
+pub(crate) async fn rules_v4(conn: &NetlinkConn) -> Result<Vec<RuleMessage>, LinuxError> {
+    let _one_dump = conn.dump_lock.lock().await;
+    conn.handle
         .rule()
         .get(IpVersion::V4)
         .execute()
@@ -135,11 +175,12 @@ pub(crate) async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, LinuxE
 }
 
 /// Every IPv4 route of every table.
-pub(crate) async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, LinuxError> {
+pub(crate) async fn routes_v4(conn: &NetlinkConn) -> Result<Vec<RouteMessage>, LinuxError> {
     let mut dump = RouteMessageBuilder::<Ipv4Addr>::new().build();
     // Table 0 (unspec) in a dump request means "all tables".
     dump.header.table = 0;
-    handle
+    let _one_dump = conn.dump_lock.lock().await;
+    conn.handle
         .route()
         .get(dump)
         .execute()
@@ -247,10 +288,10 @@ pub(crate) async fn delete_rules(
         let Some(spec) = RuleSpec::of(&rule) else {
             continue;
         };
-        if pick(&spec) {
-            if let Err(e) = ok_if_missing(handle.rule().del(rule).execute().await) {
-                errors.push(LinuxError::netlink(format!("delete rule {spec}"))(e));
-            }
+        if pick(&spec)
+            && let Err(e) = ok_if_missing(handle.rule().del(rule).execute().await)
+        {
+            errors.push(LinuxError::netlink(format!("delete rule {spec}"))(e));
         }
     }
 }

@@ -15,11 +15,9 @@
 
 use std::net::Ipv4Addr;
 
-use futures::TryStreamExt;
 use hostnic_core::types::{NodePlumbing, NodeReport};
 use ipnet::Ipv4Net;
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
 use serde_json::{Value, json};
 
@@ -76,11 +74,11 @@ impl LinuxHost {
     /// Returns true when something was changed.
     async fn guard_default_route(&self, node: &NodePlumbing) -> Result<bool, LinuxError> {
         let h = self.handle();
-        let primary = nl::link_by_mac(h, node.primary_nic.mac())
+        let primary = nl::link_by_mac(&self.conn, node.primary_nic.mac())
             .await?
             .ok_or_else(|| LinuxError::LinkNotFound(format!("primary NIC {}", node.primary_nic)))?;
         let primary_index = primary.header.index;
-        let routes = nl::routes_v4(h).await?;
+        let routes = nl::routes_v4(&self.conn).await?;
         let defaults: Vec<_> = routes
             .into_iter()
             .filter(|r| nl::route_table(r) == u32::from(MAIN_TABLE) && nl::route_dst(r).is_none())
@@ -145,18 +143,9 @@ impl LinuxHost {
         index: u32,
         primary_ip: Ipv4Addr,
     ) -> Result<Ipv4Addr, LinuxError> {
-        let addresses: Vec<_> = self
-            .handle()
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(LinuxError::netlink("dump primary addresses"))?;
+        let addresses = nl::addresses_v4(&self.conn, index).await?;
         let net = addresses
             .iter()
-            .filter(|a| a.header.family == AddressFamily::Inet)
             .find_map(|a| {
                 a.attributes.iter().find_map(|x| match x {
                     AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == primary_ip => {

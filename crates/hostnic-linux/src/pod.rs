@@ -8,9 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use futures::TryStreamExt;
 use hostnic_core::types::{PlumbedPod, PodPlumbing};
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
@@ -21,7 +19,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 use crate::error::{LinuxError, libc_errno};
 use crate::host::{LinuxHost, MAIN_TABLE};
 use crate::names::host_veth_name;
-use crate::netns::NetNs;
+use crate::netns::{NetNs, NetlinkConn};
 use crate::nl::{self, RuleSpec, ok_if_exists, ok_if_missing};
 
 /// The on-link gateway every pod routes through (answered by the host veth's MAC).
@@ -98,11 +96,12 @@ impl LinuxHost {
         sandbox: &NetNs,
     ) -> Result<(), LinuxError> {
         // rtnetlink has no builder for "peer in namespace X": build the peer
-        // message ourselves with IFLA_NET_NS_FD, and bring both ends up at creation.
+        // message ourselves with IFLA_NET_NS_FD. The peer cannot be brought up in
+        // the same message (the kernel answers ENOTCONN: its twin is not linked
+        // yet); `configure_sandbox` does it.
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(ifname.to_string())
             .mtu(self.config.mtu)
-            .up()
             .setns_by_fd(sandbox.raw_fd())
             .build();
         let message = LinkVeth::new(veth, ifname)
@@ -217,13 +216,14 @@ impl LinuxHost {
         }
         // The rules go unless a live link still routes the address (a newer sandbox
         // got the same address).
-        let (routes, rules) = match tokio::try_join!(nl::routes_v4(host), nl::rules_v4(host)) {
-            Ok(x) => x,
-            Err(e) => {
-                errors.push(e);
-                return errors;
-            }
-        };
+        let (routes, rules) =
+            match tokio::try_join!(nl::routes_v4(&self.conn), nl::rules_v4(&self.conn)) {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(e);
+                    return errors;
+                }
+            };
         let still_routed = routes.iter().any(|r| {
             nl::route_table(r) == u32::from(MAIN_TABLE) && nl::route_dst(r) == Some((pod.ip, 32))
         });
@@ -255,8 +255,8 @@ impl LinuxHost {
         let ip = plumbed.ip;
         let (link, routes, rules) = tokio::try_join!(
             nl::link_by_name(host, &plumbed.host_veth),
-            nl::routes_v4(host),
-            nl::rules_v4(host)
+            nl::routes_v4(&self.conn),
+            nl::rules_v4(&self.conn)
         )?;
         let host_mac = match &link {
             None => {
@@ -294,7 +294,7 @@ impl LinuxHost {
             Err(e) => missing.push(format!("sandbox namespace: {e}")),
             Ok(sandbox) => {
                 let conn = sandbox.connect().await?;
-                missing.extend(verify_sandbox(&conn.handle, &pod.pod.ifname, ip, host_mac).await?);
+                missing.extend(verify_sandbox(&conn, &pod.pod.ifname, ip, host_mac).await?);
             }
         }
         Ok(missing)
@@ -325,6 +325,12 @@ async fn configure_sandbox(
             .map_err(LinuxError::netlink("add gateway neighbour in sandbox"))
     };
     let routes = async {
+        // Routes need the link up.
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(LinuxError::netlink("set sandbox interface up"))?;
         let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(POD_GATEWAY, 32)
             .output_interface(index)
@@ -353,12 +359,13 @@ async fn configure_sandbox(
 }
 
 async fn verify_sandbox(
-    h: &Handle,
+    conn: &NetlinkConn,
     ifname: &str,
     ip: Ipv4Addr,
     host_mac: Option<[u8; 6]>,
 ) -> Result<Vec<String>, LinuxError> {
     let mut missing = Vec::new();
+    let h = &conn.handle;
     let Some(link): Option<LinkMessage> = nl::link_by_name(h, ifname).await? else {
         missing.push(format!("sandbox interface {ifname}"));
         return Ok(missing);
@@ -367,17 +374,9 @@ async fn verify_sandbox(
         missing.push(format!("sandbox interface {ifname} is down"));
     }
     let index = link.header.index;
-    let addresses: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(LinuxError::netlink("dump sandbox addresses"))?;
+    let addresses = nl::addresses_v4(conn, index).await?;
     let has_address = addresses.iter().any(|a| {
-        a.header.family == AddressFamily::Inet
-            && a.header.prefix_len == 32
+        a.header.prefix_len == 32
             && a.attributes.iter().any(|x| {
                 matches!(x, AddressAttribute::Address(IpAddr::V4(v)) | AddressAttribute::Local(IpAddr::V4(v)) if *v == ip)
             })
@@ -385,7 +384,7 @@ async fn verify_sandbox(
     if !has_address {
         missing.push(format!("address {ip}/32 on {ifname}"));
     }
-    let routes = nl::routes_v4(h).await?;
+    let routes = nl::routes_v4(conn).await?;
     let main: Vec<_> = routes
         .iter()
         .filter(|r| nl::route_table(r) == u32::from(MAIN_TABLE) && nl::route_oif(r) == Some(index))
@@ -402,13 +401,7 @@ async fn verify_sandbox(
     {
         missing.push(format!("default via {POD_GATEWAY} dev {ifname}"));
     }
-    let neighbours: Vec<_> = h
-        .neighbours()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(LinuxError::netlink("dump sandbox neighbours"))?;
+    let neighbours = nl::neighbours(conn).await?;
     let neighbour_ok = neighbours.iter().any(|n| {
         n.header.ifindex == index
             && n.header.state == NeighbourState::Permanent
