@@ -182,8 +182,14 @@ async fn main() {
     let (del_med, del_p90) = median_and_p90(del);
     println!("plumb benchmark, {iters} iterations, real namespaces (times in ms)");
     println!("{:<28} {:>8} {:>8}", "", "median", "p90");
-    println!("{:<28} {add_med:>8.2} {add_p90:>8.2}", "hostnic ADD (plumb_pod)");
-    println!("{:<28} {del_med:>8.2} {del_p90:>8.2}", "hostnic DEL (unplumb_pod)");
+    println!(
+        "{:<28} {add_med:>8.2} {add_p90:>8.2}",
+        "hostnic ADD (plumb_pod)"
+    );
+    println!(
+        "{:<28} {del_med:>8.2} {del_p90:>8.2}",
+        "hostnic DEL (unplumb_pod)"
+    );
     let mut ok = add_med <= 6.0;
     if reference {
         let (ra_med, ra_p90) = median_and_p90(ref_add);

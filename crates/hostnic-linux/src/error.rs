@@ -111,3 +111,40 @@ pub(crate) mod libc_errno {
     /// Cannot assign requested address (address already gone on delete).
     pub const EADDRNOTAVAIL: i32 = nix::errno::Errno::EADDRNOTAVAIL as i32;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroI32;
+
+    use rtnetlink::packet_core::ErrorMessage;
+
+    use super::*;
+
+    fn netlink(errno: nix::errno::Errno) -> LinuxError {
+        let mut msg = ErrorMessage::default();
+        msg.code = NonZeroI32::new(-(errno as i32));
+        LinuxError::Netlink {
+            what: "test".into(),
+            source: rtnetlink::Error::NetlinkError(msg),
+        }
+    }
+
+    #[test]
+    fn errno_decides_whether_retrying_helps() {
+        use nix::errno::Errno;
+        assert_eq!(netlink(Errno::ENODEV).kind(), HostErrorKind::NotFound);
+        assert_eq!(netlink(Errno::EBUSY).kind(), HostErrorKind::Retryable);
+        assert_eq!(netlink(Errno::EPERM).kind(), HostErrorKind::Permanent);
+        assert_eq!(netlink(Errno::EINVAL).errno(), Some(Errno::EINVAL as i32));
+    }
+
+    #[test]
+    fn a_missing_nic_link_is_retryable_and_a_bad_config_is_not() {
+        assert_eq!(
+            LinuxError::LinkNotFound("x".into()).kind(),
+            HostErrorKind::Retryable
+        );
+        let e: HostError = LinuxError::Config("x".into()).into();
+        assert_eq!(e.kind, HostErrorKind::Permanent);
+    }
+}

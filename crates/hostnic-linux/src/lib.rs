@@ -5,11 +5,20 @@
 //! pairs, addresses, routes, policy rules, neighbours) and nftables (`nft -j`,
 //! one table `hostnic`). No `ip`/`iptables` commands are run.
 //!
-//! What a pod gets (see `docs` of [`pod`]): a veth `<prefix><sha1[..11]>` whose
-//! peer is created directly in the sandbox, `<podIP>/32` and a default route via
+//! What a pod gets ([`pod`]): a veth `<prefix><sha1(ns.pod)[..11]>` whose peer is
+//! created directly in the sandbox, `<podIP>/32` and a default route via
 //! `169.254.1.1` (a permanent neighbour with the host veth's MAC) inside; on the
 //! host `<podIP>/32 dev <veth>`, rule 512 `to <podIP> lookup main` and rule 1536
-//! `from <podIP> fwmark M/M lookup <NIC table>` (SNAT design (a), see [`node`]).
+//! `from <podIP> fwmark M/M lookup <NIC table>` with the "to table" action. SNAT
+//! uses design (a), a firewall mark on VPC-bound packets: see [`node`].
+//!
+//! Each NIC ([`nic`]) is up, address-less, has `rp_filter` off (loose is not
+//! enough for an address-less device, see [`LinuxHost::prepare_nic_now`]) and its
+//! own table `<gw>/32 dev <nic> scope link` + `default via <gw>`.
+//!
+//! Everything runs in one "host" namespace, the current one by default; tests,
+//! the benchmark and the lab pass a namespace path so nothing touches the
+//! machine's own namespace. Root tests: `cargo test -p hostnic-linux -- --include-ignored`.
 //!
 //! ## Layout
 //! - [`netns`]: open/enter/create/delete network namespaces; `setns` only on

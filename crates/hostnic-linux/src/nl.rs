@@ -345,3 +345,50 @@ pub(crate) fn route_metric(route: &RouteMessage) -> u32 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_spec_reads_back_what_hostnic_writes() {
+        let mut rule = RuleMessage::default();
+        rule.header.family = AddressFamily::Inet;
+        rule.header.src_len = 32;
+        rule.header.table = 0;
+        rule.header.action = RuleAction::ToTable;
+        rule.attributes = vec![
+            RuleAttribute::Priority(1536),
+            RuleAttribute::Source(IpAddr::V4(Ipv4Addr::new(172, 20, 1, 5))),
+            RuleAttribute::FwMark(0x100_0000),
+            RuleAttribute::Table(1001),
+        ];
+        let spec = RuleSpec::of(&rule).unwrap();
+        assert_eq!(
+            spec,
+            RuleSpec {
+                priority: 1536,
+                src: Some(Ipv4Addr::new(172, 20, 1, 5)),
+                dst: None,
+                fwmark: Some(0x100_0000),
+                table: 1001,
+            }
+        );
+        assert_eq!(
+            spec.to_string(),
+            "1536: from 172.20.1.5 fwmark 0x1000000/0x1000000 lookup 1001"
+        );
+        assert!(RuleSpec::action_is_to_table(&rule));
+    }
+
+    #[test]
+    fn a_wider_source_prefix_is_not_a_pod_rule() {
+        let mut rule = RuleMessage::default();
+        rule.header.family = AddressFamily::Inet;
+        rule.header.src_len = 16;
+        rule.attributes = vec![RuleAttribute::Source(IpAddr::V4(Ipv4Addr::new(
+            172, 20, 0, 0,
+        )))];
+        assert_eq!(RuleSpec::of(&rule).unwrap().src, None);
+    }
+}

@@ -523,3 +523,61 @@ fn named_namespaces_are_created_and_deleted_without_forking() {
     assert!(!path.exists());
     NetNs::delete_named(&name).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_new_sandbox_of_the_same_pod_replaces_the_old_veth_and_a_late_del_spares_it() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 60));
+    host.prepare_nic(&nic).await.unwrap();
+    let old = topo.pod("same", nic.clone());
+    let old_plumbed = host.plumb_pod(&old).await.unwrap();
+    // The runtime starts a new sandbox for the same pod before DEL of the old one.
+    let (ns, _) = topo.guard.create("pod");
+    let mut new = old.clone();
+    new.netns = format!("/run/netns/{ns}");
+    new.pod.container_id = format!("cid-{ns}");
+    let new_plumbed = host.plumb_pod(&new).await.unwrap();
+    assert_eq!(
+        new_plumbed.host_veth, old_plumbed.host_veth,
+        "same pod, same name"
+    );
+    assert_ne!(new_plumbed.host_mac, old_plumbed.host_mac, "a new veth");
+    host.verify_pod(&new, &new_plumbed).await.unwrap();
+    // The late DEL of the old sandbox leaves the new one intact.
+    host.unplumb_pod(&old_plumbed, Some(&old.netns))
+        .await
+        .unwrap();
+    host.verify_pod(&new, &new_plumbed).await.unwrap();
+    host.unplumb_pod(&new_plumbed, Some(&new.netns))
+        .await
+        .unwrap();
+    assert!(host.inventory().await.unwrap().pods.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_sandbox_given_as_proc_pid_ns_net_is_plumbed() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 70));
+    host.prepare_nic(&nic).await.unwrap();
+    let mut req = topo.pod("proc", nic);
+    // A thread parked inside the sandbox stands in for the sandbox's process.
+    let sandbox = NetNs::open(&req.netns).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let parked = std::thread::spawn(move || {
+        nix::sched::setns(sandbox.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tid_tx.send(nix::unistd::gettid()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    let tid = tid_rx.recv().unwrap();
+    req.netns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+    let plumbed = host.plumb_pod(&req).await.unwrap();
+    host.verify_pod(&req, &plumbed).await.unwrap();
+    host.unplumb_pod(&plumbed, Some(&req.netns)).await.unwrap();
+    stop_tx.send(()).unwrap();
+    parked.join().unwrap();
+}
