@@ -100,10 +100,14 @@ async fn main() {
             "NOTE: {PTP} missing (apt-get install -y containernetworking-plugins): reference skipped"
         );
     }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not: then
+    // only a two-iteration smoke run proves the benchmark still works.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let iters: usize = std::env::var("HOSTNIC_BENCH_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .filter(|_| benchmarking)
+        .unwrap_or(if benchmarking { 50 } else { 2 });
     let tag = format!("hnb-{}", std::process::id());
     let mut namespaces = Namespaces(Vec::new());
     let node_name = format!("{tag}-node");
@@ -206,7 +210,7 @@ async fn main() {
         if ok { "MET" } else { "MISSED" }
     );
     drop(namespaces);
-    if !ok && std::env::var("HOSTNIC_BENCH_ENFORCE").as_deref() == Ok("1") {
+    if benchmarking && !ok && std::env::var("HOSTNIC_BENCH_ENFORCE").as_deref() == Ok("1") {
         std::process::exit(1);
     }
 }
