@@ -409,6 +409,34 @@ async fn prepare_nic_strips_addresses_and_follows_link_events() {
     .await
     .expect("a removal event");
     assert_eq!(removed, NicId::new(NIC1_MAC).unwrap());
+
+    // A NIC being hot-plugged is reported by its MAC.
+    ip(&[
+        "-n",
+        &topo.node,
+        "link",
+        "add",
+        "eth9",
+        "address",
+        "52:54:00:dd:00:09",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vx9",
+    ]);
+    let appeared = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(LinkEvent::LinkChanged { nic, name, .. }) = events.next().await
+                && name == "eth9"
+            {
+                break nic;
+            }
+        }
+    })
+    .await
+    .expect("an appearance event");
+    assert_eq!(appeared, NicId::new("52:54:00:dd:00:09").unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
