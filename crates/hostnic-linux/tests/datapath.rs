@@ -1,0 +1,662 @@
+//! The datapath in real network namespaces, proven with real packets.
+//! Needs root: `cargo test -p hostnic-linux -- --include-ignored`.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use hostnic_core::ports::{HostErrorKind, HostNetwork};
+use hostnic_core::types::NicId;
+use hostnic_linux::{LinkEvent, NetNs};
+
+const ROOT: &str = "needs root: cargo test -- --include-ignored";
+
+fn ifindex(ns: &str, dev: &str) -> u32 {
+    ip_json(ns, &["link", "show", "dev", dev])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32
+}
+
+fn pod_ip(i: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 20, i, host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn pod_traffic_takes_the_documented_paths() {
+    let _ = ROOT;
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let report = host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    assert!(!report.default_route_restored, "the default route was fine");
+    let (ip1, ip2) = (pod_ip(1, 5), pod_ip(2, 5));
+    let (nic1, nic2) = (topo.nic(1, ip1), topo.nic(2, ip2));
+    host.prepare_nic(&nic1).await.unwrap();
+    host.prepare_nic(&nic2).await.unwrap();
+    let req1 = topo.pod("a", nic1);
+    let req2 = topo.pod("b", nic2);
+    let p1 = host.plumb_pod(&req1).await.unwrap();
+    let p2 = host.plumb_pod(&req2).await.unwrap();
+    assert_eq!((p2.ip, p2.table), (ip2, 1002));
+    assert_eq!((p1.ip, p1.table), (ip1, 1001));
+    topo.vpc_knows_pod(1, ip1);
+    topo.vpc_knows_pod(2, ip2);
+    let ns1 = NetNs::open(&req1.netns).unwrap();
+    let ns2 = NetNs::open(&req2.netns).unwrap();
+
+    // pod → other pod on the same node: straight through the host, no NAT.
+    let l = listen(&ns2, ip2);
+    assert_eq!(tcp_roundtrip(&ns1, &l, ip2), ip1);
+
+    // pod → VPC address: the kernel's lookup picks the pod's NIC, and a real
+    // connection arrives on the VPC end of that NIC with the pod's own address.
+    let veth1 = ifindex(&topo.node, &p1.host_veth);
+    let (oif, gw) = host
+        .route_get(VPC_CLIENT, ip1, veth1, Some(host.config().vpc_mark))
+        .await
+        .unwrap();
+    assert_eq!(oif, Some(ifindex(&topo.node, "eth1")));
+    assert_eq!(gw, Some(Ipv4Addr::new(172, 20, 1, 1)));
+    let before = rx_packets(&topo.vpc, "vnic1");
+    let l = listen(&topo.vpc_ns, VPC_CLIENT);
+    assert_eq!(tcp_roundtrip(&ns1, &l, VPC_CLIENT), ip1);
+    let after = rx_packets(&topo.vpc, "vnic1");
+    assert!(
+        after >= before + 3,
+        "the handshake entered the VPC through NIC 1 ({before} → {after})"
+    );
+
+    // VPC → pod: arrives on the NIC, routed into the veth by the /32.
+    let l = listen(&ns1, ip1);
+    assert_eq!(
+        tcp_roundtrip(&topo.vpc_ns, &l, ip1),
+        Ipv4Addr::new(172, 20, 1, 1)
+    );
+
+    // pod → outside the VPC: main table, primary NIC, SNAT to the node's address.
+    let (oif, _) = host
+        .route_get(INTERNET_HOST, ip1, veth1, None)
+        .await
+        .unwrap();
+    assert_eq!(oif, Some(ifindex(&topo.node, "prim0")));
+    let l = listen(&topo.inet_ns, INTERNET_HOST);
+    assert_eq!(tcp_roundtrip(&ns1, &l, INTERNET_HOST), PRIMARY_IP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn add_check_del_are_idempotent() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 7));
+    host.prepare_nic(&nic).await.unwrap();
+    let req = topo.pod("idem", nic);
+    let first = host.plumb_pod(&req).await.unwrap();
+    let second = host.plumb_pod(&req).await.unwrap();
+    assert_eq!(
+        first, second,
+        "a repeated ADD converges on the same plumbing"
+    );
+    host.verify_pod(&req, &first).await.unwrap();
+
+    // CHECK names what is missing.
+    ip(&[
+        "-n",
+        &topo.node,
+        "rule",
+        "del",
+        "priority",
+        "512",
+        "to",
+        "172.20.1.7",
+    ]);
+    let ns = NetNs::open(&req.netns).unwrap();
+    let pod_ns_name = req.netns.trim_start_matches("/run/netns/").to_string();
+    ip(&["-n", &pod_ns_name, "route", "del", "default"]);
+    let err = host.verify_pod(&req, &first).await.unwrap_err();
+    assert_eq!(err.kind, HostErrorKind::Mismatch);
+    assert!(
+        err.message.contains("rule 512: to 172.20.1.7 lookup 254"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("default via 169.254.1.1"),
+        "{}",
+        err.message
+    );
+    drop(ns);
+    // ADD again repairs it.
+    host.plumb_pod(&req).await.unwrap();
+    host.verify_pod(&req, &first).await.unwrap();
+
+    host.unplumb_pod(&first, Some(&req.netns)).await.unwrap();
+    host.unplumb_pod(&first, Some(&req.netns)).await.unwrap();
+    let inv = host.inventory().await.unwrap();
+    assert!(inv.pods.is_empty(), "{inv:?}");
+    let rules = ip(&["-n", &topo.node, "rule", "show"]);
+    assert!(!rules.contains("172.20.1.7"), "{rules}");
+    let err = host.verify_pod(&req, &first).await.unwrap_err();
+    assert!(
+        err.message
+            .contains(&format!("host veth {}", first.host_veth)),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn del_succeeds_when_the_sandbox_is_gone() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 8));
+    host.prepare_nic(&nic).await.unwrap();
+    let req = topo.pod("gone", nic.clone());
+    let plumbed = host.plumb_pod(&req).await.unwrap();
+    let name = req.netns.trim_start_matches("/run/netns/").to_string();
+    NetNs::delete_named(&name).unwrap();
+    host.unplumb_pod(&plumbed, Some(&req.netns)).await.unwrap();
+    host.unplumb_pod(&plumbed, None).await.unwrap();
+    host.unplumb_pod(&plumbed, Some("")).await.unwrap();
+    let rules = ip(&["-n", &topo.node, "rule", "show"]);
+    assert!(!rules.contains("172.20.1.8"), "{rules}");
+    // The host veth goes with the sandbox (the kernel frees it asynchronously).
+    let mut gone = false;
+    // Namespace teardown is deferred work in the kernel: allow it up to 20 s on a busy machine.
+    for _ in 0..2000 {
+        if host.inventory().await.unwrap().pods.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "host veth still listed");
+    // ADD into a namespace that does not exist is NotFound, not a panic.
+    let err = host.plumb_pod(&req).await.unwrap_err();
+    assert_eq!(err.kind, HostErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn concurrent_adds_on_different_pods() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    host.prepare_nic(&topo.nic(1, pod_ip(1, 20))).await.unwrap();
+    let reqs: Vec<_> = (0..6u8)
+        .map(|i| {
+            let nic = topo.nic(1, pod_ip(1, 20 + i));
+            topo.pod(&format!("c{i}"), nic)
+        })
+        .collect();
+    let plumbed = futures::future::join_all(reqs.iter().map(|r| host.plumb_pod(r))).await;
+    let plumbed: Vec<_> = plumbed.into_iter().map(Result::unwrap).collect();
+    for (req, p) in reqs.iter().zip(&plumbed) {
+        host.verify_pod(req, p).await.unwrap();
+    }
+    let inv = host.inventory().await.unwrap();
+    assert_eq!(inv.pods.len(), 6);
+    // Two of them talk to each other.
+    let a = NetNs::open(&reqs[0].netns).unwrap();
+    let b = NetNs::open(&reqs[5].netns).unwrap();
+    let l = listen(&b, plumbed[5].ip);
+    assert_eq!(tcp_roundtrip(&a, &l, plumbed[5].ip), plumbed[0].ip);
+    let errors = futures::future::join_all(plumbed.iter().map(|p| host.unplumb_pod(p, None))).await;
+    assert!(errors.iter().all(Result::is_ok), "{errors:?}");
+    assert!(host.inventory().await.unwrap().pods.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn orphans_are_listed_after_a_crash() {
+    let mut topo = Topology::new();
+    let nic = topo.nic(1, pod_ip(1, 30));
+    let (a, b, c) = {
+        let host = topo.host().await;
+        host.prepare_nic(&nic).await.unwrap();
+        let mut plumb = |i: u8| {
+            let mut n = nic.clone();
+            n.ip = pod_ip(1, 30 + i);
+            topo.pod(&format!("o{i}"), n)
+        };
+        let reqs = [plumb(0), plumb(1), plumb(2)];
+        let a = host.plumb_pod(&reqs[0]).await.unwrap();
+        let b = host.plumb_pod(&reqs[1]).await.unwrap();
+        let c = host.plumb_pod(&reqs[2]).await.unwrap();
+        (a, b, c)
+        // The agent "crashes" here: its LinuxHost and every record are dropped.
+    };
+    // Crash mid-DEL of b: its veth is gone, its rules are not.
+    ip(&["-n", &topo.node, "link", "del", &b.host_veth]);
+    // Crash mid-ADD of c: the veth exists, the route not yet.
+    ip(&["-n", &topo.node, "route", "del", &format!("{}/32", c.ip)]);
+
+    let host = topo.host().await;
+    let inv = host.inventory().await.unwrap();
+    assert!(
+        inv.pods.contains(&hostnic_core::types::PlumbedPod {
+            sandbox_mac: None,
+            ..a.clone()
+        }),
+        "{inv:?}"
+    );
+    let c_listed = inv
+        .pods
+        .iter()
+        .find(|p| p.host_veth == c.host_veth)
+        .expect("c listed");
+    assert_eq!(
+        c_listed.ip,
+        Ipv4Addr::UNSPECIFIED,
+        "no route: address unknown"
+    );
+    assert_eq!(inv.pods.len(), 2);
+    assert_eq!(inv.tables, vec![1001]);
+    assert!(inv.nic_links.contains(&NicId::new(NIC1_MAC).unwrap()));
+    assert!(inv.nic_links.contains(&NicId::new(PRIMARY_MAC).unwrap()));
+    let orphans = host.orphan_rule_addresses().await.unwrap();
+    assert!(orphans.contains(&b.ip), "{orphans:?}");
+    assert!(!orphans.contains(&a.ip), "{orphans:?}");
+    // GC removes them with the ordinary DEL.
+    host.unplumb_pod(&b, None).await.unwrap();
+    host.unplumb_pod(c_listed, None).await.unwrap();
+    host.unplumb_pod(&c, None).await.unwrap();
+    assert!(!host.orphan_rule_addresses().await.unwrap().contains(&b.ip));
+    assert_eq!(host.inventory().await.unwrap().pods.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn rules_carry_the_to_table_action() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    let nic = topo.nic(1, pod_ip(1, 40));
+    host.prepare_nic(&nic).await.unwrap();
+    let req = topo.pod("rule", nic);
+    let p = host.plumb_pod(&req).await.unwrap();
+    // `ip rule` prints "lookup T none" for a rule whose action is unspec.
+    let rules = ip(&["-n", &topo.node, "rule", "show"]);
+    let ours: Vec<_> = rules
+        .lines()
+        .filter(|l| l.contains("172.20.1.40"))
+        .collect();
+    assert_eq!(ours.len(), 2, "{rules}");
+    assert!(ours.iter().all(|l| !l.contains("none")), "{rules}");
+    let veth = ifindex(&topo.node, &p.host_veth);
+    host.route_get(VPC_CLIENT, p.ip, veth, Some(host.config().vpc_mark))
+        .await
+        .expect("a lookup through the pod's rule succeeds");
+
+    // The pitfall itself: the same rule with the action left unset makes every
+    // matching lookup fail with EINVAL.
+    let conn = topo.node_ns.connect().await.unwrap();
+    let mut bad = conn
+        .handle
+        .rule()
+        .add()
+        .v4()
+        .priority(1000)
+        .table_id(1001)
+        .source_prefix(p.ip, 32);
+    bad.message_mut().header.action = rtnetlink::packet_route::rule::RuleAction::Unspec;
+    bad.execute().await.unwrap();
+    let err = host
+        .route_get(VPC_CLIENT, p.ip, veth, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(nix::errno::Errno::EINVAL as i32), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn prepare_nic_strips_addresses_and_follows_link_events() {
+    let topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 50));
+    let mut events = host.link_events().await.unwrap();
+    // What DHCP would do on a fresh NIC.
+    ip(&[
+        "-n",
+        &topo.node,
+        "addr",
+        "add",
+        "172.20.1.50/24",
+        "dev",
+        "eth1",
+    ]);
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(LinkEvent::Ipv4AddressAdded { nic, address }) = events.next().await {
+                break (nic, address);
+            }
+        }
+    })
+    .await
+    .expect("an address event");
+    assert_eq!(event, (NicId::new(NIC1_MAC).unwrap(), pod_ip(1, 50)));
+
+    host.prepare_nic(&nic).await.unwrap();
+    let link = &ip_json(&topo.node, &["addr", "show", "dev", "eth1"])[0];
+    let v4: Vec<_> = link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .collect();
+    assert!(v4.is_empty(), "IPv4 addresses left: {v4:?}");
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert_eq!(link["mtu"], 1500);
+    let table = ip(&["-n", &topo.node, "route", "show", "table", "1001"]);
+    assert!(table.contains("default via 172.20.1.1 dev eth1"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("172.20.1.1 dev eth1") && l.contains("scope link")),
+        "{table}"
+    );
+    let rp = topo
+        .node_ns
+        .run_blocking(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth1/rp_filter"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rp.trim(),
+        "0",
+        "see prepare_nic_now: loose drops VPC replies"
+    );
+    // Idempotent, and it strips again when the address comes back.
+    ip(&[
+        "-n",
+        &topo.node,
+        "addr",
+        "add",
+        "172.20.1.50/24",
+        "dev",
+        "eth1",
+    ]);
+    host.prepare_nic(&nic).await.unwrap();
+    let out = ip(&["-n", &topo.node, "-4", "addr", "show", "dev", "eth1"]);
+    assert!(!out.contains("inet "), "{out}");
+
+    // A NIC that has not appeared yet is retryable.
+    let mut absent = nic.clone();
+    absent.nic = NicId::new("52:54:00:cc:cc:cc").unwrap();
+    let err = host.prepare_nic(&absent).await.unwrap_err();
+    assert_eq!(err.kind, HostErrorKind::Retryable);
+
+    // Release flushes the table and takes the link down; twice is fine.
+    host.release_nic(&nic).await.unwrap();
+    host.release_nic(&nic).await.unwrap();
+    let table = ip(&["-n", &topo.node, "route", "show", "table", "1001"]);
+    assert!(table.trim().is_empty(), "{table}");
+    let link = &ip_json(&topo.node, &["link", "show", "dev", "eth1"])[0];
+    assert!(!link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+
+    // The NIC going away is reported.
+    ip(&["-n", &topo.node, "link", "del", "eth1"]);
+    let removed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(LinkEvent::LinkRemoved { nic }) = events.next().await {
+                break nic;
+            }
+        }
+    })
+    .await
+    .expect("a removal event");
+    assert_eq!(removed, NicId::new(NIC1_MAC).unwrap());
+
+    // A NIC being hot-plugged is reported by its MAC.
+    ip(&[
+        "-n",
+        &topo.node,
+        "link",
+        "add",
+        "eth9",
+        "address",
+        "52:54:00:dd:00:09",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vx9",
+    ]);
+    let appeared = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(LinkEvent::LinkChanged { nic, name, .. }) = events.next().await
+                && name == "eth9"
+            {
+                break nic;
+            }
+        }
+    })
+    .await
+    .expect("an appearance event");
+    assert_eq!(appeared, NicId::new("52:54:00:dd:00:09").unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn ensure_node_guards_the_default_route_and_owns_only_its_table() {
+    let topo = Topology::new();
+    let host = topo.host().await;
+    // Somebody else's nftables table must survive.
+    let other = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &topo.node, "nft", "add", "table", "inet", "other",
+        ])
+        .status()
+        .unwrap();
+    assert!(other.success());
+    let node = topo.node_plumbing();
+    assert!(
+        !host
+            .ensure_node(&node)
+            .await
+            .unwrap()
+            .default_route_restored
+    );
+    assert!(
+        !host
+            .ensure_node(&node)
+            .await
+            .unwrap()
+            .default_route_restored
+    );
+
+    // A reboot lets a pod NIC take the default route.
+    ip(&["-n", &topo.node, "link", "set", "eth1", "up"]);
+    ip(&["-n", &topo.node, "route", "del", "default"]);
+    ip(&["-n", &topo.node, "route", "add", "default", "dev", "eth1"]);
+    assert!(
+        host.ensure_node(&node)
+            .await
+            .unwrap()
+            .default_route_restored
+    );
+    let main = ip(&["-n", &topo.node, "route", "show", "default"]);
+    assert_eq!(main.lines().count(), 1, "{main}");
+    assert!(
+        main.starts_with("default via 10.200.0.1 dev prim0"),
+        "{main}"
+    );
+    assert!(
+        !host
+            .ensure_node(&node)
+            .await
+            .unwrap()
+            .default_route_restored
+    );
+
+    let forward = topo
+        .node_ns
+        .run_blocking(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(forward.trim(), "1");
+    let tables = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.node, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(tables.contains("table inet other"), "{tables}");
+    assert!(tables.contains("table inet hostnic"), "{tables}");
+    let ruleset = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &topo.node, "nft", "list", "table", "inet", "hostnic",
+        ])
+        .output()
+        .unwrap();
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout);
+    assert!(ruleset.contains("snat ip to 10.200.0.10"), "{ruleset}");
+    assert!(ruleset.contains("172.20.0.0/16"), "{ruleset}");
+    // With external SNAT the SNAT rule goes, the marking stays.
+    let mut external = node.clone();
+    external.external_snat = true;
+    host.ensure_node(&external).await.unwrap();
+    let ruleset = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &topo.node, "nft", "list", "table", "inet", "hostnic",
+        ])
+        .output()
+        .unwrap();
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout);
+    assert!(!ruleset.contains("snat ip to"), "{ruleset}");
+    assert!(ruleset.contains("meta mark set"), "{ruleset}");
+}
+
+#[test]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+fn named_namespaces_are_created_and_deleted_without_forking() {
+    let name = unique("ns");
+    let ns = NetNs::create_named(&name).unwrap();
+    let path = std::path::Path::new("/run/netns").join(&name);
+    assert!(path.exists());
+    let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let inside = ns
+        .run_blocking(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        .unwrap();
+    assert_ne!(own, inside, "the work ran in the other namespace");
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        own,
+        "the calling thread never switched"
+    );
+    assert!(NetNs::create_named(&name).is_err(), "names are not reused");
+    drop(ns);
+    NetNs::delete_named(&name).unwrap();
+    assert!(!path.exists());
+    NetNs::delete_named(&name).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_new_sandbox_of_the_same_pod_replaces_the_old_veth_and_a_late_del_spares_it() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 60));
+    host.prepare_nic(&nic).await.unwrap();
+    let old = topo.pod("same", nic.clone());
+    let old_plumbed = host.plumb_pod(&old).await.unwrap();
+    // The runtime starts a new sandbox for the same pod before DEL of the old one.
+    let (ns, _) = topo.guard.create("pod");
+    let mut new = old.clone();
+    new.netns = format!("/run/netns/{ns}");
+    new.pod.container_id = format!("cid-{ns}");
+    let new_plumbed = host.plumb_pod(&new).await.unwrap();
+    assert_eq!(
+        new_plumbed.host_veth, old_plumbed.host_veth,
+        "same pod, same name"
+    );
+    assert_ne!(new_plumbed.host_mac, old_plumbed.host_mac, "a new veth");
+    host.verify_pod(&new, &new_plumbed).await.unwrap();
+    // The late DEL of the old sandbox leaves the new one intact.
+    host.unplumb_pod(&old_plumbed, Some(&old.netns))
+        .await
+        .unwrap();
+    host.verify_pod(&new, &new_plumbed).await.unwrap();
+    host.unplumb_pod(&new_plumbed, Some(&new.netns))
+        .await
+        .unwrap();
+    assert!(host.inventory().await.unwrap().pods.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_sandbox_given_as_proc_pid_ns_net_is_plumbed() {
+    let mut topo = Topology::new();
+    let host = topo.host().await;
+    let nic = topo.nic(1, pod_ip(1, 70));
+    host.prepare_nic(&nic).await.unwrap();
+    let mut req = topo.pod("proc", nic);
+    // A thread parked inside the sandbox stands in for the sandbox's process.
+    let sandbox = NetNs::open(&req.netns).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let parked = std::thread::spawn(move || {
+        nix::sched::setns(sandbox.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tid_tx.send(nix::unistd::gettid()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    let tid = tid_rx.recv().unwrap();
+    req.netns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+    let plumbed = host.plumb_pod(&req).await.unwrap();
+    host.verify_pod(&req, &plumbed).await.unwrap();
+    host.unplumb_pod(&plumbed, Some(&req.netns)).await.unwrap();
+    stop_tx.send(()).unwrap();
+    parked.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn without_node_snat_every_pod_packet_leaves_through_its_nic() {
+    let mut topo = Topology::new();
+    let host = hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
+        snat: false,
+        ..topo.config()
+    })
+    .await
+    .unwrap();
+    host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    let ip1 = pod_ip(1, 80);
+    let nic = topo.nic(1, ip1);
+    host.prepare_nic(&nic).await.unwrap();
+    let req = topo.pod("nosnat", nic);
+    let p = host.plumb_pod(&req).await.unwrap();
+    host.verify_pod(&req, &p).await.unwrap();
+    let rules = ip(&["-n", &topo.node, "rule", "show"]);
+    let from = rules.lines().find(|l| l.starts_with("1536:")).unwrap();
+    assert!(!from.contains("fwmark"), "{rules}");
+    let veth = ifindex(&topo.node, &p.host_veth);
+    let eth1 = Some(ifindex(&topo.node, "eth1"));
+    assert_eq!(
+        host.route_get(INTERNET_HOST, ip1, veth, None)
+            .await
+            .unwrap()
+            .0,
+        eth1
+    );
+    assert_eq!(
+        host.route_get(VPC_CLIENT, ip1, veth, None).await.unwrap().0,
+        eth1
+    );
+    topo.vpc_knows_pod(1, ip1);
+    let l = listen(&topo.vpc_ns, VPC_CLIENT);
+    assert_eq!(
+        tcp_roundtrip(&NetNs::open(&req.netns).unwrap(), &l, VPC_CLIENT),
+        ip1
+    );
+    let ruleset = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &topo.node, "nft", "list", "table", "inet", "hostnic",
+        ])
+        .output()
+        .unwrap();
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout);
+    assert!(!ruleset.contains("snat ip to"), "{ruleset}");
+    assert!(!ruleset.contains("meta mark set"), "{ruleset}");
+}
