@@ -132,9 +132,25 @@ impl NodeState {
                     if in_flight && !startup {
                         continue;
                     }
-                    if let CloudLink::Uncertain { attaching, since } = entry.link
-                        && !startup
+                    // Cloud jobs outlive the agent: after a restart, a job the agent had
+                    // started may still be running. Its effect, if visible, settles the NIC;
+                    // otherwise the NIC waits as uncertain until the job cannot be running.
+                    if startup
+                        && let Some(attaching) = match entry.link {
+                            CloudLink::Attaching => Some(true),
+                            CloudLink::Detaching => Some(false),
+                            _ => None,
+                        }
+                        && attaching != attached_here
                     {
+                        entry.link = CloudLink::Uncertain {
+                            attaching,
+                            since: now,
+                        };
+                        entry.host_ready = false;
+                        continue;
+                    }
+                    if let CloudLink::Uncertain { attaching, since } = entry.link {
                         // The cloud showing the job's effect settles it at once; the absence
                         // of the effect only after the job could no longer be running.
                         let effect_seen = attaching == attached_here;

@@ -125,7 +125,11 @@ impl NodeState {
             if need > 0 {
                 // Refill by at least a whole batch (never past max_free): under steady churn
                 // this makes one CreateNics per `batch_size` pods, not one per pod.
-                let ceiling = self.config.max_free.saturating_add(self.demand).saturating_sub(supply);
+                let ceiling = self
+                    .config
+                    .max_free
+                    .saturating_add(self.demand)
+                    .saturating_sub(supply);
                 need = need.max(self.config.batch_size.min(ceiling));
             }
             let mut need = need.min(room);
