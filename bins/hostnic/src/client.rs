@@ -2,11 +2,14 @@
 //! framed response, every step bounded by a timeout.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
 
 use hostnic_core::api::{
     FrameError, HEADER_LEN, Outcome, PROTOCOL_VERSION, Reply, Request, Response, decode_frame,
@@ -78,24 +81,42 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     }
 }
 
+/// Connects to the agent within `timeout`.
+///
 /// `UnixStream::connect` has no timeout and blocks while the agent's accept
-/// backlog is full, so connect on a helper thread and stop waiting after
-/// `timeout` (the process exits soon after, taking the thread with it).
-fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let path = socket.to_path_buf();
-    thread::Builder::new()
-        .name("connect".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let _ = tx.send(UnixStream::connect(path));
-        })?;
-    rx.recv_timeout(timeout).unwrap_or_else(|_| {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect timed out after {} ms", timeout.as_millis()),
-        ))
-    })
+/// backlog is full (a wedged agent), so connect a non-blocking socket and
+/// retry while the kernel says `EAGAIN`, then make the stream blocking again.
+pub fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    let addr = UnixAddr::new(socket)?;
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "connect timed out after {} ms (the agent is not accepting)",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Reads one whole frame (header included) before `deadline`.

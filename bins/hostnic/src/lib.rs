@@ -42,6 +42,8 @@ use crate::version::{CniVersion, LATEST};
 pub const MAX_STDIN: usize = 1 << 20;
 
 /// What one invocation asks for, fully validated.
+// One exists per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invocation {
     /// `VERSION`: list the supported versions, answering in `answer_in`.
