@@ -15,5 +15,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+pub mod checkpoint;
+pub mod config;
+pub mod engine;
+pub mod pool;
 pub mod ports;
+pub mod reconcile;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;

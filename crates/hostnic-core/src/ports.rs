@@ -251,3 +251,33 @@ impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
         (**self).now()
     }
 }
+
+/// A failure to read or write the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("checkpoint store: {message}")]
+pub struct StoreError {
+    /// What went wrong (path and OS error for a file store).
+    pub message: String,
+}
+
+/// Durable storage of the node's [`Checkpoint`](crate::checkpoint::Checkpoint).
+///
+/// Synchronous on purpose: a checkpoint is a few kilobytes, and the agent's file
+/// store writes it atomically (temp file, fsync, rename) in well under a millisecond
+/// on tmpfs and a few on disk.
+pub trait CheckpointStore: Send + Sync {
+    /// Reads the last checkpoint written, if any.
+    fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError>;
+
+    /// Replaces the checkpoint atomically: after a crash, either the old or the new one is read.
+    fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError>;
+}
+
+impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+    fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
+        (**self).load()
+    }
+    fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError> {
+        (**self).save(checkpoint)
+    }
+}

@@ -196,6 +196,15 @@ impl PodKey {
         }
     }
 
+    /// The host end of the pod's veth pair: `<prefix>` + the first 11 hex digits of
+    /// SHA-1 of [`PodKey::veth_seed`] (at most 15 characters, the kernel's limit).
+    pub fn host_veth_name(&self, prefix: &str) -> String {
+        use sha1::{Digest, Sha1};
+        let digest = Sha1::digest(self.veth_seed().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{prefix}{}", &hex[..11])
+    }
+
     /// The string hashed into the host veth name: `<namespace>.<pod>` when the
     /// pod is known, the container id otherwise (the same scheme Calico and the
     /// AWS VPC CNI use, so policy tools find the interface).
@@ -299,7 +308,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// `self + d`, saturating.
-    pub fn add(self, d: std::time::Duration) -> Timestamp {
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }
 
@@ -453,6 +462,23 @@ mod tests {
         key.namespace.clear();
         assert_eq!(key.veth_seed(), "abc");
     }
+
+    #[test]
+    fn host_veth_name_is_prefix_plus_11_hex_of_sha1() {
+        let key = PodKey {
+            namespace: "default".into(),
+            name: "web".into(),
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+        };
+        // The expected digest was produced by `printf default.web | sha1sum`.
+        let name = key.host_veth_name("nic");
+        assert_eq!(name.len(), 14);
+        assert!(name.starts_with("nic"));
+        assert_eq!(name, format!("nic{}", &SHA1_DEFAULT_WEB[..11]));
+    }
+
+    const SHA1_DEFAULT_WEB: &str = include_str!("../tests/data/sha1-default.web.txt");
 
     #[test]
     fn managed_name_matches_the_original_hostnic() {

@@ -1,0 +1,574 @@
+//! The engine: the node's state machine wired to the ports.
+//!
+//! The engine owns a [`NodeState`] behind a short-lived lock and executes what the
+//! state decides through [`CloudNics`] and [`HostNetwork`], persisting a checkpoint
+//! after every change. The lock is never held across an `await`: an ADD that finds a
+//! ready NIC takes it in a few microseconds and plumbs the host while other ADDs and
+//! the pool's cloud calls proceed. Everything here is runtime-agnostic (plain
+//! futures); the agent drives it from tokio, tests from `futures::executor`.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::CheckpointError;
+use crate::config::PoolConfig;
+use crate::pool::{AllocError, NodeState, PodAttachment, PoolAction};
+use crate::ports::{
+    CheckpointStore, Clock, CloudError, CloudErrorKind, CloudNics, HostError, HostErrorKind,
+    HostNetwork, NicFilter, StoreError,
+};
+use crate::reconcile::{Observed, ReconcileAction, ReconcileReport};
+use crate::types::{
+    AttachmentId, InstanceId, JobOutcome, NicId, PlumbedPod, PodInfo, PodKey, Vxnet,
+    managed_nic_name,
+};
+
+/// Why an engine operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// No NIC could be assigned.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// The cloud failed.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// The host datapath failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The checkpoint could not be written or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The checkpoint could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// CHECK for an attachment the node does not have.
+    #[error("no attachment {0} on this node")]
+    UnknownAttachment(AttachmentId),
+    /// Several failures (GC, reconcile), all reported.
+    #[error("{} failures: {}", .0.len(), .0.join("; "))]
+    Many(Vec<String>),
+}
+
+impl EngineError {
+    /// True when the runtime should simply try again later (CNI code 11).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Alloc(AllocError::PoolEmpty { .. }) => true,
+            EngineError::Alloc(AllocError::NodeFull { .. }) => false,
+            EngineError::Cloud(e) => e.is_retryable(),
+            EngineError::Host(e) => e.is_retryable(),
+            EngineError::Store(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The result of a successful ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The attachment (pod, NIC, address, table).
+    pub attachment: PodAttachment,
+    /// What the host created.
+    pub plumbed: PlumbedPod,
+    /// The vxnet gateway of the pod's NIC (informational; the pod's own gateway is 169.254.1.1).
+    pub nic_gateway: std::net::Ipv4Addr,
+}
+
+/// What one pool round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRound {
+    /// Actions executed.
+    pub actions: usize,
+    /// Failures, described.
+    pub failures: Vec<String>,
+}
+
+/// The node's state machine wired to its ports.
+pub struct Engine<C, H, K, S> {
+    cloud: C,
+    host: H,
+    clock: K,
+    store: S,
+    state: Mutex<NodeState>,
+    generation: AtomicU64,
+    saved_generation: Mutex<u64>,
+    pool_running: futures::lock::Mutex<()>,
+}
+
+impl<C, H, K, S> Engine<C, H, K, S>
+where
+    C: CloudNics,
+    H: HostNetwork,
+    K: Clock,
+    S: CheckpointStore,
+{
+    /// Builds the engine from the last checkpoint in `store`, or empty if there is none.
+    /// Run [`Engine::reconcile`] with `startup = true` before serving requests.
+    pub fn open(
+        cloud: C,
+        host: H,
+        clock: K,
+        store: S,
+        config: PoolConfig,
+        instance: InstanceId,
+        vxnets: Vec<Vxnet>,
+    ) -> Result<Self, EngineError> {
+        let (state, generation) = match store.load()? {
+            Some(cp) => {
+                let generation = cp.generation;
+                (
+                    NodeState::restore(config, instance, vxnets, cp)?,
+                    generation,
+                )
+            }
+            None => (NodeState::new(config, instance, vxnets), 0),
+        };
+        Ok(Self {
+            cloud,
+            host,
+            clock,
+            store,
+            state: Mutex::new(state),
+            generation: AtomicU64::new(generation),
+            saved_generation: Mutex::new(generation),
+            pool_running: futures::lock::Mutex::new(()),
+        })
+    }
+
+    /// The cloud port.
+    pub fn cloud(&self) -> &C {
+        &self.cloud
+    }
+
+    /// The host port.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &K {
+        &self.clock
+    }
+
+    /// Runs `f` on the state under the lock (for status, metrics, tests).
+    pub fn with_state<R>(&self, f: impl FnOnce(&NodeState) -> R) -> R {
+        f(&self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        // A panic while holding the lock leaves a state that is still consistent
+        // (transitions are single assignments), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state with `f` and writes a checkpoint.
+    fn mutate<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> Result<R, StoreError> {
+        let (r, cp) = {
+            let mut state = self.lock();
+            let r = f(&mut state);
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            (r, state.checkpoint(generation, self.clock.now()))
+        };
+        let mut saved = self
+            .saved_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cp.generation > *saved {
+            self.store.save(&cp)?;
+            *saved = cp.generation;
+        }
+        Ok(r)
+    }
+
+    /// Sets the extra NICs wanted soon (pods pending on the node, ADDs waiting).
+    pub fn set_demand(&self, demand: u32) {
+        self.lock().set_demand(demand);
+    }
+
+    /// CNI ADD: gives the pod a NIC and plumbs it. Idempotent for the same container id
+    /// and ifname. Fails with [`AllocError::PoolEmpty`] (retryable) when no NIC is ready:
+    /// the caller runs the pool and tries again, within its own deadline.
+    pub async fn add(&self, pod: &PodKey, netns: &str) -> Result<Added, EngineError> {
+        let now = self.clock.now();
+        let (assignment, plumbing) = {
+            let mut state = self.lock();
+            let assignment = state.assign(pod, netns, now)?;
+            let plumbing = state
+                .pod_plumbing(&assignment.attachment)
+                .expect("an assigned NIC is in the table");
+            (assignment, plumbing)
+        };
+        let id = pod.attachment();
+        if let (true, Some(plumbed)) = (assignment.existing, &assignment.attachment.plumbed) {
+            // A repeated ADD: answer what was done (CHECK is the verb that verifies).
+            return Ok(Added {
+                attachment: assignment.attachment.clone(),
+                plumbed: plumbed.clone(),
+                nic_gateway: plumbing.nic.gateway,
+            });
+        }
+        // The assignment is not persisted before plumbing: if the agent dies now, the
+        // checkpoint still shows the NIC free, and the startup reconcile removes any
+        // plumbing the host has for it. The runtime sees the ADD fail and retries.
+        match self.host.plumb_pod(&plumbing).await {
+            Ok(plumbed) => {
+                let gateway = plumbing.nic.gateway;
+                let stored = self.mutate(|s| {
+                    s.confirm_plumbed(&id, plumbed.clone());
+                    s.attachment(&id).cloned()
+                });
+                match stored {
+                    Ok(Some(attachment)) => Ok(Added {
+                        attachment,
+                        plumbed,
+                        nic_gateway: gateway,
+                    }),
+                    Ok(None) => Err(EngineError::UnknownAttachment(id)),
+                    Err(e) => {
+                        // Not durable: undo, so that a crash cannot leave an unrecorded pod.
+                        let _ = self.host.unplumb_pod(&plumbed, Some(netns)).await;
+                        self.lock().abort_assign(&id, self.clock.now());
+                        Err(e.into())
+                    }
+                }
+            }
+            Err(err) => {
+                if !assignment.existing {
+                    let expected = self.lock().expected_plumbed(&assignment.attachment);
+                    if let Err(undo) = self.host.unplumb_pod(&expected, Some(netns)).await {
+                        tracing::warn!(pod = %pod.display_name(), error = %undo, "cleanup after failed plumbing");
+                    }
+                    self.mutate(|s| s.abort_assign(&id, self.clock.now()))?;
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// CNI DEL: removes the pod's plumbing and releases its NIC into cooldown.
+    /// Idempotent: an unknown attachment succeeds with `None`.
+    pub async fn del(
+        &self,
+        id: &AttachmentId,
+        netns: Option<&str>,
+    ) -> Result<Option<PodAttachment>, EngineError> {
+        let Some((att, plumbed)) = ({
+            let state = self.lock();
+            state
+                .attachment(id)
+                .map(|a| (a.clone(), state.expected_plumbed(a)))
+        }) else {
+            return Ok(None);
+        };
+        let netns = netns
+            .filter(|n| !n.is_empty())
+            .or(Some(att.netns.as_str()))
+            .filter(|n| !n.is_empty());
+        match self.host.unplumb_pod(&plumbed, netns).await {
+            Ok(()) => {}
+            Err(e) if e.kind == HostErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = self.clock.now();
+        Ok(self.mutate(|s| s.release(id, now))?)
+    }
+
+    /// CNI CHECK: verifies the attachment's plumbing on the host.
+    pub async fn check(&self, id: &AttachmentId) -> Result<PodAttachment, EngineError> {
+        let (att, plumbing, plumbed) = {
+            let state = self.lock();
+            let att = state
+                .attachment(id)
+                .cloned()
+                .ok_or_else(|| EngineError::UnknownAttachment(id.clone()))?;
+            let plumbing = state
+                .pod_plumbing(&att)
+                .ok_or_else(|| EngineError::UnknownAttachment(id.clone()))?;
+            let plumbed = state.expected_plumbed(&att);
+            (att, plumbing, plumbed)
+        };
+        if att.plumbed.is_none() {
+            return Err(
+                HostError::new(HostErrorKind::Mismatch, "plumbing was never completed").into(),
+            );
+        }
+        self.host.verify_pod(&plumbing, &plumbed).await?;
+        Ok(att)
+    }
+
+    /// CNI GC: releases every attachment not in `valid`. All failures are collected.
+    pub async fn gc(
+        &self,
+        valid: &BTreeSet<AttachmentId>,
+    ) -> Result<Vec<AttachmentId>, EngineError> {
+        let stale = self.lock().stale_attachments(valid);
+        let mut errors = Vec::new();
+        for id in &stale {
+            if let Err(e) = self.del(id, None).await {
+                errors.push(format!("{id}: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(stale)
+        } else {
+            Err(EngineError::Many(errors))
+        }
+    }
+
+    /// One pool round: plan, execute every action concurrently, record the outcomes.
+    /// Rounds do not overlap; a second caller waits for the first round to end.
+    pub async fn run_pool(&self) -> PoolRound {
+        let _running = self.pool_running.lock().await;
+        self.settle_uncertain().await;
+        let actions = match self.mutate(|s| s.plan(self.clock.now())) {
+            Ok(a) => a,
+            Err(e) => {
+                return PoolRound {
+                    actions: 0,
+                    failures: vec![e.to_string()],
+                };
+            }
+        };
+        let count = actions.len();
+        let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
+        PoolRound {
+            actions: count,
+            failures: results.into_iter().filter_map(Result::err).collect(),
+        }
+    }
+
+    /// Asks the cloud about NICs whose last job's end was not seen, so that a slow job
+    /// does not keep them out of the pool until the next periodic reconcile.
+    async fn settle_uncertain(&self) {
+        let (uncertain, instance) = {
+            let s = self.lock();
+            let ids: Vec<NicId> = s
+                .nics()
+                .values()
+                .filter(|n| matches!(n.link, crate::pool::CloudLink::Uncertain { .. }))
+                .map(|n| n.id.clone())
+                .collect();
+            (ids, s.instance().clone())
+        };
+        if uncertain.is_empty() {
+            return;
+        }
+        let filter = NicFilter {
+            nics: uncertain,
+            name: Some(managed_nic_name(&instance)),
+            ..Default::default()
+        };
+        match self.cloud.describe_nics(&filter).await {
+            Ok(nics) => {
+                let now = self.clock.now();
+                if let Err(e) = self.mutate(|s| s.settle_uncertain(&filter.nics, &nics, now)) {
+                    tracing::warn!(error = %e, "checkpoint after settling uncertain NICs");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "describing NICs with unknown job outcome"),
+        }
+    }
+
+    /// Runs pool rounds until one has nothing to do (or `max_rounds`); returns the rounds run.
+    pub async fn settle(&self, max_rounds: usize) -> usize {
+        for round in 0..max_rounds {
+            if self.run_pool().await.actions == 0 {
+                return round;
+            }
+        }
+        max_rounds
+    }
+
+    async fn execute(&self, action: PoolAction) -> Result<(), String> {
+        let instance = self.lock().instance().clone();
+        match action {
+            PoolAction::Create { vxnet, count } => {
+                let result = self
+                    .cloud
+                    .create_nics(&vxnet, count, &managed_nic_name(&instance))
+                    .await;
+                let err = result.as_ref().err().map(ToString::to_string);
+                self.mutate(|s| s.create_done(&vxnet, count, result, self.clock.now()))
+                    .map_err(|e| e.to_string())?;
+                err.map_or(Ok(()), Err)
+            }
+            PoolAction::Attach { nics } => {
+                let job = match self.cloud.attach_nics(&instance, &nics).await {
+                    Ok(job) => Ok(job),
+                    Err(e) if e.kind == CloudErrorKind::Retryable => {
+                        // The answer may have been lost after the job started.
+                        self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                            .map_err(|e| e.to_string())?;
+                        return Err(e.to_string());
+                    }
+                    Err(e) => Err(e),
+                };
+                let result = match job {
+                    Ok(job) => match self.wait(&job, "AttachNics").await {
+                        Err(e) if e.kind != CloudErrorKind::Permanent => {
+                            self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                                .map_err(|e| e.to_string())?;
+                            return Err(e.to_string());
+                        }
+                        other => other,
+                    },
+                    Err(e) => Err(e),
+                };
+                let err = result.as_ref().err().map(ToString::to_string);
+                let attached = result.is_ok();
+                self.mutate(|s| s.attach_done(&nics, result, self.clock.now()))
+                    .map_err(|e| e.to_string())?;
+                if attached {
+                    // Prepare at once: the link usually appears together with the job's end.
+                    let plumbing: Vec<_> = {
+                        let s = self.lock();
+                        nics.iter()
+                            .filter_map(|id| s.nics().get(id).map(|e| s.nic_plumbing(e)))
+                            .collect()
+                    };
+                    for nic in plumbing {
+                        let r = self.host.prepare_nic(&nic).await;
+                        self.mutate(|s| s.prepare_done(&nic.nic, r, self.clock.now()))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                err.map_or(Ok(()), Err)
+            }
+            PoolAction::Prepare { nic } => {
+                let result = self.host.prepare_nic(&nic).await;
+                let err = result.as_ref().err().map(ToString::to_string);
+                self.mutate(|s| s.prepare_done(&nic.nic, result, self.clock.now()))
+                    .map_err(|e| e.to_string())?;
+                err.map_or(Ok(()), Err)
+            }
+            PoolAction::Detach { nics } => {
+                for nic in &nics {
+                    if let Err(e) = self.host.release_nic(nic).await {
+                        tracing::warn!(nic = %nic.nic, error = %e, "host release before detach");
+                    }
+                }
+                let ids: Vec<NicId> = nics.iter().map(|n| n.nic.clone()).collect();
+                let result = match self.cloud.detach_nics(&ids).await {
+                    Ok(job) => match self.wait(&job, "DetachNics").await {
+                        Err(e) if e.kind != CloudErrorKind::Permanent => {
+                            self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                                .map_err(|e| e.to_string())?;
+                            return Err(e.to_string());
+                        }
+                        other => other,
+                    },
+                    Err(e) if e.kind == CloudErrorKind::Retryable => {
+                        self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                            .map_err(|e| e.to_string())?;
+                        return Err(e.to_string());
+                    }
+                    Err(e) => Err(e),
+                };
+                let err = result.as_ref().err().map(ToString::to_string);
+                self.mutate(|s| s.detach_done(&ids, result, self.clock.now()))
+                    .map_err(|e| e.to_string())?;
+                err.map_or(Ok(()), Err)
+            }
+            PoolAction::Delete { nics } => {
+                let result = self.cloud.delete_nics(&nics).await;
+                let err = result.as_ref().err().map(ToString::to_string);
+                self.mutate(|s| s.delete_done(&nics, result, self.clock.now()))
+                    .map_err(|e| e.to_string())?;
+                err.map_or(Ok(()), Err)
+            }
+        }
+    }
+
+    async fn wait(&self, job: &crate::types::JobId, action: &str) -> Result<(), CloudError> {
+        let timeout = self.lock().config().job_timeout;
+        match self.cloud.wait_job(job, timeout).await? {
+            JobOutcome::Successful => Ok(()),
+            // A failed job had no effect: the NICs are where they were.
+            JobOutcome::Failed => Err(CloudError::new(
+                CloudErrorKind::Permanent,
+                action,
+                format!("job {job} failed"),
+            )),
+        }
+    }
+
+    /// Reconciles with the cloud, the host and (if authoritative) the pods, then does the
+    /// host and pod work found. With `startup`, in-flight operations are settled too.
+    pub async fn reconcile(
+        &self,
+        pods: Option<&[PodInfo]>,
+        startup: bool,
+    ) -> Result<ReconcileReport, EngineError> {
+        let _running = self.pool_running.lock().await;
+        let instance = self.lock().instance().clone();
+        let filter = NicFilter {
+            name: Some(managed_nic_name(&instance)),
+            ..Default::default()
+        };
+        let cloud = self.cloud.describe_nics(&filter).await?;
+        let host = self.host.inventory().await?;
+        let now = self.clock.now();
+        let report = self.mutate(|s| {
+            s.reconcile(
+                Observed {
+                    cloud: &cloud,
+                    host: &host,
+                    pods,
+                },
+                startup,
+                now,
+            )
+        })?;
+        drop(_running);
+        let mut errors = Vec::new();
+        for action in &report.actions {
+            if let Err(e) = self.apply(action).await {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(report)
+        } else {
+            Err(EngineError::Many(errors))
+        }
+    }
+
+    async fn apply(&self, action: &ReconcileAction) -> Result<(), EngineError> {
+        match action {
+            ReconcileAction::Unplumb { plumbed } => {
+                match self.host.unplumb_pod(plumbed, None).await {
+                    Err(e) if e.kind != HostErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+            ReconcileAction::Release { attachment, reason } => {
+                tracing::info!(%attachment, reason, "releasing attachment");
+                self.del(attachment, None).await.map(|_| ())
+            }
+            ReconcileAction::Replumb { attachment } => {
+                let plumbing = {
+                    let s = self.lock();
+                    s.attachment(attachment).and_then(|a| s.pod_plumbing(a))
+                };
+                let Some(plumbing) = plumbing else {
+                    return Ok(());
+                };
+                match self.host.plumb_pod(&plumbing).await {
+                    Ok(plumbed) => {
+                        self.mutate(|s| s.confirm_plumbed(attachment, plumbed))?;
+                        Ok(())
+                    }
+                    Err(e) if e.kind == HostErrorKind::NotFound => {
+                        // The sandbox is gone (a reboot): nobody can use this attachment again.
+                        self.del(attachment, None).await.map(|_| ())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+}

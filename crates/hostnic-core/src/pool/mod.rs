@@ -1,0 +1,26 @@
+//! The node's NIC pool: which NICs exist, where each is in its lifecycle, which
+//! pod holds which NIC, and what to ask the cloud and the host next.
+//!
+//! A NIC has two independent dimensions:
+//! - its [`CloudLink`]: is it attached to this instance (and is the host ready)?
+//! - its [`Usage`]: free, cooling down after a pod left, assigned to a pod, or retiring.
+//!
+//! Keeping them apart is what lets an assigned NIC that vanished after a reboot be
+//! attached again *without* the pod losing its address.
+//!
+//! ## Layout
+//! - `state`: [`NodeState`], the NIC table and the attachments.
+//! - `alloc`: ADD/DEL/CHECK/GC decisions on the state.
+//! - `plan`: the warm-pool planner ([`PoolAction`]s) and the completion of actions.
+//! - `backoff`: deterministic exponential backoff with jitter.
+
+mod alloc;
+mod backoff;
+mod plan;
+mod state;
+
+pub use alloc::{AllocError, Assignment};
+pub use backoff::Backoff;
+pub(crate) use backoff::splitmix64 as splitmix;
+pub use plan::{ActionKind, PoolAction};
+pub use state::{CloudLink, NicEntry, NodeState, PodAttachment, Usage};

@@ -1,0 +1,621 @@
+//! The warm-pool planner and the completion of its actions.
+//!
+//! [`NodeState::plan`] looks at the pool and returns what to ask the cloud and the
+//! host next, already marking the NICs involved as in flight (so a second plan made
+//! while the first runs does not repeat it). The executor reports each outcome
+//! back through `*_done`. Every cloud call is batched: one CreateNics with a count,
+//! one AttachNics/DetachNics/DeleteNics per batch, never one call per NIC.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pool::state::{CloudLink, NodeState, Usage};
+use crate::ports::{CloudError, CloudErrorKind, HostError, HostErrorKind};
+use crate::types::{CloudNic, NicId, NicPlumbing, Timestamp, VxnetId};
+
+/// The kinds of pool operations; each has its own backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// CreateNics.
+    Create,
+    /// AttachNics + wait for the job.
+    Attach,
+    /// Host preparation of an attached NIC.
+    Prepare,
+    /// Host release + DetachNics + wait for the job.
+    Detach,
+    /// DeleteNics.
+    Delete,
+}
+
+/// One step the executor must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolAction {
+    /// Create `count` NICs in `vxnet` with one CreateNics call.
+    Create {
+        /// Where.
+        vxnet: VxnetId,
+        /// How many (at most the batch size).
+        count: u32,
+    },
+    /// Attach these NICs to this instance with one AttachNics call.
+    Attach {
+        /// The batch.
+        nics: Vec<NicId>,
+    },
+    /// Prepare an attached NIC on the host.
+    Prepare {
+        /// The NIC.
+        nic: NicPlumbing,
+    },
+    /// Release these NICs on the host, then detach them with one DetachNics call.
+    Detach {
+        /// The batch, with what the host must undo.
+        nics: Vec<NicPlumbing>,
+    },
+    /// Delete these detached NICs with one DeleteNics call.
+    Delete {
+        /// The batch.
+        nics: Vec<NicId>,
+    },
+}
+
+impl PoolAction {
+    /// The kind of the action.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            PoolAction::Create { .. } => ActionKind::Create,
+            PoolAction::Attach { .. } => ActionKind::Attach,
+            PoolAction::Prepare { .. } => ActionKind::Prepare,
+            PoolAction::Detach { .. } => ActionKind::Detach,
+            PoolAction::Delete { .. } => ActionKind::Delete,
+        }
+    }
+}
+
+impl NodeState {
+    fn backoff_ready(&self, kind: ActionKind, now: Timestamp) -> bool {
+        self.backoff.get(&kind).is_none_or(|b| b.ready(now))
+    }
+
+    fn fail(&mut self, kind: ActionKind, now: Timestamp) {
+        let (base, max, seed) = (self.config.backoff_base, self.config.backoff_max, self.seed);
+        self.backoff
+            .entry(kind)
+            .or_default()
+            .fail(now, base, max, seed);
+    }
+
+    fn succeed(&mut self, kind: ActionKind) {
+        self.backoff.remove(&kind);
+    }
+
+    /// Decides the next pool actions at `now` and marks their NICs as in flight.
+    pub fn plan(&mut self, now: Timestamp) -> Vec<PoolAction> {
+        let mut actions = Vec::new();
+        let batch = self.config.batch_size.max(1) as usize;
+        self.exhausted.retain(|_, until| *until > now);
+        for n in self.nics.values_mut() {
+            if let Usage::Cooling { until } = n.usage
+                && until <= now
+            {
+                n.usage = Usage::Free { since: until };
+            }
+        }
+
+        // 1. Retire NICs beyond `max_nics` (adopted leftovers of a lost CreateNics answer,
+        //    a lowered limit) at once, then surplus free NICs that lived long enough;
+        //    unattached ones first (cheapest to get rid of), then the longest free.
+        let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
+        self.retire(over_cap, now, false);
+        let keep = self.config.max_free.saturating_add(self.demand);
+        let free = self
+            .nics
+            .values()
+            .filter(|n| matches!(n.usage, Usage::Free { .. } | Usage::Cooling { .. }))
+            .count() as u32;
+        self.retire(free.saturating_sub(keep), now, true);
+
+        // 2. Create what the pool lacks, in batches, in the first vxnet with addresses left.
+        if self.backoff_ready(ActionKind::Create, now) {
+            let want = self.config.min_free.saturating_add(self.demand);
+            let room = self.config.max_nics.saturating_sub(self.total());
+            let mut need = want.saturating_sub(self.supply()).min(room);
+            let vxnet = self
+                .vxnets
+                .iter()
+                .find(|v| !self.exhausted.contains_key(&v.id))
+                .map(|v| v.id.clone());
+            if let Some(vxnet) = vxnet {
+                while need > 0 {
+                    let count = need.min(batch as u32);
+                    need -= count;
+                    self.creating += count;
+                    actions.push(PoolAction::Create {
+                        vxnet: vxnet.clone(),
+                        count,
+                    });
+                }
+            }
+        }
+
+        // 3. Attach every unattached NIC that is not retiring (new, adopted, or one that
+        //    lost its attachment and must come back for the pod that holds it).
+        if self.backoff_ready(ActionKind::Attach, now) {
+            // Never more than `max_nics` attached or on their way; NICs holding a pod first.
+            let on_instance = self
+                .nics
+                .values()
+                .filter(|n| {
+                    matches!(
+                        n.link,
+                        CloudLink::Attached
+                            | CloudLink::Attaching
+                            | CloudLink::Detaching
+                            | CloudLink::Uncertain { .. }
+                    )
+                })
+                .count() as u32;
+            let room = self.config.max_nics.saturating_sub(on_instance) as usize;
+            let mut ids: Vec<(bool, NicId)> = self
+                .nics
+                .values()
+                .filter(|n| n.link == CloudLink::Unattached && n.usage != Usage::Retiring)
+                .map(|n| (!matches!(n.usage, Usage::Assigned { .. }), n.id.clone()))
+                .collect();
+            ids.sort();
+            let ids: Vec<NicId> = ids.into_iter().take(room).map(|(_, id)| id).collect();
+            for chunk in ids.chunks(batch) {
+                for id in chunk {
+                    if let Some(e) = self.nics.get_mut(id) {
+                        e.link = CloudLink::Attaching;
+                    }
+                }
+                actions.push(PoolAction::Attach {
+                    nics: chunk.to_vec(),
+                });
+            }
+        }
+
+        // 4. Prepare attached NICs on the host.
+        let to_prepare: Vec<NicPlumbing> = self
+            .nics
+            .values()
+            .filter(|n| {
+                n.link == CloudLink::Attached
+                    && !n.host_ready
+                    && !n.reattach
+                    && n.usage != Usage::Retiring
+            })
+            .map(|n| self.nic_plumbing(n))
+            .collect();
+        actions.extend(
+            to_prepare
+                .into_iter()
+                .map(|nic| PoolAction::Prepare { nic }),
+        );
+
+        // 5. Detach retiring NICs and NICs whose link never showed up on the host.
+        if self.backoff_ready(ActionKind::Detach, now) {
+            let ids: Vec<NicId> = self
+                .nics
+                .values()
+                .filter(|n| {
+                    n.link == CloudLink::Attached && (n.usage == Usage::Retiring || n.reattach)
+                })
+                .map(|n| n.id.clone())
+                .collect();
+            for chunk in ids.chunks(batch) {
+                let mut nics = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    if let Some(e) = self.nics.get(id) {
+                        nics.push(self.nic_plumbing(e));
+                    }
+                    if let Some(e) = self.nics.get_mut(id) {
+                        e.link = CloudLink::Detaching;
+                        e.host_ready = false;
+                    }
+                }
+                actions.push(PoolAction::Detach { nics });
+            }
+        }
+
+        // 6. Delete retiring NICs once detached.
+        if self.backoff_ready(ActionKind::Delete, now) {
+            let ids: Vec<NicId> = self
+                .nics
+                .values()
+                .filter(|n| n.link == CloudLink::Unattached && n.usage == Usage::Retiring)
+                .map(|n| n.id.clone())
+                .collect();
+            for chunk in ids.chunks(batch) {
+                for id in chunk {
+                    if let Some(e) = self.nics.get_mut(id) {
+                        e.link = CloudLink::Deleting;
+                    }
+                }
+                actions.push(PoolAction::Delete {
+                    nics: chunk.to_vec(),
+                });
+            }
+        }
+        actions
+    }
+
+    /// Marks up to `count` free NICs as retiring: unattached ones first, then the ones
+    /// free the longest; with `respect_lifetime`, only NICs older than `min_lifetime`.
+    fn retire(&mut self, count: u32, now: Timestamp, respect_lifetime: bool) {
+        if count == 0 {
+            return;
+        }
+        let mut candidates: Vec<_> = self
+            .nics
+            .values()
+            .filter(|n| matches!(n.usage, Usage::Free { .. }))
+            .filter(|n| !respect_lifetime || now.since(n.created_at) >= self.config.min_lifetime)
+            .filter(|n| matches!(n.link, CloudLink::Unattached | CloudLink::Attached))
+            .map(|n| {
+                let since = match n.usage {
+                    Usage::Free { since } => since,
+                    _ => Timestamp(0),
+                };
+                (n.link != CloudLink::Unattached, since, n.id.clone())
+            })
+            .collect();
+        candidates.sort();
+        for (_, _, id) in candidates.into_iter().take(count as usize) {
+            if let Some(e) = self.nics.get_mut(&id) {
+                e.usage = Usage::Retiring;
+            }
+        }
+    }
+
+    /// Outcome of a `Create { vxnet, count }`.
+    pub fn create_done(
+        &mut self,
+        vxnet: &VxnetId,
+        requested: u32,
+        result: Result<Vec<CloudNic>, CloudError>,
+        now: Timestamp,
+    ) {
+        self.creating = self.creating.saturating_sub(requested);
+        match result {
+            Ok(nics) => {
+                self.succeed(ActionKind::Create);
+                for nic in &nics {
+                    self.insert_cloud_nic(nic, CloudLink::Unattached, now);
+                }
+            }
+            Err(e) => {
+                if e.kind == CloudErrorKind::QuotaExceeded {
+                    // Addresses of a vxnet do not come back quickly: avoid it for a while and
+                    // go on at once with the next vxnet, if there is one.
+                    let until = now.plus(self.config.backoff_max * 10);
+                    self.exhausted.insert(vxnet.clone(), until);
+                    if self
+                        .vxnets
+                        .iter()
+                        .any(|v| !self.exhausted.contains_key(&v.id))
+                    {
+                        return;
+                    }
+                }
+                self.fail(ActionKind::Create, now);
+            }
+        }
+    }
+
+    /// Outcome of an `Attach { nics }` (the job included).
+    pub fn attach_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
+        match &result {
+            Ok(()) => self.succeed(ActionKind::Attach),
+            Err(_) => self.fail(ActionKind::Attach, now),
+        }
+        for id in nics {
+            let Some(e) = self.nics.get_mut(id) else {
+                continue;
+            };
+            if e.link != CloudLink::Attaching {
+                continue;
+            }
+            match &result {
+                Ok(()) => {
+                    e.link = CloudLink::Attached;
+                    e.host_ready = false;
+                    e.link_missing_since = None;
+                }
+                Err(_) => e.link = CloudLink::Unattached,
+            }
+        }
+    }
+
+    /// The end of an attach or detach job was not seen (the wait timed out or failed):
+    /// the NICs may or may not have moved. The reconcile settles them.
+    pub fn job_lost(&mut self, nics: &[NicId], attaching: bool, now: Timestamp) {
+        let kind = if attaching {
+            ActionKind::Attach
+        } else {
+            ActionKind::Detach
+        };
+        self.fail(kind, now);
+        for id in nics {
+            if let Some(e) = self.nics.get_mut(id)
+                && matches!(e.link, CloudLink::Attaching | CloudLink::Detaching)
+            {
+                e.link = CloudLink::Uncertain {
+                    attaching,
+                    since: now,
+                };
+                e.host_ready = false;
+            }
+        }
+    }
+
+    /// Outcome of a `Prepare { nic }`.
+    pub fn prepare_done(&mut self, nic: &NicId, result: Result<(), HostError>, now: Timestamp) {
+        let grace = self.config.missing_link_grace;
+        let Some(e) = self.nics.get_mut(nic) else {
+            return;
+        };
+        if e.link != CloudLink::Attached {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                e.host_ready = true;
+                e.link_missing_since = None;
+            }
+            Err(err) => {
+                // The link may simply not have appeared yet; if it stays missing, the
+                // attachment is broken (a known cloud problem): detach and attach again.
+                let since = *e.link_missing_since.get_or_insert(now);
+                if matches!(err.kind, HostErrorKind::Retryable | HostErrorKind::NotFound)
+                    && now.since(since) >= grace
+                {
+                    e.reattach = true;
+                }
+            }
+        }
+    }
+
+    /// Outcome of a `Detach { nics }` (host release and job included).
+    pub fn detach_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
+        match &result {
+            Ok(()) => self.succeed(ActionKind::Detach),
+            Err(_) => self.fail(ActionKind::Detach, now),
+        }
+        for id in nics {
+            let Some(e) = self.nics.get_mut(id) else {
+                continue;
+            };
+            if e.link != CloudLink::Detaching {
+                continue;
+            }
+            match &result {
+                Ok(()) => {
+                    e.link = CloudLink::Unattached;
+                    e.reattach = false;
+                    e.link_missing_since = None;
+                }
+                // Even NotFound is left to the reconcile, which asks the cloud what exists and
+                // unplumbs a pod whose NIC is really gone before forgetting the NIC.
+                Err(_) => e.link = CloudLink::Attached,
+            }
+        }
+    }
+
+    /// Outcome of a `Delete { nics }`.
+    pub fn delete_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
+        let gone = match &result {
+            Ok(()) => true,
+            Err(e) => e.kind == CloudErrorKind::NotFound,
+        };
+        if gone {
+            self.succeed(ActionKind::Delete);
+        } else {
+            self.fail(ActionKind::Delete, now);
+        }
+        for id in nics {
+            let Some(e) = self.nics.get_mut(id) else {
+                continue;
+            };
+            if e.link != CloudLink::Deleting {
+                continue;
+            }
+            if gone {
+                self.nics.remove(id);
+            } else {
+                e.link = CloudLink::Unattached;
+            }
+        }
+    }
+
+    /// Drops a NIC that no longer exists in the cloud, and any attachment on it.
+    pub(crate) fn forget_nic(&mut self, id: &NicId) -> Option<crate::pool::PodAttachment> {
+        let entry = self.nics.remove(id)?;
+        match entry.usage {
+            Usage::Assigned { to } => self.attachments.remove(&to),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::PoolConfig;
+    use crate::types::{CloudNicStatus, InstanceId, Vxnet};
+
+    fn vxnet() -> Vxnet {
+        Vxnet {
+            id: VxnetId::new("vxnet-1"),
+            cidr: "172.16.1.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(172, 16, 1, 1),
+            router: None,
+        }
+    }
+
+    fn state(cfg: PoolConfig) -> NodeState {
+        NodeState::new(cfg, InstanceId::new("i-1"), vec![vxnet()])
+    }
+
+    fn cloud_nics(from: u8, n: u8) -> Vec<CloudNic> {
+        (from..from + n)
+            .map(|i| CloudNic {
+                id: NicId::from_mac([0x52, 0x54, 0, 0, 0, i]),
+                name: "hostnic_i-1".into(),
+                vxnet: VxnetId::new("vxnet-1"),
+                ip: Ipv4Addr::new(172, 16, 1, i),
+                instance: None,
+                status: CloudNicStatus::Available,
+                primary: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn empty_pool_creates_min_free_in_batches_and_never_twice() {
+        let mut s = state(PoolConfig {
+            min_free: 7,
+            ..Default::default()
+        });
+        let actions = s.plan(Timestamp(0));
+        let counts: Vec<u32> = actions
+            .iter()
+            .map(|a| match a {
+                PoolAction::Create { count, .. } => *count,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(counts, vec![5, 2]);
+        assert!(
+            s.plan(Timestamp(1)).is_empty(),
+            "creations in flight must not be repeated"
+        );
+    }
+
+    #[test]
+    fn created_nics_are_attached_in_one_call_per_batch_then_prepared() {
+        let mut s = state(PoolConfig::default());
+        s.plan(Timestamp(0));
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            5,
+            Ok(cloud_nics(10, 5)),
+            Timestamp(1),
+        );
+        let actions = s.plan(Timestamp(2));
+        assert_eq!(actions.len(), 1);
+        let PoolAction::Attach { nics } = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(nics.len(), 5);
+        s.attach_done(nics, Ok(()), Timestamp(3));
+        let prepares = s.plan(Timestamp(4));
+        assert_eq!(prepares.len(), 5);
+        for a in prepares {
+            let PoolAction::Prepare { nic } = a else {
+                panic!()
+            };
+            assert!(nic.table >= 1000);
+            assert_eq!(nic.gateway, Ipv4Addr::new(172, 16, 1, 1));
+            s.prepare_done(&nic.nic, Ok(()), Timestamp(5));
+        }
+        assert_eq!(s.assignable(Timestamp(5)), 5);
+        assert!(s.plan(Timestamp(6)).is_empty());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn surplus_is_retired_only_after_min_lifetime() {
+        let cfg = PoolConfig {
+            min_free: 0,
+            max_free: 1,
+            ..Default::default()
+        };
+        let mut s = state(cfg);
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            0,
+            Ok(cloud_nics(10, 3)),
+            Timestamp(0),
+        );
+        // Unattached surplus, too young: it is attached, not deleted.
+        let a = s.plan(Timestamp(1));
+        assert!(matches!(a[0], PoolAction::Attach { .. }));
+        let PoolAction::Attach { nics } = &a[0] else {
+            unreachable!()
+        };
+        s.attach_done(nics, Ok(()), Timestamp(2));
+        for id in nics {
+            s.prepare_done(id, Ok(()), Timestamp(2));
+        }
+        assert!(
+            s.plan(Timestamp(3))
+                .iter()
+                .all(|a| !matches!(a, PoolAction::Detach { .. }))
+        );
+        let later = Timestamp(0).plus(Duration::from_secs(61));
+        let a = s.plan(later);
+        let PoolAction::Detach { nics } = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(nics.len(), 2, "keeps max_free = 1");
+        let ids: Vec<_> = nics.iter().map(|n| n.nic.clone()).collect();
+        s.detach_done(&ids, Ok(()), later);
+        let a = s.plan(later);
+        let PoolAction::Delete { nics } = &a[0] else {
+            panic!("{a:?}")
+        };
+        s.delete_done(&nics.clone(), Ok(()), later);
+        assert_eq!(s.nics().len(), 1);
+    }
+
+    #[test]
+    fn quota_error_backs_off_and_marks_the_vxnet() {
+        let mut s = state(PoolConfig::default());
+        s.plan(Timestamp(0));
+        let quota =
+            CloudError::new(CloudErrorKind::QuotaExceeded, "CreateNics", "no IPs").with_code(2500);
+        s.create_done(&VxnetId::new("vxnet-1"), 5, Err(quota), Timestamp(0));
+        assert!(
+            s.plan(Timestamp(10)).is_empty(),
+            "backing off, and the only vxnet is exhausted"
+        );
+        let later = Timestamp(0).plus(Duration::from_secs(601));
+        assert!(!s.plan(later).is_empty());
+    }
+
+    #[test]
+    fn a_nic_whose_link_never_appears_is_detached_and_reattached() {
+        let mut s = state(PoolConfig {
+            min_free: 1,
+            max_free: 1,
+            ..Default::default()
+        });
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            0,
+            Ok(cloud_nics(10, 1)),
+            Timestamp(0),
+        );
+        let id = cloud_nics(10, 1)[0].id.clone();
+        s.plan(Timestamp(0));
+        s.attach_done(std::slice::from_ref(&id), Ok(()), Timestamp(0));
+        let missing = HostError::new(HostErrorKind::Retryable, "no link");
+        s.prepare_done(&id, Err(missing.clone()), Timestamp(0));
+        s.prepare_done(
+            &id,
+            Err(missing),
+            Timestamp(0).plus(Duration::from_secs(61)),
+        );
+        let a = s.plan(Timestamp(0).plus(Duration::from_secs(62)));
+        assert!(matches!(&a[..], [PoolAction::Detach { .. }]), "{a:?}");
+        s.detach_done(std::slice::from_ref(&id), Ok(()), Timestamp(70_000));
+        let a = s.plan(Timestamp(70_001));
+        assert!(matches!(&a[..], [PoolAction::Attach { .. }]), "{a:?}");
+    }
+}

@@ -1,0 +1,515 @@
+//! The reconcile planner: compares what the node believes (its state, restored from
+//! the checkpoint) with what the cloud, the host and the pod source say, fixes the
+//! beliefs, and returns the host and pod work that remains.
+//!
+//! Rules, in the order they are applied:
+//! 1. Only NICs named `hostnic_<this instance>` are considered; the primary NIC and
+//!    NICs of anybody else are never touched, let alone deleted.
+//! 2. A NIC of ours the state does not know is *adopted* (a crash between CreateNics
+//!    and the checkpoint, or a lost checkpoint). The pool then attaches it or retires it.
+//! 3. The cloud is the truth about attachment: the state follows it. NICs with an
+//!    operation in flight are left alone except at startup, when nothing is in flight.
+//! 4. A NIC that no longer exists in the cloud is forgotten; a pod on it is released.
+//! 5. The host is the truth about plumbing: a NIC whose link or table is missing is
+//!    prepared again (after a reboot); a pod veth nobody holds is removed; a pod whose
+//!    plumbing vanished is plumbed again.
+//! 6. When the pod source is authoritative, attachments of pods that are gone are released.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pool::{CloudLink, NodeState, Usage};
+use crate::types::{
+    AttachmentId, CloudNic, CloudNicStatus, HostInventory, NicId, PlumbedPod, PodInfo, Timestamp,
+    managed_nic_name,
+};
+
+/// What the world looks like, as gathered by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The NICs named `hostnic_<instance>`, attached or not (other NICs are ignored).
+    pub cloud: &'a [CloudNic],
+    /// The host's hostnic plumbing.
+    pub host: &'a HostInventory,
+    /// The pods that should exist on the node, when the source is authoritative.
+    pub pods: Option<&'a [PodInfo]>,
+}
+
+/// Host or pod work the reconcile leaves to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReconcileAction {
+    /// Remove pod plumbing that no attachment accounts for.
+    Unplumb {
+        /// What the host has.
+        plumbed: PlumbedPod,
+    },
+    /// Plumb an attachment whose plumbing is missing on the host.
+    Replumb {
+        /// The attachment.
+        attachment: AttachmentId,
+    },
+    /// Release an attachment (like a DEL): its pod is gone, or its NIC is.
+    Release {
+        /// The attachment.
+        attachment: AttachmentId,
+        /// Why, for logs and events.
+        reason: String,
+    },
+}
+
+/// What a reconcile changed in the state, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// NICs of ours the state did not know.
+    pub adopted: Vec<NicId>,
+    /// NICs the state knew that no longer exist.
+    pub forgotten: Vec<NicId>,
+    /// NICs whose attachment state was corrected from the cloud.
+    pub corrected: Vec<NicId>,
+    /// NICs the host must prepare again (link or table missing).
+    pub unprepared: Vec<NicId>,
+    /// Host and pod work to do.
+    pub actions: Vec<ReconcileAction>,
+}
+
+impl ReconcileReport {
+    /// True when nothing was found out of place.
+    pub fn is_clean(&self) -> bool {
+        self.adopted.is_empty()
+            && self.forgotten.is_empty()
+            && self.corrected.is_empty()
+            && self.unprepared.is_empty()
+            && self.actions.is_empty()
+    }
+}
+
+impl NodeState {
+    /// Reconciles the state with `observed` at `now`. With `startup`, operations the state
+    /// believes in flight are settled too (after a restart nothing is in flight).
+    pub fn reconcile(
+        &mut self,
+        observed: Observed<'_>,
+        startup: bool,
+        now: Timestamp,
+    ) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let ours = managed_nic_name(&self.instance);
+        if startup {
+            self.creating = 0;
+        }
+
+        // Cloud: adopt, correct, forget.
+        let mut seen = BTreeSet::new();
+        for nic in observed
+            .cloud
+            .iter()
+            .filter(|n| n.name == ours && !n.primary)
+        {
+            let attached_here = nic.status == CloudNicStatus::InUse
+                && nic.instance.as_ref() == Some(&self.instance);
+            let attached_elsewhere = nic.status == CloudNicStatus::InUse && !attached_here;
+            if attached_elsewhere {
+                // Named after us but attached to another instance: not ours to use any more.
+                continue;
+            }
+            seen.insert(nic.id.clone());
+            let link = if attached_here {
+                CloudLink::Attached
+            } else {
+                CloudLink::Unattached
+            };
+            match self.nics.get_mut(&nic.id) {
+                None => {
+                    self.insert_cloud_nic(nic, link, now);
+                    report.adopted.push(nic.id.clone());
+                }
+                Some(entry) => {
+                    let in_flight = matches!(
+                        entry.link,
+                        CloudLink::Attaching | CloudLink::Detaching | CloudLink::Deleting
+                    );
+                    if in_flight && !startup {
+                        continue;
+                    }
+                    if let CloudLink::Uncertain { attaching, since } = entry.link
+                        && !startup
+                    {
+                        // The cloud showing the job's effect settles it at once; the absence
+                        // of the effect only after the job could no longer be running.
+                        let effect_seen = attaching == attached_here;
+                        let expired = now.since(since) >= self.config.job_timeout * 2;
+                        if !effect_seen && !expired {
+                            continue;
+                        }
+                    }
+                    let believed_attached = matches!(
+                        entry.link,
+                        CloudLink::Attached
+                            | CloudLink::Detaching
+                            | CloudLink::Uncertain {
+                                attaching: false,
+                                ..
+                            }
+                    );
+                    if entry.link != link {
+                        if believed_attached != attached_here || in_flight {
+                            report.corrected.push(nic.id.clone());
+                        }
+                        entry.link = link;
+                        if !attached_here {
+                            entry.host_ready = false;
+                        }
+                    }
+                }
+            }
+        }
+        let vanished: Vec<NicId> = self
+            .nics
+            .values()
+            .filter(|n| !seen.contains(&n.id))
+            .filter(|n| {
+                startup
+                    || !matches!(
+                        n.link,
+                        CloudLink::Attaching | CloudLink::Detaching | CloudLink::Deleting
+                    )
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        for id in vanished {
+            if let Some(att) = self.forget_nic(&id) {
+                // Keep the attachment long enough for the caller to unplumb it.
+                report.actions.push(ReconcileAction::Unplumb {
+                    plumbed: self.expected_plumbed(&att),
+                });
+            }
+            report.forgotten.push(id);
+        }
+
+        // Host: links and tables of prepared NICs.
+        let links: BTreeSet<&NicId> = observed.host.nic_links.iter().collect();
+        let tables: BTreeSet<u32> = observed.host.tables.iter().copied().collect();
+        for entry in self.nics.values_mut() {
+            if entry.link != CloudLink::Attached {
+                continue;
+            }
+            let link_present = links.contains(&entry.id);
+            if !link_present {
+                entry.link_missing_since.get_or_insert(now);
+            }
+            if entry.host_ready && (!link_present || !tables.contains(&entry.table)) {
+                entry.host_ready = false;
+                report.unprepared.push(entry.id.clone());
+            }
+        }
+
+        // Host: pod plumbing against attachments.
+        let by_ip: BTreeMap<_, _> = self.attachments.values().map(|a| (a.ip, a)).collect();
+        let plumbed_ips: BTreeSet<_> = observed.host.pods.iter().map(|p| p.ip).collect();
+        for p in &observed.host.pods {
+            let held = by_ip
+                .get(&p.ip)
+                .is_some_and(|a| self.expected_plumbed(a).host_veth == p.host_veth);
+            if !held {
+                report
+                    .actions
+                    .push(ReconcileAction::Unplumb { plumbed: p.clone() });
+            }
+        }
+
+        // Pods: release what is gone, replumb what lost its plumbing.
+        let live: Option<BTreeSet<(&str, &str)>> = observed.pods.map(|pods| {
+            pods.iter()
+                .map(|p| (p.namespace.as_str(), p.name.as_str()))
+                .collect()
+        });
+        for (id, att) in &self.attachments {
+            let known_pod = !att.pod.namespace.is_empty() && !att.pod.name.is_empty();
+            if let Some(live) = &live
+                && known_pod
+                && !live.contains(&(att.pod.namespace.as_str(), att.pod.name.as_str()))
+            {
+                report.actions.push(ReconcileAction::Release {
+                    attachment: id.clone(),
+                    reason: format!(
+                        "pod {} no longer exists on this node",
+                        att.pod.display_name()
+                    ),
+                });
+                continue;
+            }
+            if att.plumbed.is_some() && !plumbed_ips.contains(&att.ip) {
+                report.actions.push(ReconcileAction::Replumb {
+                    attachment: id.clone(),
+                });
+            }
+        }
+        report
+    }
+
+    /// Settles NICs whose last job's end was not seen, from a description of `asked`
+    /// (`cloud` holds those that still exist): a visible effect settles a NIC at once, no
+    /// effect only once the job cannot be running any more. NICs that no longer exist are
+    /// left to the full reconcile, which also unplumbs their pods.
+    pub fn settle_uncertain(&mut self, asked: &[NicId], cloud: &[CloudNic], now: Timestamp) {
+        let limit = self.config.job_timeout * 2;
+        for id in asked {
+            let Some(nic) = cloud.iter().find(|n| &n.id == id) else {
+                continue;
+            };
+            let attached_here = nic.status == CloudNicStatus::InUse
+                && nic.instance.as_ref() == Some(&self.instance);
+            let Some(entry) = self.nics.get_mut(id) else {
+                continue;
+            };
+            if let CloudLink::Uncertain { attaching, since } = entry.link
+                && (attaching == attached_here || now.since(since) >= limit)
+            {
+                entry.link = if attached_here {
+                    CloudLink::Attached
+                } else {
+                    CloudLink::Unattached
+                };
+                entry.host_ready = false;
+            }
+        }
+    }
+
+    /// NICs currently assigned, cooling, free or retiring, for status output.
+    pub fn usage_counts(&self, now: Timestamp) -> UsageCounts {
+        let mut c = UsageCounts::default();
+        for n in self.nics.values() {
+            match n.usage {
+                Usage::Assigned { .. } => c.assigned += 1,
+                Usage::Retiring => c.retiring += 1,
+                Usage::Cooling { until } if until > now => c.cooling += 1,
+                _ if n.assignable(now) => c.free += 1,
+                _ => c.preparing += 1,
+            }
+        }
+        c.creating = self.creating;
+        c
+    }
+}
+
+/// How the node's NICs are used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageCounts {
+    /// Ready for a pod.
+    pub free: u32,
+    /// Holding a pod's address.
+    pub assigned: u32,
+    /// In their IP cooldown.
+    pub cooling: u32,
+    /// Being created, attached or prepared.
+    pub preparing: u32,
+    /// Being detached and deleted.
+    pub retiring: u32,
+    /// Requested from the cloud, not yet returned.
+    pub creating: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::config::PoolConfig;
+    use crate::types::{InstanceId, PodKey, VxnetId};
+
+    fn cloud_nic(i: u8, instance: Option<&str>, name: &str) -> CloudNic {
+        CloudNic {
+            id: NicId::from_mac([0x52, 0x54, 0, 0, 0, i]),
+            name: name.into(),
+            vxnet: VxnetId::new("vxnet-1"),
+            ip: Ipv4Addr::new(172, 16, 1, i),
+            instance: instance.map(InstanceId::new),
+            status: if instance.is_some() {
+                CloudNicStatus::InUse
+            } else {
+                CloudNicStatus::Available
+            },
+            primary: false,
+        }
+    }
+
+    fn node() -> NodeState {
+        NodeState::new(PoolConfig::default(), InstanceId::new("i-1"), vec![])
+    }
+
+    #[test]
+    fn adopts_our_nics_and_never_touches_others() {
+        let mut s = node();
+        let cloud = vec![
+            cloud_nic(1, Some("i-1"), "hostnic_i-1"),
+            cloud_nic(2, None, "hostnic_i-1"),
+            cloud_nic(3, Some("i-1"), "user-nic"),
+            cloud_nic(4, None, "hostnic_i-2"),
+        ];
+        let host = HostInventory::default();
+        let r = s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: None,
+            },
+            true,
+            Timestamp(0),
+        );
+        assert_eq!(r.adopted, vec![cloud[0].id.clone(), cloud[1].id.clone()]);
+        assert_eq!(s.nics()[&cloud[0].id].link, CloudLink::Attached);
+        assert_eq!(s.nics()[&cloud[1].id].link, CloudLink::Unattached);
+        assert_eq!(s.nics().len(), 2);
+    }
+
+    #[test]
+    fn vanished_nic_releases_its_pod_and_orphans_are_unplumbed() {
+        let mut s = node();
+        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
+        let host = HostInventory {
+            nic_links: vec![cloud[0].id.clone()],
+            tables: vec![1000],
+            pods: vec![],
+        };
+        s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: None,
+            },
+            true,
+            Timestamp(0),
+        );
+        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
+        let pod = PodKey {
+            namespace: "a".into(),
+            name: "b".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
+
+        let orphan = PlumbedPod {
+            host_veth: "nicdeadbeef123".into(),
+            host_mac: None,
+            sandbox_mac: None,
+            ip: Ipv4Addr::new(172, 16, 1, 99),
+            table: 1001,
+        };
+        let host = HostInventory {
+            nic_links: vec![],
+            tables: vec![],
+            pods: vec![orphan.clone()],
+        };
+        let r = s.reconcile(
+            Observed {
+                cloud: &[],
+                host: &host,
+                pods: None,
+            },
+            false,
+            Timestamp(2),
+        );
+        assert_eq!(r.forgotten, vec![cloud[0].id.clone()]);
+        assert!(s.attachments().is_empty());
+        assert!(
+            r.actions
+                .contains(&ReconcileAction::Unplumb { plumbed: orphan })
+        );
+        assert_eq!(r.actions.len(), 2, "{:?}", r.actions);
+    }
+
+    #[test]
+    fn after_reboot_nics_are_prepared_again_and_pods_replumbed() {
+        let mut s = node();
+        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
+        let host = HostInventory {
+            nic_links: vec![cloud[0].id.clone()],
+            tables: vec![1000],
+            pods: vec![],
+        };
+        s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: None,
+            },
+            true,
+            Timestamp(0),
+        );
+        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
+        let pod = PodKey {
+            namespace: "a".into(),
+            name: "b".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        let a = s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
+        s.confirm_plumbed(&pod.attachment(), s.expected_plumbed(&a.attachment));
+
+        let rebooted = HostInventory {
+            nic_links: vec![cloud[0].id.clone()],
+            tables: vec![],
+            pods: vec![],
+        };
+        let r = s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &rebooted,
+                pods: None,
+            },
+            true,
+            Timestamp(2),
+        );
+        assert_eq!(r.unprepared, vec![cloud[0].id.clone()]);
+        assert_eq!(
+            r.actions,
+            vec![ReconcileAction::Replumb {
+                attachment: pod.attachment()
+            }]
+        );
+    }
+
+    #[test]
+    fn pods_gone_from_the_source_are_released() {
+        let mut s = node();
+        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
+        let host = HostInventory {
+            nic_links: vec![cloud[0].id.clone()],
+            tables: vec![1000],
+            pods: vec![],
+        };
+        s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: None,
+            },
+            true,
+            Timestamp(0),
+        );
+        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
+        let pod = PodKey {
+            namespace: "a".into(),
+            name: "b".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
+        let r = s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: Some(&[]),
+            },
+            false,
+            Timestamp(2),
+        );
+        assert!(
+            matches!(&r.actions[..], [ReconcileAction::Release { .. }]),
+            "{:?}",
+            r.actions
+        );
+    }
+}
