@@ -9,7 +9,7 @@ pub mod version;
 
 use std::time::Duration;
 
-use hostnic_core::api::codes;
+use hostnic_core::api::{Reply, codes};
 use hostnic_core::types::PodKey;
 
 use crate::client::CallError;
@@ -68,6 +68,16 @@ impl Ctx<'_> {
             CallError::Agent(e) => e.into(),
         }
     }
+}
+
+/// `client::call` checks that the reply answers the verb asked, so a verb
+/// receiving another verb's reply is a bug of the plugin.
+fn wrong_verb(reply: &Reply) -> CniError {
+    CniError::new(
+        codes::INTERNAL,
+        "reply of the wrong verb",
+        format!("got a {} reply", reply.verb()),
+    )
 }
 
 /// Milliseconds of a duration, for the request's `timeout_ms`.

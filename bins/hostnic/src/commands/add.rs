@@ -40,16 +40,7 @@ pub fn exec(ctx: &Ctx<'_>) -> Result<String, CniError> {
             let result = add_result(ctx.conf.version, &reply, ctx.conf.dns.as_ref());
             Ok(result.to_string() + "\n")
         }
-        Ok(_) => unreachable_reply(),
+        Ok(other) => Err(super::wrong_verb(&other)),
         Err(e) => Err(ctx.call_error(e)),
     }
-}
-
-/// `client::call` only returns a reply of the verb it was asked.
-pub(crate) fn unreachable_reply<T>() -> Result<T, CniError> {
-    Err(CniError::new(
-        hostnic_core::api::codes::INTERNAL,
-        "reply of the wrong verb",
-        "",
-    ))
 }

@@ -39,7 +39,7 @@ pub fn exec(ctx: &Ctx<'_>) -> Result<String, CniError> {
             ));
             Ok(String::new())
         }
-        Ok(_) => super::add::unreachable_reply(),
+        Ok(other) => Err(super::wrong_verb(&other)),
         Err(e @ (CallError::Unreachable(_) | CallError::NoAnswer(_))) => {
             let reason = e.to_string();
             let record = PendingDel {

@@ -37,7 +37,7 @@ pub fn exec(ctx: &Ctx<'_>) -> Result<String, CniError> {
             ));
             Ok(String::new())
         }
-        Ok(_) => super::add::unreachable_reply(),
+        Ok(other) => Err(super::wrong_verb(&other)),
         Err(e) => Err(ctx.call_error(e)),
     }
 }

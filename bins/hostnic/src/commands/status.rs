@@ -28,7 +28,7 @@ pub fn exec(ctx: &Ctx<'_>) -> Result<String, CniError> {
             ));
             Ok(String::new())
         }
-        Ok(_) => super::add::unreachable_reply(),
+        Ok(other) => Err(super::wrong_verb(&other)),
         // The agent says why it is not ready (e.g. no NIC it could give).
         Err(CallError::Agent(e)) => Err(e.into()),
         Err(CallError::Unreachable(e)) => Err(CniError::new(
