@@ -41,7 +41,7 @@ pub fn write_pending_del(state_dir: &Path, record: &PendingDel) -> io::Result<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hostnic_core::types::PodKey;
+    use hostnic_core::types::{PodKey, Timestamp};
 
     #[test]
     fn record_lands_under_pending_del_and_repeats_overwrite_it() {
@@ -56,12 +56,12 @@ mod tests {
             },
             netns: None,
             network: "hostnic".into(),
-            requested_at_ms: 1,
+            requested_at_ms: Timestamp(1),
             reason: "down".into(),
             prev_result: None,
         };
         let p1 = write_pending_del(dir.path(), &rec).unwrap();
-        rec.requested_at_ms = 2;
+        rec.requested_at_ms = Timestamp(2);
         let p2 = write_pending_del(dir.path(), &rec).unwrap();
         assert_eq!(p1, p2);
         assert_eq!(p1, dir.path().join("pending-del/c1_eth0.json"));

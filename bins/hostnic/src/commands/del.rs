@@ -7,6 +7,8 @@ use hostnic_core::api::{
     DelRequest, PROTOCOL_VERSION, PendingDel, Reply, Request, RequestBody, codes,
 };
 
+use hostnic_core::types::Timestamp;
+
 use super::{Ctx, millis};
 use crate::client::{self, CallError};
 use crate::error::CniError;
@@ -47,7 +49,7 @@ pub fn exec(ctx: &Ctx<'_>) -> Result<String, CniError> {
                 pod: body.pod,
                 netns: body.netns,
                 network: body.network,
-                requested_at_ms: now_ms(),
+                requested_at_ms: Timestamp(now_ms()),
                 reason: reason.clone(),
                 prev_result: body.prev_result,
             };

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AttachmentId, PodKey};
+use crate::types::{AttachmentId, PodKey, Timestamp};
 
 /// The directory under the state directory that holds pending DELs.
 pub const PENDING_DEL_DIR: &str = "pending-del";
@@ -31,7 +31,7 @@ pub struct PendingDel {
     /// The network configuration's `name`.
     pub network: String,
     /// When the plugin wrote the record, in milliseconds since the Unix epoch.
-    pub requested_at_ms: u64,
+    pub requested_at_ms: Timestamp,
     /// Why the agent could not be reached, for the agent's log.
     pub reason: String,
     /// The `prevResult` the runtime sent with the DEL, if any.
@@ -119,7 +119,7 @@ mod tests {
             },
             netns: None,
             network: "hostnic".into(),
-            requested_at_ms: 42,
+            requested_at_ms: Timestamp(42),
             reason: "connection refused".into(),
             prev_result: None,
         };
