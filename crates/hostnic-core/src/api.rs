@@ -1,3 +1,23 @@
-//! The CNI plugin ↔ agent protocol (see `docs/agent-api.md`).
+//! The CNI plugin ↔ agent protocol, written down once (see `docs/agent-api.md`).
 //!
-//! Owned by the CNI plugin work (issue 5); intentionally empty until then.
+//! The `hostnic` CNI binary is a thin client: for every verb it sends one
+//! [`Request`] over the agent's Unix socket and prints what the [`Response`]
+//! says. Both sides share these types, so the wire format cannot drift between
+//! them. Everything here is pure: encoding and decoding work on byte slices and
+//! the caller owns the socket.
+//!
+//! ## Layout
+//! - [`messages`]: the request and response of every verb (ADD, DEL, CHECK, GC,
+//!   STATUS), the protocol version and the error the agent answers with.
+//! - [`framing`]: a 4-byte big-endian length prefix followed by JSON, with a
+//!   maximum frame size.
+//! - [`pending_del`]: the record the plugin leaves under
+//!   `<stateDir>/pending-del/` when a DEL cannot reach the agent, and its file name.
+
+pub mod framing;
+pub mod messages;
+pub mod pending_del;
+
+pub use framing::{FrameError, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame, frame_len};
+pub use messages::*;
+pub use pending_del::{PENDING_DEL_DIR, PendingDel, pending_del_file_name};
