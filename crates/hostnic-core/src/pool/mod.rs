@@ -21,6 +21,7 @@ mod state;
 
 pub use alloc::{AllocError, Assignment};
 pub use backoff::Backoff;
+#[cfg(feature = "testing")]
 pub(crate) use backoff::splitmix64 as splitmix;
 pub use plan::{ActionKind, PoolAction};
 pub use state::{CloudLink, NicEntry, NodeState, PodAttachment, Usage};
