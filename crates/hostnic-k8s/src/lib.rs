@@ -32,6 +32,7 @@ pub mod node;
 pub mod pods;
 
 use std::path::Path;
+use std::time::Duration;
 
 pub use error::K8sError;
 pub use events::{NicShortage, PodEvents};
@@ -68,11 +69,14 @@ impl KubeAdapter {
     }
 }
 
+/// Longest silence on a connection before it is considered dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(330);
+
 /// Builds a client: from the kubeconfig at `kubeconfig` (its current context) when
 /// given, otherwise inferred (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster
 /// service account). Does not contact the API server.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| K8sError::Config(format!("{}: {e}", path.display())))?;
@@ -84,6 +88,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
             .await
             .map_err(|e| K8sError::Config(e.to_string()))?,
     };
+    // Our tasks retry with their own backoff and must see failures at once (to answer
+    // `pods()` with a retryable error instead of stale data): no hidden retries.
+    config.default_retry = false;
+    // A watch ends after at most 290 s (kube's `timeoutSeconds`); a connection silent
+    // for longer is dead (half-open TCP to a vanished API server).
+    config.read_timeout = Some(READ_TIMEOUT);
     install_crypto_provider();
     Client::try_from(config).map_err(|e| K8sError::Config(e.to_string()))
 }
