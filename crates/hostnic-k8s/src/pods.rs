@@ -134,7 +134,7 @@ impl KubePods {
             .and_then(|p| p.uid())
     }
 
-    fn from_store(&self) -> Vec<PodInfo> {
+    fn stored_pods(&self) -> Vec<PodInfo> {
         let mut pods: Vec<PodInfo> = self
             .store
             .state()
@@ -183,7 +183,7 @@ impl PodSource for KubePods {
     /// API server is unreachable the error is `retryable`.
     async fn pods(&self) -> Result<Vec<PodInfo>, PodSourceError> {
         if self.is_synced() && self.shared.healthy.load(Ordering::Acquire) {
-            return Ok(self.from_store());
+            return Ok(self.stored_pods());
         }
         self.list().await
     }

@@ -91,9 +91,9 @@ struct Route {
 
 fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (gv, rest) = match segs.first()? {
-        &"api" if segs.len() >= 3 => (segs[1].to_owned(), &segs[2..]),
-        &"apis" if segs.len() >= 4 => (format!("{}/{}", segs[1], segs[2]), &segs[3..]),
+    let (gv, rest) = match *segs.first()? {
+        "api" if segs.len() >= 3 => (segs[1].to_owned(), &segs[2..]),
+        "apis" if segs.len() >= 4 => (format!("{}/{}", segs[1], segs[2]), &segs[3..]),
         _ => return None,
     };
     if rest.len() >= 3
