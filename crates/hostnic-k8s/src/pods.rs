@@ -60,8 +60,8 @@ type PodName = (String, String);
 struct Shared {
     /// The watch has completed its initial list at least once.
     synced: AtomicBool,
-    /// The last watch operation succeeded (cleared on an error, set again by the next
-    /// event or successful LIST).
+    /// The store is current: the last watch event was a live one (cleared on an error
+    /// and while relisting, set again by the next live event).
     healthy: AtomicBool,
     /// Subscribers of [`PodSource::changes`].
     subscribers: Mutex<Vec<mpsc::UnboundedSender<PodEvent>>>,
@@ -225,7 +225,10 @@ async fn watch(
                 continue;
             }
         };
-        shared.healthy.store(true, Ordering::Release);
+        // While a (re)list runs, the store still holds the state from before it: not
+        // current. Any other event means the watch is live.
+        let relisting = matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
+        shared.healthy.store(!relisting, Ordering::Release);
         match event {
             watcher::Event::Init => relist = Some(BTreeMap::new()),
             watcher::Event::InitApply(pod) => {
