@@ -239,15 +239,27 @@ fn the_agent_config_has_only_keys_the_agent_accepts() {
         assert_eq!(config[key], default, "{key}");
     }
     assert!(config["pool"]["max_nics"].as_u64().unwrap() <= 62);
-    // The agent's own example, if present, uses the same keys.
+    // The agent's own example (its defaults), once it is in deploy/: same keys, and
+    // the values both state agree.
     let example = deploy_dir().join("agent.example.yaml");
     if let Ok(text) = std::fs::read_to_string(example) {
         let example: serde_json::Map<String, Value> = serde_yaml::from_str(&text).unwrap();
-        for key in example.keys() {
+        for (key, value) in &example {
             assert!(
                 AGENT_KEYS.contains(&key.as_str()),
                 "agent.example.yaml: {key}"
             );
+            if key == "pool" {
+                for (k, v) in value.as_object().unwrap() {
+                    if let Some(ours) = config["pool"].get(k) {
+                        assert_eq!(ours, v, "pool.{k} differs from agent.example.yaml");
+                    }
+                }
+            } else if let Some(ours) = config.get(key)
+                && key != "log_format"
+            {
+                assert_eq!(ours, value, "{key} differs from agent.example.yaml");
+            }
         }
     }
 }
