@@ -28,6 +28,11 @@ where
     let pods = shared.authoritative_pods().await;
     let result = shared.engine.reconcile(pods.as_deref(), startup).await;
     let m = &shared.metrics;
+    // A reconcile asks the cloud too: it tells whether the cloud answers while idle.
+    shared.cloud_ok.store(
+        !matches!(&result, Err(EngineError::Cloud(_))),
+        Ordering::SeqCst,
+    );
     match &result {
         Ok(report) => {
             let name = "hostnic_reconcile_actions_total";
@@ -105,9 +110,12 @@ where
                 .metrics
                 .inc("hostnic_errors_total", &[("area", "pool")]);
         }
-        shared
-            .cloud_ok
-            .store(round.failures.is_empty(), Ordering::SeqCst);
+        if busy {
+            // Only a round that did something says whether the cloud answers.
+            shared
+                .cloud_ok
+                .store(round.failures.is_empty(), Ordering::SeqCst);
+        }
         *shared.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(round.clone());
         shared.refresh_readiness();
         shared.round_done.notify_waiters();
