@@ -356,10 +356,15 @@ where
 
     // Shutdown: the server has drained; stop the loops (the pool stays as it is).
     let _ = stop_tx.send(true);
-    for task in [Some(pool), Some(periodic), events, changes]
-        .into_iter()
-        .flatten()
+    // Let a running pool round finish (its jobs then end recorded), within reason.
+    let mut pool = pool;
+    if tokio::time::timeout(Duration::from_secs(10), &mut pool)
+        .await
+        .is_err()
     {
+        pool.abort();
+    }
+    for task in [Some(periodic), events, changes].into_iter().flatten() {
         task.abort();
     }
     http.abort();
