@@ -231,6 +231,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let text = include_str!("../../../deploy/agent.example.yaml");
+        let s = Settings::from_yaml(text, "deploy/agent.example.yaml").unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = Settings::from_yaml("pool:\n  min_free: 9\n  max_free: 3\n", "t").unwrap_err();
         assert!(err.to_string().contains("pool.max_free"), "{err}");
