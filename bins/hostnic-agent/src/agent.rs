@@ -69,6 +69,10 @@ pub(crate) struct Shared<C, H, K> {
     pub cloud_ok: AtomicBool,
     /// The agent can serve an ADD (the conflist is written on the first `true`).
     pub ready: AtomicBool,
+    /// Held shared by every plugin request while it calls the engine, exclusively by
+    /// reconcile: a reconcile must not see an ADD's plumbing before the ADD recorded it
+    /// (it would remove it as an orphan) nor a DEL's half-removed plumbing.
+    pub plumbing: tokio::sync::RwLock<()>,
     pub last_round: Mutex<Option<PoolRound>>,
     pub last_reconcile: Mutex<Option<(ReconcileReport, u64)>>,
     pub started: Instant,
@@ -320,6 +324,7 @@ where
         pending_pods: AtomicU32::new(0),
         cloud_ok: AtomicBool::new(true),
         ready: AtomicBool::new(false),
+        plumbing: tokio::sync::RwLock::new(()),
         last_round: Mutex::new(None),
         last_reconcile: Mutex::new(None),
         started: Instant::now(),

@@ -101,7 +101,11 @@ where
         let _ = fs::remove_file(path);
         return Outcome::Superseded;
     }
-    match shared.engine.del(&id, record.netns.as_deref()).await {
+    let result = {
+        let _shared = shared.plumbing.read().await;
+        shared.engine.del(&id, record.netns.as_deref()).await
+    };
+    match result {
         Ok(released) => {
             tracing::info!(
                 attachment = %id,

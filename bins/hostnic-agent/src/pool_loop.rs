@@ -26,7 +26,10 @@ where
     K: Clock + 'static,
 {
     let pods = shared.authoritative_pods().await;
-    let result = shared.engine.reconcile(pods.as_deref(), startup).await;
+    let result = {
+        let _exclusive = shared.plumbing.write().await;
+        shared.engine.reconcile(pods.as_deref(), startup).await
+    };
     let m = &shared.metrics;
     // A reconcile asks the cloud too: it tells whether the cloud answers while idle.
     shared.cloud_ok.store(

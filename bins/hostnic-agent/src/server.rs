@@ -262,7 +262,11 @@ where
         let round = shared.round_done.notified();
         tokio::pin!(round);
         round.as_mut().enable();
-        match shared.engine.add(&r.pod, &r.netns).await {
+        let result = {
+            let _shared = shared.plumbing.read().await;
+            shared.engine.add(&r.pod, &r.netns).await
+        };
+        match result {
             Ok(added) => break added,
             Err(EngineError::Alloc(AllocError::PoolEmpty { coming, cooling })) => {
                 if waiting.is_none() {
@@ -317,11 +321,14 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    let released = shared
-        .engine
-        .del(&r.pod.attachment(), r.netns.as_deref())
-        .await
-        .map_err(|e| wire_error(&e))?;
+    let released = {
+        let _shared = shared.plumbing.read().await;
+        shared
+            .engine
+            .del(&r.pod.attachment(), r.netns.as_deref())
+            .await
+            .map_err(|e| wire_error(&e))?
+    };
     if released.is_some() {
         // The pool may now be above max_free.
         shared.pool_wake.notify_one();
@@ -338,7 +345,10 @@ where
     K: Clock + 'static,
 {
     let id = r.pod.attachment();
-    let att = shared.engine.check(&id).await.map_err(|e| wire_error(&e))?;
+    let att = {
+        let _shared = shared.plumbing.read().await;
+        shared.engine.check(&id).await.map_err(|e| wire_error(&e))?
+    };
     let ip = Ipv4Net::new(att.ip, 32).expect("/32 is valid");
     if !r.expected.ips.is_empty() && !r.expected.ips.contains(&ip) {
         return Err(WireError::new(
@@ -369,7 +379,10 @@ where
     K: Clock + 'static,
 {
     let valid: BTreeSet<_> = r.valid_attachments.into_iter().collect();
-    let released = shared.engine.gc(&valid).await.map_err(|e| wire_error(&e))?;
+    let released = {
+        let _shared = shared.plumbing.read().await;
+        shared.engine.gc(&valid).await.map_err(|e| wire_error(&e))?
+    };
     if !released.is_empty() {
         shared.pool_wake.notify_one();
     }

@@ -38,7 +38,9 @@ struct Namespaces(Vec<String>);
 
 impl Namespaces {
     fn create(&mut self, role: &str) -> String {
-        let name = format!("hna-{}-{role}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("hna-{}-{n}-{role}", std::process::id());
         NetNs::create_named(&name).expect("create namespace");
         self.0.push(name.clone());
         name
@@ -103,13 +105,13 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
-    fn start(config: &Path, credentials: &Path, log: &Path) -> Self {
+    fn start(binary: &Path, config: &Path, credentials: &Path, log: &Path) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
+        let child = Command::new(binary)
             .args([
                 "--cloud",
                 "qingcloud",
@@ -221,75 +223,88 @@ enum Last {
     Unknown,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root: cargo test -- --include-ignored"]
-async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
-    let _ = ROOT;
-    let mut ns = Namespaces(Vec::new());
-    let node = ns.create("node");
-    let vpc = ns.create("vpc");
-    let inet = ns.create("inet");
-    let hook = Arc::new(VethLinks {
-        node: node.clone(),
-        vpc: vpc.clone(),
-        names: Mutex::new(BTreeMap::new()),
-    });
-    let sim = Simulator::start(
-        SimConfig {
-            attach_latency: Duration::from_millis(300),
-            job_latency: Duration::from_millis(50),
-            ..SimConfig::new("AKIDE2E", "e2e-secret")
-        },
-        Some(hook.clone()),
-    )
-    .await
-    .unwrap();
-    // The node's primary NIC, as the simulator knows it, with a default route.
-    let state = sim.state();
-    let primary = state
-        .nics
-        .values()
-        .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
-        .unwrap()
-        .clone();
-    for n in [&node, &vpc, &inet] {
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-    }
-    ip(&[
-        "-n",
-        &node,
-        "link",
-        "add",
-        "prim0",
-        "address",
-        &primary.nic_id,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "up0",
-        "netns",
-        &inet,
-    ]);
-    ip(&[
-        "-n",
-        &node,
-        "addr",
-        "add",
-        &format!("{}/24", primary.private_ip),
-        "dev",
-        "prim0",
-    ]);
-    ip(&["-n", &node, "link", "set", "prim0", "up"]);
-    ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
-    ip(&["-n", &inet, "link", "set", "up0", "up"]);
-    ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+/// The simulator, the namespaces and the agent's files.
+struct Lab {
+    /// Deleted on drop (after the simulator).
+    _ns: Namespaces,
+    node: String,
+    sim: hostnic_qingcloud::sim::SimHandle,
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    metrics_addr: std::net::SocketAddr,
+    config: PathBuf,
+    credentials: PathBuf,
+    log: PathBuf,
+    sandboxes: Vec<String>,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("hostnic.sock");
-    let metrics_addr = free_port();
-    let config = dir.path().join("agent.yaml");
-    std::fs::write(
+impl Lab {
+    async fn new(pods: usize, attach_latency: Duration) -> Self {
+        let mut ns = Namespaces(Vec::new());
+        let node = ns.create("node");
+        let vpc = ns.create("vpc");
+        let inet = ns.create("inet");
+        let hook = Arc::new(VethLinks {
+            node: node.clone(),
+            vpc: vpc.clone(),
+            names: Mutex::new(BTreeMap::new()),
+        });
+        let sim = Simulator::start(
+            SimConfig {
+                attach_latency,
+                job_latency: Duration::from_millis(50),
+                ..SimConfig::new("AKIDE2E", "e2e-secret")
+            },
+            Some(hook.clone()),
+        )
+        .await
+        .unwrap();
+        // The node's primary NIC, as the simulator knows it, with a default route.
+        let state = sim.state();
+        let primary = state
+            .nics
+            .values()
+            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
+            .unwrap()
+            .clone();
+        for n in [&node, &vpc, &inet] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &node,
+            "link",
+            "add",
+            "prim0",
+            "address",
+            &primary.nic_id,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            &inet,
+        ]);
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{}/24", primary.private_ip),
+            "dev",
+            "prim0",
+        ]);
+        ip(&["-n", &node, "link", "set", "prim0", "up"]);
+        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
+        ip(&["-n", &inet, "link", "set", "up0", "up"]);
+        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("hostnic.sock");
+        let metrics_addr = free_port();
+        let config = dir.path().join("agent.yaml");
+        std::fs::write(
         &config,
         format!(
             "pool:\n  min_free: 2\n  max_free: 4\n  batch_size: 5\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  missing_link_grace: 5\n\
@@ -302,9 +317,9 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
         ),
     )
     .unwrap();
-    let addr = sim.addr();
-    let credentials = dir.path().join("config.yaml");
-    std::fs::write(
+        let addr = sim.addr();
+        let credentials = dir.path().join("config.yaml");
+        std::fs::write(
         &credentials,
         format!(
             "qy_access_key_id: AKIDE2E\nqy_secret_access_key: e2e-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
@@ -314,16 +329,48 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
         ),
     )
     .unwrap();
-    let log = dir.path().join("agent.log");
-    let sandboxes: Vec<String> = (0..12).map(|i| ns.create(&format!("p{i}"))).collect();
-    let netns = |i: usize| format!("/run/netns/{}", sandboxes[i]);
+        let log = dir.path().join("agent.log");
+        let sandboxes: Vec<String> = (0..pods).map(|i| ns.create(&format!("p{i}"))).collect();
 
+        let _ = (&hook, &vpc, &inet);
+        Lab {
+            _ns: ns,
+            node,
+            sim,
+            _dir: dir,
+            socket,
+            metrics_addr,
+            config,
+            credentials,
+            log,
+            sandboxes,
+        }
+    }
+
+    fn netns(&self, i: usize) -> String {
+        format!("/run/netns/{}", self.sandboxes[i])
+    }
+
+    fn start_agent(&self, binary: &Path) -> AgentProcess {
+        AgentProcess::start(binary, &self.config, &self.credentials, &self.log)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
+    let _ = ROOT;
+    let lab = Lab::new(12, Duration::from_millis(300)).await;
+    let (socket, metrics_addr, log, node, sim) =
+        (&lab.socket, lab.metrics_addr, &lab.log, &lab.node, &lab.sim);
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent"));
+    let netns = |i: usize| lab.netns(i);
     let seed = u64::from(std::process::id()) | 1;
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     let mut last: BTreeMap<usize, Last> = BTreeMap::new();
-    let mut agent = AgentProcess::start(&config, &credentials, &log);
-    wait_serving(&socket, &log).await;
+    let mut agent = lab.start_agent(&binary);
+    wait_serving(socket, log).await;
 
     // 3 rounds of 10 operations, each ended by a SIGKILL at a random moment.
     for round in 0..3 {
@@ -360,14 +407,14 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
             last.insert(i, state);
         }
         eprintln!("round {round}: {last:?}");
-        agent = AgentProcess::start(&config, &credentials, &log);
-        wait_serving(&socket, &log).await;
+        agent = lab.start_agent(&binary);
+        wait_serving(socket, log).await;
     }
 
     // The runtime retries what it did not see succeed: DEL for unknown outcomes.
     for (&i, state) in last.iter_mut() {
         if *state == Last::Unknown {
-            let r = call(&socket, del(i, &netns(i))).await;
+            let r = call(socket, del(i, &netns(i))).await;
             assert!(
                 matches!(r.outcome, Outcome::Ok(_)),
                 "DEL retry of {i}: {r:?}"
@@ -381,14 +428,14 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
         .map(|(i, _)| *i)
         .collect();
     for &i in &live {
-        let r = call(&socket, check(i, &netns(i))).await;
+        let r = call(socket, check(i, &netns(i))).await;
         assert!(
             matches!(r.outcome, Outcome::Ok(_)),
             "CHECK of live pod {i}: {r:?}"
         );
     }
     for (&i, _) in last.iter().filter(|(_, s)| **s == Last::Deleted) {
-        let r = call(&socket, check(i, &netns(i))).await;
+        let r = call(socket, check(i, &netns(i))).await;
         assert!(
             matches!(&r.outcome, Outcome::Error(e) if e.code == 3),
             "deleted pod {i} still known: {r:?}"
@@ -419,7 +466,7 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
             Instant::now() < deadline,
             "cloud NICs unknown to the agent: {unknown:?}; assigned {assigned} for {} live pods; log:\n{}",
             live.len(),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -440,7 +487,7 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
     );
     assert!(host.orphan_rule_addresses().await.unwrap().is_empty());
     let links: serde_json::Value =
-        serde_json::from_str(&ip(&["-n", &node, "-j", "link", "show"])).unwrap();
+        serde_json::from_str(&ip(&["-n", node, "-j", "link", "show"])).unwrap();
     let veths = links
         .as_array()
         .unwrap()
@@ -450,5 +497,61 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
     assert_eq!(veths, live.len(), "orphan veths in the node namespace");
 
     agent.kill9();
-    sim.shutdown().await;
+    let _ = sim;
+}
+
+/// Reads `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The agent binary with 62 pods (a full node): all served and checked; its RSS is
+/// printed for the benchmark report. `HOSTNIC_AGENT_BIN` selects another build
+/// (the bench script passes the release binary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_full_node_of_62_pods_is_served() {
+    let lab = Lab::new(62, Duration::from_millis(200)).await;
+    let binary = std::env::var_os("HOSTNIC_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent")));
+    let agent = lab.start_agent(&binary);
+    wait_serving(&lab.socket, &lab.log).await;
+    let adds: Vec<_> = (0..62)
+        .map(|i| {
+            let s = lab.socket.clone();
+            let body = add(i, &lab.netns(i));
+            tokio::spawn(async move { call(&s, body).await })
+        })
+        .collect();
+    for (i, a) in adds.into_iter().enumerate() {
+        let r = a.await.unwrap();
+        assert!(matches!(r.outcome, Outcome::Ok(_)), "ADD {i}: {r:?}");
+    }
+    for i in 0..62 {
+        let r = call(&lab.socket, check(i, &lab.netns(i))).await;
+        assert!(
+            matches!(r.outcome, Outcome::Ok(_)),
+            "CHECK {i}: {r:?}; log:\n{}",
+            std::fs::read_to_string(&lab.log).unwrap_or_default()
+        );
+    }
+    // The 63rd pod finds the node full: a clear error, not a hang.
+    let r = call(&lab.socket, add(0, &lab.netns(0))).await;
+    assert!(
+        matches!(r.outcome, Outcome::Ok(_)),
+        "a repeated ADD is idempotent"
+    );
+    let rss = rss_kib(agent.child.id());
+    eprintln!(
+        "agent RSS with 62 pods: {:.1} MiB ({})",
+        rss as f64 / 1024.0,
+        binary.display()
+    );
+    agent.kill9();
 }
