@@ -346,6 +346,9 @@ fn the_daemonset_runs_on_every_node_in_the_host_network() {
     );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.host_network, Some(true));
+    // Cluster DNS runs in pods that need hostnic first: the agent resolves the cloud
+    // API with the node's resolvers.
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"));
     assert_eq!(
         pod.priority_class_name.as_deref(),
         Some("system-node-critical")
