@@ -22,7 +22,11 @@
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
-//!   loopback for tests and the lab.
+//!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
+//!   process.
+//!
+//! The client does no hidden retries (`default_retry` off) so that failures reach the
+//! background tasks at once; they retry with their own backoff.
 
 pub mod error;
 pub mod events;
