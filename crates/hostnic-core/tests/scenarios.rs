@@ -225,3 +225,26 @@ fn checkpoint_write_failure_fails_the_add_and_keeps_nothing() {
     assert!(world.engine.with_state(|s| s.attachments().is_empty()));
     assert!(world.host.plumbed().is_empty(), "plumbing undone");
 }
+
+#[test]
+fn churn_does_not_stall_adds_behind_cooling_nics() {
+    // Found by the lab: serial ADD+DEL pairs left 1 free + 9 cooling NICs, and the next
+    // ADD waited for a cooldown to end because cooling NICs counted as pool supply.
+    let world = World::new(PoolConfig::default());
+    world.settle();
+    for i in 0..10 {
+        world.add(&pod(i)).unwrap();
+        world.del(&pod(i)).unwrap();
+        block_on(world.engine.run_pool());
+    }
+    let free = world
+        .engine
+        .with_state(|s| s.usage_counts(world.now()).free);
+    assert!(
+        free >= 5,
+        "only {free} NICs ready after churn: the pool did not refill"
+    );
+    let start = world.now();
+    world.add(&pod(99)).expect("served");
+    assert_eq!(world.now(), start, "the ADD had to wait for the pool");
+}

@@ -109,10 +109,11 @@ impl NodeState {
         let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
         self.retire(over_cap, now, false);
         let keep = self.config.max_free.saturating_add(self.demand);
+        // Cooling NICs are neither supply nor surplus: they become free when it ends.
         let free = self
             .nics
             .values()
-            .filter(|n| matches!(n.usage, Usage::Free { .. } | Usage::Cooling { .. }))
+            .filter(|n| matches!(n.usage, Usage::Free { .. }))
             .count() as u32;
         self.retire(free.saturating_sub(keep), now, true);
 

@@ -206,18 +206,17 @@ impl NodeState {
         self.nics.values().filter(|n| n.assignable(now)).count()
     }
 
-    /// NICs that will become assignable without new cloud calls for creation:
-    /// assignable, cooling, or on their way (unattached, attaching, attached but not ready).
+    /// NICs that are or will be free without new CreateNics calls: free ones, whether
+    /// ready or still on their way (unattached, attaching, attached but not prepared),
+    /// and those being created. NICs in their IP cooldown are not counted: they cannot
+    /// serve the next pod, and counting them stalled ADDs behind a cooldown under churn.
     pub(crate) fn supply(&self) -> u32 {
-        let coming = self
+        let free = self
             .nics
             .values()
-            .filter(|n| match n.usage {
-                Usage::Free { .. } | Usage::Cooling { .. } => true,
-                Usage::Assigned { .. } | Usage::Retiring => false,
-            })
+            .filter(|n| matches!(n.usage, Usage::Free { .. }))
             .count() as u32;
-        coming + self.creating
+        free + self.creating
     }
 
     /// Pod NICs this node holds or is creating (counted against `max_nics`).
