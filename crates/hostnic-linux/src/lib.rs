@@ -48,3 +48,6 @@ pub use error::LinuxError;
 pub use events::LinkEvent;
 pub use host::LinuxHost;
 pub use netns::{NetNs, NetnsError};
+
+#[cfg(feature = "lab")]
+pub mod lab;
