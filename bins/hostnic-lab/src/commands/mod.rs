@@ -1,0 +1,10 @@
+//! One file per subcommand, each with an `exec` that returns whether everything held.
+
+pub mod agent;
+pub mod check;
+pub mod demo;
+pub mod down;
+pub mod nic;
+pub mod pod;
+pub mod serve;
+pub mod up;
