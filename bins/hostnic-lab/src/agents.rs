@@ -159,6 +159,9 @@ pub fn write_conflist(files: &NodeFiles) -> anyhow::Result<()> {
             "logFile": files.root.join("cni.log"),
         }]
     });
-    std::fs::write(files.conflist(), serde_json::to_string_pretty(&conf)? + "\n")
-        .with_context(|| format!("write {}", files.conflist().display()))
+    std::fs::write(
+        files.conflist(),
+        serde_json::to_string_pretty(&conf)? + "\n",
+    )
+    .with_context(|| format!("write {}", files.conflist().display()))
 }

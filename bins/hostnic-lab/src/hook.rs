@@ -31,8 +31,12 @@ impl AttachHook for FabricHook {
             NicEventKind::Detached | NicEventKind::Vanished => self.fabric.unplug_nic(mac).await,
         };
         match result {
-            Ok(()) => tracing::info!(kind = ?event.kind, nic = mac, ip = %event.ip, instance = %event.instance, "NIC"),
-            Err(e) => tracing::error!(kind = ?event.kind, nic = mac, error = %e, "the fabric could not follow a NIC event"),
+            Ok(()) => {
+                tracing::info!(kind = ?event.kind, nic = mac, ip = %event.ip, instance = %event.instance, "NIC")
+            }
+            Err(e) => {
+                tracing::error!(kind = ?event.kind, nic = mac, error = %e, "the fabric could not follow a NIC event")
+            }
         }
     }
 }

@@ -134,7 +134,8 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 
 /// The running lab in `dir`: its `lab.json` and state.
 pub fn load(dir: &Path) -> anyhow::Result<(LabFile, LabState)> {
-    let lab = read(&lab_json(dir)).context("no lab is up in this directory (run `hostnic-lab up`)")?;
+    let lab =
+        read(&lab_json(dir)).context("no lab is up in this directory (run `hostnic-lab up`)")?;
     let state = read(&state_json(dir))?;
     Ok((lab, state))
 }
@@ -200,7 +201,10 @@ mod tests {
             k.sort();
             k
         };
-        assert_eq!(keys(&v), ["client", "credentials", "internet", "nodes", "sim_url"]);
+        assert_eq!(
+            keys(&v),
+            ["client", "credentials", "internet", "nodes", "sim_url"]
+        );
         assert_eq!(
             keys(&v["nodes"][0]),
             [

@@ -19,7 +19,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hostnic-lab", version, about = "A QingCloud VPC with hostnic nodes on one machine, with real packets")]
+#[command(
+    name = "hostnic-lab",
+    version,
+    about = "A QingCloud VPC with hostnic nodes on one machine, with real packets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -56,13 +56,24 @@ pub async fn exec(args: AgentArgs) -> anyhow::Result<bool> {
             let pid = running.with_context(|| format!("no agent runs on {}", node.name))?;
             if args.verb == AgentVerb::Stop {
                 if !agents::stop(pid, Duration::from_secs(20)).await {
-                    println!("agent of {} ignored SIGTERM for 20 s and was killed", node.name);
+                    println!(
+                        "agent of {} ignored SIGTERM for 20 s and was killed",
+                        node.name
+                    );
                 }
             } else {
                 agents::signal(pid, Signal::SIGKILL);
             }
             agents::set_pid(&dir, &node.name, None)?;
-            println!("agent of {} (pid {pid}) {}", node.name, if args.verb == AgentVerb::Stop { "stopped" } else { "killed" });
+            println!(
+                "agent of {} (pid {pid}) {}",
+                node.name,
+                if args.verb == AgentVerb::Stop {
+                    "stopped"
+                } else {
+                    "killed"
+                }
+            );
         }
     }
     Ok(true)

@@ -110,9 +110,19 @@ pub fn plan(lab: &LabFile, pods: &[PodRecord]) -> Vec<(&'static str, End, End, I
     let mut cells = Vec::new();
     for p in pods {
         let pe = pod_end(p);
-        cells.push(("pod→VPC client (keeps pod IP)", pe.clone(), client.clone(), p.ip));
+        cells.push((
+            "pod→VPC client (keeps pod IP)",
+            pe.clone(),
+            client.clone(),
+            p.ip,
+        ));
         if let Some(node) = node_end(&p.node) {
-            cells.push(("pod→internet (SNAT to node)", pe.clone(), internet.clone(), node.ip));
+            cells.push((
+                "pod→internet (SNAT to node)",
+                pe.clone(),
+                internet.clone(),
+                node.ip,
+            ));
         }
         cells.push(("client→pod", client.clone(), pe, lab.client.ip));
     }

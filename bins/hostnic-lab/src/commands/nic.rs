@@ -67,6 +67,11 @@ pub async fn nics(lab: &LabFile) -> anyhow::Result<Vec<serde_json::Value>> {
 
 /// Makes `nic` vanish through the simulator's admin endpoint.
 pub async fn vanish(lab: &LabFile, nic: &str) -> anyhow::Result<()> {
-    http::post_json(&lab.sim_url, "/_sim/vanish", &serde_json::json!({ "nic_id": nic })).await?;
+    http::post_json(
+        &lab.sim_url,
+        "/_sim/vanish",
+        &serde_json::json!({ "nic_id": nic }),
+    )
+    .await?;
     Ok(())
 }

@@ -63,7 +63,13 @@ fn record_path(dir: &Path, node: &str, namespace: &str, name: &str) -> PathBuf {
 fn netns_name(prefix: &str, node: &str, namespace: &str, name: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     format!("{prefix}pod-{node}-{}-{}", clean(namespace), clean(name))
@@ -94,7 +100,8 @@ pub async fn add(
             return Err(e);
         }
     };
-    let ip = result_ip(&stdout).with_context(|| format!("no IPv4 address in the CNI result: {stdout}"))?;
+    let ip = result_ip(&stdout)
+        .with_context(|| format!("no IPv4 address in the CNI result: {stdout}"))?;
     let record = PodRecord {
         node: node.to_string(),
         namespace: namespace.to_string(),
@@ -113,9 +120,17 @@ pub async fn del(dir: &Path, node: &str, namespace: &str, name: &str) -> anyhow:
     let (lab, _) = labfile::load(dir)?;
     let entry = node_entry(&lab, node)?;
     let path = record_path(dir, node, namespace, name);
-    let record: PodRecord = labfile::read(&path)
-        .with_context(|| format!("no pod {namespace}/{name} on {node}"))?;
-    cni(entry, "DEL", &record.container_id, &record.netns, namespace, name).await?;
+    let record: PodRecord =
+        labfile::read(&path).with_context(|| format!("no pod {namespace}/{name} on {node}"))?;
+    cni(
+        entry,
+        "DEL",
+        &record.container_id,
+        &record.netns,
+        namespace,
+        name,
+    )
+    .await?;
     let ns_name = record
         .netns
         .file_name()
@@ -164,8 +179,12 @@ async fn cni(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(&node.conflist)
-        .with_context(|| format!("read {} (is the node's agent ready?)", node.conflist.display()))?;
+    let text = std::fs::read_to_string(&node.conflist).with_context(|| {
+        format!(
+            "read {} (is the node's agent ready?)",
+            node.conflist.display()
+        )
+    })?;
     let conflist: serde_json::Value = serde_json::from_str(&text)?;
     let config = plugin_config(&conflist)?;
     let plugin = config["type"].as_str().context("plugin without type")?;
@@ -206,14 +225,10 @@ async fn cni(
 /// The first IPv4 address of a CNI result (`ips[].address`, CIDR form).
 pub fn result_ip(result: &str) -> Option<Ipv4Addr> {
     let v: serde_json::Value = serde_json::from_str(result).ok()?;
-    v["ips"].as_array()?.iter().find_map(|ip| {
-        ip["address"]
-            .as_str()?
-            .split('/')
-            .next()?
-            .parse()
-            .ok()
-    })
+    v["ips"]
+        .as_array()?
+        .iter()
+        .find_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
 }
 
 #[cfg(test)]

@@ -23,24 +23,42 @@ const ACCESS_KEY: &str = "HOSTNICLABKEY";
 const CLIENT_INSTANCE: &str = "i-simclient";
 const INTERNET: &str = "198.51.100.0/24";
 
-/// Runs the daemon until signalled.
+/// Runs the daemon until signalled; a lab that fails to come up is removed again.
 pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
     let dir = labfile::lab_dir(&args.dir)?;
     let prefix = labfile::prefix_for(&dir);
+    let result = serve(&args, &dir, &prefix).await;
+    if result.is_err() {
+        if let Ok(lab) = labfile::read::<LabFile>(&dir.join("lab.json")) {
+            for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+                agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        for l in fabric::destroy(&prefix).await {
+            tracing::error!("leftover: {l}");
+        }
+    }
+    result
+}
+
+async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> {
+    let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
     cleanup_previous(&dir, &prefix).await;
     let internet: Ipv4Net = INTERNET.parse()?;
 
-    let mut topology = Topology::default();
-    topology.instances = (1..=args.nodes)
-        .map(|i| InstanceSpec {
-            id: format!("i-sim{i:05}"),
-            vxnet: "vxnet-sim1".into(),
-        })
-        .chain(std::iter::once(InstanceSpec {
-            id: CLIENT_INSTANCE.into(),
-            vxnet: "vxnet-sim2".into(),
-        }))
-        .collect();
+    let topology = Topology {
+        instances: (1..=args.nodes)
+            .map(|i| InstanceSpec {
+                id: format!("i-sim{i:05}"),
+                vxnet: "vxnet-sim1".into(),
+            })
+            .chain(std::iter::once(InstanceSpec {
+                id: CLIENT_INSTANCE.into(),
+                vxnet: "vxnet-sim2".into(),
+            }))
+            .collect(),
+        ..Topology::default()
+    };
     let fabric = Fabric::create(&FabricSpec {
         prefix: prefix.clone(),
         vxnets: topology
@@ -57,7 +75,10 @@ pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
         .collect();
     hosts.insert(CLIENT_INSTANCE.into(), "client".into());
 
-    let secret = format!("lab-{:x}", std::process::id() as u64 * 0x9e37_79b9 ^ nanos());
+    let secret = format!(
+        "lab-{:x}",
+        (std::process::id() as u64 * 0x9e37_79b9) ^ nanos()
+    );
     let mut config = SimConfig::new(ACCESS_KEY, secret.clone());
     config.topology = topology.clone();
     config.attach_latency = Duration::from_millis(args.attach_latency_ms);
@@ -99,7 +120,11 @@ pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
 
     let hostnic_bin = agents::sibling_binary("hostnic");
     let agent_bin = agents::sibling_binary("hostnic-agent");
-    for (i, (instance, host)) in hosts.iter().filter(|(_, h)| h.starts_with("node")).enumerate() {
+    for (i, (instance, host)) in hosts
+        .iter()
+        .filter(|(_, h)| h.starts_with("node"))
+        .enumerate()
+    {
         let files = NodeFiles::new(&dir, host);
         files.create()?;
         if let Some(bin) = &hostnic_bin {
@@ -107,9 +132,18 @@ pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(bin, &link)?;
         }
-        let metrics_port = 19100 + (u16::from_str_radix(&prefix[3..7], 16).unwrap_or(0) % 500) * 10 + i as u16;
+        let metrics_port =
+            19100 + (u16::from_str_radix(&prefix[3..7], 16).unwrap_or(0) % 500) * 10 + i as u16;
         if let Some(agent) = &agent_bin {
-            let argv = agent_argv(agent, &files, instance, &credentials, &fabric, host, metrics_port);
+            let argv = agent_argv(
+                agent,
+                &files,
+                instance,
+                &credentials,
+                &fabric,
+                host,
+                metrics_port,
+            );
             labfile::write(&files.argv(), &argv)?;
         } else {
             agents::write_conflist(&files)?;
@@ -157,7 +191,12 @@ pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
         for node in &mut lab.nodes {
             node.pid = Some(agents::spawn_detached(&dir, &node.name)?);
         }
-        wait_ready(&lab, Duration::from_secs(args.timeout_s)).await?;
+        if let Err(e) = wait_ready(&lab, Duration::from_secs(args.timeout_s)).await {
+            for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+                agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(e);
+        }
     } else {
         tracing::warn!("no hostnic-agent binary next to hostnic-lab: the nodes run no agent");
     }
@@ -226,14 +265,18 @@ async fn wait_ready(lab: &LabFile, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     for node in &lab.nodes {
         loop {
-            if node.conflist.exists() && tokio::net::UnixStream::connect(&node.socket).await.is_ok() {
+            if node.conflist.exists() && tokio::net::UnixStream::connect(&node.socket).await.is_ok()
+            {
                 break;
             }
             if node.pid.is_some_and(|pid| !agents::alive(pid)) {
                 bail!("the agent of {} exited; see its agent.log", node.name);
             }
             if start.elapsed() > timeout {
-                bail!("the agent of {} was not ready within {timeout:?}", node.name);
+                bail!(
+                    "the agent of {} was not ready within {timeout:?}",
+                    node.name
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

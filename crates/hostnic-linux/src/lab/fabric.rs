@@ -99,8 +99,6 @@ impl Fabric {
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
             ("net.ipv4.conf.default.proxy_arp", "1"),
-            // Answer at once, not after proxy_delay's random wait.
-            ("net.ipv4.neigh.default.proxy_delay", "0"),
         ] {
             sysctl_in(&router, key, value).await?;
         }
@@ -193,6 +191,9 @@ impl Fabric {
         )
         .await?;
         ip_in(&router, &["link", "set", &port, "up"]).await?;
+        // Proxy ARP answers for other VPC addresses on this port at once, not
+        // after `proxy_delay`'s random wait.
+        sysctl_in(&router, &format!("net.ipv4.neigh.{port}.proxy_delay"), "0").await?;
         let addr = format!("{}/{}", spec.ip, spec.vxnet.cidr.prefix_len());
         ip_in(&ns, &["addr", "add", &addr, "dev", "eth0"]).await?;
         ip_in(&ns, &["link", "set", "eth0", "up"]).await?;
