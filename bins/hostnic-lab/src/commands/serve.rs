@@ -127,7 +127,9 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     {
         let files = NodeFiles::new(&dir, host);
         files.create()?;
-        if let Some(bin) = &hostnic_bin {
+        if let (Some(bin), None) = (&hostnic_bin, &agent_bin) {
+            // Without an agent nobody installs the plugin: link it, so `pod add`
+            // still runs the real binary (and gets its "agent unreachable" error).
             let link = files.bin_dir().join("hostnic");
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(bin, &link)?;
@@ -137,13 +139,13 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
         if let Some(agent) = &agent_bin {
             let argv = agent_argv(
                 agent,
+                hostnic_bin.as_deref(),
                 &files,
                 instance,
                 &credentials,
-                &fabric,
-                host,
+                &fabric.netns_path(host),
                 metrics_port,
-            );
+            )?;
             labfile::write(&files.argv(), &argv)?;
         } else {
             agents::write_conflist(&files)?;
@@ -223,20 +225,27 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     Ok(leftovers.is_empty())
 }
 
-/// The agent's command line.
-// TODO(agent): align with bins/hostnic-agent's CLI once it lands on main.
+/// The agent's command line (`bins/hostnic-agent` flags), and its config file
+/// with short pool and reconcile intervals so a lab reacts quickly.
 fn agent_argv(
     agent: &Path,
+    plugin: Option<&Path>,
     files: &NodeFiles,
     instance: &str,
     credentials: &Path,
-    fabric: &Fabric,
-    host: &str,
+    netns: &Path,
     metrics_port: u16,
-) -> Vec<String> {
+) -> anyhow::Result<Vec<String>> {
+    let config = files.root.join("agent.yaml");
+    std::fs::write(
+        &config,
+        "pool_interval_secs: 1.0\nreconcile_interval_secs: 5.0\ncni_version: \"1.0.0\"\n",
+    )?;
     let s = |p: &Path| p.display().to_string();
-    vec![
+    let mut argv = vec![
         s(agent),
+        "--config".into(),
+        s(&config),
         "--credentials".into(),
         s(credentials),
         "--instance-id".into(),
@@ -246,7 +255,7 @@ fn agent_argv(
         "--pods".into(),
         "none".into(),
         "--host-netns".into(),
-        s(&fabric.netns_path(host)),
+        s(netns),
         "--socket".into(),
         s(&files.socket()),
         "--state-dir".into(),
@@ -257,7 +266,11 @@ fn agent_argv(
         s(&files.bin_dir()),
         "--metrics-addr".into(),
         format!("127.0.0.1:{metrics_port}"),
-    ]
+    ];
+    if let Some(plugin) = plugin {
+        argv.extend(["--plugin-binary".into(), s(plugin)]);
+    }
+    Ok(argv)
 }
 
 /// Waits until every agent wrote its conflist and answers on its socket.
