@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::labfile::{self, LabFile};
+use crate::labfile::{self, LabFile, NodeEntry};
 
 /// The files of one node's agent, under `DIR/nodes/<node>/`.
 #[derive(Debug, Clone)]
@@ -134,6 +134,26 @@ pub fn spawn_detached(dir: &Path, node: &str) -> anyhow::Result<u32> {
         .spawn()
         .with_context(|| format!("start {program}"))?;
     Ok(child.id())
+}
+
+/// Waits until the agent `pid` of `node` wrote its conflist and accepts on its socket.
+pub async fn wait_ready(node: &NodeEntry, pid: u32, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if node.conflist.exists() && tokio::net::UnixStream::connect(&node.socket).await.is_ok() {
+            return Ok(());
+        }
+        if !alive(pid) {
+            bail!("the agent of {} exited; see its agent.log", node.name);
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "the agent of {} was not ready within {timeout:?}",
+                node.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Records the agent pid of `node` in lab.json.

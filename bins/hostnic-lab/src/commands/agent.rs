@@ -26,7 +26,7 @@ pub struct AgentArgs {
 /// What to do with the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AgentVerb {
-    /// Start it (again) with the lab's command line.
+    /// Start it (again) with the lab's command line and wait until it serves.
     Start,
     /// SIGTERM, and wait for it to end.
     Stop,
@@ -50,7 +50,8 @@ pub async fn exec(args: AgentArgs) -> anyhow::Result<bool> {
                 bail!("the agent of {} already runs (pid {pid})", node.name);
             }
             let pid = agents::spawn(&dir, &node.name)?;
-            println!("agent of {} started (pid {pid})", node.name);
+            agents::wait_ready(node, pid, Duration::from_secs(60)).await?;
+            println!("agent of {} started and ready (pid {pid})", node.name);
         }
         AgentVerb::Stop | AgentVerb::Kill => {
             let pid = running.with_context(|| format!("no agent runs on {}", node.name))?;

@@ -125,7 +125,13 @@ async fn steps(up: &UpArgs, pods_per_node: usize) -> anyhow::Result<bool> {
         pods.len(),
         t.elapsed().as_secs_f64()
     );
-    let leaks = leaks(&lab).await?;
+    // The agents may still be releasing surplus NICs (detach, then delete): let them settle.
+    let t = Instant::now();
+    let mut leaks = leaks(&lab).await?;
+    while !leaks.is_empty() && t.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        leaks = self::leaks(&lab).await?;
+    }
     for l in &leaks {
         println!("  LEAK {l}");
     }

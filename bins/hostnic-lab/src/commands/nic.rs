@@ -24,7 +24,8 @@ pub struct NicArgs {
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NicVerb {
-    /// Print every NIC of the simulator (id, ip, status, instance).
+    /// Print every NIC of the simulator: id, ip, status, instance, and
+    /// `primary`, `pod:NS/NAME`, `free` (warm pool) or `detached`.
     List,
     /// Make a NIC disappear from the cloud (and from its node).
     Vanish,
@@ -36,13 +37,28 @@ pub async fn exec(args: NicArgs) -> anyhow::Result<bool> {
     let lab: LabFile = labfile::read(&labfile::lab_json(&dir))?;
     match args.verb {
         NicVerb::List => {
+            let pods = labfile::pods(&dir)?;
             for nic in nics(&lab).await? {
+                let ip = nic["private_ip"].as_str().unwrap_or("?");
+                let instance = nic["instance_id"].as_str().unwrap_or("-");
+                // What the NIC is used for, as far as the lab knows.
+                let role = if lab.nodes.iter().any(|n| n.primary_ip.to_string() == ip)
+                    || lab.client.ip.to_string() == ip
+                {
+                    "primary".to_string()
+                } else if let Some(p) = pods.iter().find(|p| p.ip.to_string() == ip) {
+                    format!("pod:{}/{}", p.namespace, p.name)
+                } else if instance == "-" {
+                    "detached".to_string()
+                } else {
+                    "free".to_string()
+                };
                 println!(
-                    "{} {:<15} {:<10} {}",
+                    "{} {:<15} {:<10} {:<12} {role}",
                     nic["nic_id"].as_str().unwrap_or("?"),
-                    nic["private_ip"].as_str().unwrap_or("?"),
+                    ip,
                     nic["status"].as_str().unwrap_or("?"),
-                    nic["instance_id"].as_str().unwrap_or("-"),
+                    instance,
                 );
             }
         }

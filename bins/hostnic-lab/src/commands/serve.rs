@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
 use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimState, Simulator, Topology};
 use ipnet::Ipv4Net;
@@ -239,7 +239,7 @@ fn agent_argv(
     let config = files.root.join("agent.yaml");
     std::fs::write(
         &config,
-        "pool_interval_secs: 1.0\nreconcile_interval_secs: 5.0\ncni_version: \"1.0.0\"\n",
+        "pool_interval_secs: 1.0\ncni_version: \"1.0.0\"\npool:\n  missing_link_grace: 2.0\n",
     )?;
     let s = |p: &Path| p.display().to_string();
     let mut argv = vec![
@@ -273,25 +273,11 @@ fn agent_argv(
     Ok(argv)
 }
 
-/// Waits until every agent wrote its conflist and answers on its socket.
+/// Waits until every agent is ready.
 async fn wait_ready(lab: &LabFile, timeout: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
     for node in &lab.nodes {
-        loop {
-            if node.conflist.exists() && tokio::net::UnixStream::connect(&node.socket).await.is_ok()
-            {
-                break;
-            }
-            if node.pid.is_some_and(|pid| !agents::alive(pid)) {
-                bail!("the agent of {} exited; see its agent.log", node.name);
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "the agent of {} was not ready within {timeout:?}",
-                    node.name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(pid) = node.pid {
+            agents::wait_ready(node, pid, timeout).await?;
         }
     }
     Ok(())
