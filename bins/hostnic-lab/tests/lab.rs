@@ -103,6 +103,7 @@ async fn nics_attached_in_the_simulator_carry_real_pod_traffic_through_the_vpc()
         "20",
         "--job-latency-ms",
         "10",
+        "--no-agents",
     ]);
     assert!(ok, "up failed");
     let labj: Value = serde_json::from_str(&out).unwrap();
@@ -283,7 +284,7 @@ fn a_crashed_lab_is_cleaned_up_by_the_next_up() {
     let guard = LabGuard {
         dir: tempfile::tempdir().unwrap(),
     };
-    assert!(lab(&["up", "--dir", guard.path(), "--nodes", "1"]).0);
+    assert!(lab(&["up", "--dir", guard.path(), "--nodes", "1", "--no-agents"]).0);
     let prefix = guard.prefix();
     let state: Value = read_json(&guard.dir.path().join("lab-state.json"));
     let daemon = state["daemon_pid"].as_u64().unwrap() as i32;
@@ -301,7 +302,7 @@ fn a_crashed_lab_is_cleaned_up_by_the_next_up() {
         "a crash leaves the namespaces"
     );
 
-    assert!(lab(&["up", "--dir", guard.path(), "--nodes", "1"]).0);
+    assert!(lab(&["up", "--dir", guard.path(), "--nodes", "1", "--no-agents"]).0);
     let names = fabric::lab_namespaces(&prefix);
     assert_eq!(names.len(), 4, "router, internet, client, node1: {names:?}");
     assert!(!names.iter().any(|n| n.contains("stray")));

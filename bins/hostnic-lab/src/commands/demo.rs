@@ -37,6 +37,7 @@ pub async fn exec(args: DemoArgs) -> anyhow::Result<bool> {
         job_latency_ms: 50,
         fault_rate: 0.0,
         timeout_s: 120,
+        no_agents: false,
     };
     let started = Instant::now();
     let result = steps(&up, args.pods_per_node).await;

@@ -119,7 +119,11 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
         .context("the credentials file the lab wrote does not load")?;
 
     let hostnic_bin = agents::sibling_binary("hostnic");
-    let agent_bin = agents::sibling_binary("hostnic-agent");
+    let agent_bin = if args.no_agents {
+        None
+    } else {
+        agents::sibling_binary("hostnic-agent")
+    };
     for (i, (instance, host)) in hosts
         .iter()
         .filter(|(_, h)| h.starts_with("node"))
@@ -200,7 +204,9 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             return Err(e);
         }
     } else {
-        tracing::warn!("no hostnic-agent binary next to hostnic-lab: the nodes run no agent");
+        if !args.no_agents {
+            tracing::warn!("no hostnic-agent binary next to hostnic-lab: the nodes run no agent");
+        }
     }
     labfile::write(&labfile::lab_json(&dir), &lab)?;
     tracing::info!(sim = %sim.url(), prefix, "lab ready");

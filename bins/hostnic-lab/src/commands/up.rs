@@ -31,12 +31,16 @@ pub struct UpArgs {
     /// Seconds to wait for the lab (and its agents) to be ready.
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
+    /// Start no agents: the fabric and the simulator only (a test or a
+    /// developer then plays the agent).
+    #[arg(long)]
+    pub no_agents: bool,
 }
 
 impl UpArgs {
     /// The same options as command-line arguments, for the daemon.
     fn to_args(&self, dir: &Path) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--dir".into(),
             dir.display().to_string(),
             "--nodes".into(),
@@ -49,7 +53,11 @@ impl UpArgs {
             self.fault_rate.to_string(),
             "--timeout-s".into(),
             self.timeout_s.to_string(),
-        ]
+        ];
+        if self.no_agents {
+            args.push("--no-agents".into());
+        }
+        args
     }
 }
 
