@@ -6,7 +6,7 @@
 //! lab never touches the machine's own network namespace.
 //!
 //! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `check`,
-//! `agent`, `nic`, `demo`, and the internal `serve` (the background lab daemon).
+//! `agent`, `nic`, `podman`, `demo`, and the internal `serve` (the background lab daemon).
 
 mod agents;
 mod commands;
@@ -47,6 +47,8 @@ enum Command {
     Agent(commands::agent::AgentArgs),
     /// NICs in the simulator: list them, or make one vanish.
     Nic(commands::nic::NicArgs),
+    /// Run CMD in a throwaway busybox container that podman (CNI backend) puts on a node's hostnic network.
+    Podman(commands::podman::PodmanArgs),
     /// up, pods, check, delete all, leak checks, down: one command.
     Demo(commands::demo::DemoArgs),
     /// The lab daemon (started by `up`).
@@ -90,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => commands::agent::exec(args).await,
             Command::Nic(args) => commands::nic::exec(args).await,
             Command::Demo(args) => commands::demo::exec(args).await,
+            Command::Podman(args) => commands::podman::exec(args).await,
         }
     });
     match result {

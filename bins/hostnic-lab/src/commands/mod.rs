@@ -6,5 +6,6 @@ pub mod demo;
 pub mod down;
 pub mod nic;
 pub mod pod;
+pub mod podman;
 pub mod serve;
 pub mod up;
