@@ -6,7 +6,7 @@
 //! lab never touches the machine's own network namespace.
 //!
 //! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `check`,
-//! `agent`, `nic`, `podman`, `demo`, and the internal `serve` (the background lab daemon).
+//! `agent`, `nic`, `podman`, `bench`, `demo`, and the internal `serve` (the background lab daemon).
 
 mod agents;
 mod commands;
@@ -49,6 +49,8 @@ enum Command {
     Nic(commands::nic::NicArgs),
     /// Run CMD in a throwaway busybox container that podman (CNI backend) puts on a node's hostnic network.
     Podman(commands::podman::PodmanArgs),
+    /// CNI ADD/DEL vs ptp + host-local, cold start, API calls under churn, agent RSS.
+    Bench(commands::bench::BenchArgs),
     /// up, pods, check, delete all, leak checks, down: one command.
     Demo(commands::demo::DemoArgs),
     /// The lab daemon (started by `up`).
@@ -93,6 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::Nic(args) => commands::nic::exec(args).await,
             Command::Demo(args) => commands::demo::exec(args).await,
             Command::Podman(args) => commands::podman::exec(args).await,
+            Command::Bench(args) => commands::bench::exec(args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! One file per subcommand, each with an `exec` that returns whether everything held.
 
 pub mod agent;
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod down;

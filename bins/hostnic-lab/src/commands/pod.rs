@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -82,6 +83,18 @@ pub async fn add(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<(PodRecord, String)> {
+    add_timed(dir, node, namespace, name)
+        .await
+        .map(|(record, out, _)| (record, out))
+}
+
+/// Like [`add`], also returning how long the CNI ADD call took.
+pub async fn add_timed(
+    dir: &Path,
+    node: &str,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(PodRecord, String, Duration)> {
     let (lab, state) = labfile::load(dir)?;
     let entry = node_entry(&lab, node)?;
     let path = record_path(dir, node, namespace, name);
@@ -92,7 +105,9 @@ pub async fn add(
     let netns = NetNs::create_named(&ns_name)
         .with_context(|| format!("create the pod namespace {ns_name}"))?;
     let container_id = container_id(node, namespace, name);
+    let started = Instant::now();
     let result = cni(entry, "ADD", &container_id, netns.path(), namespace, name).await;
+    let took = started.elapsed();
     let stdout = match result {
         Ok(out) => out,
         Err(e) => {
@@ -112,16 +127,27 @@ pub async fn add(
     };
     std::fs::create_dir_all(labfile::pods_dir(dir))?;
     labfile::write(&path, &record)?;
-    Ok((record, stdout))
+    Ok((record, stdout, took))
 }
 
 /// Deletes the pod: CNI DEL, then its namespace and record.
 pub async fn del(dir: &Path, node: &str, namespace: &str, name: &str) -> anyhow::Result<()> {
+    del_timed(dir, node, namespace, name).await.map(|_| ())
+}
+
+/// Like [`del`], returning how long the CNI DEL call took.
+pub async fn del_timed(
+    dir: &Path,
+    node: &str,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Duration> {
     let (lab, _) = labfile::load(dir)?;
     let entry = node_entry(&lab, node)?;
     let path = record_path(dir, node, namespace, name);
     let record: PodRecord =
         labfile::read(&path).with_context(|| format!("no pod {namespace}/{name} on {node}"))?;
+    let started = Instant::now();
     cni(
         entry,
         "DEL",
@@ -131,6 +157,7 @@ pub async fn del(dir: &Path, node: &str, namespace: &str, name: &str) -> anyhow:
         name,
     )
     .await?;
+    let took = started.elapsed();
     let ns_name = record
         .netns
         .file_name()
@@ -138,7 +165,7 @@ pub async fn del(dir: &Path, node: &str, namespace: &str, name: &str) -> anyhow:
         .context("pod namespace path")?;
     NetNs::delete_named(ns_name)?;
     std::fs::remove_file(&path)?;
-    Ok(())
+    Ok(took)
 }
 
 fn node_entry<'a>(lab: &'a LabFile, node: &str) -> anyhow::Result<&'a NodeEntry> {
