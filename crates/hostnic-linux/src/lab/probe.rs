@@ -13,19 +13,23 @@ use std::time::Duration;
 use super::cmd::{LabError, run};
 use crate::netns::NetNs;
 
-/// Sends ICMP echo requests from namespace `netns` (a name under `/run/netns`)
-/// to `dst`; true when one is answered within `timeout_s` seconds.
+/// Sends an ICMP echo request from namespace `netns` (a name under `/run/netns`)
+/// to `dst`; true when it is answered within `timeout_s` seconds. Uses `ping`
+/// (iputils), or busybox's when iputils is not installed.
 pub async fn ping(netns: &str, dst: Ipv4Addr, timeout_s: u32) -> bool {
     let dst = dst.to_string();
     let wait = timeout_s.max(1).to_string();
-    run(
-        "ip",
-        &[
-            "netns", "exec", netns, "ping", "-n", "-q", "-c", "1", "-W", &wait, &dst,
-        ],
-    )
-    .await
-    .is_ok()
+    let mut args = vec!["netns", "exec", netns];
+    if !in_path("ping") && in_path("busybox") {
+        args.push("busybox");
+    }
+    args.extend(["ping", "-q", "-c", "1", "-W", &wait, &dst]);
+    run("ip", &args).await.is_ok()
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// A TCP server listening inside a namespace on `0.0.0.0:port`; every
