@@ -69,8 +69,8 @@ read -r victim victim_ip <<<"$line"
 if "$LAB" nic list --dir "$DIR" | grep -qi "^$victim"; then
     echo "lab-demo: $victim is still in the cloud" >&2; exit 1
 fi
-# The agent forgets it before it could hand it to a pod. Today the agent only
-# notices a vanished NIC in its periodic reconcile (every 60 s by default):
+# The agent forgets it before it could hand it to a pod. The agent notices a
+# vanished NIC in its periodic reconcile (every 3 s in the lab, 60 s by default):
 # allow for one.
 agent_port() { # NODE_INDEX (1-based)
     grep -o '"metrics_url": "http://127.0.0.1:[0-9]*' "$DIR/lab.json" | sed -n "${1}p" | grep -o '[0-9]*$'
@@ -82,7 +82,7 @@ agent_get() { # PORT PATH
     exec 3<&-
 }
 agent_forgot() { ! agent_get "$1" /v1/nics | grep -qi "$2"; }
-WAIT_S=75 wait_for "node1's agent to forget $victim" agent_forgot "$(agent_port 1)" "$victim"
+WAIT_S=30 wait_for "node1's agent to forget $victim" agent_forgot "$(agent_port 1)" "$victim"
 # The pool is back at min_free (5, the agent's default) and a new pod gets a live NIC.
 wait_for "node1's pool to hold 5 warm NICs" has_free i-sim00001 5
 "$LAB" pod add --dir "$DIR" --node node1 --pod default/p6 >/dev/null
@@ -99,7 +99,7 @@ pod_nic="$("$LAB" nic list --dir "$DIR" | awk '$5 == "pod:default/p0" && $4 == "
 "$LAB" nic vanish --dir "$DIR" --nic "$pod_nic"
 "$LAB" pod del --dir "$DIR" --node node2 --pod default/p0
 "$LAB" pod add --dir "$DIR" --node node2 --pod default/p0 >/dev/null
-WAIT_S=75 wait_for "node2's agent to forget $pod_nic" agent_forgot "$(agent_port 2)" "$pod_nic"
+WAIT_S=30 wait_for "node2's agent to forget $pod_nic" agent_forgot "$(agent_port 2)" "$pod_nic"
 
 step "check after the vanish and repair"
 "$LAB" check --dir "$DIR"

@@ -245,7 +245,7 @@ fn agent_argv(
     let config = files.root.join("agent.yaml");
     std::fs::write(
         &config,
-        "pool_interval_secs: 1.0\ncni_version: \"1.0.0\"\npool:\n  missing_link_grace: 2.0\n",
+        "pool_interval_secs: 1.0\nreconcile_interval_secs: 3.0\ncni_version: \"1.0.0\"\npool:\n  missing_link_grace: 2.0\n",
     )?;
     let s = |p: &Path| p.display().to_string();
     let mut argv = vec![
