@@ -2,6 +2,7 @@
 //! container started by podman 4 (CNI backend) on the node's hostnic network,
 //! so a container gets a hostnic NIC from a runtime we did not write.
 //!
+//! podman itself runs in the node's namespace, like a runtime on that node.
 //! The image is imported locally from Debian's busybox-static (no registry),
 //! and podman reads one config file (`CONTAINERS_CONF`) that points it at the
 //! node's conflist and CNI binaries, leaving `/etc` untouched.
@@ -50,7 +51,15 @@ pub async fn exec(args: PodmanArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("read {}", node.conflist.display()))?,
     )?;
     let network = conflist["name"].as_str().unwrap_or("hostnic");
-    let status = tokio::process::Command::new("podman")
+    // podman runs *on the node* (in its namespace), as a runtime does: the
+    // chained plugins of the conflist (portmap) then act on the node, never on
+    // the machine's own namespace.
+    // `nsenter --net` and not `ip netns exec`: the latter gives podman a mount
+    // namespace of its own, where the container namespaces it bind-mounts under
+    // /run/netns would be invisible to the agent.
+    let status = tokio::process::Command::new("nsenter")
+        .arg(format!("--net={}", node.netns.display()))
+        .arg("podman")
         .env("CONTAINERS_CONF", &conf)
         .args(["run", "--rm", "--network", network, IMAGE])
         .args(&args.command)
