@@ -124,11 +124,7 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     } else {
         agents::sibling_binary("hostnic-agent")
     };
-    for (i, (instance, host)) in hosts
-        .iter()
-        .filter(|(_, h)| h.starts_with("node"))
-        .enumerate()
-    {
+    for (instance, host) in hosts.iter().filter(|(_, h)| h.starts_with("node")) {
         let files = NodeFiles::new(&dir, host);
         files.create()?;
         if let (Some(bin), None) = (&hostnic_bin, &agent_bin) {
@@ -138,8 +134,10 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(bin, &link)?;
         }
-        let metrics_port =
-            19100 + (u16::from_str_radix(&prefix[3..7], 16).unwrap_or(0) % 500) * 10 + i as u16;
+        // A port free right now; the agent binds it a moment later.
+        let metrics_port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
         if let Some(agent) = &agent_bin {
             let argv = agent_argv(
                 agent,
