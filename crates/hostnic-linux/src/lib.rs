@@ -31,6 +31,8 @@
 //! - [`events`]: link and address notifications ([`LinkEvent`]).
 //! - [`names`]: host veth names.
 //! - [`error`]: [`LinuxError`] and its mapping onto `HostError`.
+//! - `lab` (feature `lab`): the VPC fabric of `hostnic-lab` (namespaces as
+//!   router, nodes and hosts; veth pairs as hot-plugged NICs).
 
 pub mod config;
 pub mod error;
@@ -48,3 +50,6 @@ pub use error::LinuxError;
 pub use events::LinkEvent;
 pub use host::LinuxHost;
 pub use netns::{NetNs, NetnsError};
+
+#[cfg(feature = "lab")]
+pub mod lab;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# A small `hostnic-lab bench` run, so the benchmark keeps working (the numbers
+# of a real run come from `hostnic-lab bench --dir DIR` with the defaults).
+# Assumes `cargo build --workspace`.
+set -euo pipefail
+
+BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug"
+LAB="$BIN/hostnic-lab"
+[[ -x /usr/lib/cni/ptp ]] || apt-get install -y --no-install-recommends containernetworking-plugins
+DIR="$(mktemp -d /tmp/hostnic-lab-bench.XXXXXX)"
+cleanup() {
+    "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+"$LAB" up --dir "$DIR" --nodes 2 >/dev/null
+"$LAB" bench --dir "$DIR" --iterations 5 --cold-pods 10 --churn 5 --json >"$DIR/bench.json"
+cat "$DIR/bench.json"
+# Four ADD/DEL series of 5 samples each, and a cold start that called the cloud.
+[[ "$(grep -c '"n": 5' "$DIR/bench.json")" -eq 4 ]] || { echo "lab-bench-smoke: missing samples" >&2; exit 1; }
+grep -Eq '"cold_start_api_calls": [1-9]' "$DIR/bench.json" || { echo "lab-bench-smoke: no API calls counted" >&2; exit 1; }
+"$LAB" down --dir "$DIR"
+echo "lab-bench-smoke: ok"

@@ -1,0 +1,12 @@
+//! One file per subcommand, each with an `exec` that returns whether everything held.
+
+pub mod agent;
+pub mod bench;
+pub mod check;
+pub mod demo;
+pub mod down;
+pub mod nic;
+pub mod pod;
+pub mod podman;
+pub mod serve;
+pub mod up;

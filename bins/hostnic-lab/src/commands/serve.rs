@@ -1,0 +1,347 @@
+//! The lab daemon: hosts the simulator and the fabric hook, builds the VPC and
+//! the nodes, starts the agents, writes `lab.json`, and on SIGTERM/SIGINT tears
+//! everything down.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
+use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimState, Simulator, Topology};
+use ipnet::Ipv4Net;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::up::UpArgs;
+use crate::agents::{self, NodeFiles};
+use crate::hook::FabricHook;
+use crate::labfile::{self, HostEntry, LabFile, LabState, NodeEntry};
+
+const ACCESS_KEY: &str = "HOSTNICLABKEY";
+const CLIENT_INSTANCE: &str = "i-simclient";
+const INTERNET: &str = "198.51.100.0/24";
+
+/// Runs the daemon until signalled; a lab that fails to come up is removed again.
+pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
+    let dir = labfile::lab_dir(&args.dir)?;
+    let prefix = labfile::prefix_for(&dir);
+    let result = serve(&args, &dir, &prefix).await;
+    if result.is_err() {
+        if let Ok(lab) = labfile::read::<LabFile>(&dir.join("lab.json")) {
+            for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+                agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        for l in fabric::destroy(&prefix).await {
+            tracing::error!("leftover: {l}");
+        }
+    }
+    result
+}
+
+async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> {
+    let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
+    cleanup_previous(&dir, &prefix).await;
+    let internet: Ipv4Net = INTERNET.parse()?;
+
+    let topology = Topology {
+        instances: (1..=args.nodes)
+            .map(|i| InstanceSpec {
+                id: format!("i-sim{i:05}"),
+                vxnet: "vxnet-sim1".into(),
+            })
+            .chain(std::iter::once(InstanceSpec {
+                id: CLIENT_INSTANCE.into(),
+                vxnet: "vxnet-sim2".into(),
+            }))
+            .collect(),
+        ..Topology::default()
+    };
+    let fabric = Fabric::create(&FabricSpec {
+        prefix: prefix.clone(),
+        vxnets: topology
+            .vxnets
+            .iter()
+            .map(|v| VxnetGateway { cidr: v.cidr })
+            .collect(),
+        internet,
+    })
+    .await
+    .context("build the VPC fabric")?;
+    let mut hosts: BTreeMap<String, String> = (1..=args.nodes)
+        .map(|i| (format!("i-sim{i:05}"), format!("node{i}")))
+        .collect();
+    hosts.insert(CLIENT_INSTANCE.into(), "client".into());
+
+    let secret = format!(
+        "lab-{:x}",
+        (std::process::id() as u64 * 0x9e37_79b9) ^ nanos()
+    );
+    let mut config = SimConfig::new(ACCESS_KEY, secret.clone());
+    config.topology = topology.clone();
+    config.attach_latency = Duration::from_millis(args.attach_latency_ms);
+    config.job_latency = Duration::from_millis(args.job_latency_ms);
+    config.fault_rate = args.fault_rate;
+    let hook = Arc::new(FabricHook {
+        fabric: fabric.clone(),
+        hosts: hosts.clone(),
+    });
+    let sim = Simulator::start(config, Some(hook)).await?;
+    let state = sim.state();
+
+    let mut nodes = Vec::new();
+    for (instance, host) in &hosts {
+        let (mac, ip, cidr) = primary_nic(&state, instance)?;
+        fabric
+            .add_host(&HostSpec {
+                name: host.clone(),
+                mac,
+                ip,
+                vxnet: VxnetGateway { cidr },
+            })
+            .await
+            .with_context(|| format!("create host {host}"))?;
+    }
+    let credentials = dir.join("credentials.yaml");
+    let addr = sim.addr();
+    write_secret_file(
+        &credentials,
+        &format!(
+            "qy_access_key_id: '{ACCESS_KEY}'\nqy_secret_access_key: '{secret}'\nzone: '{}'\nhost: '{}'\nport: {}\nprotocol: 'http'\nuri: '/iaas'\nconnection_retries: 3\nconnection_timeout: 10\n",
+            sim.zone(),
+            addr.ip(),
+            addr.port()
+        ),
+    )?;
+    hostnic_qingcloud::config::Config::load(&credentials)
+        .context("the credentials file the lab wrote does not load")?;
+
+    let hostnic_bin = agents::sibling_binary("hostnic");
+    let agent_bin = if args.no_agents {
+        None
+    } else {
+        agents::sibling_binary("hostnic-agent")
+    };
+    for (instance, host) in hosts.iter().filter(|(_, h)| h.starts_with("node")) {
+        let files = NodeFiles::new(&dir, host);
+        files.create()?;
+        if let (Some(bin), None) = (&hostnic_bin, &agent_bin) {
+            // Without an agent nobody installs the plugin: link it, so `pod add`
+            // still runs the real binary (and gets its "agent unreachable" error).
+            let link = files.bin_dir().join("hostnic");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(bin, &link)?;
+        }
+        // A port free right now; the agent binds it a moment later.
+        let metrics_port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        if let Some(agent) = &agent_bin {
+            let argv = agent_argv(
+                agent,
+                hostnic_bin.as_deref(),
+                &files,
+                instance,
+                &credentials,
+                &fabric.netns_path(host),
+                metrics_port,
+            )?;
+            labfile::write(&files.argv(), &argv)?;
+        } else {
+            agents::write_conflist(&files)?;
+        }
+        let (_, ip, _) = primary_nic(&state, instance)?;
+        nodes.push(NodeEntry {
+            name: host.clone(),
+            instance_id: instance.clone(),
+            netns: fabric.netns_path(host),
+            primary_ip: ip,
+            socket: files.socket(),
+            conflist: files.conflist(),
+            cni_bin_dir: files.bin_dir(),
+            state_dir: files.state_dir(),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            pid: None,
+        });
+    }
+    let (_, client_ip, _) = primary_nic(&state, CLIENT_INSTANCE)?;
+    let lab = LabFile {
+        sim_url: sim.url(),
+        credentials,
+        nodes,
+        client: HostEntry {
+            netns: fabric.netns_path("client"),
+            ip: client_ip,
+        },
+        internet: HostEntry {
+            netns: fabric.netns_path("internet"),
+            ip: fabric.internet_ip(),
+        },
+    };
+    labfile::write(
+        &labfile::state_json(&dir),
+        &LabState {
+            prefix: prefix.clone(),
+            daemon_pid: std::process::id(),
+            internet_cidr: internet,
+        },
+    )?;
+    // Agents start from the saved command lines, detached like `agent start` does;
+    // lab.json is written once they are all ready.
+    let mut lab = lab;
+    if agent_bin.is_some() {
+        for node in &mut lab.nodes {
+            node.pid = Some(agents::spawn_detached(&dir, &node.name)?);
+        }
+        if let Err(e) = wait_ready(&lab, Duration::from_secs(args.timeout_s)).await {
+            for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+                agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(e);
+        }
+    } else {
+        if !args.no_agents {
+            tracing::warn!("no hostnic-agent binary next to hostnic-lab: the nodes run no agent");
+        }
+    }
+    labfile::write(&labfile::lab_json(&dir), &lab)?;
+    tracing::info!(sim = %sim.url(), prefix, "lab ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("stopping the lab");
+    let lab: LabFile = labfile::read(&labfile::lab_json(&dir)).unwrap_or(lab);
+    for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+        agents::stop(pid, Duration::from_secs(5)).await;
+    }
+    sim.shutdown().await;
+    let leftovers = fabric::destroy(&prefix).await;
+    for l in &leftovers {
+        tracing::error!("leftover: {l}");
+    }
+    let _ = std::fs::remove_file(labfile::lab_json(&dir));
+    Ok(leftovers.is_empty())
+}
+
+/// The agent's command line (`bins/hostnic-agent` flags), and its config file
+/// with short pool and reconcile intervals so a lab reacts quickly.
+fn agent_argv(
+    agent: &Path,
+    plugin: Option<&Path>,
+    files: &NodeFiles,
+    instance: &str,
+    credentials: &Path,
+    netns: &Path,
+    metrics_port: u16,
+) -> anyhow::Result<Vec<String>> {
+    let config = files.root.join("agent.yaml");
+    std::fs::write(
+        &config,
+        "pool_interval_secs: 1.0\nreconcile_interval_secs: 3.0\ncni_version: \"1.0.0\"\npool:\n  missing_link_grace: 2.0\n",
+    )?;
+    let s = |p: &Path| p.display().to_string();
+    let mut argv = vec![
+        s(agent),
+        "--config".into(),
+        s(&config),
+        "--credentials".into(),
+        s(credentials),
+        "--instance-id".into(),
+        instance.into(),
+        "--cloud".into(),
+        "qingcloud".into(),
+        "--pods".into(),
+        "none".into(),
+        "--host-netns".into(),
+        s(netns),
+        "--socket".into(),
+        s(&files.socket()),
+        "--state-dir".into(),
+        s(&files.state_dir()),
+        "--cni-conf-dir".into(),
+        s(&files.conf_dir()),
+        "--cni-bin-dir".into(),
+        s(&files.bin_dir()),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    if let Some(plugin) = plugin {
+        argv.extend(["--plugin-binary".into(), s(plugin)]);
+    }
+    Ok(argv)
+}
+
+/// Waits until every agent is ready.
+async fn wait_ready(lab: &LabFile, timeout: Duration) -> anyhow::Result<()> {
+    for node in &lab.nodes {
+        if let Some(pid) = node.pid {
+            agents::wait_ready(node, pid, timeout).await?;
+        }
+    }
+    Ok(())
+}
+
+/// MAC, address and vxnet network of an instance's primary NIC.
+fn primary_nic(state: &SimState, instance: &str) -> anyhow::Result<(String, Ipv4Addr, Ipv4Net)> {
+    let inst = state
+        .instances
+        .get(instance)
+        .with_context(|| format!("the simulator has no instance {instance}"))?;
+    let nic = state
+        .nics
+        .values()
+        .find(|n| n.nic_id.eq_ignore_ascii_case(&inst.primary_nic))
+        .with_context(|| format!("the simulator has no primary NIC for {instance}"))?;
+    let vxnet = state
+        .vxnets
+        .get(&nic.vxnet_id)
+        .with_context(|| format!("unknown vxnet {}", nic.vxnet_id))?;
+    Ok((nic.nic_id.clone(), nic.private_ip, vxnet.ip_network))
+}
+
+/// What a crashed (or still running) previous lab in this directory left.
+async fn cleanup_previous(dir: &Path, prefix: &str) {
+    if let Ok(lab) = labfile::read::<LabFile>(&labfile::lab_json(dir)) {
+        for pid in lab.nodes.iter().filter_map(|n| n.pid) {
+            agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    if let Ok(state) = labfile::read::<LabState>(&labfile::state_json(dir))
+        && state.daemon_pid != std::process::id()
+        && agents::alive(state.daemon_pid)
+    {
+        agents::signal(state.daemon_pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    for l in fabric::destroy(prefix).await {
+        tracing::warn!("could not remove a previous lab's {l}");
+    }
+    let _ = std::fs::remove_dir_all(labfile::pods_dir(dir));
+    let _ = std::fs::remove_dir_all(dir.join("nodes"));
+}
+
+fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
