@@ -12,12 +12,15 @@
 //! - [`ports`]: the traits `CloudNics`, `CloudNetwork`, `HostNetwork`, `PodSource`, `Clock`
 //!   and their error types.
 //! - [`api`]: serde types of the CNI plugin ↔ agent protocol.
+//! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
+//!   per-pod allow sets, and `evaluate`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod policy;
 pub mod pool;
 pub mod ports;
 pub mod reconcile;
