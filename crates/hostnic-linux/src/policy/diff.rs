@@ -214,3 +214,138 @@ pub(crate) fn teardown(existing: &Existing) -> Transaction {
     }
     tx
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hostnic_core::policy::{
+        CompiledPolicy, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, compile,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::policy::ruleset::{LocalPod, POLICY_CHAIN};
+
+    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: [u8; 4]) -> PolicyPod {
+        PolicyPod {
+            pod: PodRef::new(ns, name),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ip: Some(Ipv4Addr::from(ip)),
+            ports: Vec::new(),
+        }
+    }
+
+    /// x/a allows ingress from every pod of namespace y.
+    fn policy() -> NetworkPolicy {
+        serde_json::from_value(json!({
+            "metadata": {"name": "from-y", "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}],
+                                  "ports": [{"port": 80}]}]}
+        }))
+        .unwrap()
+    }
+
+    fn compiled(remote_pods_in_y: usize) -> CompiledPolicy {
+        let mut pods = vec![pod("x", "a", &[("pod", "a")], [10, 1, 0, 2])];
+        for i in 0..remote_pods_in_y {
+            pods.push(pod(
+                "y",
+                &format!("p{i}"),
+                &[],
+                [10, 2, (i / 250) as u8, (i % 250) as u8 + 2],
+            ));
+        }
+        let ns = [PolicyNamespace::named("x"), PolicyNamespace::named("y")];
+        compile(&pods, &ns, &[policy()])
+    }
+
+    fn local() -> Vec<LocalPod> {
+        vec![LocalPod {
+            pod: PodRef::new("x", "a"),
+            veth: "nic0123456789a".into(),
+        }]
+    }
+
+    #[test]
+    fn a_pod_joining_a_selected_namespace_is_one_element_whatever_the_set_size() {
+        for n in [9, 999] {
+            let before = PolicyRuleset::build(&compiled(n), &local());
+            let after = PolicyRuleset::build(&compiled(n + 1), &local());
+            let (_, stats) = incremental(&before, &after).finish();
+            assert!(stats.only_elements(), "{stats:?}");
+            assert_eq!(stats.commands, 1, "{stats:?}");
+            assert_eq!(stats.elements_added, 1);
+            let (_, back) = incremental(&after, &before).finish();
+            assert_eq!((back.commands, back.elements_removed), (1, 1));
+        }
+    }
+
+    #[test]
+    fn no_change_is_an_empty_transaction() {
+        let r = PolicyRuleset::build(&compiled(3), &local());
+        let (_, stats) = incremental(&r, &r).finish();
+        assert_eq!(stats, SyncStats::default());
+    }
+
+    #[test]
+    fn a_local_pod_leaving_removes_its_map_entry_chain_and_unused_sets() {
+        let with = PolicyRuleset::build(&compiled(3), &local());
+        let without = PolicyRuleset::build(&compiled(3), &[]);
+        assert!(without.chains.is_empty() && without.sets.is_empty());
+        let (v, stats) = incremental(&with, &without).finish();
+        assert_eq!((stats.chains_deleted, stats.sets_deleted), (1, 1));
+        let cmds = v["nftables"].as_array().unwrap();
+        let pos = |needle: &str| {
+            cmds.iter()
+                .position(|c| c.to_string().contains(needle))
+                .unwrap()
+        };
+        // The map entry goes before the chain it jumps to, the chain before the set it uses.
+        assert!(pos("\"delete\":{\"element\"") < pos("\"delete\":{\"chain\""));
+        assert!(pos("\"delete\":{\"chain\"") < pos("\"delete\":{\"set\""));
+    }
+
+    #[test]
+    fn the_full_sync_starts_with_established_related_accept_and_stays_in_table_hostnic() {
+        let r = PolicyRuleset::build(&compiled(3), &local());
+        let existing = Existing {
+            chains: ["pin-stale".to_string()].into(),
+            sets: ["pol-stale".to_string()].into(),
+        };
+        let (v, stats) = full(&existing, &r).finish();
+        assert_eq!((stats.chains_deleted, stats.sets_deleted), (1, 1));
+        let cmds = v["nftables"].as_array().unwrap();
+        let first_rule = cmds
+            .iter()
+            .find(|c| c["add"]["rule"]["chain"] == POLICY_CHAIN)
+            .unwrap();
+        assert_eq!(
+            first_rule["add"]["rule"]["expr"][0]["match"]["left"]["ct"]["key"],
+            "state"
+        );
+        for cmd in cmds {
+            let (_, o) = cmd.as_object().unwrap().iter().next().unwrap();
+            let (kind, body) = o.as_object().unwrap().iter().next().unwrap();
+            let table = if kind == "table" {
+                &body["name"]
+            } else {
+                &body["table"]
+            };
+            assert_eq!(table, NFT_TABLE, "{cmd}");
+            assert_eq!(body["family"], "inet", "{cmd}");
+            if kind != "table" {
+                assert!(
+                    crate::policy::ruleset::is_policy_object(
+                        body["name"].as_str().or(body["chain"].as_str()).unwrap()
+                    ),
+                    "only policy objects are touched: {cmd}"
+                );
+            }
+        }
+    }
+}
