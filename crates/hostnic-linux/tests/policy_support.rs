@@ -4,7 +4,7 @@
 //! `hostnic` table, and TCP probes between sandboxes. Every namespace is
 //! created fresh and removed on drop.
 //! (Also built as a test target of its own, with no tests: hence the allows.)
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::new_without_default)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -308,7 +308,7 @@ pub fn non_policy_objects(ns: &str) -> Vec<serde_json::Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|item| !item.get("metainfo").is_some())
+        .filter(|item| item.get("metainfo").is_none())
         .filter(|item| {
             let (kind, body) = item.as_object().unwrap().iter().next().unwrap();
             let name = match kind.as_str() {
