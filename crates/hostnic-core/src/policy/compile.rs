@@ -392,3 +392,171 @@ fn parse_block(block: &IpBlock) -> Vec<PeerMatch> {
     except.dedup();
     vec![PeerMatch::Block { cidr, except }]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::policy::{ContainerPort, Protocol};
+
+    fn pod(
+        key: &str,
+        labels: &[(&str, &str)],
+        ip: Option<[u8; 4]>,
+        ports: &[(&str, u16, Protocol)],
+    ) -> PolicyPod {
+        PolicyPod {
+            pod: key.parse().unwrap(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ip: ip.map(Ipv4Addr::from),
+            ports: ports
+                .iter()
+                .map(|(name, port, protocol)| ContainerPort {
+                    name: Some(name.to_string()),
+                    container_port: *port,
+                    protocol: *protocol,
+                })
+                .collect(),
+        }
+    }
+
+    fn policy(v: serde_json::Value) -> NetworkPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn namespaces() -> Vec<PolicyNamespace> {
+        ["x", "y"].into_iter().map(PolicyNamespace::named).collect()
+    }
+
+    const XA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const XB: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+    const YA: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+    const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    #[test]
+    fn end_port_makes_an_inclusive_range_of_the_given_protocol() {
+        let pods = [pod("x/a", &[], Some([10, 1, 0, 2]), &[])];
+        let p = policy(
+            json!({"metadata": {"name": "r", "namespace": "x"}, "spec": {
+            "podSelector": {}, "ingress": [{"ports": [{"port": 8000, "endPort": 8010, "protocol": "UDP"}]}]}}),
+        );
+        let c = compile(&pods, &namespaces(), &[p]);
+        for (port, proto, want) in [
+            (7999, Protocol::Udp, false),
+            (8000, Protocol::Udp, true),
+            (8010, Protocol::Udp, true),
+            (8011, Protocol::Udp, false),
+            (8005, Protocol::Tcp, false),
+        ] {
+            assert_eq!(c.evaluate(OUTSIDE, XA, port, proto), want, "{port}/{proto}");
+        }
+    }
+
+    #[test]
+    fn egress_named_ports_resolve_on_each_destination_pod() {
+        // "http" is 80 on x/b and 8080 on y/a; x/a may only reach those.
+        let pods = [
+            pod("x/a", &[("app", "client")], Some([10, 1, 0, 2]), &[]),
+            pod(
+                "x/b",
+                &[],
+                Some([10, 1, 0, 3]),
+                &[("http", 80, Protocol::Tcp)],
+            ),
+            pod(
+                "y/a",
+                &[],
+                Some([10, 2, 0, 2]),
+                &[("http", 8080, Protocol::Tcp), ("dns", 53, Protocol::Udp)],
+            ),
+        ];
+        let p = policy(
+            json!({"metadata": {"name": "e", "namespace": "x"}, "spec": {
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "egress": [{"ports": [{"port": "http"}, {"port": "dns", "protocol": "UDP"}]}]}}),
+        );
+        let c = compile(&pods, &namespaces(), &[p]);
+        assert!(c.evaluate(XA, XB, 80, Protocol::Tcp));
+        assert!(!c.evaluate(XA, XB, 8080, Protocol::Tcp));
+        assert!(c.evaluate(XA, YA, 8080, Protocol::Tcp));
+        assert!(!c.evaluate(XA, YA, 80, Protocol::Tcp));
+        assert!(c.evaluate(XA, YA, 53, Protocol::Udp));
+        assert!(
+            !c.evaluate(XA, YA, 53, Protocol::Tcp),
+            "the protocol is part of the name's match"
+        );
+        assert!(
+            !c.evaluate(XA, OUTSIDE, 80, Protocol::Tcp),
+            "no pod, no named port"
+        );
+    }
+
+    #[test]
+    fn a_named_port_that_resolves_nowhere_allows_nothing_but_still_isolates() {
+        let pods = [pod(
+            "x/a",
+            &[],
+            Some([10, 1, 0, 2]),
+            &[("http", 80, Protocol::Tcp)],
+        )];
+        let p = policy(
+            json!({"metadata": {"name": "n", "namespace": "x"}, "spec": {
+            "podSelector": {}, "ingress": [{"ports": [{"port": "metrics"}]}]}}),
+        );
+        let c = compile(&pods, &namespaces(), &[p]);
+        assert!(c.pods[&"x/a".parse::<PodRef>().unwrap()].ingress.isolated);
+        assert!(!c.evaluate(OUTSIDE, XA, 80, Protocol::Tcp));
+    }
+
+    #[test]
+    fn policies_select_only_pods_of_their_own_namespace_and_pods_without_ip_are_nobodys_peer() {
+        let pods = [
+            pod("x/a", &[("pod", "a")], Some([10, 1, 0, 2]), &[]),
+            pod("x/b", &[("pod", "b")], None, &[]),
+            pod("y/a", &[("pod", "a")], Some([10, 2, 0, 2]), &[]),
+        ];
+        let p = policy(
+            json!({"metadata": {"name": "d", "namespace": "x"}, "spec": {
+            "podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{"podSelector": {}}]}]}}),
+        );
+        let c = compile(&pods, &namespaces(), &[p]);
+        assert!(!c.pods[&"y/a".parse::<PodRef>().unwrap()].ingress.isolated);
+        assert!(c.evaluate(XA, YA, 80, Protocol::Tcp));
+        assert!(!c.evaluate(YA, XA, 80, Protocol::Tcp));
+        let set = c.pod_sets.values().next().unwrap();
+        assert_eq!(
+            set.iter().copied().collect::<Vec<_>>(),
+            vec![XA],
+            "x/b has no IP yet"
+        );
+    }
+
+    #[test]
+    fn ipv6_blocks_match_no_ipv4_flow_and_policy_types_default_to_egress_when_rules_exist() {
+        let pods = [pod("x/a", &[], Some([10, 1, 0, 2]), &[])];
+        let p = policy(
+            json!({"metadata": {"name": "v6", "namespace": "x"}, "spec": {
+            "podSelector": {},
+            "egress": [{"to": [{"ipBlock": {"cidr": "::/0"}}, {"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.1/32"]}}]}]}}),
+        );
+        let c = compile(&pods, &namespaces(), &[p]);
+        let rules = &c.pods[&"x/a".parse::<PodRef>().unwrap()];
+        assert!(
+            rules.ingress.isolated && rules.egress.isolated,
+            "omitted policyTypes with egress rules: both"
+        );
+        assert!(
+            !c.evaluate(XA, OUTSIDE, 80, Protocol::Tcp),
+            "192.0.2.1 is excepted"
+        );
+        assert!(c.evaluate(XA, Ipv4Addr::new(192, 0, 2, 9), 80, Protocol::Tcp));
+        assert!(!c.evaluate(XA, YA, 80, Protocol::Tcp));
+    }
+}
