@@ -220,3 +220,30 @@ fn nothing_outside_the_policy_objects_is_touched() {
     );
     assert_eq!(snat_before, non_policy_objects(&node.name));
 }
+
+#[test]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+fn port_ranges_protocols_and_whole_space_blocks_render_and_enforce() {
+    let mut node = Node::new();
+    node.add_pod("x/a", &[("pod", "a")], A, &[80, 81, 82]);
+    node.add_pod("y/a", &[("pod", "a")], YA, &[80]);
+    let p = policy(json!({"metadata": {"name": "mixed", "namespace": "x"},
+        "spec": {"podSelector": {},
+                 "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["192.0.2.0/24"]}}],
+                              "ports": [{"port": 80, "endPort": 81}, {"port": 53, "protocol": "UDP"},
+                                        {"protocol": "SCTP"}]}],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}]}]}}));
+    node.enforce(&[p], &[]);
+    let table = nft(&node.name, &["list", "table", "inet", "hostnic"]);
+    for text in [
+        "tcp dport 80-81",
+        "udp dport 53",
+        "meta l4proto sctp",
+        "192.0.2.0/24",
+    ] {
+        assert!(table.contains(text), "{text} missing:\n{table}");
+    }
+    node.assert_flows(80, &[("y/a", "x/a", true), ("x/a", "y/a", true)]);
+    node.assert_flows(81, &[("y/a", "x/a", true)]);
+    node.assert_flows(82, &[("y/a", "x/a", false)]);
+}
