@@ -572,3 +572,154 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use futures::executor::block_on;
+    use ipnet::Ipv4Net;
+    use mockall::mock;
+
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::types::{
+        CloudNic, HostInventory, JobId, NicPlumbing, NodePlumbing, NodeReport, PodPlumbing,
+        Timestamp, VxnetId,
+    };
+
+    mock! {
+        Cloud {}
+        #[async_trait]
+        impl CloudNics for Cloud {
+            async fn describe_nics(&self, filter: &NicFilter) -> Result<Vec<CloudNic>, CloudError>;
+            async fn create_nics(&self, vxnet: &VxnetId, count: u32, name: &str) -> Result<Vec<CloudNic>, CloudError>;
+            async fn attach_nics(&self, instance: &InstanceId, nics: &[NicId]) -> Result<JobId, CloudError>;
+            async fn detach_nics(&self, nics: &[NicId]) -> Result<JobId, CloudError>;
+            async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError>;
+            async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError>;
+        }
+    }
+
+    /// A host that must not be touched: every call fails the test.
+    struct UntouchableHost;
+
+    #[async_trait]
+    impl HostNetwork for UntouchableHost {
+        async fn ensure_node(&self, _: &NodePlumbing) -> Result<NodeReport, HostError> {
+            panic!("ensure_node called")
+        }
+        async fn prepare_nic(&self, _: &NicPlumbing) -> Result<(), HostError> {
+            panic!("prepare_nic called")
+        }
+        async fn release_nic(&self, _: &NicPlumbing) -> Result<(), HostError> {
+            panic!("release_nic called")
+        }
+        async fn plumb_pod(&self, _: &PodPlumbing) -> Result<PlumbedPod, HostError> {
+            panic!("plumb_pod called")
+        }
+        async fn unplumb_pod(&self, _: &PlumbedPod, _: Option<&str>) -> Result<(), HostError> {
+            panic!("unplumb_pod called")
+        }
+        async fn verify_pod(&self, _: &PodPlumbing, _: &PlumbedPod) -> Result<(), HostError> {
+            panic!("verify_pod called")
+        }
+        async fn inventory(&self) -> Result<HostInventory, HostError> {
+            panic!("inventory called")
+        }
+    }
+
+    struct NoStore;
+    impl CheckpointStore for NoStore {
+        fn load(&self) -> Result<Option<Checkpoint>, StoreError> {
+            Ok(None)
+        }
+        fn save(&self, _: &Checkpoint) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct Fixed;
+    impl Clock for Fixed {
+        fn now(&self) -> Timestamp {
+            Timestamp(0)
+        }
+    }
+
+    fn engine(cloud: MockCloud) -> Engine<MockCloud, UntouchableHost, Fixed, NoStore> {
+        let vxnet = Vxnet {
+            id: VxnetId::new("vxnet-1"),
+            cidr: "172.16.1.0/24".parse::<Ipv4Net>().unwrap(),
+            gateway: "172.16.1.1".parse().unwrap(),
+            router: None,
+        };
+        Engine::open(
+            cloud,
+            UntouchableHost,
+            Fixed,
+            NoStore,
+            PoolConfig::default(),
+            InstanceId::new("i-1"),
+            vec![vxnet],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn del_and_check_of_an_unknown_pod_touch_neither_host_nor_cloud() {
+        // No expectations set: any call to the mocks fails the test.
+        let e = engine(MockCloud::new());
+        let id = AttachmentId {
+            container_id: "nope".into(),
+            ifname: "eth0".into(),
+        };
+        assert_eq!(block_on(e.del(&id, None)), Ok(None));
+        assert_eq!(
+            block_on(e.check(&id)),
+            Err(EngineError::UnknownAttachment(id))
+        );
+    }
+
+    #[test]
+    fn add_on_an_empty_pool_fails_fast_without_calling_the_cloud() {
+        // The ADD path never calls the cloud: growing the pool is the pool loop's job.
+        let e = engine(MockCloud::new());
+        let pod = PodKey {
+            namespace: "a".into(),
+            name: "b".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        let err = block_on(e.add(&pod, "/run/netns/c")).unwrap_err();
+        assert!(matches!(
+            err,
+            EngineError::Alloc(AllocError::PoolEmpty { .. })
+        ));
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn pool_round_creates_one_batch_with_the_managed_name() {
+        let mut cloud = MockCloud::new();
+        cloud
+            .expect_create_nics()
+            .withf(|vxnet, count, name| {
+                vxnet.as_str() == "vxnet-1" && *count == 5 && name == "hostnic_i-1"
+            })
+            .times(1)
+            .returning(|_, _, _| {
+                Err(CloudError::new(
+                    crate::ports::CloudErrorKind::Retryable,
+                    "CreateNics",
+                    "busy",
+                ))
+            });
+        let e = engine(cloud);
+        let round = block_on(e.run_pool());
+        assert_eq!(round.actions, 1);
+        assert_eq!(round.failures.len(), 1);
+        // Backing off: the next round (same instant) asks nothing.
+        assert_eq!(block_on(e.run_pool()).actions, 0);
+    }
+}

@@ -9,11 +9,22 @@
 //!
 //! ## Layout
 //! - [`types`]: identifiers and domain values (`NicId`, `PodKey`, `CloudNic`, …).
-//! - [`ports`]: the traits `CloudNics`, `CloudNetwork`, `HostNetwork`, `PodSource`, `Clock`
-//!   and their error types.
-//! - [`api`]: serde types of the CNI plugin ↔ agent protocol.
+//! - [`ports`]: the traits `CloudNics`, `CloudNetwork`, `HostNetwork`, `PodSource`,
+//!   `Clock`, `CheckpointStore` and their error types, each saying whether to retry.
+//! - [`config`]: `PoolConfig`, the pool's settings with the original hostnic's defaults.
+//! - [`pool`]: `NodeState` — the NIC table and attachments; the allocator (ADD/DEL/GC),
+//!   the batched warm-pool planner and backoff.
+//! - [`checkpoint`]: the versioned durable snapshot of the state.
+//! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
+//! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
+//! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
+//! - `testing` (feature `testing`): in-memory fakes of every port.
+//!
+//! ## Example
+//! `examples/burst.rs` embeds the engine with the fakes and serves a burst of pods:
+//! `cargo run -p hostnic-core --features testing --example burst`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;

@@ -354,6 +354,31 @@ mod tests {
         NodeState::new(PoolConfig::default(), InstanceId::new("i-1"), vec![])
     }
 
+    /// A node that adopted one attached, prepared NIC, and a pod to put on it.
+    fn node_with_one_ready_nic() -> (NodeState, Vec<CloudNic>, HostInventory, PodKey) {
+        let mut s = node();
+        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
+        let host = HostInventory {
+            nic_links: vec![cloud[0].id.clone()],
+            tables: vec![1000],
+            pods: vec![],
+        };
+        let observed = Observed {
+            cloud: &cloud,
+            host: &host,
+            pods: None,
+        };
+        s.reconcile(observed, true, Timestamp(0));
+        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
+        let pod = PodKey {
+            namespace: "a".into(),
+            name: "b".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        (s, cloud, host, pod)
+    }
+
     #[test]
     fn adopts_our_nics_and_never_touches_others() {
         let mut s = node();
@@ -381,29 +406,7 @@ mod tests {
 
     #[test]
     fn vanished_nic_releases_its_pod_and_orphans_are_unplumbed() {
-        let mut s = node();
-        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
-        let host = HostInventory {
-            nic_links: vec![cloud[0].id.clone()],
-            tables: vec![1000],
-            pods: vec![],
-        };
-        s.reconcile(
-            Observed {
-                cloud: &cloud,
-                host: &host,
-                pods: None,
-            },
-            true,
-            Timestamp(0),
-        );
-        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
-        let pod = PodKey {
-            namespace: "a".into(),
-            name: "b".into(),
-            container_id: "c".into(),
-            ifname: "eth0".into(),
-        };
+        let (mut s, cloud, _, pod) = node_with_one_ready_nic();
         s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
 
         let orphan = PlumbedPod {
@@ -438,29 +441,7 @@ mod tests {
 
     #[test]
     fn after_reboot_nics_are_prepared_again_and_pods_replumbed() {
-        let mut s = node();
-        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
-        let host = HostInventory {
-            nic_links: vec![cloud[0].id.clone()],
-            tables: vec![1000],
-            pods: vec![],
-        };
-        s.reconcile(
-            Observed {
-                cloud: &cloud,
-                host: &host,
-                pods: None,
-            },
-            true,
-            Timestamp(0),
-        );
-        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
-        let pod = PodKey {
-            namespace: "a".into(),
-            name: "b".into(),
-            container_id: "c".into(),
-            ifname: "eth0".into(),
-        };
+        let (mut s, cloud, _, pod) = node_with_one_ready_nic();
         let a = s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
         s.confirm_plumbed(&pod.attachment(), s.expected_plumbed(&a.attachment));
 
@@ -489,29 +470,7 @@ mod tests {
 
     #[test]
     fn pods_gone_from_the_source_are_released() {
-        let mut s = node();
-        let cloud = vec![cloud_nic(1, Some("i-1"), "hostnic_i-1")];
-        let host = HostInventory {
-            nic_links: vec![cloud[0].id.clone()],
-            tables: vec![1000],
-            pods: vec![],
-        };
-        s.reconcile(
-            Observed {
-                cloud: &cloud,
-                host: &host,
-                pods: None,
-            },
-            true,
-            Timestamp(0),
-        );
-        s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
-        let pod = PodKey {
-            namespace: "a".into(),
-            name: "b".into(),
-            container_id: "c".into(),
-            ifname: "eth0".into(),
-        };
+        let (mut s, cloud, host, pod) = node_with_one_ready_nic();
         s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
         let r = s.reconcile(
             Observed {

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ pub struct InvalidId {
 /// The id of a QingCloud NIC, which is its MAC address, kept lower-case `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NicId(String);
+pub struct NicId(Arc<str>);
 
 impl NicId {
     /// Parses a MAC address (`52:54:AB:..`, any case, `:` or `-` separators) into a NIC id.
@@ -36,12 +37,14 @@ impl NicId {
 
     /// Builds the id of the NIC whose MAC address is `mac`.
     pub fn from_mac(mac: [u8; 6]) -> Self {
-        let s = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        NicId(s)
+        let mut s = String::with_capacity(17);
+        for (i, b) in mac.iter().enumerate() {
+            if i > 0 {
+                s.push(':');
+            }
+            push_hex(&mut s, *b);
+        }
+        NicId(s.into())
     }
 
     /// The MAC address of this NIC.
@@ -85,8 +88,14 @@ impl TryFrom<String> for NicId {
 
 impl From<NicId> for String {
     fn from(value: NicId) -> Self {
-        value.0
+        value.0.to_string()
     }
+}
+
+fn push_hex(s: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    s.push(HEX[usize::from(b >> 4)] as char);
+    s.push(HEX[usize::from(b & 0xf)] as char);
 }
 
 impl FromStr for NicId {
@@ -107,12 +116,12 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Wraps an identifier as the API writes it.
             pub fn new(id: impl Into<String>) -> Self {
-                Self(id.into())
+                Self(id.into().into())
             }
 
             /// The identifier as the API writes it.
@@ -129,7 +138,7 @@ macro_rules! string_id {
 
         impl From<&str> for $name {
             fn from(value: &str) -> Self {
-                Self(value.to_string())
+                Self(value.into())
             }
         }
     };
@@ -201,8 +210,13 @@ impl PodKey {
     pub fn host_veth_name(&self, prefix: &str) -> String {
         use sha1::{Digest, Sha1};
         let digest = Sha1::digest(self.veth_seed().as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{prefix}{}", &hex[..11])
+        let mut name = String::with_capacity(prefix.len() + 12);
+        name.push_str(prefix);
+        for b in &digest[..6] {
+            push_hex(&mut name, *b);
+        }
+        name.truncate(prefix.len() + 11);
+        name
     }
 
     /// The string hashed into the host veth name: `<namespace>.<pod>` when the

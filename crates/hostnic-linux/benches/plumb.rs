@@ -2,7 +2,7 @@
 //! reference CNI plugins `ptp` + `host-local` driven the same way, in one run.
 //!
 //! Run (root): `cargo bench -p hostnic-linux --bench plumb` (or
-//! `.ci/steps/bench-datapath.sh`). Iterations: `HOSTNIC_BENCH_ITERS` (default 50).
+//! `scripts/bench-datapath.sh`). Iterations: `HOSTNIC_BENCH_ITERS` (default 50).
 //! With `HOSTNIC_BENCH_ENFORCE=1` the process fails when a target is missed:
 //! hostnic ADD median ≤ 6 ms and ≤ 0.35 × the reference ADD median.
 //!

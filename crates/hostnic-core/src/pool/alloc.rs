@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::state::{NodeState, PodAttachment, Usage};
+use crate::pool::state::{NicEntry, NodeState, PodAttachment, Usage};
 use crate::types::{AttachmentId, PlumbedPod, PodKey, Timestamp};
 
 /// Why no NIC could be assigned.
@@ -56,17 +56,19 @@ impl NodeState {
             });
         }
         // The NIC that has been free the longest: spreads reuse of addresses over time.
+        let free_since = |n: &NicEntry| match n.usage {
+            Usage::Free { since } => since,
+            Usage::Cooling { until } => until,
+            _ => Timestamp(u64::MAX),
+        };
         let candidate = self
             .nics
             .values()
             .filter(|n| n.assignable(now))
-            .min_by_key(|n| {
-                let since = match n.usage {
-                    Usage::Free { since } => since,
-                    Usage::Cooling { until } => until,
-                    _ => Timestamp(u64::MAX),
-                };
-                (since, n.id.clone())
+            .min_by(|a, b| {
+                free_since(a)
+                    .cmp(&free_since(b))
+                    .then_with(|| a.id.cmp(&b.id))
             })
             .map(|n| n.id.clone());
         let Some(nic_id) = candidate else {

@@ -6,7 +6,7 @@
 # Fails when the benchmark cannot run; with HOSTNIC_BENCH_ENFORCE=1 (default
 # here) also when the targets are missed: ADD median <= 6 ms and <= 0.35x ptp.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench-datapath: needs root" >&2
