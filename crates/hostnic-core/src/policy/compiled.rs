@@ -181,7 +181,7 @@ impl PodRules {
     }
 }
 
-/// The result of [`compile`](super::compile): per-pod rules plus the peer sets
+/// The result of [`compile`](super::compile()): per-pod rules plus the peer sets
 /// they reference. Deterministic: equal inputs give equal values, whatever the
 /// order of pods and policies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

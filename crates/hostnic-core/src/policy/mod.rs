@@ -1,7 +1,7 @@
 //! Kubernetes NetworkPolicy, computed purely.
 //!
 //! [`model`] holds serde types of the `networking.k8s.io/v1` object (the JSON of
-//! real objects deserializes into them); [`compile`] turns pods, namespaces and
+//! real objects deserializes into them); [`compile()`] turns pods, namespaces and
 //! policies into a [`CompiledPolicy`]: for every pod and direction whether it is
 //! isolated and which peers and ports are allowed, with peers as named sets
 //! shared by every pod a policy selects (what the nftables renderer programs).

@@ -1,7 +1,7 @@
 //! NetworkPolicy enforcement in the `hostnic` nftables table (family `inet`, the
 //! table [`crate::node`] creates; its SNAT chains and sets are left alone).
 //!
-//! The core's [`hostnic_core::policy::compile`] decides; this module renders the
+//! The core's [`hostnic_core::policy::compile()`] decides; this module renders the
 //! result: per pod chains hooked on the pod's host veth through verdict maps,
 //! peers as named sets, `ct state established,related accept` first, and every
 //! change as one atomic `nft -j` transaction holding only the difference.
