@@ -11,6 +11,11 @@
 //! Not timed: compiling (reported separately in group `policy-compile`, which
 //! is linear in the number of pods by design: it recomputes everything) and
 //! the sync that removes the pod again before the next iteration.
+//!
+//! Group `policy-new-policy-100-pods-20-policies`: the node-side part of the
+//! enforcement latency. 100 pods (25 local) in 5 namespaces and 20 policies are
+//! programmed; one iteration compiles with a 21st policy and syncs it (then
+//! the 21st is removed again, untimed).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -70,6 +75,51 @@ fn local() -> Vec<LocalPod> {
         .collect()
 }
 
+/// 100 pods over namespaces n0..n4 (labels app=a0..a3, five local per
+/// namespace), 21 policies mixing pod/namespace selectors, ports and egress.
+fn busy_cluster() -> (
+    Vec<PolicyPod>,
+    Vec<PolicyNamespace>,
+    Vec<NetworkPolicy>,
+    Vec<LocalPod>,
+) {
+    let namespaces: Vec<PolicyNamespace> = (0..5)
+        .map(|n| PolicyNamespace::named(format!("n{n}")))
+        .collect();
+    let pods: Vec<PolicyPod> = (0..100u32)
+        .map(|i| PolicyPod {
+            pod: PodRef::new(format!("n{}", i % 5), format!("p{i}")),
+            labels: [("app".to_string(), format!("a{}", i % 4))].into(),
+            ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 3, 0, 2)) + i)),
+            ports: Vec::new(),
+        })
+        .collect();
+    let local = pods
+        .iter()
+        .take(25)
+        .enumerate()
+        .map(|(i, p)| LocalPod {
+            pod: p.pod.clone(),
+            veth: format!("nicbusy{i:03}"),
+        })
+        .collect();
+    let policies = (0..21)
+        .map(|k| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("pol{k}"), "namespace": format!("n{}", k % 5)},
+                "spec": {"podSelector": {"matchLabels": {"app": format!("a{}", k % 4)}},
+                         "ingress": [{"from": [
+                             {"podSelector": {"matchLabels": {"app": format!("a{}", (k + 1) % 4)}}},
+                             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": format!("n{}", (k + 2) % 5)}}}
+                           ], "ports": [{"port": 80 + k}, {"port": 9000, "endPort": 9100}]}],
+                         "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.3.0.0/30"]}}]}]}
+            }))
+            .unwrap()
+        })
+        .collect();
+    (pods, namespaces, policies, local)
+}
+
 struct Namespace(String);
 
 impl Drop for Namespace {
@@ -118,6 +168,29 @@ fn bench(c: &mut Criterion) {
         renderer.remove_all_blocking().expect("teardown");
     }
     group.finish();
+
+    let (pods, namespaces, policies, local) = busy_cluster();
+    let mut renderer = PolicyRenderer::new(Some(ns.clone()), "nft");
+    let base = compile(&pods, &namespaces, &policies[..20]);
+    renderer.sync_blocking(&base, &local).expect("initial sync");
+    let mut group = c.benchmark_group("policy-new-policy-100-pods-20-policies");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("compile+sync", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let with = compile(&pods, &namespaces, &policies);
+                renderer.sync_blocking(&with, &local).expect("sync");
+                total += start.elapsed();
+                renderer.sync_blocking(&base, &local).expect("sync back");
+            }
+            total
+        })
+    });
+    group.finish();
+    renderer.remove_all_blocking().expect("teardown");
 
     let mut group = c.benchmark_group("policy-compile");
     group.sample_size(20);
