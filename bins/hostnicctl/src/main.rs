@@ -1,8 +1,8 @@
 //! `hostnicctl`: operator diagnostics for hostnic.
 //!
 //! Subcommands live one per file in `commands/`, each with an `exec()`.
-//! Today: `cloud` (check credentials and connectivity against the QingCloud API);
-//! the agent's `status|pool|pods|nics` will join them.
+//! `cloud` checks credentials and connectivity against the QingCloud API;
+//! `status`, `pool`, `pods` and `nics` read the agent's introspection endpoint.
 
 mod commands;
 
@@ -20,6 +20,14 @@ struct Cli {
 enum Command {
     /// Talk to the QingCloud API with the agent's client and credentials file.
     Cloud(commands::cloud::CloudArgs),
+    /// The agent's node, readiness and pool summary.
+    Status(commands::introspect::AgentArgs),
+    /// The agent's warm pool against its settings.
+    Pool(commands::introspect::AgentArgs),
+    /// The pods the agent has plumbed.
+    Pods(commands::introspect::AgentArgs),
+    /// The NICs of the node and who holds them.
+    Nics(commands::introspect::AgentArgs),
 }
 
 #[tokio::main]
@@ -33,5 +41,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Cloud(args) => commands::cloud::exec(args).await,
+        Command::Status(args) => commands::status::exec(args),
+        Command::Pool(args) => commands::pool::exec(args),
+        Command::Pods(args) => commands::pods::exec(args),
+        Command::Nics(args) => commands::nics::exec(args),
     }
 }

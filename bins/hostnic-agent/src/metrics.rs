@@ -1,0 +1,322 @@
+//! Prometheus metrics in the text exposition format (0.0.4), written by hand:
+//! a few counters and histograms behind one mutex, gauges computed from the
+//! engine's state when `/metrics` is scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hostnic_qingcloud::stats::{CallObserver, CallRecord};
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Names, types and help of every metric, in output order.
+const FAMILIES: &[(&str, &str, &str)] = &[
+    ("hostnic_nics", "gauge", "NICs of the node by state"),
+    ("hostnic_pool_free", "gauge", "NICs ready for a pod now"),
+    (
+        "hostnic_pool_target",
+        "gauge",
+        "NICs the pool aims to keep free (min_free plus demand)",
+    ),
+    (
+        "hostnic_pool_max_nics",
+        "gauge",
+        "Pod NICs the node may hold",
+    ),
+    ("hostnic_pods", "gauge", "Pod attachments on the node"),
+    (
+        "hostnic_ready",
+        "gauge",
+        "1 when the agent can serve an ADD",
+    ),
+    (
+        "hostnic_cni_requests_total",
+        "counter",
+        "Plugin requests by verb and result",
+    ),
+    (
+        "hostnic_cni_request_duration_seconds",
+        "histogram",
+        "Time to answer a plugin request, by verb",
+    ),
+    (
+        "hostnic_cloud_api_calls_total",
+        "counter",
+        "QingCloud API calls by action and final ret_code",
+    ),
+    (
+        "hostnic_cloud_api_duration_seconds",
+        "histogram",
+        "QingCloud API call latency (retries included), by action",
+    ),
+    (
+        "hostnic_pool_rounds_total",
+        "counter",
+        "Pool rounds run, by whether they did something",
+    ),
+    (
+        "hostnic_reconcile_actions_total",
+        "counter",
+        "What reconciles found and did, by kind",
+    ),
+    (
+        "hostnic_pending_dels_total",
+        "counter",
+        "Pending DEL records processed, by outcome",
+    ),
+    (
+        "hostnic_default_route_restored_total",
+        "counter",
+        "Times the node's default route had to be restored",
+    ),
+    (
+        "hostnic_no_free_nic_total",
+        "counter",
+        "ADDs that found the pool empty (and waited)",
+    ),
+    ("hostnic_errors_total", "counter", "Errors by area"),
+];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+type Key = (&'static str, String);
+
+#[derive(Debug, Default)]
+struct Inner {
+    counters: BTreeMap<Key, u64>,
+    histograms: BTreeMap<Key, Histogram>,
+}
+
+/// Gauges read from the engine at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// NICs by state label.
+    pub nics: Vec<(&'static str, u32)>,
+    /// Ready NICs.
+    pub free: u32,
+    /// Pool target.
+    pub target: u32,
+    /// Pod NIC limit.
+    pub max_nics: u32,
+    /// Attachments.
+    pub pods: u32,
+    /// Readiness.
+    pub ready: bool,
+}
+
+/// The agent's metrics. Cheap to update from any task.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    out
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `n` to the counter `name{labels}`.
+    pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
+        *self
+            .lock()
+            .counters
+            .entry((name, labels(pairs)))
+            .or_default() += n;
+    }
+
+    /// Adds one to the counter `name{labels}`.
+    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        self.add(name, pairs, 1);
+    }
+
+    /// Records `d` in the histogram `name{labels}`.
+    pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], d: Duration) {
+        self.lock()
+            .histograms
+            .entry((name, labels(pairs)))
+            .or_default()
+            .observe(d.as_secs_f64());
+    }
+
+    /// The value of a counter (tests, benchmarks).
+    pub fn counter(&self, name: &str, pairs: &[(&str, &str)]) -> u64 {
+        let key = labels(pairs);
+        self.lock()
+            .counters
+            .iter()
+            .filter(|((n, l), _)| *n == name && *l == key)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// The sum of a counter over all its label sets.
+    pub fn counter_total(&self, name: &str) -> u64 {
+        self.lock()
+            .counters
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Renders everything in the Prometheus text format.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let inner = self.lock();
+        let mut out = String::with_capacity(4096);
+        for (name, kind, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            match *name {
+                "hostnic_nics" => {
+                    for (state, n) in &gauges.nics {
+                        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
+                    }
+                }
+                "hostnic_pool_free" => {
+                    let _ = writeln!(out, "{name} {}", gauges.free);
+                }
+                "hostnic_pool_target" => {
+                    let _ = writeln!(out, "{name} {}", gauges.target);
+                }
+                "hostnic_pool_max_nics" => {
+                    let _ = writeln!(out, "{name} {}", gauges.max_nics);
+                }
+                "hostnic_pods" => {
+                    let _ = writeln!(out, "{name} {}", gauges.pods);
+                }
+                "hostnic_ready" => {
+                    let _ = writeln!(out, "{name} {}", u8::from(gauges.ready));
+                }
+                _ if *kind == "counter" => {
+                    for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
+                        if l.is_empty() {
+                            let _ = writeln!(out, "{n} {v}");
+                        } else {
+                            let _ = writeln!(out, "{n}{{{l}}} {v}");
+                        }
+                    }
+                }
+                _ => {
+                    for ((n, l), h) in inner.histograms.iter().filter(|((n, _), _)| n == name) {
+                        let sep = if l.is_empty() { "" } else { "," };
+                        for (i, bound) in BUCKETS.iter().enumerate() {
+                            let _ = writeln!(
+                                out,
+                                "{n}_bucket{{{l}{sep}le=\"{bound}\"}} {}",
+                                h.counts.get(i).copied().unwrap_or(0)
+                            );
+                        }
+                        let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
+                        let braces = if l.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{{{l}}}")
+                        };
+                        let _ = writeln!(out, "{n}_sum{braces} {}", h.sum);
+                        let _ = writeln!(out, "{n}_count{braces} {}", h.count);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl CallObserver for Metrics {
+    fn observe(&self, record: &CallRecord) {
+        let code = record
+            .ret_code
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.inc(
+            "hostnic_cloud_api_calls_total",
+            &[("action", &record.action), ("ret_code", &code)],
+        );
+        Metrics::observe(
+            self,
+            "hostnic_cloud_api_duration_seconds",
+            &[("action", &record.action)],
+            record.duration,
+        );
+        if record.error.is_some() {
+            self.inc("hostnic_errors_total", &[("area", "cloud")]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_render_in_text_format() {
+        let m = Metrics::default();
+        m.inc(
+            "hostnic_cni_requests_total",
+            &[("verb", "ADD"), ("result", "ok")],
+        );
+        m.observe(
+            "hostnic_cni_request_duration_seconds",
+            &[("verb", "ADD")],
+            Duration::from_millis(3),
+        );
+        let text = m.render(&Gauges {
+            nics: vec![("free", 2)],
+            free: 2,
+            ..Gauges::default()
+        });
+        assert!(text.contains("hostnic_cni_requests_total{verb=\"ADD\",result=\"ok\"} 1\n"));
+        assert!(text.contains(
+            "hostnic_cni_request_duration_seconds_bucket{verb=\"ADD\",le=\"0.002\"} 0\n"
+        ));
+        assert!(text.contains(
+            "hostnic_cni_request_duration_seconds_bucket{verb=\"ADD\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains("hostnic_cni_request_duration_seconds_count{verb=\"ADD\"} 1\n"));
+        assert!(text.contains("hostnic_nics{state=\"free\"} 2\n"));
+        assert!(text.contains("# TYPE hostnic_errors_total counter\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("a", "x\"y\\")]), "a=\"x\\\"y\\\\\"");
+    }
+}

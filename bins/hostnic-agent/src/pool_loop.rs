@@ -1,0 +1,220 @@
+//! The pool task (a round on every tick or wake-up), the periodic reconcile,
+//! and the event tasks that wake the pool.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hostnic_core::engine::EngineError;
+use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, PodSource};
+use hostnic_core::reconcile::{ReconcileAction, ReconcileReport};
+use hostnic_core::types::PodEvent;
+
+use crate::agent::{Shared, stopped};
+use crate::pending;
+
+/// One reconcile with the pods (when the source is authoritative); records metrics.
+pub(crate) async fn reconcile_once<C, H, K>(
+    shared: &Shared<C, H, K>,
+    startup: bool,
+) -> Result<ReconcileReport, EngineError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let pods = shared.authoritative_pods().await;
+    let result = {
+        let _exclusive = shared.plumbing.write().await;
+        shared.engine.reconcile(pods.as_deref(), startup).await
+    };
+    let m = &shared.metrics;
+    // A reconcile asks the cloud too: it tells whether the cloud answers while idle.
+    shared.cloud_ok.store(
+        !matches!(&result, Err(EngineError::Cloud(_))),
+        Ordering::SeqCst,
+    );
+    match &result {
+        Ok(report) => {
+            let name = "hostnic_reconcile_actions_total";
+            m.add(name, &[("kind", "adopted")], report.adopted.len() as u64);
+            m.add(
+                name,
+                &[("kind", "forgotten")],
+                report.forgotten.len() as u64,
+            );
+            m.add(
+                name,
+                &[("kind", "corrected")],
+                report.corrected.len() as u64,
+            );
+            m.add(
+                name,
+                &[("kind", "unprepared")],
+                report.unprepared.len() as u64,
+            );
+            for action in &report.actions {
+                let kind = match action {
+                    ReconcileAction::Unplumb { .. } => "unplumb",
+                    ReconcileAction::Release { .. } => "release",
+                    ReconcileAction::Replumb { .. } => "replumb",
+                };
+                m.inc(name, &[("kind", kind)]);
+            }
+            if !report.is_clean() {
+                tracing::info!(
+                    startup,
+                    adopted = report.adopted.len(),
+                    forgotten = report.forgotten.len(),
+                    corrected = report.corrected.len(),
+                    actions = report.actions.len(),
+                    "reconcile repaired the node"
+                );
+            }
+            let now = shared.engine.clock().now();
+            *shared
+                .last_reconcile
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((report.clone(), now.0));
+        }
+        Err(e) => {
+            m.inc("hostnic_errors_total", &[("area", "reconcile")]);
+            tracing::warn!(startup, error = %e, "reconcile failed");
+        }
+    }
+    // Whatever reconcile found may need pool work (re-attach, delete).
+    shared.pool_wake.notify_one();
+    result
+}
+
+/// Runs pool rounds: after a round that did something at once, else on the tick
+/// or when woken. Waiting ADDs are woken after every round.
+pub(crate) async fn pool_task<C, H, K>(shared: Arc<Shared<C, H, K>>)
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let interval = Duration::from_secs_f64(shared.settings.pool_interval_secs);
+    let mut stop = shared.shutdown.clone();
+    loop {
+        shared.update_demand();
+        let round = shared.engine.run_pool().await;
+        let busy = round.actions > 0;
+        shared.metrics.inc(
+            "hostnic_pool_rounds_total",
+            &[("busy", if busy { "true" } else { "false" })],
+        );
+        for failure in &round.failures {
+            tracing::warn!(error = %failure, "pool action failed");
+            shared
+                .metrics
+                .inc("hostnic_errors_total", &[("area", "pool")]);
+        }
+        if busy {
+            // Only a round that did something says whether the cloud answers.
+            shared
+                .cloud_ok
+                .store(round.failures.is_empty(), Ordering::SeqCst);
+        }
+        *shared.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(round.clone());
+        shared.refresh_readiness();
+        shared.round_done.notify_waiters();
+        if *stop.borrow() {
+            return;
+        }
+        if busy && round.failures.is_empty() {
+            continue;
+        }
+        // Failed actions are held back by the engine's backoff; do not spin on them.
+        let pause = if busy {
+            Duration::from_millis(50)
+        } else {
+            interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shared.pool_wake.notified() => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Periodic work: reconcile (with the pods when authoritative), pending DELs that
+/// timed out while the agent was alive, and the node setup (default-route guard).
+pub(crate) async fn periodic_task<C, H, K>(shared: Arc<Shared<C, H, K>>)
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let interval = Duration::from_secs_f64(shared.settings.reconcile_interval_secs);
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        match shared
+            .engine
+            .host()
+            .ensure_node(&shared.identity.node)
+            .await
+        {
+            Ok(report) if report.default_route_restored => {
+                tracing::warn!("the node's default route was missing and has been restored");
+                shared
+                    .metrics
+                    .inc("hostnic_default_route_restored_total", &[]);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "node setup");
+                shared
+                    .metrics
+                    .inc("hostnic_errors_total", &[("area", "node")]);
+            }
+        }
+        let _ = reconcile_once(&shared, false).await;
+        pending::replay(&shared).await;
+    }
+}
+
+/// Wakes the pool when the host reports a NIC link.
+pub(crate) async fn event_task<C, H, K>(
+    shared: Arc<Shared<C, H, K>>,
+    mut events: BoxStream<'static, ()>,
+) where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    while events.next().await.is_some() {
+        shared.pool_wake.notify_one();
+    }
+}
+
+/// Follows the pod source: a pending pod raises demand and wakes the pool.
+pub(crate) async fn pod_event_task<C, H, K>(
+    shared: Arc<Shared<C, H, K>>,
+    source: Arc<dyn PodSource>,
+) where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let mut changes = source.changes();
+    while let Some(event) = changes.next().await {
+        if let PodEvent::Upserted(pod) = &event
+            && pod.pending
+        {
+            // Recount from the source (cheap for the static file; the kube adapter caches).
+            let _ = shared.authoritative_pods().await;
+            shared.pool_wake.notify_one();
+        } else if let PodEvent::Deleted { .. } = event {
+            let _ = shared.authoritative_pods().await;
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The Unix socket the CNI plugin talks to, and the verbs.
+//!
+//! One connection carries one framed request and one framed response. Each
+//! connection is its own task: the engine's lock is held for microseconds, so
+//! ADDs proceed in parallel while the pool task talks to the cloud. An ADD that
+//! finds no ready NIC raises the pool's demand, wakes it and waits for the end
+//! of a pool round, until its deadline.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hostnic_core::api::{
+    self, AddReply, AddRequest, AgentError as WireError, CheckReply, CheckRequest, DelReply,
+    DelRequest, GcReply, GcRequest, HostInterface, MacAddr, PROTOCOL_VERSION, Reply, Request,
+    RequestBody, Response, Route, SandboxInterface, StatusReply, codes,
+};
+use hostnic_core::engine::EngineError;
+use hostnic_core::pool::AllocError;
+use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostErrorKind, HostNetwork};
+use ipnet::Ipv4Net;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use crate::agent::{AgentError, Shared, stopped};
+
+/// How long in-flight requests may take to finish after shutdown was asked.
+const DRAIN: Duration = Duration::from_secs(30);
+/// Time allowed to read a request once connected.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the socket (mode 0600, a stale one removed) and serves until shutdown,
+/// then waits for in-flight requests.
+pub(crate) async fn serve<C, H, K>(shared: Arc<Shared<C, H, K>>) -> Result<(), AgentError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let path = shared.settings.socket.clone();
+    let listen_err = |source| AgentError::Listen {
+        what: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(listen_err)?;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_err(e)),
+    }
+    let listener = UnixListener::bind(&path).map_err(listen_err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    tracing::info!(socket = %path.display(), "serving the CNI plugin");
+
+    let mut stop = shared.shutdown.clone();
+    let mut inflight = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    inflight.spawn(async move { connection(shared, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    // Stop accepting (the socket file stays: the plugin then finds the agent "not
+    // answering" or down, and records DELs for the next start).
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while inflight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = inflight.len(),
+            "in-flight requests did not finish in time"
+        );
+    }
+    Ok(())
+}
+
+async fn connection<C, H, K>(shared: Arc<Shared<C, H, K>>, mut stream: UnixStream)
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let body = match tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "unreadable request");
+            let reply = Response::error(WireError::new(
+                codes::DECODE_FAILED,
+                "unreadable request",
+                e.to_string(),
+            ));
+            let _ = write_response(&mut stream, &reply).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let response = handle_bytes(&shared, &body).await;
+    if let Err(e) = write_response(&mut stream, &response).await {
+        tracing::debug!(error = %e, "the plugin left before the answer");
+    }
+}
+
+async fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, std::io::Error> {
+    let mut header = [0u8; api::HEADER_LEN];
+    stream.read_exact(&mut header).await?;
+    let len = api::frame_len(header)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let frame = api::encode_frame(response)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    stream.write_all(&frame).await?;
+    stream.shutdown().await
+}
+
+/// Decodes one request body and answers it.
+pub(crate) async fn handle_bytes<C, H, K>(shared: &Shared<C, H, K>, body: &[u8]) -> Response
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    match serde_json::from_slice::<VersionOnly>(body) {
+        Ok(v) if v.version != PROTOCOL_VERSION => {
+            return Response::error(WireError::incompatible_protocol(v.version));
+        }
+        _ => {}
+    }
+    match serde_json::from_slice::<Request>(body) {
+        Ok(request) => handle(shared, request).await,
+        Err(e) => Response::error(WireError::new(
+            codes::DECODE_FAILED,
+            "undecodable request",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Answers one request, with metrics.
+pub(crate) async fn handle<C, H, K>(shared: &Shared<C, H, K>, request: Request) -> Response
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let started = Instant::now();
+    let verb = request.body.verb().to_string();
+    let timeout = Duration::from_millis(request.body.timeout_ms().clamp(1, 600_000));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = match request.body {
+        RequestBody::Add(r) => add(shared, r, deadline).await.map(Reply::Add),
+        RequestBody::Del(r) => del(shared, r).await.map(Reply::Del),
+        RequestBody::Check(r) => check(shared, r).await.map(Reply::Check),
+        RequestBody::Gc(r) => gc(shared, r).await.map(Reply::Gc),
+        RequestBody::Status(_) => status(shared).map(Reply::Status),
+    };
+    let m = &shared.metrics;
+    m.observe(
+        "hostnic_cni_request_duration_seconds",
+        &[("verb", &verb)],
+        started.elapsed(),
+    );
+    match result {
+        Ok(reply) => {
+            m.inc(
+                "hostnic_cni_requests_total",
+                &[("verb", &verb), ("result", "ok")],
+            );
+            Response::ok(reply)
+        }
+        Err(e) => {
+            m.inc(
+                "hostnic_cni_requests_total",
+                &[("verb", &verb), ("result", "error")],
+            );
+            tracing::info!(verb, code = e.code, msg = %e.msg, details = %e.details, "request failed");
+            Response::error(e)
+        }
+    }
+}
+
+/// An engine failure as the plugin's error.
+fn wire_error(e: &EngineError) -> WireError {
+    match e {
+        EngineError::Alloc(a @ AllocError::NodeFull { .. }) => WireError::new(
+            codes::TRY_AGAIN_LATER,
+            "node is full",
+            format!("{a}; a NIC is freed when a pod on this node is deleted"),
+        ),
+        EngineError::UnknownAttachment(id) => WireError::new(
+            codes::UNKNOWN_CONTAINER,
+            "unknown container",
+            id.to_string(),
+        ),
+        EngineError::Host(h) if h.kind == HostErrorKind::Mismatch => {
+            WireError::new(codes::CHECK_MISMATCH, "plumbing differs", h.message.clone())
+        }
+        e if e.is_retryable() => {
+            WireError::new(codes::TRY_AGAIN_LATER, "try again later", e.to_string())
+        }
+        e => WireError::new(codes::INTERNAL, "hostnic agent failed", e.to_string()),
+    }
+}
+
+/// Counts an ADD as waiting for a NIC while alive (also when the request is dropped).
+struct Waiting<'a, C, H, K>(&'a Shared<C, H, K>)
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static;
+
+impl<C, H, K> Drop for Waiting<'_, C, H, K>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    fn drop(&mut self) {
+        self.0.waiting_adds.fetch_sub(1, Ordering::SeqCst);
+        self.0.update_demand();
+    }
+}
+
+async fn add<C, H, K>(
+    shared: &Shared<C, H, K>,
+    r: AddRequest,
+    deadline: tokio::time::Instant,
+) -> Result<AddReply, WireError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let mut waiting = None;
+    let added = loop {
+        // Registered before trying, so a round ending in between is not missed.
+        let round = shared.round_done.notified();
+        tokio::pin!(round);
+        round.as_mut().enable();
+        let result = {
+            let _shared = shared.plumbing.read().await;
+            shared.engine.add(&r.pod, &r.netns).await
+        };
+        match result {
+            Ok(added) => break added,
+            Err(EngineError::Alloc(AllocError::PoolEmpty { coming, cooling })) => {
+                if waiting.is_none() {
+                    shared.waiting_adds.fetch_add(1, Ordering::SeqCst);
+                    shared.update_demand();
+                    shared.metrics.inc("hostnic_no_free_nic_total", &[]);
+                    waiting = Some(Waiting(shared));
+                }
+                shared.pool_wake.notify_one();
+                if tokio::time::timeout_at(deadline, round).await.is_err() {
+                    return Err(WireError::new(
+                        codes::TRY_AGAIN_LATER,
+                        "no free NIC",
+                        format!(
+                            "no NIC became ready within {} ms ({coming} on the way, {cooling} cooling down); the pool is growing",
+                            r.timeout_ms
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(wire_error(&e)),
+        }
+    };
+    drop(waiting);
+    let p = &added.plumbed;
+    Ok(AddReply {
+        host: HostInterface {
+            name: p.host_veth.clone(),
+            mac: MacAddr(p.host_mac.unwrap_or_default()),
+        },
+        sandbox: SandboxInterface {
+            name: r.pod.ifname.clone(),
+            mac: MacAddr(p.sandbox_mac.unwrap_or_default()),
+            netns: r.netns.clone(),
+        },
+        ip: Ipv4Net::new(p.ip, 32).expect("/32 is valid"),
+        gateway: api::POD_GATEWAY,
+        routes: vec![Route {
+            dst: Ipv4Net::default(),
+            gw: Some(api::POD_GATEWAY),
+        }],
+        mtu: Some(shared.settings.mtu),
+        dns: None,
+        nic: added.attachment.nic.clone(),
+        table: added.attachment.table,
+    })
+}
+
+async fn del<C, H, K>(shared: &Shared<C, H, K>, r: DelRequest) -> Result<DelReply, WireError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let released = {
+        let _shared = shared.plumbing.read().await;
+        shared
+            .engine
+            .del(&r.pod.attachment(), r.netns.as_deref())
+            .await
+            .map_err(|e| wire_error(&e))?
+    };
+    if released.is_some() {
+        // The pool may now be above max_free.
+        shared.pool_wake.notify_one();
+    }
+    Ok(DelReply {
+        released: released.is_some(),
+    })
+}
+
+async fn check<C, H, K>(shared: &Shared<C, H, K>, r: CheckRequest) -> Result<CheckReply, WireError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let id = r.pod.attachment();
+    let att = {
+        let _shared = shared.plumbing.read().await;
+        shared.engine.check(&id).await.map_err(|e| wire_error(&e))?
+    };
+    let ip = Ipv4Net::new(att.ip, 32).expect("/32 is valid");
+    if !r.expected.ips.is_empty() && !r.expected.ips.contains(&ip) {
+        return Err(WireError::new(
+            codes::CHECK_MISMATCH,
+            "pod address differs",
+            format!("prevResult has {:?}, the pod holds {ip}", r.expected.ips),
+        ));
+    }
+    if let (Some(host), Some(plumbed)) = (&r.expected.host, &att.plumbed)
+        && host.name != plumbed.host_veth
+    {
+        return Err(WireError::new(
+            codes::CHECK_MISMATCH,
+            "host veth differs",
+            format!(
+                "prevResult names {}, the pod's veth is {}",
+                host.name, plumbed.host_veth
+            ),
+        ));
+    }
+    Ok(CheckReply {})
+}
+
+async fn gc<C, H, K>(shared: &Shared<C, H, K>, r: GcRequest) -> Result<GcReply, WireError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let valid: BTreeSet<_> = r.valid_attachments.into_iter().collect();
+    let released = {
+        let _shared = shared.plumbing.read().await;
+        shared.engine.gc(&valid).await.map_err(|e| wire_error(&e))?
+    };
+    if !released.is_empty() {
+        shared.pool_wake.notify_one();
+    }
+    Ok(GcReply { released })
+}
+
+fn status<C, H, K>(shared: &Shared<C, H, K>) -> Result<StatusReply, WireError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let now = shared.engine.clock().now();
+    let (counts, pods, max) = shared.engine.with_state(|s| {
+        (
+            s.usage_counts(now),
+            s.attachments().len() as u32,
+            s.config().max_nics,
+        )
+    });
+    if counts.free == 0 {
+        if counts.assigned >= max {
+            return Err(WireError::new(
+                codes::PLUGIN_NOT_AVAILABLE,
+                "no NIC available",
+                format!(
+                    "0 free NICs and {} of {max} pod NICs are assigned",
+                    counts.assigned
+                ),
+            ));
+        }
+        if !shared.cloud_ok.load(Ordering::SeqCst) {
+            return Err(WireError::new(
+                codes::PLUGIN_NOT_AVAILABLE,
+                "cloud API unavailable",
+                "0 free NICs and the last pool round failed",
+            ));
+        }
+    }
+    Ok(StatusReply {
+        free_nics: counts.free,
+        attached_pods: pods,
+    })
+}

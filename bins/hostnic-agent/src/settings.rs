@@ -1,0 +1,249 @@
+//! The agent's configuration file (YAML) and its validation.
+//!
+//! Every key is optional; a missing key takes the documented default. The pool
+//! keys are the core's [`PoolConfig`] fields. See `deploy/agent.example.yaml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hostnic_core::config::PoolConfig;
+use hostnic_core::types::VxnetId;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Default agent socket, as the plugin's `agentSocket` default.
+pub const DEFAULT_SOCKET: &str = "/run/hostnic/hostnic.sock";
+/// Default state directory, as the plugin's `stateDir` default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostnic";
+/// Default metrics and introspection address (the AWS VPC CNI's metrics port).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:61678";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The agent's configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Warm pool and allocator settings (the core's `PoolConfig`).
+    pub pool: PoolConfig,
+    /// MTU of NICs and veths.
+    pub mtu: u32,
+    /// Destinations pod traffic is never SNATed to (besides the VPC's networks).
+    pub snat_exclusions: Vec<Ipv4Net>,
+    /// The VPC does SNAT (the node does not).
+    pub external_snat: bool,
+    /// Vxnets pod NICs come from, in order of preference; empty = the primary NIC's vxnet.
+    pub vxnets: Vec<VxnetId>,
+    /// The Unix socket the CNI plugin talks to.
+    pub socket: PathBuf,
+    /// Where the checkpoint and pending DELs live.
+    pub state_dir: PathBuf,
+    /// Address of `/metrics`, `/healthz`, `/readyz` and `/v1/*`.
+    pub metrics_addr: SocketAddr,
+    /// Where `10-hostnic.conflist` is written once the agent can serve an ADD.
+    pub cni_conf_dir: PathBuf,
+    /// Where the `hostnic` plugin binary is installed.
+    pub cni_bin_dir: PathBuf,
+    /// `cniVersion` of the conflist.
+    pub cni_version: String,
+    /// The network name in the conflist.
+    pub network_name: String,
+    /// The plugin binary to install; `None` = `hostnic` next to the agent binary,
+    /// and nothing is installed if it does not exist there.
+    pub plugin_binary: Option<PathBuf>,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// The network namespace holding the node's NICs; `None` = the agent's own.
+    pub host_netns: Option<PathBuf>,
+    /// Seconds between pool rounds when nothing wakes the pool earlier.
+    pub pool_interval_secs: f64,
+    /// Seconds between periodic reconciles.
+    pub reconcile_interval_secs: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            pool: PoolConfig::default(),
+            mtu: 1500,
+            snat_exclusions: Vec::new(),
+            external_snat: false,
+            vxnets: Vec::new(),
+            socket: DEFAULT_SOCKET.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            metrics_addr: DEFAULT_METRICS_ADDR.parse().expect("literal"),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+            cni_version: "1.1.0".into(),
+            network_name: "hostnic".into(),
+            plugin_binary: None,
+            log_format: LogFormat::Text,
+            host_netns: None,
+            pool_interval_secs: 5.0,
+            reconcile_interval_secs: 60.0,
+        }
+    }
+}
+
+/// The configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read agent config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("agent config {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("agent config: {field}: {reason}")]
+    Invalid {
+        /// The key.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+const CNI_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+impl Settings {
+    /// Reads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SettingsError> {
+        let settings: Settings = if text.trim().is_empty() {
+            Settings::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| SettingsError::Parse {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |field: &str, reason: &str| {
+            Err(SettingsError::Invalid {
+                field: field.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if let Err(e) = self.pool.validate() {
+            return invalid(&format!("pool.{}", e.field), &e.reason);
+        }
+        if !(68..=65535).contains(&self.mtu) {
+            return invalid("mtu", "must be between 68 and 65535");
+        }
+        for (field, path) in [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("cni_conf_dir", &self.cni_conf_dir),
+            ("cni_bin_dir", &self.cni_bin_dir),
+        ] {
+            if !path.is_absolute() {
+                return invalid(field, "must be an absolute path");
+            }
+        }
+        if self.socket.as_os_str().len() > 107 {
+            return invalid("socket", "must be at most 107 bytes (sun_path)");
+        }
+        if !CNI_VERSIONS.contains(&self.cni_version.as_str()) {
+            return invalid(
+                "cni_version",
+                "must be one of 0.3.0 0.3.1 0.4.0 1.0.0 1.1.0",
+            );
+        }
+        if self.network_name.is_empty()
+            || !self
+                .network_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid("network_name", "must be letters, digits, '-', '_', '.'");
+        }
+        for (field, secs) in [
+            ("pool_interval_secs", self.pool_interval_secs),
+            ("reconcile_interval_secs", self.reconcile_interval_secs),
+        ] {
+            if !(0.01..=86400.0).contains(&secs) {
+                return invalid(field, "must be between 0.01 and 86400 seconds");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let s = Settings::from_yaml("", "t").unwrap();
+        assert_eq!(s.socket, PathBuf::from("/run/hostnic/hostnic.sock"));
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/hostnic"));
+        assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:61678");
+        assert_eq!(s.cni_version, "1.1.0");
+        assert_eq!(s.pool.min_free, 5);
+    }
+
+    #[test]
+    fn pool_keys_are_read_and_unknown_keys_rejected() {
+        let s = Settings::from_yaml(
+            "pool:\n  min_free: 2\n  max_free: 4\n  ip_cooldown: 0\nmtu: 1450\nvxnets: [vxnet-a]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!((s.pool.min_free, s.pool.max_free, s.mtu), (2, 4, 1450));
+        assert_eq!(s.vxnets, vec![VxnetId::new("vxnet-a")]);
+        let err = Settings::from_yaml("pool_size: 3\n", "t").unwrap_err();
+        assert!(err.to_string().contains("pool_size"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let text = include_str!("../../../deploy/agent.example.yaml");
+        let s = Settings::from_yaml(text, "deploy/agent.example.yaml").unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::from_yaml("pool:\n  min_free: 9\n  max_free: 3\n", "t").unwrap_err();
+        assert!(err.to_string().contains("pool.max_free"), "{err}");
+        let err = Settings::from_yaml("socket: relative.sock\n", "t").unwrap_err();
+        assert!(err.to_string().contains("socket"), "{err}");
+        let err = Settings::from_yaml("cni_version: 2.0.0\n", "t").unwrap_err();
+        assert!(err.to_string().contains("cni_version"), "{err}");
+    }
+}

@@ -1,0 +1,364 @@
+//! The whole agent in-process over the core's fakes: storms of concurrent ADD/DEL,
+//! restarts and crashes in the middle, pending-DEL replay, readiness gating.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::*;
+use hostnic_core::api::{
+    Outcome, PENDING_DEL_DIR, PendingDel, Reply, Response, codes, pending_del_file_name,
+};
+use hostnic_core::ports::Clock;
+use hostnic_core::types::Timestamp;
+
+fn ok_ip(r: &Response) -> Ipv4Addr {
+    match &r.outcome {
+        Outcome::Ok(Reply::Add(a)) => a.ip.addr(),
+        other => panic!("expected an ADD reply, got {other:?}"),
+    }
+}
+
+fn err_code(r: &Response) -> u32 {
+    match &r.outcome {
+        Outcome::Error(e) => e.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn is_ok(r: &Response) -> bool {
+    matches!(r.outcome, Outcome::Ok(_))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_add_del_storm_gives_distinct_nics_and_releases_them() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+
+    // 30 ADDs at once on a pool of 2: most must wait for the pool to grow.
+    let adds: Vec<_> = (0..30)
+        .map(|i| {
+            let s = socket.clone();
+            tokio::spawn(async move { call(&s, add_req(i, 30_000)).await })
+        })
+        .collect();
+    let mut ips = BTreeSet::new();
+    for a in adds {
+        let r = a.await.unwrap();
+        assert!(ips.insert(ok_ip(&r)), "an address was given twice");
+    }
+    assert_eq!(ips.len(), 30);
+    assert_eq!(world.host.plumbed().len(), 30);
+
+    // DEL 15 while 10 new pods are ADDed.
+    let mut tasks = Vec::new();
+    for i in 0..15 {
+        let s = socket.clone();
+        tasks.push(tokio::spawn(async move { call(&s, del_req(i)).await }));
+    }
+    for i in 30..40 {
+        let s = socket.clone();
+        tasks.push(tokio::spawn(
+            async move { call(&s, add_req(i, 30_000)).await },
+        ));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(is_ok(&r), "{r:?}");
+    }
+    // 15 remaining + 10 new, each with its own address on the host.
+    let plumbed = world.host.plumbed();
+    assert_eq!(plumbed.len(), 25, "{plumbed:?}");
+    for i in 15..40 {
+        assert!(
+            is_ok(&call(&socket, check_req(i)).await),
+            "CHECK of pod {i}"
+        );
+    }
+    for i in 0..15 {
+        assert_eq!(
+            err_code(&call(&socket, check_req(i)).await),
+            codes::UNKNOWN_CONTAINER
+        );
+    }
+    // Repeated ADD is idempotent: same address.
+    let again = ok_ip(&call(&socket, add_req(20, 5_000)).await);
+    assert!(plumbed.contains_key(&again));
+    assert_eq!(world.host.plumbed().len(), 25);
+
+    let adds_ok = agent.metrics.counter(
+        "hostnic_cni_requests_total",
+        &[("verb", "ADD"), ("result", "ok")],
+    );
+    assert_eq!(adds_ok, 41);
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_burst_then_restart_keeps_every_answered_pod() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    for i in 0..5 {
+        ok_ip(&call(&socket, add_req(i, 30_000)).await);
+    }
+    // A burst in flight when the agent dies.
+    let burst: Vec<_> = (5..25)
+        .map(|i| {
+            let s = socket.clone();
+            tokio::spawn(async move { (i, try_call(&s, add_req(i, 30_000)).await) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    agent.kill();
+    let mut answered = vec![0, 1, 2, 3, 4];
+    for b in burst {
+        let (i, r) = b.await.unwrap();
+        if let Ok(r) = r
+            && is_ok(&r)
+        {
+            answered.push(i);
+        }
+    }
+
+    let agent = world.start();
+    agent.serving().await;
+    // Every pod that got a success is still plumbed and checks out; nothing else is.
+    for &i in &answered {
+        assert!(is_ok(&call(&socket, check_req(i)).await), "pod {i} lost");
+    }
+    let before = world.host.plumbed().len();
+    assert_eq!(before, answered.len(), "orphan plumbing after the restart");
+    // The runtime retries the ADDs that failed; they now succeed, no address twice.
+    let mut ips = BTreeSet::new();
+    for i in 0..25 {
+        assert!(ips.insert(ok_ip(&call(&socket, add_req(i, 30_000)).await)));
+    }
+    assert_eq!(world.host.plumbed().len(), 25);
+    // DEL everything: every NIC goes back to the pool (or is retired).
+    for i in 0..25 {
+        assert!(is_ok(&call(&socket, del_req(i)).await));
+    }
+    assert!(world.host.plumbed().is_empty());
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_keeps_pods_pool_and_conflist() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    let ip = ok_ip(&call(&socket, add_req(1, 30_000)).await);
+    for _ in 0..250 {
+        if world.conflist().exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(world.conflist().exists());
+    agent.stop().unwrap();
+    assert!(
+        world.conflist().exists(),
+        "the conflist must survive a stop"
+    );
+    assert!(world.settings.state_dir.join("state.json").exists());
+
+    let agent = world.start();
+    agent.serving().await;
+    assert_eq!(ok_ip(&call(&socket, add_req(1, 5_000)).await), ip);
+    assert!(is_ok(&call(&socket, check_req(1)).await));
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_dels_are_replayed_before_serving() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    let ip_gone = ok_ip(&call(&socket, add_req(1, 30_000)).await);
+    let ip_kept = ok_ip(&call(&socket, add_req(2, 30_000)).await);
+    agent.kill();
+
+    let dir = world.settings.state_dir.join(PENDING_DEL_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |i: usize, at: Timestamp| PendingDel {
+        version: 1,
+        pod: pod(i),
+        netns: Some(format!("/var/run/netns/cni-{i}")),
+        network: "hostnic".into(),
+        requested_at_ms: at,
+        reason: "agent unreachable".into(),
+        prev_result: None,
+    };
+    let now = world.clock.now();
+    // Pod 1's DEL came after its ADD: it must be done.
+    std::fs::write(
+        dir.join(pending_del_file_name(&pod(1).attachment())),
+        serde_json::to_vec(&record(1, Timestamp(now.0 + 1))).unwrap(),
+    )
+    .unwrap();
+    // Pod 2's record is older than its (re-)ADD: it must not release the new attachment.
+    std::fs::write(
+        dir.join(pending_del_file_name(&pod(2).attachment())),
+        serde_json::to_vec(&record(2, Timestamp(1))).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("garbage.json"), b"{nope").unwrap();
+    std::fs::write(dir.join(".x.json.tmp-4242"), b"half").unwrap();
+
+    let agent = world.start();
+    agent.serving().await;
+    let plumbed = world.host.plumbed();
+    assert!(!plumbed.contains_key(&ip_gone), "pod 1 was not released");
+    assert!(
+        plumbed.contains_key(&ip_kept),
+        "pod 2 was released by an old DEL"
+    );
+    assert_eq!(
+        err_code(&call(&socket, check_req(1)).await),
+        codes::UNKNOWN_CONTAINER
+    );
+    assert!(is_ok(&call(&socket, check_req(2)).await));
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["garbage.json.bad".to_string()]);
+    assert_eq!(
+        agent
+            .metrics
+            .counter("hostnic_pending_dels_total", &[("outcome", "done")]),
+        1
+    );
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflist_is_written_only_once_the_agent_can_serve() {
+    let world = World::small();
+    // The cloud is down: the agent cannot learn who it is, let alone create NICs.
+    world.cloud.set_fault_rate(1.0);
+    let agent = world.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !world.conflist().exists(),
+        "conflist written while not ready"
+    );
+    assert!(try_call(&world.socket(), status_req()).await.is_err());
+    // /readyz is either not up yet or says not ready.
+    if let Ok((line, _)) = try_http_get(world.settings.metrics_addr, "/readyz").await {
+        assert!(!line.contains("200"), "{line}");
+    }
+
+    world.cloud.set_fault_rate(0.0);
+    agent.serving().await;
+    for _ in 0..250 {
+        if world.conflist().exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = std::fs::read_to_string(world.conflist()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+    assert_eq!(
+        v["plugins"][0]["agentSocket"],
+        world.socket().display().to_string()
+    );
+    let (line, body) = http_get(world.settings.metrics_addr, "/readyz").await;
+    assert!(line.contains("200"), "{line} {body}");
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_without_a_nic_before_the_deadline_is_code_11_and_leaves_nothing() {
+    let mut world = World::small();
+    world.settings.pool.min_free = 0;
+    let agent = world.start();
+    agent.serving().await;
+    world.cloud.set_fault_rate(1.0);
+    let r = call(&world.socket(), add_req(1, 400)).await;
+    assert_eq!(err_code(&r), codes::TRY_AGAIN_LATER);
+    assert!(world.host.plumbed().is_empty());
+    let status = call(&world.socket(), status_req()).await;
+    assert_eq!(err_code(&status), codes::PLUGIN_NOT_AVAILABLE);
+    world.cloud.set_fault_rate(0.0);
+    // The engine backs off after failures, in the (manual) clock's time.
+    world.clock.advance(Duration::from_secs(120));
+    let r = call(&world.socket(), add_req(1, 30_000)).await;
+    ok_ip(&r);
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_answered_not_dropped() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    // Another protocol version.
+    let body = br#"{"version": 7, "verb": "STATUS"}"#;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let buf = raw_call(&socket, &frame).await.unwrap();
+    let (r, _) = hostnic_core::api::decode_frame::<Response>(&buf).unwrap();
+    assert_eq!(err_code(&r), codes::INCOMPATIBLE_VERSION);
+    // A header announcing more than 1 MiB is refused without reading it.
+    let buf = raw_call(&socket, &(2u32 << 20).to_be_bytes())
+        .await
+        .unwrap();
+    let (r, _) = hostnic_core::api::decode_frame::<Response>(&buf).unwrap();
+    assert_eq!(err_code(&r), codes::DECODE_FAILED);
+    // The socket is private to root.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_introspection_show_the_pool_and_pods() {
+    let world = World::small();
+    let agent = world.start();
+    agent.serving().await;
+    ok_ip(&call(&world.socket(), add_req(1, 30_000)).await);
+    let addr = world.settings.metrics_addr;
+    let (line, metrics) = http_get(addr, "/metrics").await;
+    assert!(line.contains("200"), "{line}");
+    for needle in [
+        "hostnic_nics{state=\"assigned\"} 1",
+        "hostnic_pods 1",
+        "hostnic_cni_requests_total{verb=\"ADD\",result=\"ok\"} 1",
+        "hostnic_cni_request_duration_seconds_count{verb=\"ADD\"} 1",
+        "hostnic_pool_rounds_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing in\n{metrics}");
+    }
+    let (_, status) = http_get(addr, "/v1/status").await;
+    let status: hostnic_agent::introspect::Status = serde_json::from_str(&status).unwrap();
+    assert_eq!(status.instance, INSTANCE);
+    assert_eq!(status.pods, 1);
+    assert_eq!(status.pool.assigned, 1);
+    let (_, pods) = http_get(addr, "/v1/pods").await;
+    let pods: Vec<hostnic_agent::introspect::Pod> = serde_json::from_str(&pods).unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].name, "pod-1");
+    let (_, nics) = http_get(addr, "/v1/nics").await;
+    let nics: Vec<hostnic_agent::introspect::Nic> = serde_json::from_str(&nics).unwrap();
+    assert_eq!(
+        nics.iter().filter(|n| n.usage == "assigned").count(),
+        1,
+        "{nics:?}"
+    );
+    let (line, _) = http_get(addr, "/healthz").await;
+    assert!(line.contains("200"));
+    agent.stop().unwrap();
+}

@@ -1,0 +1,279 @@
+//! An in-process agent over the core's fakes, on a temporary socket and state
+//! directory, in its own tokio runtime so that a "kill" drops every task at once
+//! (like `kill -9`, minus the kernel).
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostnic_agent::settings::Settings;
+use hostnic_agent::{Deps, Metrics};
+use hostnic_core::api::{
+    AddRequest, DelRequest, ExpectedAttachment, Request, RequestBody, Response, StatusRequest,
+    decode_frame, encode_frame,
+};
+use hostnic_core::config::PoolConfig;
+use hostnic_core::testing::{FakeCloud, FakeCloudConfig, FakeHost, ManualClock};
+use hostnic_core::types::{InstanceId, PodKey, Timestamp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+pub const INSTANCE: &str = "i-sim00001";
+
+/// The world the agent lives in: cloud, host and clock survive agent restarts.
+pub struct World {
+    pub clock: ManualClock,
+    pub cloud: FakeCloud,
+    pub host: FakeHost,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl World {
+    pub fn new(pool: PoolConfig) -> Self {
+        let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+        let cloud = FakeCloud::new(
+            FakeCloudConfig {
+                attach_latency: Duration::from_secs(1),
+                detach_latency: Duration::from_secs(1),
+                ..FakeCloudConfig::default()
+            },
+            clock.clone(),
+        );
+        let host = FakeHost::new(InstanceId::new(INSTANCE), &pool.veth_prefix);
+        cloud.set_hook(Arc::new(host.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            pool,
+            socket: dir.path().join("hostnic.sock"),
+            state_dir: dir.path().join("state"),
+            cni_conf_dir: dir.path().join("net.d"),
+            cni_bin_dir: dir.path().join("bin"),
+            metrics_addr: free_port(),
+            plugin_binary: None,
+            pool_interval_secs: 0.2,
+            reconcile_interval_secs: 3600.0,
+            ..Settings::default()
+        };
+        Self {
+            clock,
+            cloud,
+            host,
+            dir,
+            settings,
+        }
+    }
+
+    /// A small fast pool: no cooldown or minimum lifetime (the manual clock barely moves).
+    pub fn small() -> Self {
+        Self::new(PoolConfig {
+            min_free: 2,
+            max_free: 4,
+            batch_size: 5,
+            ip_cooldown: Duration::ZERO,
+            min_lifetime: Duration::ZERO,
+            ..PoolConfig::default()
+        })
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.settings.socket.clone()
+    }
+
+    pub fn conflist(&self) -> PathBuf {
+        self.settings
+            .cni_conf_dir
+            .join(hostnic_agent::CONFLIST_NAME)
+    }
+
+    /// Starts the agent in its own runtime on another thread.
+    pub fn start(&self) -> Agent {
+        let deps = Deps {
+            cloud: self.cloud.clone(),
+            host: self.host.clone(),
+            clock: self.clock.clone(),
+            pods: None,
+            nic_events: None,
+            metrics: Arc::new(Metrics::default()),
+        };
+        let metrics = deps.metrics.clone();
+        let settings = self.settings.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = rt.block_on(async move {
+                let shutdown = async move {
+                    let _ = stop_rx.await;
+                };
+                tokio::select! {
+                    r = hostnic_agent::run(deps, settings, InstanceId::new(INSTANCE), shutdown) => {
+                        r.map_err(|e| e.to_string())
+                    }
+                    _ = kill_rx => Ok(()),
+                }
+            });
+            // Dropping the runtime cancels every task of the agent at its next await.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            result
+        });
+        Agent {
+            stop: Some(stop_tx),
+            kill: Some(kill_tx),
+            thread: Some(thread),
+            metrics,
+            socket: self.socket(),
+        }
+    }
+}
+
+pub struct Agent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    pub metrics: Arc<Metrics>,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Waits until the agent answers STATUS (with anything).
+    pub async fn serving(&self) {
+        for _ in 0..500 {
+            if try_call(&self.socket, status_req()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the agent did not start serving within 10 s");
+    }
+
+    /// SIGTERM: finish in-flight requests, return.
+    pub fn stop(mut self) -> Result<(), String> {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap()
+    }
+
+    /// Crash: every task is dropped where it is.
+    pub fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn pod(i: usize) -> PodKey {
+    PodKey {
+        namespace: "default".into(),
+        name: format!("pod-{i}"),
+        container_id: format!("c{i:04}"),
+        ifname: "eth0".into(),
+    }
+}
+
+pub fn add_req(i: usize, timeout_ms: u64) -> RequestBody {
+    RequestBody::Add(AddRequest {
+        pod: pod(i),
+        pod_uid: None,
+        netns: format!("/var/run/netns/cni-{i}"),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        veth_prefix: None,
+        mtu: None,
+        runtime_config: None,
+        timeout_ms,
+    })
+}
+
+pub fn del_req(i: usize) -> RequestBody {
+    RequestBody::Del(DelRequest {
+        pod: pod(i),
+        netns: Some(format!("/var/run/netns/cni-{i}")),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        prev_result: None,
+        timeout_ms: 20_000,
+    })
+}
+
+pub fn check_req(i: usize) -> RequestBody {
+    RequestBody::Check(hostnic_core::api::CheckRequest {
+        pod: pod(i),
+        netns: format!("/var/run/netns/cni-{i}"),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        expected: ExpectedAttachment::default(),
+        prev_result: serde_json::json!({}),
+        timeout_ms: 10_000,
+    })
+}
+
+pub fn status_req() -> RequestBody {
+    RequestBody::Status(StatusRequest {
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        timeout_ms: 3_000,
+    })
+}
+
+/// Sends raw bytes and reads the raw answer.
+pub async fn raw_call(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = UnixStream::connect(socket).await?;
+    s.write_all(bytes).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
+pub async fn try_call(socket: &Path, body: RequestBody) -> std::io::Result<Response> {
+    let frame = encode_frame(&Request::new(body)).unwrap();
+    let buf = raw_call(socket, &frame).await?;
+    decode_frame::<Response>(&buf)
+        .map(|(r, _)| r)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+pub async fn call(socket: &Path, body: RequestBody) -> Response {
+    try_call(socket, body).await.expect("the agent answers")
+}
+
+/// Plain HTTP GET on the agent's metrics address; returns (status line, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    try_http_get(addr, path).await.unwrap()
+}
+
+/// Like [`http_get`], but a refused connection is an error.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}

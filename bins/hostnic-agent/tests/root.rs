@@ -1,0 +1,557 @@
+//! Root: the agent BINARY against the QingCloud simulator, plumbing a "node" network
+//! namespace whose NICs appear (as veth pairs into a "vpc" namespace) when the
+//! simulator attaches them. The agent is killed with SIGKILL at random points of a
+//! burst of 30 pod ADD/DELs, restarted, and the node is then checked: answered pods
+//! still check out, DEL'd pods hold nothing, the cloud has no NIC of this node the
+//! agent does not know, and the node namespace has no orphan veths or rules.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::*;
+use hostnic_core::api::{AddRequest, DelRequest, Outcome, RequestBody};
+use hostnic_core::types::PodKey;
+use hostnic_linux::{LinuxHost, LinuxHostConfig, NetNs};
+use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
+
+const ROOT: &str = "needs root: cargo test -- --include-ignored";
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Namespaces deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn create(&mut self, role: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("hna-{}-{n}-{role}", std::process::id());
+        NetNs::create_named(&name).expect("create namespace");
+        self.0.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.0.drain(..).rev() {
+            let _ = NetNs::delete_named(&name);
+        }
+    }
+}
+
+/// Makes a NIC's link appear in the node namespace when the simulator attaches it.
+struct VethLinks {
+    node: String,
+    vpc: String,
+    names: Mutex<BTreeMap<String, String>>,
+}
+
+#[async_trait]
+impl AttachHook for VethLinks {
+    async fn on_nic_event(&self, event: &NicEvent) {
+        let mac = event.nic.to_string();
+        let tail: String = mac.replace(':', "")[4..].to_string();
+        match event.kind {
+            NicEventKind::Attached => {
+                let name = format!("e{tail}");
+                let peer = format!("v{tail}");
+                let _ = Command::new("ip")
+                    .args([
+                        "-n", &self.node, "link", "add", &name, "address", &mac, "type", "veth",
+                        "peer", "name", &peer, "netns", &self.vpc,
+                    ])
+                    .status();
+                let _ = Command::new("ip")
+                    .args(["-n", &self.vpc, "link", "set", &peer, "up"])
+                    .status();
+                self.names.lock().unwrap().insert(mac, name);
+            }
+            NicEventKind::Detached | NicEventKind::Vanished => {
+                // The agent may have renamed the link: find it by MAC.
+                let links = ip(&["-n", &self.node, "-j", "link", "show"]);
+                let links: serde_json::Value = serde_json::from_str(&links).unwrap();
+                for l in links.as_array().unwrap() {
+                    if l["address"] == mac.as_str() {
+                        let name = l["ifname"].as_str().unwrap();
+                        let _ = Command::new("ip")
+                            .args(["-n", &self.node, "link", "del", name])
+                            .status();
+                    }
+                }
+                self.names.lock().unwrap().remove(&mac);
+            }
+        }
+    }
+}
+
+struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    fn start(binary: &Path, config: &Path, credentials: &Path, log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(binary)
+            .args([
+                "--cloud",
+                "qingcloud",
+                "--instance-id",
+                INSTANCE,
+                "--pods",
+                "none",
+            ])
+            .arg("--config")
+            .arg(config)
+            .arg("--credentials")
+            .arg(credentials)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hostnic-agent");
+        Self { child }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_serving(socket: &Path, log: &Path) {
+    for _ in 0..1000 {
+        if try_call(socket, status_req()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "agent not serving; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn pod_key(i: usize) -> PodKey {
+    PodKey {
+        namespace: "default".into(),
+        name: format!("p{i}"),
+        container_id: format!("k{i:04}"),
+        ifname: "eth0".into(),
+    }
+}
+
+fn add(i: usize, netns: &str) -> RequestBody {
+    RequestBody::Add(AddRequest {
+        pod: pod_key(i),
+        pod_uid: None,
+        netns: netns.into(),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        veth_prefix: None,
+        mtu: None,
+        runtime_config: None,
+        timeout_ms: 30_000,
+    })
+}
+
+fn del(i: usize, netns: &str) -> RequestBody {
+    RequestBody::Del(DelRequest {
+        pod: pod_key(i),
+        netns: Some(netns.into()),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        prev_result: None,
+        timeout_ms: 20_000,
+    })
+}
+
+fn check(i: usize, netns: &str) -> RequestBody {
+    RequestBody::Check(hostnic_core::api::CheckRequest {
+        pod: pod_key(i),
+        netns: netns.into(),
+        network: "hostnic".into(),
+        cni_version: "1.1.0".into(),
+        expected: Default::default(),
+        prev_result: serde_json::json!({}),
+        timeout_ms: 10_000,
+    })
+}
+
+/// xorshift, seeded from the pid (printed, so a failure can be replayed by reading it).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Added,
+    Deleted,
+    Unknown,
+}
+
+/// The simulator, the namespaces and the agent's files.
+struct Lab {
+    /// Deleted on drop (after the simulator).
+    _ns: Namespaces,
+    node: String,
+    sim: hostnic_qingcloud::sim::SimHandle,
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    metrics_addr: std::net::SocketAddr,
+    config: PathBuf,
+    credentials: PathBuf,
+    log: PathBuf,
+    sandboxes: Vec<String>,
+}
+
+impl Lab {
+    async fn new(pods: usize, attach_latency: Duration) -> Self {
+        let mut ns = Namespaces(Vec::new());
+        let node = ns.create("node");
+        let vpc = ns.create("vpc");
+        let inet = ns.create("inet");
+        let hook = Arc::new(VethLinks {
+            node: node.clone(),
+            vpc: vpc.clone(),
+            names: Mutex::new(BTreeMap::new()),
+        });
+        let sim = Simulator::start(
+            SimConfig {
+                attach_latency,
+                job_latency: Duration::from_millis(50),
+                ..SimConfig::new("AKIDE2E", "e2e-secret")
+            },
+            Some(hook.clone()),
+        )
+        .await
+        .unwrap();
+        // The node's primary NIC, as the simulator knows it, with a default route.
+        let state = sim.state();
+        let primary = state
+            .nics
+            .values()
+            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
+            .unwrap()
+            .clone();
+        for n in [&node, &vpc, &inet] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &node,
+            "link",
+            "add",
+            "prim0",
+            "address",
+            &primary.nic_id,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            &inet,
+        ]);
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{}/24", primary.private_ip),
+            "dev",
+            "prim0",
+        ]);
+        ip(&["-n", &node, "link", "set", "prim0", "up"]);
+        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
+        ip(&["-n", &inet, "link", "set", "up0", "up"]);
+        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("hostnic.sock");
+        let metrics_addr = free_port();
+        let config = dir.path().join("agent.yaml");
+        std::fs::write(
+        &config,
+        format!(
+            "pool:\n  min_free: 2\n  max_free: 4\n  batch_size: 5\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  missing_link_grace: 5\n\
+             socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
+             host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 5\n",
+            socket.display(),
+            dir.path().join("state").display(),
+            dir.path().join("net.d").display(),
+            dir.path().join("bin").display(),
+        ),
+    )
+    .unwrap();
+        let addr = sim.addr();
+        let credentials = dir.path().join("config.yaml");
+        std::fs::write(
+        &credentials,
+        format!(
+            "qy_access_key_id: AKIDE2E\nqy_secret_access_key: e2e-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
+            sim.zone(),
+            addr.ip(),
+            addr.port()
+        ),
+    )
+    .unwrap();
+        let log = dir.path().join("agent.log");
+        let sandboxes: Vec<String> = (0..pods).map(|i| ns.create(&format!("p{i}"))).collect();
+
+        let _ = (&hook, &vpc, &inet);
+        Lab {
+            _ns: ns,
+            node,
+            sim,
+            _dir: dir,
+            socket,
+            metrics_addr,
+            config,
+            credentials,
+            log,
+            sandboxes,
+        }
+    }
+
+    fn netns(&self, i: usize) -> String {
+        format!("/run/netns/{}", self.sandboxes[i])
+    }
+
+    fn start_agent(&self, binary: &Path) -> AgentProcess {
+        AgentProcess::start(binary, &self.config, &self.credentials, &self.log)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
+    let _ = ROOT;
+    let lab = Lab::new(12, Duration::from_millis(300)).await;
+    let (socket, metrics_addr, log, node, sim) =
+        (&lab.socket, lab.metrics_addr, &lab.log, &lab.node, &lab.sim);
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent"));
+    let netns = |i: usize| lab.netns(i);
+    let seed = u64::from(std::process::id()) | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut last: BTreeMap<usize, Last> = BTreeMap::new();
+    let mut agent = lab.start_agent(&binary);
+    wait_serving(socket, log).await;
+
+    // 3 rounds of 10 operations, each ended by a SIGKILL at a random moment.
+    for round in 0..3 {
+        let mut ops = Vec::new();
+        // One operation per pod and round, so each outcome is the pod's state.
+        let mut pods: Vec<usize> = (0..12).collect();
+        for k in (1..pods.len()).rev() {
+            pods.swap(k, rng.next(k as u64 + 1) as usize);
+        }
+        for &i in &pods[..10] {
+            let is_add = last.get(&i) != Some(&Last::Added) || rng.next(3) == 0;
+            let body = if is_add {
+                add(i, &netns(i))
+            } else {
+                del(i, &netns(i))
+            };
+            let s = socket.clone();
+            ops.push((
+                i,
+                is_add,
+                tokio::spawn(async move { try_call(&s, body).await }),
+            ));
+            tokio::time::sleep(Duration::from_millis(rng.next(60))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next(400))).await;
+        agent.kill9();
+        for (i, is_add, op) in ops {
+            let ok = matches!(op.await.unwrap(), Ok(r) if matches!(r.outcome, Outcome::Ok(_)));
+            let state = match (ok, is_add) {
+                (true, true) => Last::Added,
+                (true, false) => Last::Deleted,
+                _ => Last::Unknown,
+            };
+            last.insert(i, state);
+        }
+        eprintln!("round {round}: {last:?}");
+        agent = lab.start_agent(&binary);
+        wait_serving(socket, log).await;
+    }
+
+    // The runtime retries what it did not see succeed: DEL for unknown outcomes.
+    for (&i, state) in last.iter_mut() {
+        if *state == Last::Unknown {
+            let r = call(socket, del(i, &netns(i))).await;
+            assert!(
+                matches!(r.outcome, Outcome::Ok(_)),
+                "DEL retry of {i}: {r:?}"
+            );
+            *state = Last::Deleted;
+        }
+    }
+    let live: BTreeSet<usize> = last
+        .iter()
+        .filter(|(_, s)| **s == Last::Added)
+        .map(|(i, _)| *i)
+        .collect();
+    for &i in &live {
+        let r = call(socket, check(i, &netns(i))).await;
+        assert!(
+            matches!(r.outcome, Outcome::Ok(_)),
+            "CHECK of live pod {i}: {r:?}"
+        );
+    }
+    for (&i, _) in last.iter().filter(|(_, s)| **s == Last::Deleted) {
+        let r = call(socket, check(i, &netns(i))).await;
+        assert!(
+            matches!(&r.outcome, Outcome::Error(e) if e.code == 3),
+            "deleted pod {i} still known: {r:?}"
+        );
+    }
+
+    // The cloud: every NIC named for this node is known to the agent (jobs in flight at
+    // a kill may take a reconcile to settle).
+    let named = format!("hostnic_{INSTANCE}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, nics) = http_get(metrics_addr, "/v1/nics").await;
+        let nics: Vec<hostnic_agent::introspect::Nic> = serde_json::from_str(&nics).unwrap();
+        let known: BTreeSet<String> = nics.iter().map(|n| n.id.clone()).collect();
+        let cloud: BTreeSet<String> = sim
+            .state()
+            .nics
+            .values()
+            .filter(|n| n.nic_name == named)
+            .map(|n| n.nic_id.clone())
+            .collect();
+        let unknown: Vec<_> = cloud.difference(&known).collect();
+        let assigned = nics.iter().filter(|n| n.usage == "assigned").count();
+        if unknown.is_empty() && assigned == live.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cloud NICs unknown to the agent: {unknown:?}; assigned {assigned} for {} live pods; log:\n{}",
+            live.len(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The node: one veth per live pod, no rule for an address no pod holds.
+    let host = LinuxHost::new(LinuxHostConfig {
+        host_netns: Some(PathBuf::from(format!("/run/netns/{node}"))),
+        ..LinuxHostConfig::default()
+    })
+    .await
+    .unwrap();
+    let inventory = host.inventory_now().await.unwrap();
+    assert_eq!(
+        inventory.pods.len(),
+        live.len(),
+        "plumbed pods on the node: {:?}",
+        inventory.pods
+    );
+    assert!(host.orphan_rule_addresses().await.unwrap().is_empty());
+    let links: serde_json::Value =
+        serde_json::from_str(&ip(&["-n", node, "-j", "link", "show"])).unwrap();
+    let veths = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ifname"].as_str().unwrap_or("").starts_with("nic"))
+        .count();
+    assert_eq!(veths, live.len(), "orphan veths in the node namespace");
+
+    agent.kill9();
+    let _ = sim;
+}
+
+/// Reads `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The agent binary with 62 pods (a full node): all served and checked; its RSS is
+/// printed for the benchmark report. `HOSTNIC_AGENT_BIN` selects another build
+/// (the bench script passes the release binary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_full_node_of_62_pods_is_served() {
+    let lab = Lab::new(62, Duration::from_millis(200)).await;
+    let binary = std::env::var_os("HOSTNIC_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent")));
+    let agent = lab.start_agent(&binary);
+    wait_serving(&lab.socket, &lab.log).await;
+    let adds: Vec<_> = (0..62)
+        .map(|i| {
+            let s = lab.socket.clone();
+            let body = add(i, &lab.netns(i));
+            tokio::spawn(async move { call(&s, body).await })
+        })
+        .collect();
+    for (i, a) in adds.into_iter().enumerate() {
+        let r = a.await.unwrap();
+        assert!(matches!(r.outcome, Outcome::Ok(_)), "ADD {i}: {r:?}");
+    }
+    for i in 0..62 {
+        let r = call(&lab.socket, check(i, &lab.netns(i))).await;
+        assert!(
+            matches!(r.outcome, Outcome::Ok(_)),
+            "CHECK {i}: {r:?}; log:\n{}",
+            std::fs::read_to_string(&lab.log).unwrap_or_default()
+        );
+    }
+    // The 63rd pod finds the node full: a clear error, not a hang.
+    let r = call(&lab.socket, add(0, &lab.netns(0))).await;
+    assert!(
+        matches!(r.outcome, Outcome::Ok(_)),
+        "a repeated ADD is idempotent"
+    );
+    let rss = rss_kib(agent.child.id());
+    eprintln!(
+        "agent RSS with 62 pods: {:.1} MiB ({})",
+        rss as f64 / 1024.0,
+        binary.display()
+    );
+    agent.kill9();
+}
