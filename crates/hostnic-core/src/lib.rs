@@ -18,6 +18,8 @@
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
+//! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
+//!   per-pod allow sets, and `evaluate`.
 //! - `testing` (feature `testing`): in-memory fakes of every port.
 //!
 //! ## Example
@@ -29,6 +31,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod policy;
 pub mod pool;
 pub mod ports;
 pub mod reconcile;

@@ -30,6 +30,8 @@
 //! - [`node`]: forwarding, the `hostnic` nftables table, the default-route guard.
 //! - [`events`]: link and address notifications ([`LinkEvent`]).
 //! - [`names`]: host veth names.
+//! - [`policy`]: NetworkPolicy rendered into the `hostnic` table (per pod chains,
+//!   peer sets, incremental `nft` transactions).
 //! - [`error`]: [`LinuxError`] and its mapping onto `HostError`.
 //! - `lab` (feature `lab`): the VPC fabric of `hostnic-lab` (namespaces as
 //!   router, nodes and hosts; veth pairs as hot-plugged NICs).
@@ -44,6 +46,7 @@ pub mod nic;
 mod nl;
 pub mod node;
 pub mod pod;
+pub mod policy;
 
 pub use config::LinuxHostConfig;
 pub use error::LinuxError;

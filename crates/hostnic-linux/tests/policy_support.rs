@@ -1,0 +1,323 @@
+//! Shared by the `policy_*` root tests: a "node" namespace with pod sandboxes
+//! wired like hostnic wires them (veth, `<podIP>/32` routes, a permanent
+//! neighbour for 169.254.1.1), a [`PolicyRenderer`] programming the node's
+//! `hostnic` table, and TCP probes between sandboxes. Every namespace is
+//! created fresh and removed on drop.
+//! (Also built as a test target of its own, with no tests: hence the allows.)
+#![allow(dead_code, missing_docs, clippy::new_without_default)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hostnic_core::policy::{
+    CompiledPolicy, ContainerPort, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, Protocol,
+    compile,
+};
+use hostnic_linux::NetNs;
+use hostnic_linux::policy::{LocalPod, PolicyRenderer};
+
+pub const ALLOW_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DENY_TIMEOUT: Duration = Duration::from_millis(600);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn nft(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct TestPod {
+    pub netns: NetNs,
+    pub ip: Ipv4Addr,
+    pub veth: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One node namespace and pod sandboxes; all namespaces removed on drop.
+pub struct Node {
+    pub name: String,
+    pub netns: NetNs,
+    pub pods: BTreeMap<PodRef, TestPod>,
+    pub namespaces: Vec<PolicyNamespace>,
+    pub created: Vec<String>,
+    pub renderer: PolicyRenderer,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("hnpol-{}-{id}-node", std::process::id());
+        let netns = NetNs::create_named(&name).expect("create node namespace");
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .status()
+            .expect("sysctl");
+        assert!(out.success());
+        let renderer = PolicyRenderer::new(Some(netns.clone()), "nft");
+        Self {
+            created: vec![name.clone()],
+            name,
+            netns,
+            pods: BTreeMap::new(),
+            namespaces: ["x", "y", "z"]
+                .into_iter()
+                .map(PolicyNamespace::named)
+                .collect(),
+            renderer,
+        }
+    }
+
+    /// A sandbox for `ns/name` with `ip`, wired into the node, listening on `ports`.
+    pub fn add_pod(
+        &mut self,
+        key: &str,
+        labels: &[(&str, &str)],
+        ip_addr: Ipv4Addr,
+        ports: &[u16],
+    ) {
+        let pod: PodRef = key.parse().unwrap();
+        let index = self.created.len();
+        let ns_name = format!("{}-p{index}", self.name.trim_end_matches("-node"));
+        let netns = NetNs::create_named(&ns_name).expect("create pod namespace");
+        self.created.push(ns_name.clone());
+        let veth = format!("nicp{index:010x}");
+        ip(&[
+            "-n", &self.name, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns_name,
+        ]);
+        ip(&["-n", &self.name, "link", "set", &veth, "up"]);
+        // The host veth's MAC, for the sandbox's permanent 169.254.1.1 neighbour.
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show", &veth])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .expect("veth MAC")
+            .to_string();
+        let addr = format!("{ip_addr}/32");
+        ip(&["-n", &ns_name, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns_name, "addr", "add", &addr, "dev", "eth0"]);
+        ip(&["-n", &ns_name, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            &ns_name,
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        ip(&[
+            "-n",
+            &ns_name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            &ns_name,
+            "neigh",
+            "add",
+            "169.254.1.1",
+            "lladdr",
+            &mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+        ip(&[
+            "-n", &self.name, "route", "add", &addr, "dev", &veth, "scope", "link",
+        ]);
+        for &port in ports {
+            let listener = netns
+                .run_blocking(move || TcpListener::bind((ip_addr, port)))
+                .expect("enter pod namespace")
+                .expect("bind listener");
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    std::thread::spawn(move || echo(stream));
+                }
+            });
+        }
+        self.pods.insert(
+            pod,
+            TestPod {
+                netns,
+                ip: ip_addr,
+                veth,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+    }
+
+    pub fn policy_pods(&self, ports: &[(u16, &str)]) -> Vec<PolicyPod> {
+        self.pods
+            .iter()
+            .map(|(key, p)| PolicyPod {
+                pod: key.clone(),
+                labels: p.labels.clone(),
+                ip: Some(p.ip),
+                ports: ports
+                    .iter()
+                    .map(|(port, name)| ContainerPort {
+                        name: Some(name.to_string()),
+                        container_port: *port,
+                        protocol: Protocol::Tcp,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn local(&self) -> Vec<LocalPod> {
+        self.pods
+            .iter()
+            .map(|(key, p)| LocalPod {
+                pod: key.clone(),
+                veth: p.veth.clone(),
+            })
+            .collect()
+    }
+
+    /// Compiles `policies` over this node's pods and programs the result.
+    pub fn enforce(&mut self, policies: &[NetworkPolicy], ports: &[(u16, &str)]) -> CompiledPolicy {
+        let compiled = compile(&self.policy_pods(ports), &self.namespaces, policies);
+        let local = self.local();
+        self.renderer
+            .sync_blocking(&compiled, &local)
+            .expect("policy sync");
+        compiled
+    }
+
+    pub fn connect(&self, from: &str, to: &str, port: u16, timeout: Duration) -> Option<TcpStream> {
+        let src = &self.pods[&from.parse::<PodRef>().unwrap()];
+        let dst = SocketAddr::from((self.pods[&to.parse::<PodRef>().unwrap()].ip, port));
+        let stream = src
+            .netns
+            .run_blocking(move || TcpStream::connect_timeout(&dst, timeout))
+            .expect("enter pod namespace")
+            .ok()?;
+        Some(stream)
+    }
+
+    /// True when `from` can open a TCP connection to `to:port` and exchange
+    /// data. A denied SYN is dropped, so `timeout` bounds the wait; an allowed
+    /// connection on this node answers within microseconds.
+    pub fn can_connect(&self, from: &str, to: &str, port: u16, timeout: Duration) -> bool {
+        match self.connect(from, to, port, timeout) {
+            Some(mut s) => round_trip(&mut s),
+            None => false,
+        }
+    }
+
+    pub fn assert_flows(&self, port: u16, expected: &[(&str, &str, bool)]) {
+        let mut wrong = Vec::new();
+        for &(from, to, want) in expected {
+            let timeout = if want { ALLOW_TIMEOUT } else { DENY_TIMEOUT };
+            let got = self.can_connect(from, to, port, timeout);
+            if got != want {
+                wrong.push(format!("{from} -> {to}:{port}: expected {want}, got {got}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{}\n{}",
+            wrong.join("\n"),
+            nft(&self.name, &["list", "table", "inet", "hostnic"])
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for name in self.created.drain(..).rev() {
+            if let Err(e) = NetNs::delete_named(&name) {
+                eprintln!("cleanup of namespace {name} failed: {e}");
+            }
+        }
+    }
+}
+
+pub fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+pub fn round_trip(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(ALLOW_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 4];
+    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+/// Every object of table `inet hostnic` that the policy renderer does not own, as JSON.
+pub fn non_policy_objects(ns: &str) -> Vec<serde_json::Value> {
+    let listing: serde_json::Value =
+        serde_json::from_str(&nft(ns, &["-j", "list", "table", "inet", "hostnic"])).unwrap();
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item.get("metainfo").is_none())
+        .filter(|item| {
+            let (kind, body) = item.as_object().unwrap().iter().next().unwrap();
+            let name = match kind.as_str() {
+                "rule" => body["chain"].as_str(),
+                _ => body["name"].as_str(),
+            }
+            .unwrap_or_default();
+            !(name.starts_with("pol") || name.starts_with("pin-") || name.starts_with("pout-"))
+        })
+        .cloned()
+        .collect()
+}
