@@ -362,3 +362,49 @@ async fn metrics_and_introspection_show_the_pool_and_pods() {
     assert!(line.contains("200"));
     agent.stop().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reconcile_releases_pods_the_static_source_no_longer_lists() {
+    let mut world = World::small();
+    world.settings.reconcile_interval_secs = 0.3;
+    let file = world.dir.path().join("pods.yaml");
+    let listed = "- {namespace: default, name: pod-1, pending: false}\n\
+                  - {namespace: default, name: pod-2, pending: false}\n\
+                  - {namespace: default, name: pod-3, pending: false}\n";
+    std::fs::write(&file, listed).unwrap();
+    let source = std::sync::Arc::new(hostnic_agent::pods::StaticPods::new(&file));
+    let agent = world.start_with_pods(Some(source));
+    agent.serving().await;
+    let socket = world.socket();
+    for i in 1..=3 {
+        ok_ip(&call(&socket, add_req(i, 30_000)).await);
+    }
+    // pod-3 is deleted from the node while the runtime's DEL is lost.
+    std::fs::write(
+        &file,
+        "- {namespace: default, name: pod-1, pending: false}\n\
+         - {namespace: default, name: pod-2, pending: false}\n",
+    )
+    .unwrap();
+    for _ in 0..250 {
+        if world.host.plumbed().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(world.host.plumbed().len(), 2);
+    assert_eq!(
+        err_code(&call(&socket, check_req(3)).await),
+        codes::UNKNOWN_CONTAINER
+    );
+    for i in 1..=2 {
+        assert!(is_ok(&call(&socket, check_req(i)).await), "pod {i}");
+    }
+    assert!(
+        agent
+            .metrics
+            .counter("hostnic_reconcile_actions_total", &[("kind", "release")])
+            >= 1
+    );
+    agent.stop().unwrap();
+}
