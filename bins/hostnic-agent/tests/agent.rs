@@ -253,10 +253,11 @@ async fn conflist_is_written_only_once_the_agent_can_serve() {
         "conflist written while not ready"
     );
     assert!(try_call(&world.socket(), status_req()).await.is_err());
-    // /readyz is either not up yet or says not ready.
-    if let Ok((line, _)) = try_http_get(world.settings.metrics_addr, "/readyz").await {
-        assert!(!line.contains("200"), "{line}");
-    }
+    // Alive (so a liveness probe does not restart it) but not ready.
+    let (line, _) = http_get(world.settings.metrics_addr, "/healthz").await;
+    assert!(line.contains("200"), "{line}");
+    let (line, _) = http_get(world.settings.metrics_addr, "/readyz").await;
+    assert!(line.contains("503"), "{line}");
 
     world.cloud.set_fault_rate(0.0);
     agent.serving().await;
