@@ -58,9 +58,16 @@ struct Cli {
     /// Attach latency of the in-process simulator (--cloud sim), in milliseconds.
     #[arg(long, env = "HOSTNIC_SIM_ATTACH_LATENCY_MS", default_value_t = 500)]
     sim_attach_latency_ms: u64,
-    /// Where the pods of this node come from: `none` or `static:FILE`.
+    /// Where the pods of this node come from: `none`, `kube` or `static:FILE`.
     #[arg(long, env = "HOSTNIC_PODS", default_value = "none")]
     pods: PodSourceKind,
+    /// With `--pods kube`: the kubeconfig; default: in-cluster service account
+    /// (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "HOSTNIC_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// With `--pods kube`: this node's name (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "HOSTNIC_NODE_NAME")]
+    node_name: Option<String>,
     /// The datapath.
     #[arg(long, env = "HOSTNIC_HOST", value_enum, default_value = "linux")]
     host: HostKind,
@@ -150,7 +157,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.settings()?;
+    let mut settings = cli.settings()?;
     init_tracing(settings.log_format);
     let metrics = Arc::new(Metrics::default());
 
@@ -221,9 +228,38 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // The pods.
+    let mut _kube = None;
     let pods: Option<Arc<dyn PodSource>> = match &cli.pods {
         PodSourceKind::None => None,
         PodSourceKind::Static(path) => Some(Arc::new(StaticPods::new(path))),
+        PodSourceKind::Kube => {
+            let node = cli
+                .node_name
+                .clone()
+                .context("--pods kube needs --node-name (HOSTNIC_NODE_NAME)")?;
+            let k8s = hostnic_k8s::connect(cli.kubeconfig.as_deref(), &node).await?;
+            if settings.vxnets.is_empty() {
+                // The node annotation chooses the vxnets when the config names none; an
+                // unreachable API server delays the start by at most 30 s.
+                match k8s
+                    .node
+                    .vxnets_with_retry(std::time::Duration::from_secs(30))
+                    .await
+                {
+                    Ok(vxnets) if !vxnets.is_empty() => {
+                        tracing::info!(?vxnets, "vxnets from the node annotation");
+                        settings.vxnets = vxnets;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "node vxnet annotation unreadable"),
+                }
+            }
+            let pods: Arc<dyn PodSource> = Arc::new(k8s.pods);
+            // Kept for the agent's lifetime. Not fed yet: publishing capacity and
+            // recording NIC shortages need hooks in `run` (see hostnic_k8s::KubeAdapter).
+            _kube = Some((k8s.node, k8s.capacity, k8s.events));
+            Some(pods)
+        }
     };
 
     let deps = Deps {

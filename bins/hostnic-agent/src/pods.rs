@@ -21,6 +21,8 @@ pub enum PodSourceKind {
     None,
     /// A JSON or YAML list of `{namespace, name, pending}`, re-read on every use.
     Static(PathBuf),
+    /// The Kubernetes API server: the pods bound to this node (`hostnic-k8s`).
+    Kube,
 }
 
 impl FromStr for PodSourceKind {
@@ -29,10 +31,12 @@ impl FromStr for PodSourceKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "none" => Ok(PodSourceKind::None),
-            "kube" => Err("--pods kube needs the Kubernetes adapter, which this build does not have yet; use static:FILE or none".into()),
+            "kube" => Ok(PodSourceKind::Kube),
             _ => match s.strip_prefix("static:") {
                 Some(path) if !path.is_empty() => Ok(PodSourceKind::Static(path.into())),
-                _ => Err(format!("unknown pod source {s:?}: expected none or static:FILE")),
+                _ => Err(format!(
+                    "unknown pod source {s:?}: expected none, kube or static:FILE"
+                )),
             },
         }
     }
@@ -127,11 +131,9 @@ mod tests {
             PodSourceKind::Static("/tmp/p.yaml".into())
         );
         assert!("static:".parse::<PodSourceKind>().is_err());
-        assert!(
-            "kube"
-                .parse::<PodSourceKind>()
-                .unwrap_err()
-                .contains("Kubernetes")
+        assert_eq!(
+            "kube".parse::<PodSourceKind>().unwrap(),
+            PodSourceKind::Kube
         );
     }
 

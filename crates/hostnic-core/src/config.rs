@@ -42,6 +42,10 @@ pub struct PoolConfig {
     /// An attached NIC whose link is missing on the host for this long is detached and attached again.
     #[serde(with = "duration_secs")]
     pub missing_link_grace: Duration,
+    /// A pod's attachment is released for the pod being gone from the pod source only once
+    /// it is older than this: an ADD can arrive before the pod watch has seen the pod.
+    #[serde(with = "duration_secs")]
+    pub pod_gone_grace: Duration,
 }
 
 impl Default for PoolConfig {
@@ -59,6 +63,7 @@ impl Default for PoolConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             missing_link_grace: Duration::from_secs(60),
+            pod_gone_grace: Duration::from_secs(60),
         }
     }
 }

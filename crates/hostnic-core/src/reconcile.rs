@@ -242,8 +242,10 @@ impl NodeState {
         });
         for (id, att) in &self.attachments {
             let known_pod = !att.pod.namespace.is_empty() && !att.pod.name.is_empty();
+            let settled = now.since(att.assigned_at) >= self.config.pod_gone_grace;
             if let Some(live) = &live
                 && known_pod
+                && settled
                 && !live.contains(&(att.pod.namespace.as_str(), att.pod.name.as_str()))
             {
                 report.actions.push(ReconcileAction::Release {
@@ -469,18 +471,19 @@ mod tests {
     }
 
     #[test]
-    fn pods_gone_from_the_source_are_released() {
+    fn pods_gone_from_the_source_are_released_once_past_the_grace() {
         let (mut s, cloud, host, pod) = node_with_one_ready_nic();
         s.assign(&pod, "/run/netns/c", Timestamp(1)).unwrap();
-        let r = s.reconcile(
-            Observed {
-                cloud: &cloud,
-                host: &host,
-                pods: Some(&[]),
-            },
-            false,
-            Timestamp(2),
-        );
+        let observed = Observed {
+            cloud: &cloud,
+            host: &host,
+            pods: Some(&[]),
+        };
+        // A fresh ADD may precede the pod watch: not released yet.
+        let r = s.reconcile(observed, false, Timestamp(2));
+        assert!(r.actions.is_empty(), "{:?}", r.actions);
+        let later = Timestamp(1).plus(s.config().pod_gone_grace);
+        let r = s.reconcile(observed, false, later);
         assert!(
             matches!(&r.actions[..], [ReconcileAction::Release { .. }]),
             "{:?}",

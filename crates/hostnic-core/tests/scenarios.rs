@@ -135,6 +135,7 @@ fn pods_deleted_while_the_agent_was_down_are_released() {
         world.add(&pod(i)).unwrap();
     }
     world.crash_and_restart();
+    world.clock.advance(Duration::from_secs(61));
     let pods = vec![PodInfo {
         namespace: "default".into(),
         name: "pod-1".into(),

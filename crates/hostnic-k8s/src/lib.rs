@@ -1,0 +1,129 @@
+//! Kubernetes adapter of hostnic, built on kube-rs.
+//!
+//! In a cluster the API server is the truth about which pods should exist on a node.
+//! This crate gives the agent:
+//! - [`KubePods`], the core's [`PodSource`](hostnic_core::ports::PodSource): a reflector
+//!   on a watch of the pods with `fieldSelector=spec.nodeName=<node>` (never a
+//!   cluster-wide pod watch), host-network pods skipped, pods without an IP reported as
+//!   `pending` so the pool warms up for them;
+//! - [`KubeNode`]: the node's vxnets from the annotation
+//!   [`node.beta.kubernetes.io/vxnet`](node::VXNET_ANNOTATION) (one id or several,
+//!   comma-separated), and [`CapacityPublisher`], which publishes what the node can
+//!   still give as node annotations;
+//! - [`PodEvents`]: Warning events on a pod whose ADD found no NIC or hit a quota.
+//!
+//! Every background task retries API errors with backoff and nothing blocks the
+//! caller, so the agent keeps serving CNI requests while the API server is unreachable.
+//! [`connect`] builds all of it from a kubeconfig path or the in-cluster service account.
+//!
+//! # Layout
+//! - `error.rs` — [`K8sError`], with [`is_retryable`](K8sError::is_retryable).
+//! - `pods.rs` — [`KubePods`] and [`pod_info`], the pod → [`PodInfo`](hostnic_core::types::PodInfo) rule.
+//! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
+//! - `events.rs` — [`PodEvents`], [`NicShortage`].
+//! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
+//!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
+//!   process.
+//!
+//! The client does no hidden retries (`default_retry` off) so that failures reach the
+//! background tasks at once; they retry with their own backoff.
+
+pub mod error;
+pub mod events;
+#[cfg(feature = "fake-apiserver")]
+pub mod fake_apiserver;
+pub mod node;
+pub mod pods;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::K8sError;
+pub use events::{NicShortage, PodEvents};
+pub use kube::Client;
+pub use node::{Capacity, CapacityPublisher, KubeNode};
+pub use pods::{KubePods, pod_info};
+
+/// Everything the agent needs from Kubernetes for one node. See [`connect`].
+#[derive(Debug)]
+pub struct KubeAdapter {
+    /// The node's pods: pass it to the engine as its pod source.
+    pub pods: KubePods,
+    /// The own Node: read its vxnets with [`KubeNode::vxnets_with_retry`].
+    pub node: KubeNode,
+    /// Publishes [`Capacity`] on the node.
+    pub capacity: CapacityPublisher,
+    /// Records events on pods that could not get a NIC.
+    pub events: PodEvents,
+}
+
+impl KubeAdapter {
+    /// Records that `namespace/name` could not get a NIC, with the pod's UID when the
+    /// pod watch knows it (so `kubectl describe pod` shows the event).
+    pub fn record_nic_shortage(
+        &self,
+        namespace: &str,
+        name: &str,
+        shortage: NicShortage,
+        message: impl Into<String>,
+    ) {
+        let uid = self.pods.uid_of(namespace, name);
+        self.events
+            .nic_shortage(namespace, name, uid, shortage, message);
+    }
+}
+
+/// Longest silence on a connection before it is considered dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// Builds a client: from the kubeconfig at `kubeconfig` (its current context) when
+/// given, otherwise inferred (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster
+/// service account). Does not contact the API server.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| K8sError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| K8sError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| K8sError::Config(e.to_string()))?,
+    };
+    // Our tasks retry with their own backoff and must see failures at once (to answer
+    // `pods()` with a retryable error instead of stale data): no hidden retries.
+    config.default_retry = false;
+    // A watch ends after at most 290 s (kube's `timeoutSeconds`); a connection silent
+    // for longer is dead (half-open TCP to a vanished API server).
+    config.read_timeout = Some(READ_TIMEOUT);
+    install_crypto_provider();
+    Client::try_from(config).map_err(|e| K8sError::Config(e.to_string()))
+}
+
+/// kube's rustls needs a process-wide crypto provider; install ring's unless the
+/// binary installed one already.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Connects the adapter for node `node`: builds the client (see [`client`]) and starts
+/// the pod watch, the capacity publisher and the event sender. Returns without waiting
+/// for the API server; must be called inside a Tokio runtime.
+pub async fn connect(kubeconfig: Option<&Path>, node: &str) -> Result<KubeAdapter, K8sError> {
+    let client = client(kubeconfig).await?;
+    Ok(adapter(client, node))
+}
+
+/// The adapter for `node` over an existing client (tests pass a mock or a client of the
+/// fake API server).
+pub fn adapter(client: Client, node: &str) -> KubeAdapter {
+    let kube_node = KubeNode::new(client.clone(), node);
+    KubeAdapter {
+        pods: KubePods::spawn(client.clone(), node),
+        capacity: CapacityPublisher::spawn(kube_node.clone()),
+        node: kube_node,
+        events: PodEvents::spawn(client, node),
+    }
+}
