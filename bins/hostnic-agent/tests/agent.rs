@@ -387,6 +387,9 @@ async fn periodic_reconcile_releases_pods_the_static_source_no_longer_lists() {
          - {namespace: default, name: pod-2, pending: false}\n",
     )
     .unwrap();
+    // Fresh attachments are safe from release for pod_gone_grace (an ADD can precede
+    // the pod source): let that pass on the agent's clock.
+    world.clock.advance(Duration::from_secs(120));
     for _ in 0..250 {
         if world.host.plumbed().len() == 2 {
             break;
