@@ -172,6 +172,15 @@ where
     }
 }
 
+/// Stops a task when dropped (every way out of [`run`]).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Waits until `rx` says shutdown; returns at once if it already did.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -268,6 +277,13 @@ where
         });
     }
     let mut stop = stop_rx.clone();
+    // The HTTP endpoint first: liveness and metrics while the cloud may still be away.
+    let slot: http::Slot<C, H, K> = Arc::new(std::sync::OnceLock::new());
+    let http = AbortOnDrop(
+        http::spawn(settings.metrics_addr, deps.metrics.clone(), slot.clone())
+            .await
+            .map_err(|(what, source)| AgentError::Listen { what, source })?,
+    );
     let state_err = |message: String| AgentError::State {
         path: settings.state_dir.clone(),
         message,
@@ -344,9 +360,7 @@ where
     // Pending DELs before the socket serves ADDs (an ADD of a reused id must not race them).
     pending::replay(&shared).await;
 
-    let http = http::spawn(shared.clone())
-        .await
-        .map_err(|(what, source)| AgentError::Listen { what, source })?;
+    let _ = slot.set(shared.clone());
     let pool = tokio::spawn(pool_loop::pool_task(shared.clone()));
     let periodic = tokio::spawn(pool_loop::periodic_task(shared.clone()));
     let events = deps
@@ -372,7 +386,7 @@ where
     for task in [Some(periodic), events, changes].into_iter().flatten() {
         task.abort();
     }
-    http.abort();
+    drop(http);
     tracing::info!("agent stopped; NICs, checkpoint and CNI configuration left in place");
     served
 }

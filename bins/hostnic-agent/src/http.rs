@@ -18,17 +18,23 @@ use tokio::task::JoinHandle;
 
 use crate::agent::Shared;
 use crate::introspect::{Nic, Pod, Pool, Status};
+use crate::metrics::Metrics;
 
-/// Binds the metrics address and serves in a task.
+/// The agent's state once startup is done; until then the endpoint answers
+/// `/healthz` (alive) and `/metrics` (counters), and 503 elsewhere.
+pub(crate) type Slot<C, H, K> = Arc<std::sync::OnceLock<Arc<Shared<C, H, K>>>>;
+
+/// Binds `addr` and serves in a task, from the agent's start on.
 pub(crate) async fn spawn<C, H, K>(
-    shared: Arc<Shared<C, H, K>>,
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    slot: Slot<C, H, K>,
 ) -> Result<JoinHandle<()>, (String, std::io::Error)>
 where
     C: CloudNics + CloudNetwork + 'static,
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    let addr = shared.settings.metrics_addr;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| (addr.to_string(), e))?;
@@ -38,11 +44,15 @@ where
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let shared = shared.clone();
+            let slot = slot.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                    let response = match slot.get() {
+                        Some(shared) => route(shared, &req),
+                        None => starting(&metrics, &req),
+                    };
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -50,6 +60,24 @@ where
             });
         }
     }))
+}
+
+/// Answers while the agent is still starting (resolving its identity, reconciling).
+fn starting<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok (starting)\n".into()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(&crate::metrics::Gauges::default()),
+        ),
+        "/readyz" | "/v1/status" | "/v1/nics" | "/v1/pods" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting: resolving the node and reconciling\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -253,10 +253,11 @@ async fn conflist_is_written_only_once_the_agent_can_serve() {
         "conflist written while not ready"
     );
     assert!(try_call(&world.socket(), status_req()).await.is_err());
-    // /readyz is either not up yet or says not ready.
-    if let Ok((line, _)) = try_http_get(world.settings.metrics_addr, "/readyz").await {
-        assert!(!line.contains("200"), "{line}");
-    }
+    // Alive (so a liveness probe does not restart it) but not ready.
+    let (line, _) = http_get(world.settings.metrics_addr, "/healthz").await;
+    assert!(line.contains("200"), "{line}");
+    let (line, _) = http_get(world.settings.metrics_addr, "/readyz").await;
+    assert!(line.contains("503"), "{line}");
 
     world.cloud.set_fault_rate(0.0);
     agent.serving().await;
@@ -360,5 +361,54 @@ async fn metrics_and_introspection_show_the_pool_and_pods() {
     );
     let (line, _) = http_get(addr, "/healthz").await;
     assert!(line.contains("200"));
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reconcile_releases_pods_the_static_source_no_longer_lists() {
+    let mut world = World::small();
+    world.settings.reconcile_interval_secs = 0.3;
+    let file = world.dir.path().join("pods.yaml");
+    let listed = "- {namespace: default, name: pod-1, pending: false}\n\
+                  - {namespace: default, name: pod-2, pending: false}\n\
+                  - {namespace: default, name: pod-3, pending: false}\n";
+    std::fs::write(&file, listed).unwrap();
+    let source = std::sync::Arc::new(hostnic_agent::pods::StaticPods::new(&file));
+    let agent = world.start_with_pods(Some(source));
+    agent.serving().await;
+    let socket = world.socket();
+    for i in 1..=3 {
+        ok_ip(&call(&socket, add_req(i, 30_000)).await);
+    }
+    // pod-3 is deleted from the node while the runtime's DEL is lost.
+    std::fs::write(
+        &file,
+        "- {namespace: default, name: pod-1, pending: false}\n\
+         - {namespace: default, name: pod-2, pending: false}\n",
+    )
+    .unwrap();
+    // Fresh attachments are safe from release for pod_gone_grace (an ADD can precede
+    // the pod source): let that pass on the agent's clock.
+    world.clock.advance(Duration::from_secs(120));
+    for _ in 0..250 {
+        if world.host.plumbed().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(world.host.plumbed().len(), 2);
+    assert_eq!(
+        err_code(&call(&socket, check_req(3)).await),
+        codes::UNKNOWN_CONTAINER
+    );
+    for i in 1..=2 {
+        assert!(is_ok(&call(&socket, check_req(i)).await), "pod {i}");
+    }
+    assert!(
+        agent
+            .metrics
+            .counter("hostnic_reconcile_actions_total", &[("kind", "release")])
+            >= 1
+    );
     agent.stop().unwrap();
 }

@@ -165,7 +165,7 @@ impl Lab {
         std::fs::write(
             dir.path().join("agent.yaml"),
             format!(
-                "pool:\n  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n\
+                "pool:\n  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n\
                  socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
                  host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 2\n",
                 socket.display(),

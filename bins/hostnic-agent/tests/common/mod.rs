@@ -96,11 +96,16 @@ impl World {
 
     /// Starts the agent in its own runtime on another thread.
     pub fn start(&self) -> Agent {
+        self.start_with_pods(None)
+    }
+
+    /// Starts the agent with a pod source.
+    pub fn start_with_pods(&self, pods: Option<Arc<dyn hostnic_core::ports::PodSource>>) -> Agent {
         let deps = Deps {
             cloud: self.cloud.clone(),
             host: self.host.clone(),
             clock: self.clock.clone(),
-            pods: None,
+            pods,
             nic_events: None,
             metrics: Arc::new(Metrics::default()),
         };
