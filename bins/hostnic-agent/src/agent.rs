@@ -61,6 +61,8 @@ pub(crate) struct Shared<C, H, K> {
     pub pool_wake: Notify,
     /// Woken after every pool round (ADDs waiting for a NIC).
     pub round_done: Notify,
+    /// Runs a reconcile now (one of the node's NIC links vanished).
+    pub reconcile_wake: Notify,
     /// ADDs currently waiting for a NIC.
     pub waiting_adds: AtomicU32,
     /// Pods the pod source reports pending (scheduled, no sandbox yet).
@@ -336,6 +338,7 @@ where
         pods: deps.pods,
         pool_wake: Notify::new(),
         round_done: Notify::new(),
+        reconcile_wake: Notify::new(),
         waiting_adds: AtomicU32::new(0),
         pending_pods: AtomicU32::new(0),
         cloud_ok: AtomicBool::new(true),

@@ -59,8 +59,8 @@ pub struct Deps<C, H, K> {
     pub clock: K,
     /// Which pods should exist on the node; `None` when nothing tells the agent.
     pub pods: Option<Arc<dyn PodSource>>,
-    /// Wakes the pool when a NIC's link appears on the host (kernel events).
-    pub nic_events: Option<BoxStream<'static, ()>>,
+    /// What the kernel reports about NIC links (appeared, removed, an address added).
+    pub nic_events: Option<BoxStream<'static, HostEvent>>,
     /// Where metrics go (the binary also registers it as the cloud client's observer).
     pub metrics: Arc<Metrics>,
 }
@@ -82,4 +82,17 @@ where
     K: Clock + 'static,
 {
     agent::run(deps, settings, instance, shutdown).await
+}
+
+/// A kernel event about a NIC link, as the agent reacts to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A link appeared or changed: the pool prepares attached NICs whose link was missing.
+    NicAppeared,
+    /// The link with this MAC disappeared: if it is one of the node's NICs, a reconcile
+    /// runs at once, so a vanished NIC is not handed to a pod.
+    NicRemoved(hostnic_core::types::NicId),
+    /// An IPv4 address was put on the link with this MAC (DHCP, NetworkManager): a pod
+    /// NIC's address belongs to its pod, so the NIC is prepared again, which strips it.
+    NicAddressAdded(hostnic_core::types::NicId),
 }

@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
 use hostnic_agent::settings::{LogFormat, Settings};
-use hostnic_agent::{Deps, Metrics};
+use hostnic_agent::{Deps, HostEvent, Metrics};
 use hostnic_core::ports::{PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
@@ -216,9 +216,11 @@ async fn main() -> anyhow::Result<()> {
     let nic_events = match host.link_events().await {
         Ok(events) => Some(
             events
-                .filter_map(
-                    |e| async move { matches!(e, LinkEvent::LinkChanged { .. }).then_some(()) },
-                )
+                .map(|e| match e {
+                    LinkEvent::LinkChanged { .. } => HostEvent::NicAppeared,
+                    LinkEvent::LinkRemoved { nic } => HostEvent::NicRemoved(nic),
+                    LinkEvent::Ipv4AddressAdded { nic, .. } => HostEvent::NicAddressAdded(nic),
+                })
                 .boxed(),
         ),
         Err(e) => {

@@ -10,6 +10,8 @@ use futures::stream::BoxStream;
 use hostnic_core::engine::EngineError;
 use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, PodSource};
 use hostnic_core::reconcile::{ReconcileAction, ReconcileReport};
+
+use crate::HostEvent;
 use hostnic_core::types::PodEvent;
 
 use crate::agent::{Shared, stopped};
@@ -155,6 +157,9 @@ where
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = shared.reconcile_wake.notified() => {
+                tracing::info!("a NIC link vanished from the host: reconciling now");
+            }
             _ = stopped(&mut stop) => return,
         }
         match shared
@@ -182,17 +187,44 @@ where
     }
 }
 
-/// Wakes the pool when the host reports a NIC link.
+/// Reacts to the kernel's NIC link events: a link appearing wakes the pool (it
+/// prepares attached NICs), one of the node's NICs vanishing triggers a reconcile, an
+/// address put on a pod NIC is stripped by preparing the NIC again.
 pub(crate) async fn event_task<C, H, K>(
     shared: Arc<Shared<C, H, K>>,
-    mut events: BoxStream<'static, ()>,
+    mut events: BoxStream<'static, HostEvent>,
 ) where
     C: CloudNics + CloudNetwork + 'static,
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    while events.next().await.is_some() {
-        shared.pool_wake.notify_one();
+    while let Some(event) = events.next().await {
+        match event {
+            HostEvent::NicAppeared => shared.pool_wake.notify_one(),
+            HostEvent::NicRemoved(nic) => {
+                // Pod veths come and go too; only the node's own NICs matter here.
+                if shared.engine.with_state(|s| s.nics().contains_key(&nic)) {
+                    shared.reconcile_wake.notify_one();
+                }
+            }
+            HostEvent::NicAddressAdded(nic) => {
+                let plumbing = shared.engine.with_state(|s| {
+                    s.nics()
+                        .get(&nic)
+                        .filter(|e| e.host_ready)
+                        .map(|e| s.nic_plumbing(e))
+                });
+                if let Some(plumbing) = plumbing {
+                    tracing::warn!(%nic, "an IPv4 address was put on a pod NIC (DHCP?); removing it");
+                    if let Err(e) = shared.engine.host().prepare_nic(&plumbing).await {
+                        tracing::warn!(%nic, error = %e, "preparing the NIC again");
+                        shared
+                            .metrics
+                            .inc("hostnic_errors_total", &[("area", "host")]);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -412,3 +412,42 @@ async fn periodic_reconcile_releases_pods_the_static_source_no_longer_lists() {
     );
     agent.stop().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_nic_link_makes_the_agent_reconcile_at_once() {
+    use futures::StreamExt;
+    let mut world = World::small();
+    // The periodic reconcile never comes during this test: only the event can explain it.
+    world.settings.reconcile_interval_secs = 3600.0;
+    let (events, stream) = futures::channel::mpsc::unbounded();
+    let agent = world.start_with(None, Some(stream.boxed()));
+    agent.serving().await;
+    let socket = world.socket();
+    let ip = ok_ip(&call(&socket, add_req(1, 30_000)).await);
+    let nic = world
+        .cloud
+        .nics()
+        .into_iter()
+        .find(|n| n.ip == ip)
+        .expect("the pod's NIC")
+        .id;
+    // Someone deletes the NIC behind the agent's back; the kernel sees the link go.
+    world.cloud.vanish(&nic);
+    events
+        .unbounded_send(hostnic_agent::HostEvent::NicRemoved(nic))
+        .unwrap();
+    let mut released = false;
+    for _ in 0..250 {
+        if world.host.plumbed().is_empty() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(released, "the pod on the vanished NIC was not unplumbed");
+    assert_eq!(
+        err_code(&call(&socket, check_req(1)).await),
+        codes::UNKNOWN_CONTAINER
+    );
+    agent.stop().unwrap();
+}

@@ -101,12 +101,21 @@ impl World {
 
     /// Starts the agent with a pod source.
     pub fn start_with_pods(&self, pods: Option<Arc<dyn hostnic_core::ports::PodSource>>) -> Agent {
+        self.start_with(pods, None)
+    }
+
+    /// Starts the agent with a pod source and a stream standing in for kernel link events.
+    pub fn start_with(
+        &self,
+        pods: Option<Arc<dyn hostnic_core::ports::PodSource>>,
+        nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
+    ) -> Agent {
         let deps = Deps {
             cloud: self.cloud.clone(),
             host: self.host.clone(),
             clock: self.clock.clone(),
             pods,
-            nic_events: None,
+            nic_events,
             metrics: Arc::new(Metrics::default()),
         };
         let metrics = deps.metrics.clone();
