@@ -498,6 +498,11 @@ where
 
     /// Reconciles with the cloud, the host and (if authoritative) the pods, then does the
     /// host and pod work found. With `startup`, in-flight operations are settled too.
+    ///
+    /// Do not run it concurrently with [`Engine::add`] or [`Engine::del`]: an ADD plumbs
+    /// the host before it records the attachment, so a reconcile in between would take
+    /// the fresh plumbing for an orphan and remove it. The agent serialises them with a
+    /// reader-writer lock (requests shared, reconcile exclusive).
     pub async fn reconcile(
         &self,
         pods: Option<&[PodInfo]>,
