@@ -130,6 +130,7 @@ async fn sim_agent(attach_latency: Duration, pool: PoolConfig) -> SimAgent {
         clock: SystemClock,
         pods: None,
         nic_events: None,
+        reporter: None,
         metrics: metrics.clone(),
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();

@@ -57,6 +57,8 @@ pub(crate) struct Shared<C, H, K> {
     pub metrics: Arc<Metrics>,
     pub identity: Identity,
     pub pods: Option<Arc<dyn PodSource>>,
+    /// Where capacity and NIC shortages are reported, if anywhere.
+    pub reporter: Option<Arc<dyn crate::NodeReporter>>,
     /// Wakes the pool loop (ADD found the pool empty, DEL, pod pending, NIC link).
     pub pool_wake: Notify,
     /// Woken after every pool round (ADDs waiting for a NIC).
@@ -336,6 +338,7 @@ where
         metrics: deps.metrics,
         identity,
         pods: deps.pods,
+        reporter: deps.reporter,
         pool_wake: Notify::new(),
         round_done: Notify::new(),
         reconcile_wake: Notify::new(),

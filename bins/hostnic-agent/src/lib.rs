@@ -63,6 +63,17 @@ pub struct Deps<C, H, K> {
     pub nic_events: Option<BoxStream<'static, HostEvent>>,
     /// Where metrics go (the binary also registers it as the cloud client's observer).
     pub metrics: Arc<Metrics>,
+    /// Where the node's capacity and NIC shortages are reported (the Kubernetes adapter).
+    pub reporter: Option<Arc<dyn NodeReporter>>,
+}
+
+/// Reports the node's state to the cluster. Calls must not block: implementations queue.
+pub trait NodeReporter: Send + Sync {
+    /// After every pool round: NICs free now, and pods the node can still get a NIC for.
+    fn capacity(&self, free_nics: u32, assignable_pods: u32);
+    /// An ADD failed for lack of a NIC; `quota` when the node or the cloud refuses more
+    /// (full node, NIC or address quota), else the pool had none ready in time.
+    fn nic_shortage(&self, pod: &hostnic_core::types::PodKey, quota: bool, message: &str);
 }
 
 /// Runs the agent until `shutdown` completes: resolves the node's identity,

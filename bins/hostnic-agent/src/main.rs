@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
 use hostnic_agent::settings::{LogFormat, Settings};
-use hostnic_agent::{Deps, HostEvent, Metrics};
+use hostnic_agent::{Deps, HostEvent, Metrics, NodeReporter};
 use hostnic_core::ports::{PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
@@ -230,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // The pods.
-    let mut _kube = None;
+    let mut reporter = None;
     let pods: Option<Arc<dyn PodSource>> = match &cli.pods {
         PodSourceKind::None => None,
         PodSourceKind::Static(path) => Some(Arc::new(StaticPods::new(path))),
@@ -256,11 +256,9 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => tracing::warn!(error = %e, "node vxnet annotation unreadable"),
                 }
             }
-            let pods: Arc<dyn PodSource> = Arc::new(k8s.pods);
-            // Kept for the agent's lifetime. Not fed yet: publishing capacity and
-            // recording NIC shortages need hooks in `run` (see hostnic_k8s::KubeAdapter).
-            _kube = Some((k8s.node, k8s.capacity, k8s.events));
-            Some(pods)
+            let k8s = Arc::new(k8s);
+            reporter = Some(Arc::new(KubeReporter(k8s.clone())) as Arc<dyn NodeReporter>);
+            Some(Arc::new(KubeAdapterPods(k8s)) as Arc<dyn PodSource>)
         }
     };
 
@@ -271,7 +269,50 @@ async fn main() -> anyhow::Result<()> {
         pods,
         nic_events,
         metrics,
+        reporter,
     };
     hostnic_agent::run(deps, settings, InstanceId::new(instance), shutdown_signal()).await?;
     Ok(())
+}
+
+/// The Kubernetes adapter's pod watch as the agent's pod source.
+struct KubeAdapterPods(Arc<hostnic_k8s::KubeAdapter>);
+
+#[async_trait::async_trait]
+impl PodSource for KubeAdapterPods {
+    async fn pods(
+        &self,
+    ) -> Result<Vec<hostnic_core::types::PodInfo>, hostnic_core::ports::PodSourceError> {
+        self.0.pods.pods().await
+    }
+
+    fn changes(&self) -> futures::stream::BoxStream<'static, hostnic_core::types::PodEvent> {
+        self.0.pods.changes()
+    }
+}
+
+/// Publishes capacity on the Node and records events on pods that got no NIC.
+struct KubeReporter(Arc<hostnic_k8s::KubeAdapter>);
+
+impl NodeReporter for KubeReporter {
+    fn capacity(&self, free_nics: u32, assignable_pods: u32) {
+        self.0.capacity.publish(hostnic_k8s::Capacity {
+            free_nics,
+            assignable_pods,
+        });
+    }
+
+    fn nic_shortage(&self, pod: &hostnic_core::types::PodKey, quota: bool, message: &str) {
+        // Pods the runtime did not name (podman, ctr) have nowhere to put an event.
+        if pod.namespace.is_empty() || pod.name.is_empty() {
+            return;
+        }
+        let shortage = if quota {
+            hostnic_k8s::NicShortage::QuotaExceeded
+        } else {
+            hostnic_k8s::NicShortage::NoFreeNic
+        };
+        self.0
+            .record_nic_shortage(&pod.namespace, &pod.name, shortage, message);
+    }
 }

@@ -122,6 +122,14 @@ where
                 .store(round.failures.is_empty(), Ordering::SeqCst);
         }
         *shared.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(round.clone());
+        if let Some(reporter) = &shared.reporter {
+            let now = shared.engine.clock().now();
+            let (free, assignable) = shared.engine.with_state(|s| {
+                let c = s.usage_counts(now);
+                (c.free, s.config().max_nics.saturating_sub(c.assigned))
+            });
+            reporter.capacity(free, assignable);
+        }
         shared.refresh_readiness();
         shared.round_done.notify_waiters();
         if *stop.borrow() {

@@ -277,17 +277,28 @@ where
                 }
                 shared.pool_wake.notify_one();
                 if tokio::time::timeout_at(deadline, round).await.is_err() {
+                    let message = format!(
+                        "no NIC became ready within {} ms ({coming} on the way, {cooling} cooling down); the pool is growing",
+                        r.timeout_ms
+                    );
+                    if let Some(reporter) = &shared.reporter {
+                        reporter.nic_shortage(&r.pod, false, &message);
+                    }
                     return Err(WireError::new(
                         codes::TRY_AGAIN_LATER,
                         "no free NIC",
-                        format!(
-                            "no NIC became ready within {} ms ({coming} on the way, {cooling} cooling down); the pool is growing",
-                            r.timeout_ms
-                        ),
+                        message,
                     ));
                 }
             }
-            Err(e) => return Err(wire_error(&e)),
+            Err(e) => {
+                let quota = matches!(e, EngineError::Alloc(AllocError::NodeFull { .. }))
+                    || matches!(&e, EngineError::Cloud(c) if c.kind == hostnic_core::ports::CloudErrorKind::QuotaExceeded);
+                if quota && let Some(reporter) = &shared.reporter {
+                    reporter.nic_shortage(&r.pod, true, &e.to_string());
+                }
+                return Err(wire_error(&e));
+            }
         }
     };
     drop(waiting);

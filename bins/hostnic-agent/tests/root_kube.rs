@@ -317,6 +317,30 @@ async fn pending_pods_are_prewarmed_and_pods_deleted_while_stopped_are_released(
     })
     .await;
 
+    // The node's capacity is published on the Node after the pool rounds.
+    let mut published = None;
+    for _ in 0..100 {
+        let node = lab.api.get("v1", "Node", "", NODE).expect("the node");
+        let annotations = &node["metadata"]["annotations"];
+        if let Some(assignable) =
+            annotations[hostnic_k8s::node::ASSIGNABLE_PODS_ANNOTATION].as_str()
+        {
+            published = Some((
+                assignable.to_string(),
+                annotations[hostnic_k8s::node::FREE_NICS_ANNOTATION]
+                    .as_str()
+                    .map(str::to_string),
+            ));
+            if assignable == "61" {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (assignable, free) = published.expect("capacity annotations on the Node");
+    assert_eq!(assignable, "61", "62 pod NICs at most, one assigned");
+    assert!(free.is_some(), "free-nics annotation");
+
     // The agent stops; meanwhile the pod is deleted and its DEL never reaches us.
     drop(agent);
     lab.api.delete_pod("default", "web").unwrap();

@@ -117,6 +117,7 @@ impl World {
             pods,
             nic_events,
             metrics: Arc::new(Metrics::default()),
+            reporter: None,
         };
         let metrics = deps.metrics.clone();
         let settings = self.settings.clone();
