@@ -30,7 +30,7 @@ else
 fi
 
 step "cargo test ${ignored[*]}"
-cargo test --workspace --locked -- "${ignored[@]}"
+cargo test --workspace --locked --no-fail-fast -- "${ignored[@]}"
 
 if [ "$(id -u)" -eq 0 ]; then
     for s in .ci/steps/*.sh; do
