@@ -217,17 +217,18 @@ where
         match self.host.plumb_pod(&plumbing).await {
             Ok(plumbed) => {
                 let gateway = plumbing.nic.gateway;
-                let stored = self.mutate(|s| {
-                    s.confirm_plumbed(&id, plumbed.clone());
-                    s.attachment(&id).cloned()
-                });
+                let stored = self.mutate(|s| s.confirm_plumbed(&id, plumbed.clone()));
                 match stored {
-                    Ok(Some(attachment)) => Ok(Added {
-                        attachment,
-                        plumbed,
-                        nic_gateway: gateway,
-                    }),
-                    Ok(None) => Err(EngineError::UnknownAttachment(id)),
+                    Ok(true) => {
+                        let mut attachment = assignment.attachment;
+                        attachment.plumbed = Some(plumbed.clone());
+                        Ok(Added {
+                            attachment,
+                            plumbed,
+                            nic_gateway: gateway,
+                        })
+                    }
+                    Ok(false) => Err(EngineError::UnknownAttachment(id)),
                     Err(e) => {
                         // Not durable: undo, so that a crash cannot leave an unrecorded pod.
                         let _ = self.host.unplumb_pod(&plumbed, Some(netns)).await;
