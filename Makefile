@@ -14,7 +14,7 @@ test:
 	cargo test --workspace --locked
 
 test-root:
-	sudo scripts/test.sh
+	sudo .ci/run
 
 bench:
 	cargo bench -p hostnic-core --features testing --bench allocator
@@ -23,4 +23,4 @@ bench:
 	sudo scripts/bench-datapath.sh
 
 e2e:
-	sudo scripts/test.sh
+	sudo .ci/run
