@@ -256,7 +256,9 @@ impl Store {
         self.replace(kind, namespace, name, obj)
     }
 
-    /// Deletes an object, returning it.
+    /// Deletes an object, returning it with the deletion's resource version (as the
+    /// watch's DELETED event carries it), so a client can wait for watchers to have
+    /// seen the deletion.
     pub fn delete(
         &mut self,
         kind: &'static Kind,
@@ -275,7 +277,9 @@ impl Store {
             new: None,
         };
         self.record(change.clone());
-        Ok((old, change))
+        let mut last = old;
+        metadata(&mut last).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        Ok((last, change))
     }
 
     fn put(
@@ -383,7 +387,8 @@ mod tests {
             s.create(pods, "default", json!({"metadata": {"name": "a"}}))
                 .is_err()
         );
-        s.delete(pods, "default", "a").unwrap();
+        let (gone, _) = s.delete(pods, "default", "a").unwrap();
+        assert_eq!(gone["metadata"]["resourceVersion"], "2");
         assert_eq!(s.rv(), 2);
         assert_eq!(s.changes_after(0).len(), 2);
         s.compact();
