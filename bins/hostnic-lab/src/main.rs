@@ -11,7 +11,7 @@
 //! upstream truth tables on real packets).
 //!
 //! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `ns`,
-//! `apply`/`delete`, `check`, `netpol`, `netpol-bench`, `agent`, `nic`,
+//! `apply`/`delete`, `check`, `leaks`, `netpol`, `netpol-bench`, `agent`, `nic`,
 //! `podman`, `bench`, `demo`, and the internal `serve` (the background lab
 //! daemon) and `listen` (a pod's TCP listener).
 
@@ -69,6 +69,8 @@ enum Command {
     Podman(commands::podman::PodmanArgs),
     /// CNI ADD/DEL vs ptp + host-local, cold start, API calls under churn, agent RSS.
     Bench(commands::bench::BenchArgs),
+    /// Leftovers once all pods are gone: unowned NICs, pod plumbing, policy chains.
+    Leaks(commands::leaks::LeaksArgs),
     /// up, pods, check, delete all, leak checks, down: one command.
     Demo(commands::demo::DemoArgs),
     /// The lab daemon (started by `up`).
@@ -128,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => commands::demo::exec(args).await,
             Command::Podman(args) => commands::podman::exec(args).await,
             Command::Bench(args) => commands::bench::exec(args).await,
+            Command::Leaks(args) => commands::leaks::exec(args).await,
             Command::Ns(args) => commands::ns::exec(args).await,
             Command::Apply(args) => commands::apply::exec_apply(args).await,
             Command::Delete(args) => commands::apply::exec_delete(args).await,

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod down;
+pub mod leaks;
 pub mod listen;
 pub mod netpol;
 pub mod netpol_bench;
