@@ -199,6 +199,11 @@ pub async fn add_with(
             return Err(e).with_context(|| format!("create the pod namespace {ns_name}"));
         }
     };
+    // Runtimes bring the sandbox's loopback up (CRI does; CNI's `loopback`).
+    if let Err(e) = hostnic_linux::lab::cmd::ip_in(&ns_name, &["link", "set", "lo", "up"]).await {
+        undo(true, None).await;
+        return Err(e).context("bring up the pod's loopback");
+    }
     let tcp: Vec<u16> = spec
         .ports
         .iter()
