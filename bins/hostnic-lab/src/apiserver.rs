@@ -233,6 +233,9 @@ pub async fn wait_enforced(
             pending.push((&node.name, http::authority(&node.metrics_url)?.to_owned()));
         }
     }
+    if pending.is_empty() && strictness == Strictness::Strict {
+        bail!("no agent runs in this lab: nothing enforces policy (use --no-wait)");
+    }
     let mut last: BTreeMap<&str, String> = BTreeMap::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
