@@ -118,6 +118,7 @@ impl World {
             nic_events,
             metrics: Arc::new(Metrics::default()),
             reporter: None,
+            policy: None,
         };
         let metrics = deps.metrics.clone();
         let settings = self.settings.clone();
