@@ -96,3 +96,19 @@ impl PolicyNamespace {
         Self { name, labels }
     }
 }
+
+/// Everything the compiler reads about the cluster, as one consistent value: what
+/// a policy source (the Kubernetes watches) hands the agent on each change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Every NetworkPolicy of the cluster.
+    pub policies: Vec<super::model::NetworkPolicy>,
+    /// Every namespace with its labels.
+    pub namespaces: Vec<PolicyNamespace>,
+    /// The pods policies can select or name as peers (all namespaces).
+    pub pods: Vec<PolicyPod>,
+    /// The highest API `resourceVersion` reflected in this view (0 when unknown):
+    /// a view with version `v` includes the effect of every write up to `v` the
+    /// source has seen.
+    pub resource_version: u64,
+}

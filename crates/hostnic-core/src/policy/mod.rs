@@ -19,7 +19,7 @@ pub mod compile;
 pub mod compiled;
 pub mod model;
 
-pub use cluster::{ContainerPort, PodRef, PolicyNamespace, PolicyPod};
+pub use cluster::{ClusterView, ContainerPort, PodRef, PolicyNamespace, PolicyPod};
 pub use compile::compile;
 pub use compiled::{
     Allow, CompiledPolicy, Direction, DirectionRules, Endpoint, PeerMatch, PodRules, PortRange,

@@ -155,7 +155,8 @@ impl FakeApiServer {
             .write(|s| s.merge_patch(kind, namespace, name, patch))
     }
 
-    /// Deletes an object (`namespace` is ignored for cluster-scoped kinds).
+    /// Deletes an object (`namespace` is ignored for cluster-scoped kinds); returns its
+    /// last state with `metadata.resourceVersion` set to the deletion's version.
     pub fn delete(
         &self,
         api_version: &str,

