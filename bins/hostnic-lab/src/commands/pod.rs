@@ -244,13 +244,6 @@ pub async fn add_with(
         undo(true, listener_pid).await;
         bail!("no IPv4 address in the CNI result: {stdout}");
     };
-    if let Some(api) = &api {
-        let status = serde_json::json!({"status": {
-            "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-        }});
-        let stored = api.patch(&format!("{pod_path}/status"), &status).await?;
-        rv = rv.max(apiserver::resource_version(&stored));
-    }
     let record = PodRecord {
         node: node.to_string(),
         namespace: namespace.to_string(),
@@ -263,8 +256,16 @@ pub async fn add_with(
         ports: spec.ports.clone(),
         listener_pid,
     };
+    // Recorded before the status update, so `pod del` can clean up if it fails.
     std::fs::create_dir_all(labfile::pods_dir(dir))?;
     labfile::write(&path, &record)?;
+    if let Some(api) = &api {
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+        }});
+        let stored = api.patch(&format!("{pod_path}/status"), &status).await?;
+        rv = rv.max(apiserver::resource_version(&stored));
+    }
     if let (Some(timeout), Some(_)) = (spec.wait, &api) {
         apiserver::wait_enforced(&lab, rv, timeout, Strictness::Lenient).await?;
     }
