@@ -1,7 +1,8 @@
 //! Root: NetworkPolicy enforced by the agent BINARY (`--pods kube`, policy on by
 //! default) against the fake Kubernetes API server and the QingCloud simulator, with
 //! real packets: two pods on the node, a NetworkPolicy created in the API server
-//! blocks the flow between them, deleting it restores the flow.
+//! blocks the flow between them, deleting it restores the flow, and an agent
+//! restarted with `--network-policy false` removes the chains an earlier run left.
 
 mod common;
 
@@ -201,6 +202,10 @@ impl Lab {
     }
 
     async fn start_agent(&self) -> AgentProcess {
+        self.start_agent_with(&[]).await
+    }
+
+    async fn start_agent_with(&self, extra: &[&str]) -> AgentProcess {
         let d = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -216,6 +221,7 @@ impl Lab {
             .arg(d.join("agent.yaml"))
             .arg("--credentials")
             .arg(d.join("config.yaml"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -333,7 +339,7 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
         .unwrap();
     labelled_pod(&lab.api, "a");
     labelled_pod(&lab.api, "b");
-    let _agent = lab.start_agent().await;
+    let agent = lab.start_agent().await;
 
     let mut ips: Vec<Ipv4Addr> = Vec::new();
     for (name, ns) in [("a", &lab.sandboxes[0]), ("b", &lab.sandboxes[1])] {
@@ -359,17 +365,7 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
     );
 
     // Only pods labelled app=x may reach b: a is cut off once the agent enforces it.
-    let created = lab
-        .api
-        .apply(json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "b-from-x", "namespace": "default"},
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "b"}},
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}],
-            },
-        }))
-        .unwrap();
+    let created = lab.api.apply(policy_b_from_x()).unwrap();
     let status = lab.wait_enforced(rv(&created)).await;
     assert_eq!(status["policies"], 1, "{status:#}");
     assert_eq!(status["isolated_local_pods"], 1, "{status:#}");
@@ -402,4 +398,36 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
         can_connect(&lab.sandboxes[0], b, Duration::from_secs(3)),
         "a -> b after the policy is gone"
     );
+
+    // Enforcement turned off while a policy exists: the agent removes the chains
+    // an earlier run programmed, so nothing isolates pods any more.
+    let recreated = lab.api.apply(policy_b_from_x()).unwrap();
+    lab.wait_enforced(rv(&recreated)).await;
+    assert!(!can_connect(
+        &lab.sandboxes[0],
+        b,
+        Duration::from_millis(800)
+    ));
+    drop(agent);
+    let _agent = lab.start_agent_with(&["--network-policy", "false"]).await;
+    let (_, body) = http_get(lab.metrics_addr, "/v1/policy").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["enabled"], false, "{status:#}");
+    assert!(
+        can_connect(&lab.sandboxes[0], b, Duration::from_secs(3)),
+        "a -> b with enforcement off\nlog:\n{}",
+        lab.log_text()
+    );
+}
+
+/// Only pods labelled app=x may reach b.
+fn policy_b_from_x() -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "b-from-x", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}],
+        },
+    })
 }
