@@ -7,15 +7,14 @@
 //!
 //! Root: `cargo test -p hostnic-linux --test policy_truth_tables -- --include-ignored`.
 
-#[path = "policy_support.rs"]
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use common::policy::{ALLOW_TIMEOUT, Node};
 use hostnic_core::policy::Protocol;
 use hostnic_core::policy::cases::parse_cases;
-use support::{ALLOW_TIMEOUT, Node};
 
 /// A connect probe of a denied flow waits this long before calling it blocked
 /// (upstream uses ~1 s); allowed flows between local sandboxes answer at once.
