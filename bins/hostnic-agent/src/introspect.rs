@@ -128,7 +128,8 @@ pub struct PolicyStatus {
     pub rules: usize,
     /// Elements in the peer sets.
     pub set_elements: usize,
-    /// The highest `resourceVersion` the source has seen.
+    /// The `resourceVersion` the source's view is current up to (every watch has
+    /// delivered every change up to it).
     pub source_resource_version: u64,
     /// The highest `resourceVersion` whose effect is programmed (see the type's docs).
     pub synced_resource_version: u64,

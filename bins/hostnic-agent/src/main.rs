@@ -254,15 +254,26 @@ async fn main() -> anyhow::Result<()> {
                 .context("--pods kube needs --node-name (HOSTNIC_NODE_NAME)")?;
             let client = hostnic_k8s::client(cli.kubeconfig.as_deref()).await?;
             let k8s = hostnic_k8s::adapter(client.clone(), &node);
+            let mut renderer = PolicyRenderer::new(
+                Some(host.host_netns().clone()),
+                host.config().nft_binary.clone(),
+            );
             if cli.network_policy {
                 tracing::info!("enforcing NetworkPolicy");
                 policy = Some(PolicyDeps {
                     source: Arc::new(hostnic_k8s::KubePolicySource::spawn(client)),
-                    dataplane: Box::new(PolicyRenderer::new(
-                        Some(host.host_netns().clone()),
-                        host.config().nft_binary.clone(),
-                    )),
+                    dataplane: Box::new(renderer),
                 });
+            } else {
+                // Enforcement turned off: chains an earlier run programmed must not
+                // keep isolating pods nobody enforces policy for any more.
+                let removed =
+                    tokio::task::spawn_blocking(move || renderer.remove_all_blocking()).await;
+                match removed {
+                    Ok(Ok(())) => tracing::info!("NetworkPolicy off; policy chains removed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove policy chains"),
+                    Err(e) => tracing::warn!(error = %e, "cannot remove policy chains"),
+                }
             }
             if settings.vxnets.is_empty() {
                 // The node annotation chooses the vxnets when the config names none; an

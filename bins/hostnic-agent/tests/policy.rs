@@ -109,10 +109,14 @@ struct Sync {
     local: Vec<LocalPod>,
 }
 
-/// Records every sync; committed syncs only.
+/// Records every sync; committed syncs only. Each sync can be made to take a
+/// while, and the most syncs ever in flight at once is kept.
 #[derive(Clone, Default)]
 struct FakeDataplane {
     syncs: Arc<Mutex<Vec<Sync>>>,
+    delay: Duration,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
 }
 
 impl FakeDataplane {
@@ -131,6 +135,10 @@ impl PolicyDataplane for FakeDataplane {
         compiled: &CompiledPolicy,
         local: &[LocalPod],
     ) -> Result<Programmed, PolicyDataplaneError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.syncs.lock().unwrap().push(Sync {
             compiled: compiled.clone(),
             local: local.to_vec(),
@@ -380,5 +388,57 @@ async fn a_policy_change_triggers_a_sync_and_advances_the_synced_resource_versio
     );
     assert!(metrics.contains("hostnic_policy_syncs_total{result=\"ok\"}"));
     assert!(metrics.contains("hostnic_policy_enforcement_latency_seconds_count"));
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_coalesce_into_one_sync_at_a_time_that_takes_the_latest_view() {
+    let world = World::small();
+    let source = FakeSource::new(view(&[10, 11, 12, 13], vec![]));
+    let dataplane = FakeDataplane {
+        delay: Duration::from_millis(100),
+        ..FakeDataplane::default()
+    };
+    let agent = start(&world, &source, &dataplane);
+    agent.serving().await;
+
+    // 50 policy writes in a burst while syncs take 100 ms each, and ADDs asking
+    // for syncs of their own meanwhile.
+    let socket = world.socket();
+    let adds: Vec<_> = (10..14)
+        .map(|i| {
+            let s = socket.clone();
+            tokio::spawn(async move { call(&s, add_req(i, 30_000)).await })
+        })
+        .collect();
+    for i in 0..50 {
+        source.edit(|v| {
+            v.policies.push(policy(serde_json::json!({
+                "metadata": {"name": format!("p{i}"), "namespace": "default"},
+                "spec": {"podSelector": {}},
+            })));
+        });
+    }
+    for a in adds {
+        let r = a.await.unwrap();
+        assert!(is_ok(&r), "{r:?}");
+    }
+    let final_rv = source.view().resource_version;
+    let until = Instant::now() + WAIT;
+    while policy_status(&world).await.synced_resource_version < final_rv {
+        assert!(Instant::now() < until, "the last view was never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dataplane.max_in_flight.load(Ordering::SeqCst), 1);
+    let syncs = dataplane.count();
+    assert!(
+        syncs < 50,
+        "{syncs} syncs for 50 writes: bursts must coalesce"
+    );
+    // The last sync had the latest view: all 50 policies select the 4 pods.
+    let last = dataplane.last().unwrap();
+    let rules = &last.compiled.pods[&PodRef::new("default", "pod-10")];
+    assert_eq!(rules.policies.len(), 50);
+    assert_eq!(last.local.len(), 4);
     drop(agent);
 }

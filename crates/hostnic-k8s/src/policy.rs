@@ -6,6 +6,13 @@
 //! namespace as a peer; each is reduced to labels, IP and container ports
 //! ([`policy_pod`]). Host-network and finished pods are left out (they are
 //! nobody's peer by pod IP); a pod without an IP yet is kept (it can be selected).
+//!
+//! The view's `resource_version` is the version up to which *every* watch has
+//! delivered every change: each watch's progress comes from its list, events and
+//! bookmarks, and the view takes the slowest. With one global version counter
+//! (etcd, the fake API server) this means the view includes every write up to it,
+//! whatever order the three streams arrive in. (A real API server sends bookmarks
+//! about once a minute, so a quiet kind holds the version back that long.)
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -19,7 +26,7 @@ use hostnic_core::policy::{
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy as KubeNetworkPolicy;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -29,6 +36,12 @@ use crate::K8sError;
 
 /// How long [`KubePolicySource::pod`] waits for the API server.
 const GET_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay of a failed list or watch.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Server-side duration of one watch request (kube's default).
+const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// The compiler's view of a pod, or `None` when no policy can concern it:
 /// host-network pods and pods that finished (phase `Succeeded`/`Failed`).
@@ -101,8 +114,11 @@ struct Inner {
     policies: BTreeMap<Key, NetworkPolicy>,
     namespaces: BTreeMap<String, PolicyNamespace>,
     pods: BTreeMap<Key, PolicyPod>,
-    /// Highest `metadata.resourceVersion` seen on any of the watches.
-    resource_version: u64,
+    /// Per watch (policies, namespaces, pods): the version up to which it has
+    /// delivered every change (from the list, events and bookmarks).
+    progress: [u64; 3],
+    /// The highest version seen on any watch.
+    highest: u64,
     /// The view of the current collections, built on demand.
     view: Option<Arc<ClusterView>>,
     /// Arrival of the oldest change not yet handed out by [`KubePolicySource::take_view`].
@@ -124,17 +140,37 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the collections, then records the change (at `arrived`) and
-    /// wakes subscribers.
-    fn change(&self, rv: u64, arrived: Instant, f: impl FnOnce(&mut Inner)) {
+    /// Runs `f` on the collections, then records the change (at `arrived`), the
+    /// watch's progress to `rv`, and wakes subscribers.
+    fn change(&self, index: usize, rv: u64, arrived: Instant, f: impl FnOnce(&mut Inner)) {
         {
             let mut inner = self.lock();
             f(&mut inner);
-            inner.resource_version = inner.resource_version.max(rv);
+            inner.progress[index] = inner.progress[index].max(rv);
+            inner.highest = inner.highest.max(rv);
             inner.view = None;
             inner.oldest_untaken.get_or_insert(arrived);
         }
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A bookmark: the watch is current up to `rv`, nothing changed. The view's
+    /// version moves only when this raises the slowest watch.
+    fn progress(&self, index: usize, rv: u64) {
+        let moved = {
+            let mut inner = self.lock();
+            let before = inner.progress.iter().copied().min().unwrap_or(0);
+            inner.progress[index] = inner.progress[index].max(rv);
+            inner.highest = inner.highest.max(rv);
+            let after = inner.progress.iter().copied().min().unwrap_or(0);
+            if after != before {
+                inner.view = None;
+            }
+            after != before
+        };
+        if moved {
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 }
 
@@ -228,7 +264,7 @@ impl KubePolicySource {
             policies: inner.policies.values().cloned().collect(),
             namespaces: inner.namespaces.values().cloned().collect(),
             pods: inner.pods.values().cloned().collect(),
-            resource_version: inner.resource_version,
+            resource_version: inner.progress.iter().copied().min().unwrap_or(0),
         });
         inner.view = Some(view.clone());
         view
@@ -243,9 +279,10 @@ impl KubePolicySource {
         (view, arrived)
     }
 
-    /// The highest `metadata.resourceVersion` seen on the three watches.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.lock().resource_version
+    /// The highest `resourceVersion` seen on any of the three watches (the view's
+    /// own version is that of the slowest watch, see [`ClusterView::resource_version`]).
+    pub fn highest_resource_version(&self) -> u64 {
+        self.shared.lock().highest
     }
 
     /// One pod from the watch's cache.
@@ -338,9 +375,46 @@ fn rv_of<K: Resource>(obj: &K) -> u64 {
         .unwrap_or(0)
 }
 
-/// One watch loop: a relist replaces the kind's collection at once when it is done
-/// (objects deleted meanwhile vanish); live events apply one by one. `reduce` gives
-/// the entry to keep (`None`: forget the object), `key` the entry to remove.
+/// Exponential backoff of one watch, logging the first failure of a streak.
+struct Backoff {
+    kind: String,
+    delay: Duration,
+    failing: bool,
+}
+
+impl Backoff {
+    fn new(kind: String) -> Self {
+        Self {
+            kind,
+            delay: BACKOFF_MIN,
+            failing: false,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before retrying.
+    fn failed(&mut self, e: &dyn std::fmt::Display) -> Duration {
+        if !self.failing {
+            tracing::warn!(kind = %self.kind, error = %e, "policy watch failed; retrying with backoff");
+        }
+        self.failing = true;
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        self.failing = false;
+        self.delay = BACKOFF_MIN;
+    }
+}
+
+/// One watch loop: LIST, then WATCH from the list's version with bookmarks,
+/// re-watching from the last version when a watch ends and listing again when the
+/// version expired (410) or the server failed; errors back off exponentially. A
+/// (re)list replaces the kind's collection at once (objects deleted meanwhile
+/// vanish); events apply one by one; events and bookmarks advance the watch's
+/// progress. `reduce` gives the entry to keep (`None`: forget the object), `key`
+/// the entry to remove.
 async fn watch_kind<K>(
     api: Api<K>,
     shared: Arc<Shared>,
@@ -352,58 +426,76 @@ async fn watch_kind<K>(
     K::DynamicType: Default,
 {
     let kind = K::plural(&Default::default()).into_owned();
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    let mut relist: Vec<Entry> = Vec::new();
-    let mut relist_rv = 0;
-    let mut failing = false;
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(event) => event,
+    let mut backoff = Backoff::new(kind.clone());
+    'list: loop {
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
             Err(e) => {
-                if !failing {
-                    tracing::warn!(%kind, error = %e, "policy watch failed; retrying with backoff");
-                }
-                failing = true;
+                let delay = backoff.failed(&e);
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
-        failing = false;
-        let now = Instant::now();
-        match event {
-            watcher::Event::Init => {
-                relist.clear();
-                relist_rv = 0;
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        let list_rv = version.parse().unwrap_or(0);
+        let fresh: Vec<Entry> = list.items.iter().filter_map(reduce).collect();
+        shared.change(index, list_rv, Instant::now(), |inner| {
+            match index {
+                0 => inner.policies.clear(),
+                1 => inner.namespaces.clear(),
+                _ => inner.pods.clear(),
             }
-            watcher::Event::InitApply(obj) => {
-                relist_rv = relist_rv.max(rv_of(&obj));
-                relist.extend(reduce(&obj));
+            for e in fresh {
+                e.insert(inner);
             }
-            watcher::Event::InitDone => {
-                let fresh = std::mem::take(&mut relist);
-                shared.change(relist_rv, now, |inner| {
-                    match index {
-                        0 => inner.policies.clear(),
-                        1 => inner.namespaces.clear(),
-                        _ => inner.pods.clear(),
-                    }
-                    for e in fresh {
-                        e.insert(inner);
-                    }
-                });
-                if !shared.synced[index].swap(true, Ordering::AcqRel) {
-                    tracing::info!(%kind, "policy watch synced");
+        });
+        if !shared.synced[index].swap(true, Ordering::AcqRel) {
+            tracing::info!(%kind, "policy watch synced");
+        }
+        loop {
+            let params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+            let stream = match api.watch(&params, &version).await {
+                Ok(stream) => stream,
+                Err(kube::Error::Api(s)) if s.code == 410 => continue 'list,
+                Err(e) => {
+                    let delay = backoff.failed(&e);
+                    tokio::time::sleep(delay).await;
+                    continue;
                 }
-            }
-            watcher::Event::Apply(obj) => {
-                let rv = rv_of(&obj);
-                match reduce(&obj) {
-                    Some(e) => shared.change(rv, now, |inner| e.insert(inner)),
-                    None => shared.change(rv, now, |inner| key(&obj).remove(inner)),
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let now = Instant::now();
+                match event {
+                    Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)) => {
+                        let rv = rv_of(&obj);
+                        match reduce(&obj) {
+                            Some(e) => shared.change(index, rv, now, |inner| e.insert(inner)),
+                            None => shared.change(index, rv, now, |inner| key(&obj).remove(inner)),
+                        }
+                        version = obj.resource_version().unwrap_or(version);
+                    }
+                    Ok(WatchEvent::Deleted(obj)) => {
+                        shared.change(index, rv_of(&obj), now, |inner| key(&obj).remove(inner));
+                        version = obj.resource_version().unwrap_or(version);
+                    }
+                    Ok(WatchEvent::Bookmark(b)) => {
+                        shared.progress(index, b.metadata.resource_version.parse().unwrap_or(0));
+                        version = b.metadata.resource_version;
+                    }
+                    Ok(WatchEvent::Error(status)) if status.code == 410 => continue 'list,
+                    Ok(WatchEvent::Error(status)) => {
+                        let delay = backoff.failed(&status.message);
+                        tokio::time::sleep(delay).await;
+                        continue 'list;
+                    }
+                    Err(e) => {
+                        let delay = backoff.failed(&e);
+                        tokio::time::sleep(delay).await;
+                        break;
+                    }
                 }
-            }
-            watcher::Event::Delete(obj) => {
-                shared.change(rv_of(&obj), now, |inner| key(&obj).remove(inner));
+                backoff.succeeded();
             }
         }
     }

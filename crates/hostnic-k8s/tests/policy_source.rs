@@ -145,6 +145,15 @@ async fn the_view_holds_policies_namespaces_and_pods_of_every_namespace() {
     .await;
     assert_eq!(view.resource_version, rv(&deleted));
 
+    // A write none of the three watches carries (a Node) still moves every watch's
+    // progress (bookmarks): the view is current up to it.
+    let node = server.add_node("node-9", &[]);
+    eventually("the bookmarks", || async {
+        (source.view().resource_version == rv(&node)).then_some(())
+    })
+    .await;
+    assert_eq!(source.highest_resource_version(), rv(&node));
+
     // Namespace labels change.
     server
         .apply(namespace(

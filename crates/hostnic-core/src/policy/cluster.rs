@@ -107,8 +107,7 @@ pub struct ClusterView {
     pub namespaces: Vec<PolicyNamespace>,
     /// The pods policies can select or name as peers (all namespaces).
     pub pods: Vec<PolicyPod>,
-    /// The highest API `resourceVersion` reflected in this view (0 when unknown):
-    /// a view with version `v` includes the effect of every write up to `v` the
-    /// source has seen.
+    /// The API `resourceVersion` this view is current up to (0 when unknown): it
+    /// includes the effect of every write with a version up to this one.
     pub resource_version: u64,
 }
