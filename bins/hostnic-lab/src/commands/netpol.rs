@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use hostnic_core::policy::Protocol;
+use hostnic_core::policy::cases::{self, TruthCase, parse_cases};
 use hostnic_linux::NetNs;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::pod::{self, PodSpec};
@@ -51,46 +52,8 @@ pub struct NetpolArgs {
     pub timeout_s: u64,
 }
 
-/// One truth-table case. `expected` stays raw: it is read only after probing.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Case {
-    /// Unique id.
-    pub id: String,
-    /// Namespace → labels.
-    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    /// `ns/pod` → labels.
-    pub pods: BTreeMap<String, BTreeMap<String, String>>,
-    /// The ports every pod declares (and listens on, for TCP).
-    #[serde(rename = "containerPorts")]
-    pub container_ports: Vec<ContainerPort>,
-    /// NetworkPolicy objects, possibly with `ipBlockOfPod` placeholders.
-    pub policies: Vec<Value>,
-    /// What to probe.
-    pub probes: Vec<Probe>,
-    /// `expected["80/TCP"][from][to]`.
-    pub expected: Value,
-}
-
-/// A probe: a port and protocol.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Probe {
-    /// The port.
-    pub port: u16,
-    /// `TCP`, `UDP` or `SCTP`.
-    #[serde(default = "tcp")]
-    pub protocol: String,
-}
-
-fn tcp() -> String {
-    "TCP".into()
-}
-
-impl Probe {
-    /// `80/TCP`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.port, self.protocol.to_uppercase())
-    }
-}
+/// One truth-table case (the core's format; `expected` is read only after probing).
+pub type Case = TruthCase;
 
 /// Observed matrices: probe → from → to → connected.
 pub type Matrix = BTreeMap<String, BTreeMap<String, BTreeMap<String, bool>>>;
@@ -115,7 +78,7 @@ pub struct Mismatch {
 /// Loads the cases of `file`.
 pub fn load_cases(file: &Path) -> anyhow::Result<Vec<Case>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))
+    parse_cases(&text).with_context(|| format!("parse {}", file.display()))
 }
 
 /// The cases `only` selects (all when empty), in file order.
@@ -148,38 +111,6 @@ pub fn select(cases: Vec<Case>, only: &[String]) -> anyhow::Result<Vec<Case>> {
         .filter(|(i, _)| wanted.contains(i))
         .map(|(_, c)| c)
         .collect())
-}
-
-/// Replaces every `{"ipBlockOfPod": "ns/pod", "prefix": N}` in `policy` by the
-/// pod's IPv4 address masked to N bits, as a CIDR.
-pub fn resolve_ip_blocks(
-    policy: &Value,
-    ips: &BTreeMap<String, Ipv4Addr>,
-) -> anyhow::Result<Value> {
-    Ok(match policy {
-        Value::Object(map) => {
-            if let Some(pod) = map.get("ipBlockOfPod").and_then(Value::as_str) {
-                let ip = ips
-                    .get(pod)
-                    .with_context(|| format!("ipBlockOfPod {pod}: no such pod in the case"))?;
-                let prefix = map.get("prefix").and_then(Value::as_u64).unwrap_or(32) as u8;
-                let net = ipnet::Ipv4Net::new(*ip, prefix.min(32))?.trunc();
-                return Ok(json!(net.to_string()));
-            }
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                out.insert(k.clone(), resolve_ip_blocks(v, ips)?);
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| resolve_ip_blocks(v, ips))
-                .collect::<anyhow::Result<_>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 /// The lab as the runner left it: which pods, namespaces and policies exist.
@@ -216,7 +147,7 @@ impl World {
             .pods
             .iter()
             .filter(|(k, p)| {
-                !case.pods.contains_key(*k) || sorted(&p.ports) != sorted(&case.container_ports)
+                !case.pods.contains_key(*k) || sorted(&p.ports) != sorted(&lab_ports(case))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -256,7 +187,7 @@ impl World {
             let node = self.placement.get(key).context("unplaced pod")?.clone();
             let spec = PodSpec {
                 labels: labels.clone(),
-                ports: case.container_ports.clone(),
+                ports: lab_ports(case),
                 wait: None,
             };
             let (record, _, _, add_rv) = pod::add_with(&self.dir, &node, ns, name, &spec)
@@ -269,8 +200,7 @@ impl World {
         let ips: BTreeMap<String, Ipv4Addr> =
             self.pods.iter().map(|(k, p)| (k.clone(), p.ip)).collect();
         let mut wanted = BTreeMap::new();
-        for p in &case.policies {
-            let resolved = resolve_ip_blocks(p, &ips)?;
+        for resolved in case.resolved_policies(&ips)? {
             let ns = resolved["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("default");
@@ -327,6 +257,23 @@ fn sorted(ports: &[ContainerPort]) -> Vec<ContainerPort> {
     p
 }
 
+/// The case's container ports as the lab's Pod objects declare them.
+fn lab_ports(case: &Case) -> Vec<ContainerPort> {
+    case.container_ports
+        .iter()
+        .map(|p| {
+            let protocol = p.protocol.as_str();
+            ContainerPort {
+                name: p.name.clone().unwrap_or_else(|| {
+                    format!("serve-{}-{}", p.container_port, protocol.to_lowercase())
+                }),
+                port: p.container_port,
+                protocol: protocol.to_string(),
+            }
+        })
+        .collect()
+}
+
 fn split_pod(key: &str) -> anyhow::Result<(&str, &str)> {
     key.split_once('/')
         .filter(|(a, b)| !a.is_empty() && !b.is_empty())
@@ -353,7 +300,7 @@ fn probe_all(case: &Case, pods: &BTreeMap<String, PodRecord>) -> (Matrix, Vec<St
     let mut skipped = Vec::new();
     let mut jobs = Vec::new();
     for probe in &case.probes {
-        if !probe.protocol.eq_ignore_ascii_case("TCP") {
+        if probe.protocol != Protocol::Tcp {
             skipped.push(probe.key());
             continue;
         }
@@ -397,7 +344,11 @@ fn probe_all(case: &Case, pods: &BTreeMap<String, PodRecord>) -> (Matrix, Vec<St
 }
 
 /// The cells of `observed` that differ from `expected` (self-connections excluded).
-pub fn mismatches(case_id: &str, observed: &Matrix, expected: &Value) -> Vec<Mismatch> {
+pub fn mismatches(
+    case_id: &str,
+    observed: &Matrix,
+    expected: &BTreeMap<String, cases::Matrix>,
+) -> Vec<Mismatch> {
     let mut out = Vec::new();
     for (probe, rows) in observed {
         for (from, cells) in rows {
@@ -405,7 +356,11 @@ pub fn mismatches(case_id: &str, observed: &Matrix, expected: &Value) -> Vec<Mis
                 if from == to {
                     continue;
                 }
-                let want = expected[probe][from][to].as_bool();
+                let want = expected
+                    .get(probe)
+                    .and_then(|m| m.get(from))
+                    .and_then(|row| row.get(to))
+                    .copied();
                 if want != Some(*seen) {
                     out.push(Mismatch {
                         case: case_id.to_owned(),
@@ -586,20 +541,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ip_blocks_of_pods_become_masked_cidrs() {
-        let ips = BTreeMap::from([("x/b".to_string(), Ipv4Addr::new(172, 16, 1, 9))]);
-        let p = json!({"spec": {"egress": [{"to": [{"ipBlock": {
-            "cidr": {"ipBlockOfPod": "x/b", "prefix": 4},
-            "except": [{"ipBlockOfPod": "x/b", "prefix": 32, "prefixV6": 128}],
-        }}]}]}});
-        let r = resolve_ip_blocks(&p, &ips).unwrap();
-        let block = &r["spec"]["egress"][0]["to"][0]["ipBlock"];
-        assert_eq!(block["cidr"], "160.0.0.0/4");
-        assert_eq!(block["except"][0], "172.16.1.9/32");
-        assert!(resolve_ip_blocks(&json!({"ipBlockOfPod": "y/z"}), &ips).is_err());
-    }
-
-    #[test]
     fn self_connections_are_not_judged_and_missing_cells_are() {
         let mut m = Matrix::new();
         let row = m.entry("80/TCP".into()).or_default();
@@ -609,23 +550,26 @@ mod tests {
         row.entry("x/a".into())
             .or_default()
             .insert("x/b".into(), true);
-        let expected = json!({"80/TCP": {"x/a": {"x/a": false, "x/b": false}}});
+        let expected =
+            serde_json::from_value(json!({"80/TCP": {"x/a": {"x/a": false, "x/b": false}}}))
+                .unwrap();
         let found = mismatches("c", &m, &expected);
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].to.as_str(), found[0].observed), ("x/b", true));
-        assert_eq!(mismatches("c", &m, &json!({})).len(), 1);
+        assert_eq!(mismatches("c", &m, &BTreeMap::new()).len(), 1);
     }
 
     #[test]
     fn only_takes_ids_with_commas_and_indices() {
         let case = |id: &str| Case {
             id: id.into(),
+            name: String::new(),
             namespaces: BTreeMap::new(),
             pods: BTreeMap::new(),
             container_ports: vec![],
             policies: vec![],
             probes: vec![],
-            expected: json!({}),
+            expected: BTreeMap::new(),
         };
         let cases = vec![case("a, with comma"), case("b"), case("c")];
         let ids = |v: &[&str]| -> Vec<String> {

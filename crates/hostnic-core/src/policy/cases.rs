@@ -48,7 +48,8 @@ pub struct TruthCase {
 pub struct Probe {
     /// Destination port.
     pub port: u16,
-    /// Protocol of the connection.
+    /// Protocol of the connection (TCP when absent).
+    #[serde(default)]
     pub protocol: Protocol,
 }
 
@@ -110,18 +111,32 @@ impl TruthCase {
         self.pods.keys().filter_map(|k| k.parse().ok()).collect()
     }
 
-    /// The policies with every `{"ipBlockOfPod": "ns/pod", "prefix": N}` replaced by
-    /// that pod's address (from `ips`, keyed `ns/pod`) masked to `/N`.
+    /// The policies as JSON objects, with every `{"ipBlockOfPod": "ns/pod",
+    /// "prefix": N}` replaced by that pod's address (from `ips`, keyed `ns/pod`)
+    /// masked to `/N`: what a client writes to the API server.
+    pub fn resolved_policies(
+        &self,
+        ips: &BTreeMap<String, Ipv4Addr>,
+    ) -> Result<Vec<Value>, CaseError> {
+        self.policies
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                self.resolve_symbols(&mut p, ips)?;
+                Ok(p)
+            })
+            .collect()
+    }
+
+    /// [`TruthCase::resolved_policies`] as [`NetworkPolicy`] objects.
     pub fn policies(
         &self,
         ips: &BTreeMap<String, Ipv4Addr>,
     ) -> Result<Vec<NetworkPolicy>, CaseError> {
-        self.policies
-            .iter()
+        self.resolved_policies(ips)?
+            .into_iter()
             .enumerate()
             .map(|(index, p)| {
-                let mut p = p.clone();
-                self.resolve_symbols(&mut p, ips)?;
                 serde_json::from_value(p).map_err(|source| CaseError::Policy {
                     case: self.id.clone(),
                     index,
