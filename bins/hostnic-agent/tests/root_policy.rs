@@ -1,7 +1,8 @@
 //! Root: NetworkPolicy enforced by the agent BINARY (`--pods kube`, policy on by
 //! default) against the fake Kubernetes API server and the QingCloud simulator, with
 //! real packets: two pods on the node, a NetworkPolicy created in the API server
-//! blocks the flow between them, deleting it restores the flow, and an agent
+//! blocks the flow between them, deleting it restores the flow, a new pod a policy
+//! selects is isolated the moment its ADD answers, and an agent
 //! restarted with `--network-policy false` removes the chains an earlier run left.
 
 mod common;
@@ -106,7 +107,7 @@ async fn wait_enforced(lab: &Lab, rv: u64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restores_it() {
-    let lab = Lab::new("hnp", 2).await;
+    let lab = Lab::new("hnp", 3).await;
     lab.api
         .apply(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "default", "labels": {"kubernetes.io/metadata.name": "default"}}}))
@@ -173,6 +174,37 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
         "a -> b after the policy is gone"
     );
 
+    // A new pod selected by a policy is isolated the moment its ADD answers: its
+    // listener is up before the ADD (on 0.0.0.0), and the first connection after
+    // the answer is already dropped.
+    let created = lab.api.apply(only_from_x("c")).unwrap();
+    wait_enforced(&lab, rv(&created)).await;
+    labelled_pod(&lab.api, "c");
+    listen(&lab.sandboxes[2], SocketAddr::from(([0, 0, 0, 0], 8082)));
+    let reply = call(&lab.socket, add("c", &lab.sandboxes[2])).await;
+    let c = match &reply.outcome {
+        Outcome::Ok(Reply::Add(r)) => SocketAddr::from((r.ip.addr(), 8082)),
+        other => panic!("ADD c: {other:?}\nlog:\n{}", lab.log_text()),
+    };
+    assert!(
+        !can_connect(&lab.sandboxes[0], c, Duration::from_millis(800)),
+        "a -> c right after c's ADD must be blocked"
+    );
+    let deleted = lab
+        .api
+        .delete(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            "default",
+            "c-from-x",
+        )
+        .unwrap();
+    wait_enforced(&lab, rv(&deleted)).await;
+    assert!(
+        can_connect(&lab.sandboxes[0], c, Duration::from_secs(3)),
+        "a -> c once c's policy is gone"
+    );
+
     // Enforcement turned off while a policy exists: the agent removes the chains
     // an earlier run programmed, so nothing isolates pods any more.
     let recreated = lab.api.apply(policy_b_from_x()).unwrap();
@@ -196,11 +228,16 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
 
 /// Only pods labelled app=x may reach b.
 fn policy_b_from_x() -> serde_json::Value {
+    only_from_x("b")
+}
+
+/// `<target>-from-x`: only pods labelled app=x may reach pods labelled app=`target`.
+fn only_from_x(target: &str) -> serde_json::Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "b-from-x", "namespace": "default"},
+        "metadata": {"name": format!("{target}-from-x"), "namespace": "default"},
         "spec": {
-            "podSelector": {"matchLabels": {"app": "b"}},
+            "podSelector": {"matchLabels": {"app": target}},
             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}],
         },
     })
