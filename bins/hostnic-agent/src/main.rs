@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
-use hostnic_agent::policy::PolicyDeps;
+use hostnic_agent::policy::{NftPolicy, PolicyDeps};
 use hostnic_agent::settings::{LogFormat, Settings};
 use hostnic_agent::{Deps, HostEvent, Metrics, NodeReporter};
 use hostnic_core::ports::{PodSource, SystemClock};
@@ -254,17 +254,15 @@ async fn main() -> anyhow::Result<()> {
                 .context("--pods kube needs --node-name (HOSTNIC_NODE_NAME)")?;
             let client = hostnic_k8s::client(cli.kubeconfig.as_deref()).await?;
             let k8s = hostnic_k8s::adapter(client.clone(), &node);
-            let mut renderer = PolicyRenderer::new(
-                Some(host.host_netns().clone()),
-                host.config().nft_binary.clone(),
-            );
+            let (ns, nft) = (host.host_netns().clone(), host.config().nft_binary.clone());
             if cli.network_policy {
                 tracing::info!("enforcing NetworkPolicy");
                 policy = Some(PolicyDeps {
                     source: Arc::new(hostnic_k8s::KubePolicySource::spawn(client)),
-                    dataplane: Box::new(renderer),
+                    dataplane: Box::new(NftPolicy::new(Some(ns), nft)),
                 });
             } else {
+                let mut renderer = PolicyRenderer::new(Some(ns), nft);
                 // Enforcement turned off: chains an earlier run programmed must not
                 // keep isolating pods nobody enforces policy for any more.
                 let removed =

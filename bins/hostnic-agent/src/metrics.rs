@@ -379,6 +379,28 @@ mod tests {
     }
 
     #[test]
+    fn policy_gauges_render_only_when_enforcing() {
+        let m = Metrics::default();
+        let off = m.render(&Gauges::default());
+        assert!(!off.contains("hostnic_policy_objects{"));
+        let on = m.render(&Gauges {
+            policy: Some(PolicyGauges {
+                policies: 2,
+                namespaces: 3,
+                cluster_pods: 40,
+                local_pods: 5,
+                rules: 9,
+                elements: 17,
+            }),
+            ..Gauges::default()
+        });
+        assert!(on.contains("hostnic_policy_objects{kind=\"policies\"} 2\n"));
+        assert!(on.contains("hostnic_policy_objects{kind=\"local_pods\"} 5\n"));
+        assert!(on.contains("hostnic_policy_programmed{kind=\"set_elements\"} 17\n"));
+        assert!(on.contains("# TYPE hostnic_policy_programmed gauge\n"));
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels(&[("a", "x\"y\\")]), "a=\"x\\\"y\\\\\"");
     }

@@ -29,6 +29,8 @@ use crate::agent::{AgentError, Shared, stopped};
 
 /// How long in-flight requests may take to finish after shutdown was asked.
 const DRAIN: Duration = Duration::from_secs(30);
+/// Longest a DEL waits for the policy sync removing the pod's chains.
+const DEL_POLICY_WAIT: Duration = Duration::from_secs(2);
 /// Time allowed to read a request once connected.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -376,7 +378,9 @@ where
         // Remove the pod's chains now; a failure is retried by the policy task, and
         // the released NIC's address stays in cooldown meanwhile.
         enforcer.forget(&r.pod.namespace, &r.pod.name);
-        if let Err(e) = enforcer.sync_now(deadline).await {
+        // Bounded: a broken dataplane must not hold every DEL for its whole timeout.
+        let until = deadline.min(tokio::time::Instant::now() + DEL_POLICY_WAIT);
+        if let Err(e) = enforcer.sync_now(until).await {
             tracing::warn!(pod = %r.pod.display_name(), error = %e, "network policy not updated after DEL");
         }
     }

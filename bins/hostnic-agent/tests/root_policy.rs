@@ -1,246 +1,23 @@
 //! Root: NetworkPolicy enforced by the agent BINARY (`--pods kube`, policy on by
 //! default) against the fake Kubernetes API server and the QingCloud simulator, with
 //! real packets: two pods on the node, a NetworkPolicy created in the API server
-//! blocks the flow between them, deleting it restores the flow, and an agent
+//! blocks the flow between them, deleting it restores the flow, a new pod a policy
+//! selects is isolated the moment its ADD answers, and an agent
 //! restarted with `--network-policy false` removes the chains an earlier run left.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use common::kube_lab::{Lab, NODE};
 use common::*;
 use hostnic_core::api::{AddRequest, Outcome, Reply, RequestBody};
 use hostnic_core::types::PodKey;
 use hostnic_k8s::fake_apiserver::FakeApiServer;
 use hostnic_linux::NetNs;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
 use serde_json::json;
-
-const NODE: &str = "node-1";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Namespaces deleted on drop.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn create(&mut self, role: &str) -> String {
-        let name = format!("hnp-{}-{role}", std::process::id());
-        NetNs::create_named(&name).expect("create namespace");
-        self.0.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.0.drain(..).rev() {
-            let _ = NetNs::delete_named(&name);
-        }
-    }
-}
-
-/// Makes a NIC's link appear in the node namespace when the simulator attaches it.
-struct VethLinks {
-    node: String,
-    vpc: String,
-}
-
-#[async_trait]
-impl AttachHook for VethLinks {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let mac = event.nic.to_string();
-        let tail: String = mac.replace(':', "")[4..].to_string();
-        if let NicEventKind::Attached = event.kind {
-            let (name, peer) = (format!("e{tail}"), format!("v{tail}"));
-            let _ = Command::new("ip")
-                .args([
-                    "-n", &self.node, "link", "add", &name, "address", &mac, "type", "veth",
-                    "peer", "name", &peer, "netns", &self.vpc,
-                ])
-                .status();
-            let _ = Command::new("ip")
-                .args(["-n", &self.vpc, "link", "set", &peer, "up"])
-                .status();
-        }
-    }
-}
-
-/// The agent process, killed on drop.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Lab {
-    _ns: Namespaces,
-    sandboxes: Vec<String>,
-    _sim: hostnic_qingcloud::sim::SimHandle,
-    api: FakeApiServer,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    metrics_addr: std::net::SocketAddr,
-}
-
-impl Lab {
-    async fn new() -> Self {
-        let mut ns = Namespaces(Vec::new());
-        let node = ns.create("node");
-        let vpc = ns.create("vpc");
-        let inet = ns.create("inet");
-        let sandboxes = vec![ns.create("pa"), ns.create("pb")];
-        let hook = Arc::new(VethLinks {
-            node: node.clone(),
-            vpc: vpc.clone(),
-        });
-        let sim = Simulator::start(
-            SimConfig {
-                attach_latency: Duration::from_millis(100),
-                job_latency: Duration::from_millis(50),
-                ..SimConfig::new("AKIDK8S", "k8s-secret")
-            },
-            Some(hook),
-        )
-        .await
-        .unwrap();
-        let primary = sim
-            .state()
-            .nics
-            .values()
-            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
-            .unwrap()
-            .clone();
-        for n in [&node, &vpc, &inet] {
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "-n",
-            &node,
-            "link",
-            "add",
-            "prim0",
-            "address",
-            &primary.nic_id,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            &inet,
-        ]);
-        let primary_ip = format!("{}/24", primary.private_ip);
-        ip(&["-n", &node, "addr", "add", &primary_ip, "dev", "prim0"]);
-        ip(&["-n", &node, "link", "set", "prim0", "up"]);
-        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
-        ip(&["-n", &inet, "link", "set", "up0", "up"]);
-        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
-
-        let api = FakeApiServer::start().await.unwrap();
-        api.add_node(NODE, &[]);
-
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("hostnic.sock");
-        let metrics_addr = free_port();
-        // No free NIC is kept for nobody: any NIC the agent prepares is for demand.
-        std::fs::write(
-            dir.path().join("agent.yaml"),
-            format!(
-                "pool:\n  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n\
-                 socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
-                 host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 2\n",
-                socket.display(),
-                dir.path().join("state").display(),
-                dir.path().join("net.d").display(),
-                dir.path().join("bin").display(),
-            ),
-        )
-        .unwrap();
-        let addr = sim.addr();
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            format!(
-                "qy_access_key_id: AKIDK8S\nqy_secret_access_key: k8s-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
-                sim.zone(),
-                addr.ip(),
-                addr.port()
-            ),
-        )
-        .unwrap();
-        api.write_kubeconfig(dir.path()).unwrap();
-        Lab {
-            _ns: ns,
-            sandboxes,
-            _sim: sim,
-            api,
-            dir,
-            socket,
-            metrics_addr,
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("agent.log")
-    }
-
-    async fn start_agent(&self) -> AgentProcess {
-        self.start_agent_with(&[]).await
-    }
-
-    async fn start_agent_with(&self, extra: &[&str]) -> AgentProcess {
-        let d = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
-            .args(["--cloud", "qingcloud", "--instance-id", INSTANCE])
-            .args(["--pods", "kube", "--node-name", NODE])
-            .arg("--kubeconfig")
-            .arg(d.join("kubeconfig"))
-            .arg("--config")
-            .arg(d.join("agent.yaml"))
-            .arg("--credentials")
-            .arg(d.join("config.yaml"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start hostnic-agent");
-        let agent = AgentProcess(child);
-        for _ in 0..1000 {
-            if try_call(&self.socket, status_req()).await.is_ok() {
-                return agent;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("agent not serving; log:\n{}", self.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-}
 
 fn add(name: &str, netns: &str) -> RequestBody {
     RequestBody::Add(AddRequest {
@@ -309,30 +86,28 @@ fn rv(obj: &serde_json::Value) -> u64 {
         .expect("a resourceVersion")
 }
 
-impl Lab {
-    /// Polls `/v1/policy` until the agent enforces everything up to `rv` (the lab's
-    /// way of waiting: the contract of `synced_resource_version`).
-    async fn wait_enforced(&self, rv: u64) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
-        for _ in 0..200 {
-            let (_, body) = http_get(self.metrics_addr, "/v1/policy").await;
-            last = serde_json::from_str(&body).unwrap_or_default();
-            if last["synced_resource_version"].as_u64().unwrap_or(0) >= rv {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Polls `/v1/policy` until the agent enforces everything up to `rv` (the lab's
+/// way of waiting: the contract of `synced_resource_version`).
+async fn wait_enforced(lab: &Lab, rv: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, body) = http_get(lab.metrics_addr, "/v1/policy").await;
+        last = serde_json::from_str(&body).unwrap_or_default();
+        if last["synced_resource_version"].as_u64().unwrap_or(0) >= rv {
+            return last;
         }
-        panic!(
-            "resourceVersion {rv} not enforced; /v1/policy {last:#}\nlog:\n{}",
-            self.log_text()
-        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!(
+        "resourceVersion {rv} not enforced; /v1/policy {last:#}\nlog:\n{}",
+        lab.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restores_it() {
-    let lab = Lab::new().await;
+    let lab = Lab::new("hnp", 3).await;
     lab.api
         .apply(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "default", "labels": {"kubernetes.io/metadata.name": "default"}}}))
@@ -366,7 +141,7 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
 
     // Only pods labelled app=x may reach b: a is cut off once the agent enforces it.
     let created = lab.api.apply(policy_b_from_x()).unwrap();
-    let status = lab.wait_enforced(rv(&created)).await;
+    let status = wait_enforced(&lab, rv(&created)).await;
     assert_eq!(status["policies"], 1, "{status:#}");
     assert_eq!(status["isolated_local_pods"], 1, "{status:#}");
     assert!(
@@ -392,17 +167,48 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
             "b-from-x",
         )
         .unwrap();
-    let status = lab.wait_enforced(rv(&deleted)).await;
+    let status = wait_enforced(&lab, rv(&deleted)).await;
     assert_eq!(status["policies"], 0, "{status:#}");
     assert!(
         can_connect(&lab.sandboxes[0], b, Duration::from_secs(3)),
         "a -> b after the policy is gone"
     );
 
+    // A new pod selected by a policy is isolated the moment its ADD answers: its
+    // listener is up before the ADD (on 0.0.0.0), and the first connection after
+    // the answer is already dropped.
+    let created = lab.api.apply(only_from_x("c")).unwrap();
+    wait_enforced(&lab, rv(&created)).await;
+    labelled_pod(&lab.api, "c");
+    listen(&lab.sandboxes[2], SocketAddr::from(([0, 0, 0, 0], 8082)));
+    let reply = call(&lab.socket, add("c", &lab.sandboxes[2])).await;
+    let c = match &reply.outcome {
+        Outcome::Ok(Reply::Add(r)) => SocketAddr::from((r.ip.addr(), 8082)),
+        other => panic!("ADD c: {other:?}\nlog:\n{}", lab.log_text()),
+    };
+    assert!(
+        !can_connect(&lab.sandboxes[0], c, Duration::from_millis(800)),
+        "a -> c right after c's ADD must be blocked"
+    );
+    let deleted = lab
+        .api
+        .delete(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            "default",
+            "c-from-x",
+        )
+        .unwrap();
+    wait_enforced(&lab, rv(&deleted)).await;
+    assert!(
+        can_connect(&lab.sandboxes[0], c, Duration::from_secs(3)),
+        "a -> c once c's policy is gone"
+    );
+
     // Enforcement turned off while a policy exists: the agent removes the chains
     // an earlier run programmed, so nothing isolates pods any more.
     let recreated = lab.api.apply(policy_b_from_x()).unwrap();
-    lab.wait_enforced(rv(&recreated)).await;
+    wait_enforced(&lab, rv(&recreated)).await;
     assert!(!can_connect(
         &lab.sandboxes[0],
         b,
@@ -422,11 +228,16 @@ async fn a_network_policy_in_the_api_server_blocks_a_flow_and_deleting_it_restor
 
 /// Only pods labelled app=x may reach b.
 fn policy_b_from_x() -> serde_json::Value {
+    only_from_x("b")
+}
+
+/// `<target>-from-x`: only pods labelled app=x may reach pods labelled app=`target`.
+fn only_from_x(target: &str) -> serde_json::Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "b-from-x", "namespace": "default"},
+        "metadata": {"name": format!("{target}-from-x"), "namespace": "default"},
         "spec": {
-            "podSelector": {"matchLabels": {"app": "b"}},
+            "podSelector": {"matchLabels": {"app": target}},
             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}],
         },
     })

@@ -500,3 +500,52 @@ async fn watch_kind<K>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_pod_reduces_to_labels_ipv4_and_container_ports_of_all_containers() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "x", "labels": {"app": "web"}},
+            "spec": {"containers": [
+                {"name": "a", "ports": [{"name": "http", "containerPort": 80}]},
+                {"name": "b", "ports": [{"containerPort": 53, "protocol": "UDP"},
+                                        {"containerPort": 9, "protocol": "QUIC"}]},
+            ]},
+            "status": {"phase": "Running", "podIP": "fd00::5"},
+        }));
+        let reduced = policy_pod(&p).unwrap();
+        assert_eq!(reduced.pod, PodRef::new("x", "web"));
+        assert_eq!(reduced.labels["app"], "web");
+        assert_eq!(reduced.ip, None, "an IPv6 address is not enforced");
+        let ports: Vec<(u16, Protocol)> = reduced
+            .ports
+            .iter()
+            .map(|p| (p.container_port, p.protocol))
+            .collect();
+        assert_eq!(ports, [(80, Protocol::Tcp), (53, Protocol::Udp)]);
+        assert_eq!(reduced.ports[0].name.as_deref(), Some("http"));
+    }
+
+    #[test]
+    fn host_network_and_finished_pods_are_nobodys_peer() {
+        let host = pod(serde_json::json!({
+            "metadata": {"name": "proxy", "namespace": "kube-system"},
+            "spec": {"hostNetwork": true, "containers": []},
+            "status": {"podIP": "192.168.0.2"},
+        }));
+        assert_eq!(policy_pod(&host), None);
+        let done = pod(serde_json::json!({
+            "metadata": {"name": "job", "namespace": "x"},
+            "spec": {"containers": []},
+            "status": {"phase": "Failed", "podIP": "10.0.0.9"},
+        }));
+        assert_eq!(policy_pod(&done), None);
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use hostnic_core::policy::{ClusterView, CompiledPolicy, PolicyPod};
 use hostnic_k8s::KubePolicySource;
+use hostnic_linux::NetNs;
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
 use tokio::sync::watch;
 
@@ -46,17 +47,43 @@ impl PolicySource for KubePolicySource {
     }
 }
 
+/// The nftables renderer as the agent's dataplane. [`PolicyDataplane::forget`]
+/// starts a fresh renderer, whose first sync reads what the kernel really has and
+/// replaces it (healing a table someone else changed).
+#[derive(Debug)]
+pub struct NftPolicy {
+    ns: Option<NetNs>,
+    nft: String,
+    renderer: PolicyRenderer,
+}
+
+impl NftPolicy {
+    /// Programs the `hostnic` table in `ns` (the current namespace if `None`) with
+    /// the `nft` binary `nft`.
+    pub fn new(ns: Option<NetNs>, nft: impl Into<String>) -> Self {
+        let nft = nft.into();
+        Self {
+            renderer: PolicyRenderer::new(ns.clone(), nft.clone()),
+            ns,
+            nft,
+        }
+    }
+}
+
 #[async_trait]
-impl PolicyDataplane for PolicyRenderer {
+impl PolicyDataplane for NftPolicy {
     async fn sync(
         &mut self,
         compiled: &CompiledPolicy,
         local: &[LocalPod],
     ) -> Result<Programmed, PolicyDataplaneError> {
-        let stats = PolicyRenderer::sync(self, compiled, local)
+        let stats = self
+            .renderer
+            .sync(compiled, local)
             .await
             .map_err(|e| PolicyDataplaneError(e.to_string()))?;
         let (rules, elements) = self
+            .renderer
             .programmed()
             .map(|p| (p.rule_count(), p.element_count()))
             .unwrap_or_default();
@@ -65,5 +92,9 @@ impl PolicyDataplane for PolicyRenderer {
             rules,
             elements,
         })
+    }
+
+    fn forget(&mut self) {
+        self.renderer = PolicyRenderer::new(self.ns.clone(), self.nft.clone());
     }
 }

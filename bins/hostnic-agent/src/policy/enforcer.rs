@@ -21,6 +21,9 @@ use crate::metrics::{Metrics, PolicyGauges};
 
 /// How often the task syncs without being asked (catches pods reconcile removed).
 const RESYNC: Duration = Duration::from_secs(30);
+/// Every this many unasked resyncs, the dataplane forgets what it programmed and
+/// checks the kernel (about every 5 minutes).
+const FULL_RESYNC_EVERY: u32 = 10;
 /// First retry delay after a failed sync (doubling up to [`RETRY_MAX`]).
 const RETRY_MIN: Duration = Duration::from_millis(200);
 /// Longest retry delay after failed syncs.
@@ -141,6 +144,7 @@ impl Enforcer {
         let mut changes = self.source.subscribe();
         let mut pending_since: Option<Instant> = None;
         let mut retry: Option<Duration> = None;
+        let mut quiet_resyncs = 0u32;
         loop {
             let ticket = self.requested.load(Ordering::SeqCst);
             changes.borrow_and_update();
@@ -165,7 +169,13 @@ impl Enforcer {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = changed => {}
-                _ = tokio::time::sleep(retry.unwrap_or(RESYNC)) => {}
+                _ = tokio::time::sleep(retry.unwrap_or(RESYNC)) => {
+                    quiet_resyncs += 1;
+                    if quiet_resyncs >= FULL_RESYNC_EVERY {
+                        quiet_resyncs = 0;
+                        self.dataplane.lock().await.forget();
+                    }
+                }
                 _ = stopped(&mut shutdown) => return,
             }
         }

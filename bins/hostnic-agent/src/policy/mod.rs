@@ -15,8 +15,8 @@
 //! ## Layout
 //! - `mod.rs`: the two traits and their error and result types.
 //! - `enforcer.rs`: the policy task, policy-aware ADD/DEL, the status.
-//! - `adapters.rs`: the traits for `hostnic_k8s::KubePolicySource` and
-//!   `hostnic_linux::policy::PolicyRenderer`.
+//! - `adapters.rs`: the traits for `hostnic_k8s::KubePolicySource` and the
+//!   nftables renderer ([`NftPolicy`]).
 
 mod adapters;
 pub(crate) mod enforcer;
@@ -28,6 +28,8 @@ use async_trait::async_trait;
 use hostnic_core::policy::{ClusterView, CompiledPolicy, PolicyPod};
 use hostnic_linux::policy::{LocalPod, SyncStats};
 use tokio::sync::watch;
+
+pub use adapters::NftPolicy;
 
 /// Where the cluster's policies, namespaces and pods come from.
 #[async_trait]
@@ -71,6 +73,11 @@ pub trait PolicyDataplane: Send {
         compiled: &CompiledPolicy,
         local: &[LocalPod],
     ) -> Result<Programmed, PolicyDataplaneError>;
+
+    /// Forgets what earlier syncs programmed, so the next sync checks the real
+    /// state instead of sending a difference (called every few minutes, to heal
+    /// changes made behind the agent's back). Default: nothing to forget.
+    fn forget(&mut self) {}
 }
 
 /// What a successful [`PolicyDataplane::sync`] did and what is now programmed.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kube_lab;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

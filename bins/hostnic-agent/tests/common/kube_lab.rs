@@ -1,0 +1,247 @@
+//! Root scaffolding shared by the `root_kube*`/`root_policy` tests: the agent BINARY
+//! with `--pods kube` against the fake Kubernetes API server and the QingCloud
+//! simulator, plumbing a "node" network namespace whose NICs appear (as veth pairs
+//! into a "vpc" namespace) when the simulator attaches them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hostnic_k8s::fake_apiserver::FakeApiServer;
+use hostnic_linux::NetNs;
+use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
+
+use super::{INSTANCE, free_port, status_req, try_call};
+
+pub const NODE: &str = "node-1";
+
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Namespaces deleted on drop.
+pub struct Namespaces {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn create(&mut self, role: &str) -> String {
+        let name = format!("{}-{}-{role}", self.prefix, std::process::id());
+        NetNs::create_named(&name).expect("create namespace");
+        self.names.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.names.drain(..).rev() {
+            let _ = NetNs::delete_named(&name);
+        }
+    }
+}
+
+/// Makes a NIC's link appear in the node namespace when the simulator attaches it.
+pub struct VethLinks {
+    node: String,
+    vpc: String,
+}
+
+#[async_trait]
+impl AttachHook for VethLinks {
+    async fn on_nic_event(&self, event: &NicEvent) {
+        let mac = event.nic.to_string();
+        let tail: String = mac.replace(':', "")[4..].to_string();
+        if let NicEventKind::Attached = event.kind {
+            let (name, peer) = (format!("e{tail}"), format!("v{tail}"));
+            let _ = Command::new("ip")
+                .args([
+                    "-n", &self.node, "link", "add", &name, "address", &mac, "type", "veth",
+                    "peer", "name", &peer, "netns", &self.vpc,
+                ])
+                .status();
+            let _ = Command::new("ip")
+                .args(["-n", &self.vpc, "link", "set", &peer, "up"])
+                .status();
+        }
+    }
+}
+
+/// The agent process, killed on drop.
+pub struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node namespace with NICs from the simulator, the fake API server with the
+/// node, pod sandboxes, and the agent binary's configuration.
+pub struct Lab {
+    _ns: Namespaces,
+    pub sandboxes: Vec<String>,
+    _sim: hostnic_qingcloud::sim::SimHandle,
+    pub api: FakeApiServer,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl Lab {
+    /// Namespaces named `<prefix>-<pid>-…`, with `sandboxes` pod sandboxes.
+    pub async fn new(prefix: &str, sandboxes: usize) -> Self {
+        let mut ns = Namespaces {
+            prefix: prefix.to_string(),
+            names: Vec::new(),
+        };
+        let node = ns.create("node");
+        let vpc = ns.create("vpc");
+        let inet = ns.create("inet");
+        let sandboxes = (0..sandboxes)
+            .map(|i| ns.create(&format!("p{i}")))
+            .collect();
+        let hook = Arc::new(VethLinks {
+            node: node.clone(),
+            vpc: vpc.clone(),
+        });
+        let sim = Simulator::start(
+            SimConfig {
+                attach_latency: Duration::from_millis(100),
+                job_latency: Duration::from_millis(50),
+                ..SimConfig::new("AKIDK8S", "k8s-secret")
+            },
+            Some(hook),
+        )
+        .await
+        .unwrap();
+        let primary = sim
+            .state()
+            .nics
+            .values()
+            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
+            .unwrap()
+            .clone();
+        for n in [&node, &vpc, &inet] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &node,
+            "link",
+            "add",
+            "prim0",
+            "address",
+            &primary.nic_id,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            &inet,
+        ]);
+        let primary_ip = format!("{}/24", primary.private_ip);
+        ip(&["-n", &node, "addr", "add", &primary_ip, "dev", "prim0"]);
+        ip(&["-n", &node, "link", "set", "prim0", "up"]);
+        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
+        ip(&["-n", &inet, "link", "set", "up0", "up"]);
+        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+
+        let api = FakeApiServer::start().await.unwrap();
+        api.add_node(NODE, &[]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("hostnic.sock");
+        let metrics_addr = free_port();
+        // No free NIC is kept for nobody: any NIC the agent prepares is for demand.
+        std::fs::write(
+            dir.path().join("agent.yaml"),
+            format!(
+                "pool:\n  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n\
+                 socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
+                 host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 2\n",
+                socket.display(),
+                dir.path().join("state").display(),
+                dir.path().join("net.d").display(),
+                dir.path().join("bin").display(),
+            ),
+        )
+        .unwrap();
+        let addr = sim.addr();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "qy_access_key_id: AKIDK8S\nqy_secret_access_key: k8s-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
+                sim.zone(),
+                addr.ip(),
+                addr.port()
+            ),
+        )
+        .unwrap();
+        api.write_kubeconfig(dir.path()).unwrap();
+        Lab {
+            _ns: ns,
+            sandboxes,
+            _sim: sim,
+            api,
+            dir,
+            socket,
+            metrics_addr,
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub async fn start_agent(&self) -> AgentProcess {
+        self.start_agent_with(&[]).await
+    }
+
+    pub async fn start_agent_with(&self, extra: &[&str]) -> AgentProcess {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
+            .args(["--cloud", "qingcloud", "--instance-id", INSTANCE])
+            .args(["--pods", "kube", "--node-name", NODE])
+            .arg("--kubeconfig")
+            .arg(d.join("kubeconfig"))
+            .arg("--config")
+            .arg(d.join("agent.yaml"))
+            .arg("--credentials")
+            .arg(d.join("config.yaml"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hostnic-agent");
+        let agent = AgentProcess(child);
+        for _ in 0..1000 {
+            if try_call(&self.socket, status_req()).await.is_ok() {
+                return agent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("agent not serving; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
