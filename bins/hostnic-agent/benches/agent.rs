@@ -225,6 +225,7 @@ async fn sim_agent(attach_latency: Duration, pool: PoolConfig) -> SimAgent {
         pods: None,
         nic_events: None,
         reporter: None,
+        policy: None,
         metrics: metrics.clone(),
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();

@@ -13,6 +13,7 @@ use hostnic_core::types::{Instance, InstanceId, NodePlumbing, PodInfo, Vxnet};
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::{Gauges, Metrics};
+use crate::policy::enforcer::{Enforcer, LocalAssigned};
 use crate::settings::Settings;
 use crate::store::FileStore;
 use crate::{Deps, cniconf, http, pending, pool_loop, server};
@@ -59,6 +60,8 @@ pub(crate) struct Shared<C, H, K> {
     pub pods: Option<Arc<dyn PodSource>>,
     /// Where capacity and NIC shortages are reported, if anywhere.
     pub reporter: Option<Arc<dyn crate::NodeReporter>>,
+    /// NetworkPolicy enforcement, when on.
+    pub policy: Option<Arc<Enforcer>>,
     /// Wakes the pool loop (ADD found the pool empty, DEL, pod pending, NIC link).
     pub pool_wake: Notify,
     /// Woken after every pool round (ADDs waiting for a NIC).
@@ -172,8 +175,31 @@ where
             max_nics: max,
             pods,
             ready: self.ready.load(Ordering::SeqCst),
+            policy: self.policy.as_ref().map(|p| p.gauges()),
         }
     }
+}
+
+/// This node's pods with Kubernetes names and confirmed plumbing, for policy.
+fn local_assigned<C, H, K>(shared: &Shared<C, H, K>) -> Vec<LocalAssigned>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    shared.engine.with_state(|s| {
+        s.attachments()
+            .values()
+            .filter(|a| !a.pod.namespace.is_empty() && !a.pod.name.is_empty())
+            .filter_map(|a| {
+                Some(LocalAssigned {
+                    pod: hostnic_core::policy::PodRef::new(&a.pod.namespace, &a.pod.name),
+                    ip: a.ip,
+                    veth: a.plumbed.as_ref()?.host_veth.clone(),
+                })
+            })
+            .collect()
+    })
 }
 
 /// Stops a task when dropped (every way out of [`run`]).
@@ -332,6 +358,9 @@ where
     )
     .map_err(|e| state_err(format!("cannot use the checkpoint: {e}")))?;
 
+    let policy = deps
+        .policy
+        .map(|p| Arc::new(Enforcer::new(p, deps.metrics.clone())));
     let shared = Arc::new(Shared {
         engine,
         settings,
@@ -339,6 +368,7 @@ where
         identity,
         pods: deps.pods,
         reporter: deps.reporter,
+        policy,
         pool_wake: Notify::new(),
         round_done: Notify::new(),
         reconcile_wake: Notify::new(),
@@ -372,6 +402,11 @@ where
     let events = deps
         .nic_events
         .map(|events| tokio::spawn(pool_loop::event_task(shared.clone(), events)));
+    let policy = shared.policy.clone().map(|enforcer| {
+        let s = shared.clone();
+        let local = Box::new(move || local_assigned(&s));
+        tokio::spawn(enforcer.run(local, stop_rx.clone()))
+    });
     let changes = shared
         .pods
         .clone()
@@ -389,7 +424,10 @@ where
     {
         pool.abort();
     }
-    for task in [Some(periodic), events, changes].into_iter().flatten() {
+    for task in [Some(periodic), events, changes, policy]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     drop(http);

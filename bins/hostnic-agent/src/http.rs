@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
-//! introspection JSON `/v1/status`, `/v1/nics`, `/v1/pods`. Plain HTTP/1.1 on
+//! introspection JSON `/v1/status`, `/v1/nics`, `/v1/pods`, `/v1/policy` and
+//! `/v1/policy/pods/{namespace}/{name}`. Plain HTTP/1.1 on
 //! loopback by default.
 
 use std::convert::Infallible;
@@ -71,7 +72,7 @@ fn starting<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4",
             metrics.render(&crate::metrics::Gauges::default()),
         ),
-        "/readyz" | "/v1/status" | "/v1/nics" | "/v1/pods" => reply(
+        "/readyz" | "/v1/status" | "/v1/nics" | "/v1/pods" | "/v1/policy" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "starting: resolving the node and reconciling\n".into(),
@@ -123,7 +124,45 @@ where
         "/v1/status" => json(&status(shared)),
         "/v1/nics" => json(&nics(shared)),
         "/v1/pods" => json(&pods(shared)),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        "/v1/policy" => json(&match &shared.policy {
+            Some(p) => p.status(),
+            None => crate::introspect::PolicyStatus::default(),
+        }),
+        path => match path.strip_prefix("/v1/policy/pods/") {
+            Some(rest) => pod_policy(shared, rest),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        },
+    }
+}
+
+/// `/v1/policy/pods/{namespace}/{name}`: 404 for a pod the last sync did not know.
+fn pod_policy<C, H, K>(shared: &Shared<C, H, K>, rest: &str) -> Response<Full<Bytes>>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    let Some(enforcer) = &shared.policy else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "network policy enforcement is off\n".into(),
+        );
+    };
+    let Ok(pod) = rest.parse::<hostnic_core::policy::PodRef>() else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected /v1/policy/pods/NAMESPACE/NAME\n".into(),
+        );
+    };
+    match crate::introspect::pod_policy(&enforcer.compiled(), &pod) {
+        Some(doc) => json(&doc),
+        None => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("pod {pod} is unknown to network policy\n"),
+        ),
     }
 }
 

@@ -102,3 +102,179 @@ pub struct Pod {
     /// When the NIC was assigned (ms since the epoch).
     pub assigned_at_ms: u64,
 }
+
+/// `/v1/policy`: NetworkPolicy enforcement on this node.
+///
+/// **Contract** (the lab waits on it): `synced_resource_version` is the highest API
+/// `resourceVersion` whose effect is programmed in the node's nftables; it only
+/// grows, and only after a sync of a view that included that version committed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Enforcement is on (`--network-policy` with `--pods kube`).
+    pub enabled: bool,
+    /// The source listed policies, namespaces and pods at least once.
+    pub source_synced: bool,
+    /// NetworkPolicies in the cluster.
+    pub policies: usize,
+    /// Namespaces in the cluster.
+    pub namespaces: usize,
+    /// Pods policies can refer to (cluster-wide).
+    pub cluster_pods: usize,
+    /// This node's pods under enforcement (known to the compiler) at the last sync.
+    pub local_pods: usize,
+    /// Of those, the pods isolated in at least one direction.
+    pub isolated_local_pods: usize,
+    /// Rules in the per pod chains.
+    pub rules: usize,
+    /// Elements in the peer sets.
+    pub set_elements: usize,
+    /// The `resourceVersion` the source's view is current up to (every watch has
+    /// delivered every change up to it).
+    pub source_resource_version: u64,
+    /// The highest `resourceVersion` whose effect is programmed (see the type's docs).
+    pub synced_resource_version: u64,
+    /// Syncs run (successful or not).
+    pub syncs: u64,
+    /// Syncs that failed.
+    pub sync_errors: u64,
+    /// When the last sync ended (ms since the epoch).
+    pub last_sync_at_ms: Option<u64>,
+    /// How long the last sync's dataplane transaction took, in milliseconds.
+    pub last_sync_duration_ms: Option<f64>,
+    /// What the last successful sync changed.
+    pub last_sync: Option<PolicySyncStats>,
+    /// The last sync's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// What one sync changed in nftables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySyncStats {
+    /// Commands in the transaction (0: nothing to do).
+    pub commands: usize,
+    /// Set elements added.
+    pub elements_added: usize,
+    /// Set elements removed.
+    pub elements_removed: usize,
+    /// Per pod chains written.
+    pub chains_written: usize,
+    /// Per pod chains deleted.
+    pub chains_deleted: usize,
+    /// Sets created.
+    pub sets_created: usize,
+    /// Sets deleted.
+    pub sets_deleted: usize,
+}
+
+/// `/v1/policy/pods/{namespace}/{name}`: a pod's effective policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPolicy {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Its address, if known.
+    pub ip: Option<String>,
+    /// Policies selecting it (`namespace/name`).
+    pub policies: Vec<String>,
+    /// Traffic into the pod.
+    pub ingress: DirectionPolicy,
+    /// Traffic out of the pod.
+    pub egress: DirectionPolicy,
+}
+
+/// A pod's policy in one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionPolicy {
+    /// Only what `allow` lists (and replies) passes; false: everything passes.
+    pub isolated: bool,
+    /// What is allowed.
+    pub allow: Vec<AllowedPeers>,
+}
+
+/// One allowed class of connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedPeers {
+    /// `any`, `pods`, `cidr A except B,C` or `named ports`.
+    pub peer: String,
+    /// The peer addresses (pods with their names; `ip proto/port` for named ports).
+    pub addresses: Vec<String>,
+    /// Destination ports such as `TCP/80` or `UDP/1000-2000`; empty: every port.
+    pub ports: Vec<String>,
+}
+
+/// The effective policy of `pod` in `compiled`, if it knows the pod.
+pub fn pod_policy(
+    compiled: &hostnic_core::policy::CompiledPolicy,
+    pod: &hostnic_core::policy::PodRef,
+) -> Option<PodPolicy> {
+    use hostnic_core::policy::{Allow, DirectionRules, PeerMatch};
+    let rules = compiled.pods.get(pod)?;
+    let name_of = |ip: &std::net::Ipv4Addr| match compiled.by_ip.get(ip) {
+        Some(p) => format!("{ip} ({p})"),
+        None => ip.to_string(),
+    };
+    let allowed = |a: &Allow| {
+        let (peer, addresses) = match &a.peer {
+            PeerMatch::Any => ("any".to_string(), Vec::new()),
+            PeerMatch::Pods(id) => (
+                "pods".to_string(),
+                compiled
+                    .pod_sets
+                    .get(id)
+                    .map(|s| s.iter().map(name_of).collect())
+                    .unwrap_or_default(),
+            ),
+            PeerMatch::Block { cidr, except } => {
+                let mut s = format!("cidr {cidr}");
+                if !except.is_empty() {
+                    let ex: Vec<String> = except.iter().map(|e| e.to_string()).collect();
+                    s.push_str(&format!(" except {}", ex.join(",")));
+                }
+                (s, Vec::new())
+            }
+            PeerMatch::Endpoints(id) => (
+                "named ports".to_string(),
+                compiled
+                    .endpoint_sets
+                    .get(id)
+                    .map(|s| {
+                        s.iter()
+                            .map(|e| {
+                                format!("{} {}/{}", name_of(&e.ip), e.protocol.as_str(), e.port)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+        };
+        let ports = a
+            .ports
+            .iter()
+            .flatten()
+            .map(|r| {
+                if r.is_all() {
+                    r.protocol.as_str().to_string()
+                } else if r.first == r.last {
+                    format!("{}/{}", r.protocol.as_str(), r.first)
+                } else {
+                    format!("{}/{}-{}", r.protocol.as_str(), r.first, r.last)
+                }
+            })
+            .collect();
+        AllowedPeers {
+            peer,
+            addresses,
+            ports,
+        }
+    };
+    let direction = |d: &DirectionRules| DirectionPolicy {
+        isolated: d.isolated,
+        allow: d.allow.iter().map(allowed).collect(),
+    };
+    Some(PodPolicy {
+        pod: pod.to_string(),
+        ip: rules.ip.map(|ip| ip.to_string()),
+        policies: rules.policies.clone(),
+        ingress: direction(&rules.ingress),
+        egress: direction(&rules.egress),
+    })
+}

@@ -21,8 +21,9 @@
 //! - `pending`: pending-DEL replay.
 //! - `cniconf`: the readiness-gated conflist and the plugin install.
 //! - [`metrics`]: Prometheus text exposition.
-//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/status|nics|pods`.
+//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/status|nics|pods|policy`.
 //! - [`introspect`]: the JSON documents of `/v1/*` (shared with `hostnicctl`).
+//! - [`policy`]: NetworkPolicy enforcement (its two traits and the policy task).
 
 mod agent;
 mod cniconf;
@@ -31,6 +32,7 @@ pub mod introspect;
 pub mod metrics;
 mod pending;
 pub mod pods;
+pub mod policy;
 mod pool_loop;
 mod server;
 pub mod settings;
@@ -65,6 +67,8 @@ pub struct Deps<C, H, K> {
     pub metrics: Arc<Metrics>,
     /// Where the node's capacity and NIC shortages are reported (the Kubernetes adapter).
     pub reporter: Option<Arc<dyn NodeReporter>>,
+    /// NetworkPolicy enforcement; `None` turns it off.
+    pub policy: Option<policy::PolicyDeps>,
 }
 
 /// Reports the node's state to the cluster. Calls must not block: implementations queue.

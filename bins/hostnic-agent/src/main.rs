@@ -10,10 +10,12 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
+use hostnic_agent::policy::PolicyDeps;
 use hostnic_agent::settings::{LogFormat, Settings};
 use hostnic_agent::{Deps, HostEvent, Metrics, NodeReporter};
 use hostnic_core::ports::{PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
+use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
 use hostnic_qingcloud::sim::{SimConfig, Simulator};
 use hostnic_qingcloud::{ClientOptions, Config, QingCloudClient};
@@ -68,6 +70,16 @@ struct Cli {
     /// With `--pods kube`: this node's name (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "HOSTNIC_NODE_NAME")]
     node_name: Option<String>,
+    /// With `--pods kube`: enforce Kubernetes NetworkPolicy on this node's pods
+    /// (cluster-wide watches of policies, namespaces and pods; `false` turns it off).
+    #[arg(
+        long,
+        env = "HOSTNIC_NETWORK_POLICY",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    network_policy: bool,
     /// The datapath.
     #[arg(long, env = "HOSTNIC_HOST", value_enum, default_value = "linux")]
     host: HostKind,
@@ -231,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The pods.
     let mut reporter = None;
+    let mut policy = None;
     let pods: Option<Arc<dyn PodSource>> = match &cli.pods {
         PodSourceKind::None => None,
         PodSourceKind::Static(path) => Some(Arc::new(StaticPods::new(path))),
@@ -239,7 +252,29 @@ async fn main() -> anyhow::Result<()> {
                 .node_name
                 .clone()
                 .context("--pods kube needs --node-name (HOSTNIC_NODE_NAME)")?;
-            let k8s = hostnic_k8s::connect(cli.kubeconfig.as_deref(), &node).await?;
+            let client = hostnic_k8s::client(cli.kubeconfig.as_deref()).await?;
+            let k8s = hostnic_k8s::adapter(client.clone(), &node);
+            let mut renderer = PolicyRenderer::new(
+                Some(host.host_netns().clone()),
+                host.config().nft_binary.clone(),
+            );
+            if cli.network_policy {
+                tracing::info!("enforcing NetworkPolicy");
+                policy = Some(PolicyDeps {
+                    source: Arc::new(hostnic_k8s::KubePolicySource::spawn(client)),
+                    dataplane: Box::new(renderer),
+                });
+            } else {
+                // Enforcement turned off: chains an earlier run programmed must not
+                // keep isolating pods nobody enforces policy for any more.
+                let removed =
+                    tokio::task::spawn_blocking(move || renderer.remove_all_blocking()).await;
+                match removed {
+                    Ok(Ok(())) => tracing::info!("NetworkPolicy off; policy chains removed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove policy chains"),
+                    Err(e) => tracing::warn!(error = %e, "cannot remove policy chains"),
+                }
+            }
             if settings.vxnets.is_empty() {
                 // The node annotation chooses the vxnets when the config names none; an
                 // unreachable API server delays the start by at most 30 s.
@@ -270,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
         nic_events,
         metrics,
         reporter,
+        policy,
     };
     hostnic_agent::run(deps, settings, InstanceId::new(instance), shutdown_signal()).await?;
     Ok(())

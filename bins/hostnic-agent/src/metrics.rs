@@ -80,6 +80,31 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "ADDs that found the pool empty (and waited)",
     ),
     ("hostnic_errors_total", "counter", "Errors by area"),
+    (
+        "hostnic_policy_objects",
+        "gauge",
+        "NetworkPolicy inputs at the last sync: policies, namespaces, cluster pods, local pods",
+    ),
+    (
+        "hostnic_policy_programmed",
+        "gauge",
+        "NetworkPolicy objects programmed in nftables: per pod chain rules and set elements",
+    ),
+    (
+        "hostnic_policy_syncs_total",
+        "counter",
+        "NetworkPolicy syncs by result",
+    ),
+    (
+        "hostnic_policy_sync_duration_seconds",
+        "histogram",
+        "Time of one NetworkPolicy dataplane transaction",
+    ),
+    (
+        "hostnic_policy_enforcement_latency_seconds",
+        "histogram",
+        "From the arrival of an API watch event to the nftables commit that enforces it",
+    ),
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -127,6 +152,25 @@ pub struct Gauges {
     pub pods: u32,
     /// Readiness.
     pub ready: bool,
+    /// NetworkPolicy numbers, when enforcement is on.
+    pub policy: Option<PolicyGauges>,
+}
+
+/// NetworkPolicy numbers of the last committed sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyGauges {
+    /// NetworkPolicies.
+    pub policies: usize,
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Pods policies can refer to.
+    pub cluster_pods: usize,
+    /// This node's pods under enforcement.
+    pub local_pods: usize,
+    /// Rules in per pod chains.
+    pub rules: usize,
+    /// Elements in peer sets.
+    pub elements: usize,
 }
 
 /// The agent's metrics. Cheap to update from any task.
@@ -225,6 +269,25 @@ impl Metrics {
                 }
                 "hostnic_ready" => {
                     let _ = writeln!(out, "{name} {}", u8::from(gauges.ready));
+                }
+                "hostnic_policy_objects" => {
+                    if let Some(p) = &gauges.policy {
+                        for (kind, n) in [
+                            ("policies", p.policies),
+                            ("namespaces", p.namespaces),
+                            ("cluster_pods", p.cluster_pods),
+                            ("local_pods", p.local_pods),
+                        ] {
+                            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
+                        }
+                    }
+                }
+                "hostnic_policy_programmed" => {
+                    if let Some(p) = &gauges.policy {
+                        for (kind, n) in [("rules", p.rules), ("set_elements", p.elements)] {
+                            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
+                        }
+                    }
                 }
                 _ if *kind == "counter" => {
                     for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {

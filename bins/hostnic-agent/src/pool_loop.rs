@@ -32,6 +32,10 @@ where
         let _exclusive = shared.plumbing.write().await;
         shared.engine.reconcile(pods.as_deref(), startup).await
     };
+    if let Some(policy) = &shared.policy {
+        // Pods reconcile removed leave the policy too.
+        policy.request();
+    }
     let m = &shared.metrics;
     // A reconcile asks the cloud too: it tells whether the cloud answers while idle.
     shared.cloud_ok.store(

@@ -174,7 +174,7 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let result = match request.body {
         RequestBody::Add(r) => add(shared, r, deadline).await.map(Reply::Add),
-        RequestBody::Del(r) => del(shared, r).await.map(Reply::Del),
+        RequestBody::Del(r) => del(shared, r, deadline).await.map(Reply::Del),
         RequestBody::Check(r) => check(shared, r).await.map(Reply::Check),
         RequestBody::Gc(r) => gc(shared, r).await.map(Reply::Gc),
         RequestBody::Status(_) => status(shared).map(Reply::Status),
@@ -256,6 +256,20 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
+    // Policy-aware ADD: the pod's labels must be known before it gets an address,
+    // so that its chains can be programmed before this ADD answers (fail closed).
+    let enforcer = shared
+        .policy
+        .as_ref()
+        .filter(|_| !r.pod.namespace.is_empty() && !r.pod.name.is_empty());
+    if let Some(enforcer) = enforcer {
+        enforcer
+            .learn(&r.pod.namespace, &r.pod.name, deadline)
+            .await
+            .map_err(|e| {
+                WireError::new(codes::TRY_AGAIN_LATER, "pod's network policy unknown", e)
+            })?;
+    }
     let mut waiting = None;
     let added = loop {
         // Registered before trying, so a round ending in between is not missed.
@@ -302,6 +316,13 @@ where
         }
     };
     drop(waiting);
+    if let Some(enforcer) = enforcer {
+        // The plumbing stays on failure: a retried ADD finds it and syncs again,
+        // and a DEL releases it.
+        enforcer.sync_now(deadline).await.map_err(|e| {
+            WireError::new(codes::TRY_AGAIN_LATER, "network policy not programmed", e)
+        })?;
+    }
     let p = &added.plumbed;
     Ok(AddReply {
         host: HostInterface {
@@ -326,7 +347,11 @@ where
     })
 }
 
-async fn del<C, H, K>(shared: &Shared<C, H, K>, r: DelRequest) -> Result<DelReply, WireError>
+async fn del<C, H, K>(
+    shared: &Shared<C, H, K>,
+    r: DelRequest,
+    deadline: tokio::time::Instant,
+) -> Result<DelReply, WireError>
 where
     C: CloudNics + CloudNetwork + 'static,
     H: HostNetwork + 'static,
@@ -343,6 +368,17 @@ where
     if released.is_some() {
         // The pool may now be above max_free.
         shared.pool_wake.notify_one();
+    }
+    if let Some(enforcer) = &shared.policy
+        && !r.pod.namespace.is_empty()
+        && !r.pod.name.is_empty()
+    {
+        // Remove the pod's chains now; a failure is retried by the policy task, and
+        // the released NIC's address stays in cooldown meanwhile.
+        enforcer.forget(&r.pod.namespace, &r.pod.name);
+        if let Err(e) = enforcer.sync_now(deadline).await {
+            tracing::warn!(pod = %r.pod.display_name(), error = %e, "network policy not updated after DEL");
+        }
     }
     Ok(DelReply {
         released: released.is_some(),

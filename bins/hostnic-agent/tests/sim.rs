@@ -102,6 +102,7 @@ async fn cold_start_of_40_pods_with_1s_attach_latency_serves_them_all() {
         pods: None,
         nic_events: None,
         reporter: None,
+        policy: None,
         metrics: metrics.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,6 +1,7 @@
 //! `DIR/lab.json` (the contract other tools read), the lab's private state
 //! `DIR/lab-state.json`, and the per-pod records `DIR/pods/*.json`.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,10 @@ pub struct LabFile {
     pub client: HostEntry,
     /// A host outside the VPC.
     pub internet: HostEntry,
+    /// A kubeconfig for the lab's Kubernetes API server (the agents run with
+    /// `--pods kube` against it); none in a lab started with `--no-agents`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A node of the lab.
@@ -66,6 +71,9 @@ pub struct LabState {
     pub daemon_pid: u32,
     /// The internet network.
     pub internet_cidr: ipnet::Ipv4Net,
+    /// `http://127.0.0.1:PORT` of the fake Kubernetes API server in the daemon.
+    #[serde(default)]
+    pub apiserver_url: Option<String>,
 }
 
 /// A pod created by `hostnic-lab pod add`: `DIR/pods/<node>_<ns>_<name>.json`.
@@ -83,6 +91,54 @@ pub struct PodRecord {
     pub netns: PathBuf,
     /// Its address, from the CNI result.
     pub ip: Ipv4Addr,
+    /// Its name in the API server when it differs from `name` (a pod of the
+    /// same `NS/NAME` exists on another node: Kubernetes names are unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_name: Option<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its container ports (TCP ones have a listener).
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+    /// The listener process serving the TCP ports inside the pod's namespace.
+    #[serde(default)]
+    pub listener_pid: Option<u32>,
+}
+
+impl PodRecord {
+    /// The pod's name in the API server.
+    pub fn api_name(&self) -> &str {
+        self.k8s_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A container port of a lab pod, as in the Pod object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContainerPort {
+    /// `serve-<port>-<proto>` by convention.
+    pub name: String,
+    /// The port.
+    #[serde(rename = "containerPort")]
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+impl ContainerPort {
+    /// A TCP port named `serve-<port>-tcp`.
+    pub fn tcp(port: u16) -> Self {
+        Self {
+            name: format!("serve-{port}-tcp"),
+            port,
+            protocol: "TCP".into(),
+        }
+    }
+}
+
+fn tcp() -> String {
+    "TCP".into()
 }
 
 /// Namespace prefix of the lab in `dir`: `hl-` and 4 hex digits of a hash of the
@@ -194,6 +250,7 @@ mod tests {
                 netns: "/run/netns/hl-0000-internet".into(),
                 ip: Ipv4Addr::new(198, 51, 100, 2),
             },
+            kubeconfig: Some("/d/kubeconfig".into()),
         };
         let v = serde_json::to_value(&lab).unwrap();
         let keys = |v: &serde_json::Value| {
@@ -203,7 +260,14 @@ mod tests {
         };
         assert_eq!(
             keys(&v),
-            ["client", "credentials", "internet", "nodes", "sim_url"]
+            [
+                "client",
+                "credentials",
+                "internet",
+                "kubeconfig",
+                "nodes",
+                "sim_url"
+            ]
         );
         assert_eq!(
             keys(&v["nodes"][0]),

@@ -5,10 +5,18 @@
 //! attaching a NIC in the simulator makes a real link appear on the node. The
 //! lab never touches the machine's own network namespace.
 //!
-//! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `check`,
-//! `agent`, `nic`, `podman`, `bench`, `demo`, and the internal `serve` (the background lab daemon).
+//! The lab daemon also hosts a fake Kubernetes API server: the agents run with
+//! `--pods kube` against it, `pod add` keeps Pod objects as kubelet does, and
+//! NetworkPolicies applied to it are enforced by the agents (`netpol` runs the
+//! upstream truth tables on real packets).
+//!
+//! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `ns`,
+//! `apply`/`delete`, `check`, `leaks`, `netpol`, `netpol-bench`, `agent`, `nic`,
+//! `podman`, `bench`, `demo`, and the internal `serve` (the background lab
+//! daemon) and `listen` (a pod's TCP listener).
 
 mod agents;
+mod apiserver;
 mod commands;
 mod hook;
 mod http;
@@ -41,6 +49,16 @@ enum Command {
     },
     /// Create or delete a pod through the node's CNI binary, as a runtime does.
     Pod(commands::pod::PodArgs),
+    /// Create a namespace in the lab's API server, or set its labels.
+    Ns(commands::ns::NsArgs),
+    /// Create or replace NetworkPolicies from a YAML or JSON file.
+    Apply(commands::apply::ApplyArgs),
+    /// Delete a NetworkPolicy.
+    Delete(commands::apply::DeleteArgs),
+    /// Run NetworkPolicy truth-table cases on real packets.
+    Netpol(commands::netpol::NetpolArgs),
+    /// Enforcement latency: policy written → verdict observed on packets.
+    NetpolBench(commands::netpol_bench::NetpolBenchArgs),
     /// Run the connectivity matrix with real packets.
     Check(commands::check::CheckArgs),
     /// Start, stop (SIGTERM) or kill (SIGKILL) a node's agent.
@@ -51,15 +69,31 @@ enum Command {
     Podman(commands::podman::PodmanArgs),
     /// CNI ADD/DEL vs ptp + host-local, cold start, API calls under churn, agent RSS.
     Bench(commands::bench::BenchArgs),
+    /// Leftovers once all pods are gone: unowned NICs, pod plumbing, policy chains.
+    Leaks(commands::leaks::LeaksArgs),
     /// up, pods, check, delete all, leak checks, down: one command.
     Demo(commands::demo::DemoArgs),
     /// The lab daemon (started by `up`).
     #[command(hide = true)]
     Serve(commands::up::UpArgs),
+    /// A pod's TCP listener (started by `pod add --listen`).
+    #[command(hide = true)]
+    Listen(commands::listen::ListenArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The listener enters the pod's namespace with the whole process: before
+    // any other thread exists.
+    if let Command::Listen(args) = &cli.command {
+        return match commands::listen::exec(args) {
+            Ok(_) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hostnic-lab listen: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     // The daemon logs what it does; the commands only warnings (their output is the result).
     let level = if matches!(cli.command, Command::Serve(_)) {
         "info"
@@ -96,6 +130,13 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => commands::demo::exec(args).await,
             Command::Podman(args) => commands::podman::exec(args).await,
             Command::Bench(args) => commands::bench::exec(args).await,
+            Command::Leaks(args) => commands::leaks::exec(args).await,
+            Command::Ns(args) => commands::ns::exec(args).await,
+            Command::Apply(args) => commands::apply::exec_apply(args).await,
+            Command::Delete(args) => commands::apply::exec_delete(args).await,
+            Command::Netpol(args) => commands::netpol::exec(args).await,
+            Command::NetpolBench(args) => commands::netpol_bench::exec(args).await,
+            Command::Listen(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

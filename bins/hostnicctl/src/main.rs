@@ -2,7 +2,8 @@
 //!
 //! Subcommands live one per file in `commands/`, each with an `exec()`.
 //! `cloud` checks credentials and connectivity against the QingCloud API;
-//! `status`, `pool`, `pods` and `nics` read the agent's introspection endpoint.
+//! `status`, `pool`, `pods`, `nics` and `policy` read the agent's introspection
+//! endpoint.
 
 mod commands;
 
@@ -28,6 +29,9 @@ enum Command {
     Pods(commands::introspect::AgentArgs),
     /// The NICs of the node and who holds them.
     Nics(commands::introspect::AgentArgs),
+    /// NetworkPolicy enforcement on the node, or a pod's effective allow sets
+    /// (`hostnicctl policy NAMESPACE/NAME`).
+    Policy(commands::policy::PolicyArgs),
 }
 
 #[tokio::main]
@@ -45,5 +49,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Pool(args) => commands::pool::exec(args),
         Command::Pods(args) => commands::pods::exec(args),
         Command::Nics(args) => commands::nics::exec(args),
+        Command::Policy(args) => commands::policy::exec(args),
     }
 }

@@ -118,3 +118,83 @@ fn an_unreachable_agent_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("cannot reach the hostnic agent"), "{err}");
 }
+
+/// `/v1/policy` and one pod's document, built from the agent's own types.
+fn policy_documents() -> Vec<(&'static str, String)> {
+    use hostnic_agent::introspect::{
+        AllowedPeers, DirectionPolicy, PodPolicy, PolicyStatus, PolicySyncStats,
+    };
+    let status = PolicyStatus {
+        enabled: true,
+        source_synced: true,
+        policies: 3,
+        namespaces: 2,
+        cluster_pods: 40,
+        local_pods: 7,
+        isolated_local_pods: 2,
+        rules: 12,
+        set_elements: 30,
+        source_resource_version: 120,
+        synced_resource_version: 118,
+        syncs: 9,
+        sync_errors: 1,
+        last_sync_at_ms: Some(1),
+        last_sync_duration_ms: Some(3.5),
+        last_sync: Some(PolicySyncStats {
+            commands: 2,
+            elements_added: 1,
+            ..PolicySyncStats::default()
+        }),
+        last_error: None,
+    };
+    let pod = PodPolicy {
+        pod: "x/b".into(),
+        ip: Some("10.0.0.2".into()),
+        policies: vec!["x/allow-a".into()],
+        ingress: DirectionPolicy {
+            isolated: true,
+            allow: vec![AllowedPeers {
+                peer: "pods".into(),
+                addresses: vec!["10.0.0.1 (x/a)".into()],
+                ports: vec!["TCP/80".into()],
+            }],
+        },
+        egress: DirectionPolicy::default(),
+    };
+    vec![
+        ("/v1/policy", serde_json::to_string(&status).unwrap()),
+        ("/v1/policy/pods/x/b", serde_json::to_string(&pod).unwrap()),
+    ]
+}
+
+#[test]
+fn policy_prints_the_status_and_a_pods_allow_sets() {
+    let url = serve(policy_documents());
+    let (ok, out, err) = ctl(&["policy", "--url", &url]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 policies, 2 namespaces, 40 pods"), "{out}");
+    assert!(out.contains("7 (2 isolated)"), "{out}");
+    assert!(out.contains("118 synced of 120 seen"), "{out}");
+
+    let (ok, out, err) = ctl(&["policy", "x/b", "--url", &url]);
+    assert!(ok, "{err}");
+    assert!(out.contains("policies: x/allow-a"), "{out}");
+    let ingress = out.lines().find(|l| l.starts_with("ingress")).unwrap();
+    assert!(
+        ingress.contains("pods")
+            && ingress.contains("10.0.0.1 (x/a)")
+            && ingress.contains("TCP/80"),
+        "{out}"
+    );
+    assert!(out.contains("everything (not isolated)"), "{out}");
+
+    let (ok, out, err) = ctl(&["policy", "x/b", "--json", "--url", &url]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ingress"]["isolated"], true);
+
+    // An unknown pod is the agent's 404, as an error.
+    let (ok, _, err) = ctl(&["policy", "x/nope", "--url", &url]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+}

@@ -6,6 +6,8 @@
 //! lifecycle as last known. Anything uncertain (a job that was running) is settled
 //! by the startup reconcile against the cloud and the host.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::PoolConfig;
@@ -26,10 +28,10 @@ pub struct Checkpoint {
     pub instance: InstanceId,
     /// When it was written.
     pub written_at: Timestamp,
-    /// Every NIC of the node.
-    pub nics: Vec<NicEntry>,
-    /// Every pod attachment.
-    pub attachments: Vec<PodAttachment>,
+    /// Every NIC of the node (shared with the state it was taken from).
+    pub nics: Vec<Arc<NicEntry>>,
+    /// Every pod attachment (shared with the state it was taken from).
+    pub attachments: Vec<Arc<PodAttachment>>,
 }
 
 /// Why a checkpoint cannot be used.
@@ -86,8 +88,8 @@ impl NodeState {
             generation,
             instance: self.instance.clone(),
             written_at: now,
-            nics: self.nics.values().cloned().collect(),
-            attachments: self.attachments.values().cloned().collect(),
+            nics: self.nics.shared_values().cloned().collect(),
+            attachments: self.attachments.shared_values().cloned().collect(),
         }
     }
 
@@ -112,10 +114,10 @@ impl NodeState {
         }
         let mut state = NodeState::new(config, instance, vxnets);
         for nic in checkpoint.nics {
-            state.nics.insert(nic.id.clone(), nic);
+            state.nics.insert_shared(nic.id.clone(), nic);
         }
         for att in checkpoint.attachments {
-            state.attachments.insert(att.pod.attachment(), att);
+            state.attachments.insert_shared(att.pod.attachment(), att);
         }
         state
             .check_invariants()
@@ -199,9 +201,9 @@ mod tests {
     #[test]
     fn inconsistent_checkpoint_is_refused() {
         let mut cp = state_with_one_pod().checkpoint(1, Timestamp(0));
-        let mut twin = cp.attachments[0].clone();
+        let mut twin = (*cp.attachments[0]).clone();
         twin.pod.container_id = "c2".into();
-        cp.attachments.push(twin);
+        cp.attachments.push(twin.into());
         let err = NodeState::restore(PoolConfig::default(), InstanceId::new("i-1"), vec![], cp)
             .unwrap_err();
         assert!(matches!(err, CheckpointError::Inconsistent(_)), "{err}");

@@ -6,52 +6,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use hostnic_core::policy::{
-    ContainerPort, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, Protocol, compile,
-};
-use ipnet::Ipv4Net;
-use serde::Deserialize;
-use serde_json::Value;
+use hostnic_core::policy::cases::{TruthCase, parse_cases};
+use hostnic_core::policy::{PodRef, PolicyPod, compile};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Case {
-    id: String,
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pods: BTreeMap<String, BTreeMap<String, String>>,
-    container_ports: Vec<ContainerPort>,
-    policies: Vec<Value>,
-    probes: Vec<Probe>,
-    expected: BTreeMap<String, BTreeMap<String, BTreeMap<String, bool>>>,
-}
-
-#[derive(Deserialize)]
-struct Probe {
-    port: u16,
-    protocol: Protocol,
-}
-
-fn cases() -> Vec<Case> {
-    let text = include_str!("data/netpol-cases.json");
-    serde_json::from_str(text).expect("netpol-cases.json parses")
-}
-
-/// Replaces every `{"ipBlockOfPod": "ns/pod", "prefix": N}` with the CIDR string.
-fn resolve_symbols(v: &mut Value, ips: &BTreeMap<String, Ipv4Addr>) {
-    match v {
-        Value::Object(map) => {
-            if let Some(pod) = map.get("ipBlockOfPod").and_then(Value::as_str) {
-                let ip = ips[pod];
-                let prefix = map["prefix"].as_u64().expect("prefix") as u8;
-                let net = Ipv4Net::new(ip, prefix).expect("prefix fits").trunc();
-                *v = Value::String(net.to_string());
-                return;
-            }
-            map.values_mut().for_each(|x| resolve_symbols(x, ips));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|x| resolve_symbols(x, ips)),
-        _ => {}
-    }
+fn cases() -> Vec<TruthCase> {
+    parse_cases(include_str!("data/netpol-cases.json")).expect("netpol-cases.json parses")
 }
 
 #[test]
@@ -89,23 +48,8 @@ fn all_upstream_truth_tables_hold() {
                 ports: case.container_ports.clone(),
             })
             .collect();
-        let namespaces: Vec<PolicyNamespace> = case
-            .namespaces
-            .iter()
-            .map(|(name, labels)| PolicyNamespace {
-                name: name.clone(),
-                labels: labels.clone(),
-            })
-            .collect();
-        let policies: Vec<NetworkPolicy> = case
-            .policies
-            .iter()
-            .map(|p| {
-                let mut p = p.clone();
-                resolve_symbols(&mut p, &ips);
-                serde_json::from_value(p).expect("a NetworkPolicy")
-            })
-            .collect();
+        let namespaces = case.policy_namespaces();
+        let policies = case.policies(&ips).expect("the case's policies");
         let compiled = compile(&pods, &namespaces, &policies);
 
         assert_eq!(
@@ -115,7 +59,7 @@ fn all_upstream_truth_tables_hold() {
             case.id
         );
         for probe in &case.probes {
-            let key = format!("{}/{}", probe.port, probe.protocol);
+            let key = probe.key();
             let matrix = case
                 .expected
                 .get(&key)

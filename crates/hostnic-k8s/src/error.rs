@@ -15,6 +15,14 @@ pub enum K8sError {
         #[source]
         source: kube::Error,
     },
+    /// The API server did not answer in time.
+    #[error("kubernetes API {action}: no answer within {after:?}")]
+    Timeout {
+        /// What was being done.
+        action: String,
+        /// How long the caller waited.
+        after: std::time::Duration,
+    },
     /// The API server answered, but with something that cannot be used.
     #[error("kubernetes API {action}: {message}")]
     Invalid {
@@ -35,9 +43,10 @@ impl K8sError {
 
     /// True when trying again later may succeed: the server was unreachable, timed out,
     /// throttled (429) or failed internally (5xx). Configuration errors, 4xx answers
-    /// (forbidden, not found) and invalid data are not retryable.
+    /// (forbidden, not found) and invalid data are not retryable; a timeout is.
     pub fn is_retryable(&self) -> bool {
         match self {
+            Self::Timeout { .. } => true,
             Self::Config(_) | Self::Invalid { .. } => false,
             Self::Api { source, .. } => match source {
                 kube::Error::Api(status) => status.code == 429 || status.code >= 500,

@@ -10,7 +10,10 @@
 //!   [`node.beta.kubernetes.io/vxnet`](node::VXNET_ANNOTATION) (one id or several,
 //!   comma-separated), and [`CapacityPublisher`], which publishes what the node can
 //!   still give as node annotations;
-//! - [`PodEvents`]: Warning events on a pod whose ADD found no NIC or hit a quota.
+//! - [`PodEvents`]: Warning events on a pod whose ADD found no NIC or hit a quota;
+//! - [`KubePolicySource`]: NetworkPolicies, Namespaces and Pods of the whole cluster
+//!   (cluster-wide watches, started separately by [`KubePolicySource::spawn`]), as the
+//!   policy compiler's [`ClusterView`](hostnic_core::policy::ClusterView).
 //!
 //! Every background task retries API errors with backoff and nothing blocks the
 //! caller, so the agent keeps serving CNI requests while the API server is unreachable.
@@ -21,6 +24,7 @@
 //! - `pods.rs` — [`KubePods`] and [`pod_info`], the pod → [`PodInfo`](hostnic_core::types::PodInfo) rule.
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
+//! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
 //!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
 //!   process.
@@ -34,6 +38,7 @@ pub mod events;
 pub mod fake_apiserver;
 pub mod node;
 pub mod pods;
+pub mod policy;
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,6 +48,7 @@ pub use events::{NicShortage, PodEvents};
 pub use kube::Client;
 pub use node::{Capacity, CapacityPublisher, KubeNode};
 pub use pods::{KubePods, pod_info};
+pub use policy::KubePolicySource;
 
 /// Everything the agent needs from Kubernetes for one node. See [`connect`].
 #[derive(Debug)]

@@ -1,18 +1,17 @@
 //! NetworkPolicy on real packets: policies compiled by the core and rendered
 //! by [`PolicyRenderer`] into a test node's `hostnic` table, probed with TCP
-//! connects between pod sandboxes (see `policy_support.rs`).
+//! connects between pod sandboxes (see `common/policy.rs`).
 //!
 //! Root: `cargo test -p hostnic-linux --test policy_enforcement -- --include-ignored`.
 
-#[path = "policy_support.rs"]
-mod support;
+mod common;
 
 use std::net::Ipv4Addr;
 
+use common::policy::{ALLOW_TIMEOUT, Node, nft, non_policy_objects, round_trip};
 use hostnic_core::policy::{NetworkPolicy, compile};
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
 use serde_json::json;
-use support::{ALLOW_TIMEOUT, Node, nft, non_policy_objects, round_trip};
 
 fn policy(v: serde_json::Value) -> NetworkPolicy {
     serde_json::from_value(v).expect("a NetworkPolicy")

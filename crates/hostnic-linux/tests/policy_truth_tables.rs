@@ -7,52 +7,14 @@
 //!
 //! Root: `cargo test -p hostnic-linux --test policy_truth_tables -- --include-ignored`.
 
-#[path = "policy_support.rs"]
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use hostnic_core::policy::{ContainerPort, NetworkPolicy, PolicyNamespace, Protocol};
-use ipnet::Ipv4Net;
-use serde::Deserialize;
-use serde_json::Value;
-use support::{ALLOW_TIMEOUT, Node};
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Case {
-    id: String,
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pods: BTreeMap<String, BTreeMap<String, String>>,
-    container_ports: Vec<ContainerPort>,
-    policies: Vec<Value>,
-    probes: Vec<Probe>,
-    expected: BTreeMap<String, BTreeMap<String, BTreeMap<String, bool>>>,
-}
-
-#[derive(Deserialize)]
-struct Probe {
-    port: u16,
-    protocol: Protocol,
-}
-
-/// Replaces every `{"ipBlockOfPod": "ns/pod", "prefix": N}` with the CIDR string.
-fn resolve_symbols(v: &mut Value, ips: &BTreeMap<String, Ipv4Addr>) {
-    match v {
-        Value::Object(map) => {
-            if let Some(pod) = map.get("ipBlockOfPod").and_then(Value::as_str) {
-                let prefix = map["prefix"].as_u64().expect("prefix") as u8;
-                let net = Ipv4Net::new(ips[pod], prefix).expect("prefix fits").trunc();
-                *v = Value::String(net.to_string());
-                return;
-            }
-            map.values_mut().for_each(|x| resolve_symbols(x, ips));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|x| resolve_symbols(x, ips)),
-        _ => {}
-    }
-}
+use common::policy::{ALLOW_TIMEOUT, Node};
+use hostnic_core::policy::Protocol;
+use hostnic_core::policy::cases::parse_cases;
 
 /// A connect probe of a denied flow waits this long before calling it blocked
 /// (upstream uses ~1 s); allowed flows between local sandboxes answer at once.
@@ -61,7 +23,7 @@ const DENY_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 #[test]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 fn all_upstream_truth_tables_hold_on_real_packets() {
-    let cases: Vec<Case> = serde_json::from_str(include_str!(
+    let cases = parse_cases(include_str!(
         "../../hostnic-core/tests/data/netpol-cases.json"
     ))
     .expect("netpol-cases.json parses");
@@ -70,14 +32,7 @@ fn all_upstream_truth_tables_hold_on_real_packets() {
     let mut judged = 0;
     for case in &cases {
         let mut node = Node::new();
-        node.namespaces = case
-            .namespaces
-            .iter()
-            .map(|(name, labels)| PolicyNamespace {
-                name: name.clone(),
-                labels: labels.clone(),
-            })
-            .collect();
+        node.namespaces = case.policy_namespaces();
         let ns_index: BTreeMap<&str, u8> = case
             .namespaces
             .keys()
@@ -100,15 +55,7 @@ fn all_upstream_truth_tables_hold_on_real_packets() {
                 .collect();
             node.add_pod(key, &labels, ip, &listen);
         }
-        let policies: Vec<NetworkPolicy> = case
-            .policies
-            .iter()
-            .map(|p| {
-                let mut p = p.clone();
-                resolve_symbols(&mut p, &ips);
-                serde_json::from_value(p).expect("a NetworkPolicy")
-            })
-            .collect();
+        let policies = case.policies(&ips).expect("the case's policies");
         let names: Vec<(u16, String)> = case
             .container_ports
             .iter()
@@ -123,7 +70,7 @@ fn all_upstream_truth_tables_hold_on_real_packets() {
                 Protocol::Tcp,
                 "only TCP probes are transcribed"
             );
-            let key = format!("{}/{}", probe.port, probe.protocol);
+            let key = probe.key();
             let cells: Vec<(&String, &String, bool)> = case.expected[&key]
                 .iter()
                 .flat_map(|(from, row)| row.iter().map(move |(to, want)| (from, to, *want)))

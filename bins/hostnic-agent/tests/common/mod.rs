@@ -110,6 +110,21 @@ impl World {
         pods: Option<Arc<dyn hostnic_core::ports::PodSource>>,
         nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
     ) -> Agent {
+        self.start_full(pods, nic_events, None)
+    }
+
+    /// Starts the agent enforcing NetworkPolicy with `policy`.
+    pub fn start_with_policy(&self, policy: hostnic_agent::policy::PolicyDeps) -> Agent {
+        self.start_full(None, None, Some(policy))
+    }
+
+    /// Starts the agent with everything optional given.
+    pub fn start_full(
+        &self,
+        pods: Option<Arc<dyn hostnic_core::ports::PodSource>>,
+        nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
+        policy: Option<hostnic_agent::policy::PolicyDeps>,
+    ) -> Agent {
         let deps = Deps {
             cloud: self.cloud.clone(),
             host: self.host.clone(),
@@ -118,6 +133,7 @@ impl World {
             nic_events,
             metrics: Arc::new(Metrics::default()),
             reporter: None,
+            policy,
         };
         let metrics = deps.metrics.clone();
         let settings = self.settings.clone();

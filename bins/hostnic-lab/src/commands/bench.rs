@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use super::pod;
+use crate::apiserver::{self, ApiServer};
 use crate::http;
 use crate::labfile::{self, LabFile};
 
@@ -119,7 +120,21 @@ pub async fn exec(args: BenchArgs) -> anyhow::Result<bool> {
         &first.conflist,
     )?)?)?;
     let hostnic_plugin = first.cni_bin_dir.join("hostnic");
-    let (hostnic_add, hostnic_del) = add_del_series(
+    // The agents run with `--pods kube`: the pods the series names exist in the
+    // API server, bound to the node, as kubelet would have made them.
+    let api = ApiServer::of_lab(&dir)?;
+    api.ensure_namespace("bench").await?;
+    for i in 0..args.iterations {
+        let obj = apiserver::pod_object(
+            "bench",
+            &format!("hostniclabbenchbh{i}"),
+            &first.name,
+            &Default::default(),
+            &[],
+        );
+        api.apply(&apiserver::pods_path("bench"), &obj).await?;
+    }
+    let series = add_del_series(
         &state.prefix,
         "bh",
         &hostnic_plugin,
@@ -128,8 +143,16 @@ pub async fn exec(args: BenchArgs) -> anyhow::Result<bool> {
         &hostnic_conf,
         args.iterations,
     )
-    .await
-    .context("hostnic ADD/DEL")?;
+    .await;
+    for i in 0..args.iterations {
+        let _ = api
+            .delete(&format!(
+                "{}/hostniclabbenchbh{i}",
+                apiserver::pods_path("bench")
+            ))
+            .await;
+    }
+    let (hostnic_add, hostnic_del) = series.context("hostnic ADD/DEL")?;
 
     let ptp_host = format!("{}bench-ptp", state.prefix);
     let ptp_ns = NetNs::create_named(&ptp_host)?;

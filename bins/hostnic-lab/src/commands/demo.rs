@@ -170,8 +170,43 @@ pub async fn leaks(lab: &LabFile) -> anyhow::Result<Vec<String>> {
         {
             leaks.push(format!("{}: rule {rule}", node.name));
         }
+        for object in policy_objects(&ns).await {
+            leaks.push(format!("{}: nftables {object} left", node.name));
+        }
     }
     Ok(leaks)
+}
+
+/// Per-pod policy chains (`pin-…`, `pout-…`) and peer sets (`pol-…`, `pole-…`)
+/// in the node's `inet hostnic` table: none may outlive the pods and policies.
+async fn policy_objects(netns: &str) -> Vec<String> {
+    let Ok(out) = cmd::run(
+        "ip",
+        &[
+            "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "hostnic",
+        ],
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        for (kind, prefixes) in [
+            ("chain", &["pin-", "pout-"][..]),
+            ("set", &["pol-", "pole-"][..]),
+        ] {
+            if let Some(name) = item[kind]["name"].as_str()
+                && prefixes.iter().any(|p| name.starts_with(p))
+            {
+                found.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    found
 }
 
 fn netns_name(path: &Path) -> String {

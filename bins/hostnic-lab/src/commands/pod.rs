@@ -1,6 +1,12 @@
 //! `hostnic-lab pod add|del`: a pod namespace and the node's CNI binary called
-//! exactly as a runtime does (environment + the plugin's config on stdin).
+//! exactly as a runtime does (environment + the plugin's config on stdin), and
+//! the Pod object as kubelet keeps it: created (bound to the node, with labels
+//! and container ports) before the CNI ADD, `status.podIP` and phase Running
+//! set after it, deleted after the CNI DEL. A pod with `--listen` ports gets a
+//! small TCP listener process inside its namespace until `pod del`.
 
+use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,7 +17,11 @@ use clap::{Args, ValueEnum};
 use hostnic_linux::NetNs;
 use tokio::io::AsyncWriteExt;
 
-use crate::labfile::{self, LabFile, NodeEntry, PodRecord};
+use crate::apiserver::{self, ApiServer, Strictness};
+use crate::labfile::{self, ContainerPort, LabFile, NodeEntry, PodRecord};
+
+/// How long a write waits for the agents to enforce it, by default.
+pub const ENFORCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of `pod`.
 #[derive(Debug, Clone, Args)]
@@ -27,6 +37,27 @@ pub struct PodArgs {
     /// The pod as `NAMESPACE/NAME`.
     #[arg(long)]
     pub pod: String,
+    /// Labels of the Pod object, `k=v,k2=v2` (add).
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// TCP ports the pod listens on, `80,81` (add); declared as container
+    /// ports named `serve-<port>-tcp`.
+    #[arg(long, value_delimiter = ',')]
+    pub listen: Vec<u16>,
+    /// Return without waiting for the agents to enforce policy for the change.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// What a pod is, beyond its name.
+#[derive(Debug, Clone, Default)]
+pub struct PodSpec {
+    /// Labels of the Pod object.
+    pub labels: BTreeMap<String, String>,
+    /// Container ports; the TCP ones get a listener.
+    pub ports: Vec<ContainerPort>,
+    /// Wait (up to this long) for every agent to enforce policy for the pod.
+    pub wait: Option<Duration>,
 }
 
 /// What to do with the pod.
@@ -46,13 +77,21 @@ pub async fn exec(args: PodArgs) -> anyhow::Result<bool> {
         .split_once('/')
         .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
         .context("--pod must be NAMESPACE/NAME")?;
+    let wait = (!args.no_wait).then_some(ENFORCE_TIMEOUT);
     match args.verb {
         PodVerb::Add => {
-            let (record, stdout) = add(&dir, &args.node, namespace, name).await?;
+            let spec = PodSpec {
+                labels: apiserver::parse_labels(&args.labels)?,
+                ports: args.listen.iter().map(|p| ContainerPort::tcp(*p)).collect(),
+                wait,
+            };
+            let (record, stdout, _, _) = add_with(&dir, &args.node, namespace, name, &spec).await?;
             println!("{}", stdout.trim_end());
             tracing::info!(ip = %record.ip, "pod added");
         }
-        PodVerb::Del => del(&dir, &args.node, namespace, name).await?,
+        PodVerb::Del => {
+            del_with(&dir, &args.node, namespace, name, wait).await?;
+        }
     }
     Ok(true)
 }
@@ -95,28 +134,116 @@ pub async fn add_timed(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<(PodRecord, String, Duration)> {
+    add_with(dir, node, namespace, name, &PodSpec::default())
+        .await
+        .map(|(record, out, took, _)| (record, out, took))
+}
+
+/// Creates the pod described by `spec`: its Pod object, namespace, listener
+/// and CNI ADD. Returns its record, the CNI result, how long the ADD took and
+/// the resourceVersion of the last write to the API server (0: none).
+pub async fn add_with(
+    dir: &Path,
+    node: &str,
+    namespace: &str,
+    name: &str,
+    spec: &PodSpec,
+) -> anyhow::Result<(PodRecord, String, Duration, u64)> {
     let (lab, state) = labfile::load(dir)?;
     let entry = node_entry(&lab, node)?;
     let path = record_path(dir, node, namespace, name);
     if path.exists() {
         bail!("pod {namespace}/{name} already exists on {node}");
     }
+    // Kubernetes names are unique per namespace; the lab lets the same NS/NAME
+    // live on several nodes, so a second one gets the node in its API name.
+    let k8s_name = labfile::pods(dir)?
+        .iter()
+        .any(|p| p.namespace == namespace && p.name == name && p.node != node)
+        .then(|| format!("{name}-{node}"));
+    let api_name = k8s_name.as_deref().unwrap_or(name).to_owned();
+    let api = state
+        .apiserver_url
+        .is_some()
+        .then(|| ApiServer::of_lab(dir))
+        .transpose()?;
+    let mut rv = 0;
+    if let Some(api) = &api {
+        if let Some(v) = api.ensure_namespace(namespace).await? {
+            rv = rv.max(v);
+        }
+        let obj = apiserver::pod_object(namespace, &api_name, node, &spec.labels, &spec.ports);
+        let stored = api.apply(&apiserver::pods_path(namespace), &obj).await?;
+        rv = rv.max(apiserver::resource_version(&stored));
+    }
+    let pod_path = format!("{}/{api_name}", apiserver::pods_path(namespace));
     let ns_name = netns_name(&state.prefix, node, namespace, name);
-    let netns = NetNs::create_named(&ns_name)
-        .with_context(|| format!("create the pod namespace {ns_name}"))?;
+    let undo = |netns: bool, listener: Option<u32>| {
+        let (api, pod_path, ns_name) = (api.clone(), pod_path.clone(), ns_name.clone());
+        async move {
+            if let Some(pid) = listener {
+                crate::agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            if netns {
+                let _ = NetNs::delete_named(&ns_name);
+            }
+            if let Some(api) = api {
+                let _ = api.delete(&pod_path).await;
+            }
+        }
+    };
+    let netns = match NetNs::create_named(&ns_name) {
+        Ok(ns) => ns,
+        Err(e) => {
+            undo(false, None).await;
+            return Err(e).with_context(|| format!("create the pod namespace {ns_name}"));
+        }
+    };
+    // Runtimes bring the sandbox's loopback up (CRI does; CNI's `loopback`).
+    if let Err(e) = hostnic_linux::lab::cmd::ip_in(&ns_name, &["link", "set", "lo", "up"]).await {
+        undo(true, None).await;
+        return Err(e).context("bring up the pod's loopback");
+    }
+    let tcp: Vec<u16> = spec
+        .ports
+        .iter()
+        .filter(|p| p.protocol.eq_ignore_ascii_case("TCP"))
+        .map(|p| p.port)
+        .collect();
+    let listener_pid = if tcp.is_empty() {
+        None
+    } else {
+        match start_listener(netns.path(), &tcp) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                undo(true, None).await;
+                return Err(e);
+            }
+        }
+    };
     let container_id = container_id(node, namespace, name);
     let started = Instant::now();
-    let result = cni(entry, "ADD", &container_id, netns.path(), namespace, name).await;
+    let result = cni(
+        entry,
+        "ADD",
+        &container_id,
+        netns.path(),
+        namespace,
+        &api_name,
+    )
+    .await;
     let took = started.elapsed();
     let stdout = match result {
         Ok(out) => out,
         Err(e) => {
-            let _ = NetNs::delete_named(&ns_name);
+            undo(true, listener_pid).await;
             return Err(e);
         }
     };
-    let ip = result_ip(&stdout)
-        .with_context(|| format!("no IPv4 address in the CNI result: {stdout}"))?;
+    let Some(ip) = result_ip(&stdout) else {
+        undo(true, listener_pid).await;
+        bail!("no IPv4 address in the CNI result: {stdout}");
+    };
     let record = PodRecord {
         node: node.to_string(),
         namespace: namespace.to_string(),
@@ -124,29 +251,85 @@ pub async fn add_timed(
         container_id,
         netns: netns.path().to_path_buf(),
         ip,
+        k8s_name,
+        labels: spec.labels.clone(),
+        ports: spec.ports.clone(),
+        listener_pid,
     };
+    // Recorded before the status update, so `pod del` can clean up if it fails.
     std::fs::create_dir_all(labfile::pods_dir(dir))?;
     labfile::write(&path, &record)?;
-    Ok((record, stdout, took))
+    if let Some(api) = &api {
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+        }});
+        let stored = api.patch(&format!("{pod_path}/status"), &status).await?;
+        rv = rv.max(apiserver::resource_version(&stored));
+    }
+    if let (Some(timeout), Some(_)) = (spec.wait, &api) {
+        apiserver::wait_enforced(&lab, rv, timeout, Strictness::Lenient).await?;
+    }
+    Ok((record, stdout, took, rv))
+}
+
+/// Starts `hostnic-lab listen` in the namespace at `netns`, detached (it lives
+/// until `pod del` kills it), and waits until it listens on every port.
+fn start_listener(netns: &Path, ports: &[u16]) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("listen")
+        .arg("--netns")
+        .arg(netns)
+        .arg("--ports")
+        .arg(ports.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("start the pod's listener")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != super::listen::READY {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        bail!(
+            "the pod's listener failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let pid = child.id();
+    // Reap it if it ends while this process still runs.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
 }
 
 /// Deletes the pod: CNI DEL, then its namespace and record.
 pub async fn del(dir: &Path, node: &str, namespace: &str, name: &str) -> anyhow::Result<()> {
-    del_timed(dir, node, namespace, name).await.map(|_| ())
+    del_with(dir, node, namespace, name, None).await.map(|_| ())
 }
 
-/// Like [`del`], returning how long the CNI DEL call took.
-pub async fn del_timed(
+/// Deletes the pod: its listener, CNI DEL, its namespace, its Pod object and
+/// record; with `wait`, waits for the agents to have seen the Pod go. Returns
+/// how long the DEL took and the resourceVersion of the Pod's deletion.
+pub async fn del_with(
     dir: &Path,
     node: &str,
     namespace: &str,
     name: &str,
-) -> anyhow::Result<Duration> {
-    let (lab, _) = labfile::load(dir)?;
+    wait: Option<Duration>,
+) -> anyhow::Result<(Duration, Option<u64>)> {
+    let (lab, state) = labfile::load(dir)?;
     let entry = node_entry(&lab, node)?;
     let path = record_path(dir, node, namespace, name);
     let record: PodRecord =
         labfile::read(&path).with_context(|| format!("no pod {namespace}/{name} on {node}"))?;
+    if let Some(pid) = record.listener_pid {
+        crate::agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
     let started = Instant::now();
     cni(
         entry,
@@ -154,7 +337,7 @@ pub async fn del_timed(
         &record.container_id,
         &record.netns,
         namespace,
-        name,
+        record.api_name(),
     )
     .await?;
     let took = started.elapsed();
@@ -164,8 +347,23 @@ pub async fn del_timed(
         .and_then(|n| n.to_str())
         .context("pod namespace path")?;
     NetNs::delete_named(ns_name)?;
+    let mut rv = None;
+    if state.apiserver_url.is_some() {
+        let api = ApiServer::of_lab(dir)?;
+        rv = api
+            .delete(&format!(
+                "{}/{}",
+                apiserver::pods_path(namespace),
+                record.api_name()
+            ))
+            .await?
+            .map(|v| apiserver::resource_version(&v));
+    }
     std::fs::remove_file(&path)?;
-    Ok(took)
+    if let (Some(timeout), Some(rv)) = (wait, rv) {
+        apiserver::wait_enforced(&lab, rv, timeout, Strictness::Lenient).await?;
+    }
+    Ok((took, rv))
 }
 
 fn node_entry<'a>(lab: &'a LabFile, node: &str) -> anyhow::Result<&'a NodeEntry> {

@@ -1,6 +1,7 @@
-//! The lab daemon: hosts the simulator and the fabric hook, builds the VPC and
-//! the nodes, starts the agents, writes `lab.json`, and on SIGTERM/SIGINT tears
-//! everything down.
+//! The lab daemon: hosts the simulator and the fabric hook, and the fake
+//! Kubernetes API server (the control plane: a Node per lab node, the agents
+//! run with `--pods kube` against it), builds the VPC and the nodes, starts the
+//! agents, writes `lab.json`, and on SIGTERM/SIGINT tears everything down.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hostnic_k8s::fake_apiserver::FakeApiServer;
+use hostnic_k8s::node::VXNET_ANNOTATION;
 use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
 use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimState, Simulator, Topology};
 use ipnet::Ipv4Net;
@@ -22,6 +25,10 @@ use crate::labfile::{self, HostEntry, LabFile, LabState, NodeEntry};
 const ACCESS_KEY: &str = "HOSTNICLABKEY";
 const CLIENT_INSTANCE: &str = "i-simclient";
 const INTERNET: &str = "198.51.100.0/24";
+/// The vxnet of the nodes (their Node objects carry it in the vxnet annotation).
+const NODE_VXNET: &str = "vxnet-sim1";
+/// Namespaces every cluster has.
+const NAMESPACES: &[&str] = &["default", "kube-system"];
 
 /// Runs the daemon until signalled; a lab that fails to come up is removed again.
 pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
@@ -50,7 +57,7 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
         instances: (1..=args.nodes)
             .map(|i| InstanceSpec {
                 id: format!("i-sim{i:05}"),
-                vxnet: "vxnet-sim1".into(),
+                vxnet: NODE_VXNET.into(),
             })
             .chain(std::iter::once(InstanceSpec {
                 id: CLIENT_INSTANCE.into(),
@@ -118,6 +125,26 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     hostnic_qingcloud::config::Config::load(&credentials)
         .context("the credentials file the lab wrote does not load")?;
 
+    // The control plane: the API server the agents watch, with the nodes and the
+    // namespaces every cluster has.
+    let apiserver = FakeApiServer::start()
+        .await
+        .context("start the fake Kubernetes API server")?;
+    for (_, host) in hosts.iter().filter(|(_, h)| h.starts_with("node")) {
+        apiserver.add_node(host, &[(VXNET_ANNOTATION, NODE_VXNET)]);
+    }
+    for ns in NAMESPACES {
+        apiserver
+            .apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {crate::apiserver::NAMESPACE_NAME_LABEL: ns}},
+            }))
+            .map_err(|e| anyhow::anyhow!("create namespace {ns}: {}", e.message))?;
+    }
+    let kubeconfig = apiserver
+        .write_kubeconfig(&dir)
+        .context("write the kubeconfig")?;
+
     let hostnic_bin = agents::sibling_binary("hostnic");
     let agent_bin = if args.no_agents {
         None
@@ -139,14 +166,20 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             .local_addr()?
             .port();
         if let Some(agent) = &agent_bin {
+            let netns = fabric.netns_path(host);
+            let node = AgentNode {
+                name: host,
+                instance,
+                netns: &netns,
+                metrics_port,
+            };
             let argv = agent_argv(
                 agent,
                 hostnic_bin.as_deref(),
                 &files,
-                instance,
+                &node,
                 &credentials,
-                &fabric.netns_path(host),
-                metrics_port,
+                &kubeconfig,
             )?;
             labfile::write(&files.argv(), &argv)?;
         } else {
@@ -179,6 +212,7 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             netns: fabric.netns_path("internet"),
             ip: fabric.internet_ip(),
         },
+        kubeconfig: Some(kubeconfig.clone()),
     };
     labfile::write(
         &labfile::state_json(&dir),
@@ -186,6 +220,7 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             prefix: prefix.clone(),
             daemon_pid: std::process::id(),
             internet_cidr: internet,
+            apiserver_url: Some(apiserver.url()),
         },
     )?;
     // Agents start from the saved command lines, detached like `agent start` does;
@@ -221,6 +256,7 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
         agents::stop(pid, Duration::from_secs(5)).await;
     }
     sim.shutdown().await;
+    drop(apiserver);
     let leftovers = fabric::destroy(&prefix).await;
     for l in &leftovers {
         tracing::error!("leftover: {l}");
@@ -229,17 +265,35 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     Ok(leftovers.is_empty())
 }
 
+/// Where one agent runs.
+#[derive(Debug, Clone, Copy)]
+struct AgentNode<'a> {
+    /// The node (and Node object) name.
+    name: &'a str,
+    /// Its instance id.
+    instance: &'a str,
+    /// The node's network namespace.
+    netns: &'a Path,
+    /// The agent's HTTP port on 127.0.0.1.
+    metrics_port: u16,
+}
+
 /// The agent's command line (`bins/hostnic-agent` flags), and its config file
 /// with short pool and reconcile intervals so a lab reacts quickly.
 fn agent_argv(
     agent: &Path,
     plugin: Option<&Path>,
     files: &NodeFiles,
-    instance: &str,
+    node: &AgentNode<'_>,
     credentials: &Path,
-    netns: &Path,
-    metrics_port: u16,
+    kubeconfig: &Path,
 ) -> anyhow::Result<Vec<String>> {
+    let AgentNode {
+        name: node_name,
+        instance,
+        netns,
+        metrics_port,
+    } = *node;
     let config = files.root.join("agent.yaml");
     std::fs::write(
         &config,
@@ -257,7 +311,11 @@ fn agent_argv(
         "--cloud".into(),
         "qingcloud".into(),
         "--pods".into(),
-        "none".into(),
+        "kube".into(),
+        "--kubeconfig".into(),
+        s(kubeconfig),
+        "--node-name".into(),
+        node_name.into(),
         "--host-netns".into(),
         s(netns),
         "--socket".into(),

@@ -96,3 +96,18 @@ impl PolicyNamespace {
         Self { name, labels }
     }
 }
+
+/// Everything the compiler reads about the cluster, as one consistent value: what
+/// a policy source (the Kubernetes watches) hands the agent on each change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Every NetworkPolicy of the cluster.
+    pub policies: Vec<super::model::NetworkPolicy>,
+    /// Every namespace with its labels.
+    pub namespaces: Vec<PolicyNamespace>,
+    /// The pods policies can select or name as peers (all namespaces).
+    pub pods: Vec<PolicyPod>,
+    /// The API `resourceVersion` this view is current up to (0 when unknown): it
+    /// includes the effect of every write with a version up to this one.
+    pub resource_version: u64,
+}

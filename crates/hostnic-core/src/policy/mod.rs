@@ -10,16 +10,18 @@
 //!
 //! ## Layout
 //! - [`model`]: `NetworkPolicy`, selectors, peers, ports.
+//! - [`cases`]: the upstream truth-table case format (tests and `hostnic-lab netpol`).
 //! - [`cluster`]: the compiler's view of pods and namespaces.
 //! - [`compiled`]: the output types and [`evaluate`].
 //! - [`compile`](mod@compile): the compiler.
 
+pub mod cases;
 pub mod cluster;
 pub mod compile;
 pub mod compiled;
 pub mod model;
 
-pub use cluster::{ContainerPort, PodRef, PolicyNamespace, PolicyPod};
+pub use cluster::{ClusterView, ContainerPort, PodRef, PolicyNamespace, PolicyPod};
 pub use compile::compile;
 pub use compiled::{
     Allow, CompiledPolicy, Direction, DirectionRules, Endpoint, PeerMatch, PodRules, PortRange,

@@ -24,4 +24,4 @@ pub use backoff::Backoff;
 #[cfg(feature = "testing")]
 pub(crate) use backoff::splitmix64 as splitmix;
 pub use plan::{ActionKind, PoolAction};
-pub use state::{CloudLink, NicEntry, NodeState, PodAttachment, Usage};
+pub use state::{CloudLink, Entries, NicEntry, NodeState, PodAttachment, Usage};

@@ -184,7 +184,8 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                 let timeout = param("timeoutSeconds")
                     .and_then(|v| v.parse::<u64>().ok())
                     .map(Duration::from_secs);
-                watch(&shared, filter, rv, timeout)
+                let bookmarks = matches!(param("allowWatchBookmarks"), Some("true" | "1"));
+                watch(&shared, filter, rv, timeout, bookmarks)
             } else {
                 let store = shared.store();
                 let items: Vec<Value> = store
@@ -298,6 +299,7 @@ fn watch(
     filter: Filter,
     rv: Option<u64>,
     timeout: Option<Duration>,
+    bookmarks: bool,
 ) -> Response<Body> {
     let mut epoch = shared.epoch.subscribe();
     epoch.borrow_and_update();
@@ -336,14 +338,30 @@ fn watch(
         if gone {
             return;
         }
+        // With bookmarks, every write the watch does not carry is announced as a
+        // BOOKMARK at its version, so a client knows how far its watch is current
+        // (a real API server sends them at its own pace; here, at once).
+        let bookmark = |rv: u64| {
+            line(&json!({"type": "BOOKMARK", "object": {
+                "apiVersion": filter.kind.api_version, "kind": filter.kind.kind,
+                "metadata": {"resourceVersion": rv.to_string()},
+            }}))
+        };
+        if bookmarks && tx.send(bookmark(start_rv)).await.is_err() {
+            return;
+        }
         let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
         let mut deadline = std::pin::pin!(deadline);
         loop {
             tokio::select! {
                 change = live.recv() => match change {
                     Ok(change) if change.rv > start_rv => {
-                        if let Some(event) = filter.event(&change)
-                            && tx.send(line(&event)).await.is_err()
+                        let frame = match filter.event(&change) {
+                            Some(event) => Some(line(&event)),
+                            None => bookmarks.then(|| bookmark(change.rv)),
+                        };
+                        if let Some(frame) = frame
+                            && tx.send(frame).await.is_err()
                         {
                             return;
                         }

@@ -2,7 +2,8 @@
 //!
 //! It serves, over plain HTTP, the kinds in [`store::KINDS`] (pods, nodes, namespaces,
 //! events in both groups, networkpolicies): list and watch (with `fieldSelector`,
-//! `labelSelector`, `resourceVersion`, `timeoutSeconds`), get, create, replace, merge
+//! `labelSelector`, `resourceVersion`, `timeoutSeconds`, `allowWatchBookmarks`: a
+//! BOOKMARK for every write the watch does not carry), get, create, replace, merge
 //! patch (merge, strategic-merge and apply patches are all applied as JSON merge
 //! patches) and delete. Tests edit the cluster directly ([`FakeApiServer::apply`],
 //! [`FakeApiServer::delete`], …), read back what clients did
@@ -155,7 +156,8 @@ impl FakeApiServer {
             .write(|s| s.merge_patch(kind, namespace, name, patch))
     }
 
-    /// Deletes an object (`namespace` is ignored for cluster-scoped kinds).
+    /// Deletes an object (`namespace` is ignored for cluster-scoped kinds); returns its
+    /// last state with `metadata.resourceVersion` set to the deletion's version.
     pub fn delete(
         &self,
         api_version: &str,

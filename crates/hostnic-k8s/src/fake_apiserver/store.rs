@@ -275,7 +275,11 @@ impl Store {
             new: None,
         };
         self.record(change.clone());
-        Ok((old, change))
+        // Like the DELETED watch event: the last state, at the deletion's version,
+        // so a client can wait for the deletion's effect.
+        let mut last = old;
+        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        Ok((last, change))
     }
 
     fn put(

@@ -11,7 +11,12 @@
 //!   [podN]  empty sandboxes
 //! ```
 //! Everything is removed by `Drop`, also when a test fails.
+//!
+//! [`policy`] adds pod sandboxes wired like hostnic wires them and the policy
+//! renderer, for the `policy_*` tests.
 #![allow(dead_code)]
+
+pub mod policy;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

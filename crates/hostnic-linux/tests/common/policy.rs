@@ -3,14 +3,11 @@
 //! neighbour for 169.254.1.1), a [`PolicyRenderer`] programming the node's
 //! `hostnic` table, and TCP probes between sandboxes. Every namespace is
 //! created fresh and removed on drop.
-//! (Also built as a test target of its own, with no tests: hence the allows.)
-#![allow(dead_code, missing_docs, clippy::new_without_default)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hostnic_core::policy::{
@@ -20,20 +17,10 @@ use hostnic_core::policy::{
 use hostnic_linux::NetNs;
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
 
+use super::{NsGuard, ip};
+
 pub const ALLOW_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DENY_TIMEOUT: Duration = Duration::from_millis(600);
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 pub fn nft(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
@@ -63,15 +50,14 @@ pub struct Node {
     pub netns: NetNs,
     pub pods: BTreeMap<PodRef, TestPod>,
     pub namespaces: Vec<PolicyNamespace>,
-    pub created: Vec<String>,
     pub renderer: PolicyRenderer,
+    guard: NsGuard,
 }
 
 impl Node {
     pub fn new() -> Self {
-        let id = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("hnpol-{}-{id}-node", std::process::id());
-        let netns = NetNs::create_named(&name).expect("create node namespace");
+        let mut guard = NsGuard::default();
+        let (name, netns) = guard.create("node");
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         let out = Command::new("ip")
             .args([
@@ -87,7 +73,7 @@ impl Node {
         assert!(out.success());
         let renderer = PolicyRenderer::new(Some(netns.clone()), "nft");
         Self {
-            created: vec![name.clone()],
+            guard,
             name,
             netns,
             pods: BTreeMap::new(),
@@ -108,10 +94,8 @@ impl Node {
         ports: &[u16],
     ) {
         let pod: PodRef = key.parse().unwrap();
-        let index = self.created.len();
-        let ns_name = format!("{}-p{index}", self.name.trim_end_matches("-node"));
-        let netns = NetNs::create_named(&ns_name).expect("create pod namespace");
-        self.created.push(ns_name.clone());
+        let index = self.pods.len();
+        let (ns_name, netns) = self.guard.create("pod");
         let veth = format!("nicp{index:010x}");
         ip(&[
             "-n", &self.name, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
@@ -272,16 +256,6 @@ impl Node {
             wrong.join("\n"),
             nft(&self.name, &["list", "table", "inet", "hostnic"])
         );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for name in self.created.drain(..).rev() {
-            if let Err(e) = NetNs::delete_named(&name) {
-                eprintln!("cleanup of namespace {name} failed: {e}");
-            }
-        }
     }
 }
 
