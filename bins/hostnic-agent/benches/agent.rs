@@ -150,8 +150,14 @@ fn checkpoint_writes(iterations: usize, disk: &StateDisk, state_dir: &Path) {
     let dir = tempfile::tempdir_in(&disk.parent).unwrap();
     let store = FileStore::new(dir.path()).unwrap();
     let (mut journal, mut atomic) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
+    // Alternate between two contents: the store skips a checkpoint that changes nothing.
+    let instances = [
+        cp.instance.clone(),
+        InstanceId::new(format!("{}x", cp.instance)),
+    ];
+    for i in 0..iterations {
         cp.generation += 1;
+        cp.instance = instances[i % 2].clone();
         let t = Instant::now();
         store.save(&cp).unwrap();
         journal.push(t.elapsed());

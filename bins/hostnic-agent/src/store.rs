@@ -35,6 +35,13 @@
 //!   new snapshot, both complete;
 //! - deleting `state.json` resets the node's state as before: without a snapshot
 //!   the journal is ignored.
+//!
+//! A checkpoint whose content (NICs, attachments) equals the last one written is
+//! not written again: the pool loop checkpoints every round, and most rounds
+//! change nothing, so an idle node does no disk I/O and an ADD rarely waits
+//! behind the pool's write. The generation on disk then lags the engine's, which
+//! is harmless: a later write carries a higher one, and after a restart the
+//! engine counts on from the generation it read.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -102,6 +109,8 @@ struct Journal {
     open: Option<(File, u64)>,
     /// Offset of the next record.
     tail: u64,
+    /// The last checkpoint made durable by this run.
+    last: Option<Checkpoint>,
 }
 
 impl FileStore {
@@ -201,6 +210,7 @@ impl FileStore {
         };
         journal.open = Some((file, fnv1a(&snapshot)));
         journal.tail = 0;
+        journal.last = Some(checkpoint.clone());
         Ok(())
     }
 
@@ -214,6 +224,14 @@ impl FileStore {
         }
         OpenOptions::new().write(true).open(&self.journal_path)
     }
+}
+
+/// The same node state (generation and time of writing aside).
+fn same_content(a: &Checkpoint, b: &Checkpoint) -> bool {
+    a.version == b.version
+        && a.instance == b.instance
+        && a.nics == b.nics
+        && a.attachments == b.attachments
 }
 
 /// One intact record at the start of `bytes`, if there is one.
@@ -305,6 +323,14 @@ impl CheckpointStore for FileStore {
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if journal
+            .last
+            .as_ref()
+            .is_some_and(|last| same_content(last, checkpoint))
+        {
+            return Ok(());
+        }
+        journal.last = None;
         let Some((file, base)) = &journal.open else {
             // The first save of this run: a fresh snapshot, the journal after it.
             return self.compact(&mut journal, checkpoint);
@@ -320,6 +346,7 @@ impl CheckpointStore for FileStore {
         match written {
             Ok(()) => {
                 journal.tail += record.len() as u64;
+                journal.last = Some(checkpoint.clone());
                 Ok(())
             }
             Err(e) => {
@@ -410,6 +437,31 @@ mod tests {
             FileStore::new(dir.path()).unwrap().load().unwrap(),
             Some(cp(60, 0))
         );
+    }
+
+    #[test]
+    fn a_checkpoint_that_changes_nothing_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        store.save(&cp(2, 0)).unwrap();
+        let journal = fs::read(store.journal_path()).unwrap();
+        // Generation 3 with the content of 2, written later: nothing to write.
+        let mut same = cp(2, 0);
+        same.generation = 3;
+        same.written_at = Timestamp(99_999);
+        store.save(&same).unwrap();
+        assert_eq!(fs::read(store.journal_path()).unwrap(), journal);
+        assert_eq!(store.load().unwrap(), Some(cp(2, 0)));
+        // A change is written, with its generation.
+        store.save(&cp(4, 0)).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp(4, 0)));
+        // A new run writes its first checkpoint whatever it holds.
+        let next = FileStore::new(dir.path()).unwrap();
+        let mut again = cp(4, 0);
+        again.generation = 5;
+        next.save(&again).unwrap();
+        assert_eq!(next.load().unwrap(), Some(again));
     }
 
     #[test]
