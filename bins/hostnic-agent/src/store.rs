@@ -577,11 +577,19 @@ mod tests {
             }
             return;
         }
+        /// The child is killed even if an assertion fails first.
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let exe = std::env::current_exe().unwrap();
         let mut acked: Option<(u64, u64)> = None;
         for round in 0..12u64 {
-            let mut child = Command::new(&exe)
+            let mut child = KillOnDrop(Command::new(&exe)
                 .args([
                     "--exact",
                     "store::tests::a_process_killed_while_saving_loses_no_acknowledged_checkpoint",
@@ -593,8 +601,8 @@ mod tests {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                .unwrap());
+            let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
             // Let it save a varying number of times, then kill it mid-loop.
             let wanted = 20 + round * 37 % 200;
             let mut seen = 0;
@@ -606,7 +614,7 @@ mod tests {
                     seen += 1;
                 }
             }
-            child.kill().unwrap();
+            child.0.kill().unwrap();
             // Lines already written before the kill are acknowledged saves too.
             for line in lines.map_while(Result::ok) {
                 let mut words = line.split_whitespace().map(|w| w.parse::<u64>());
@@ -614,7 +622,7 @@ mod tests {
                     acked = Some((g, life));
                 }
             }
-            let _ = child.wait();
+            let _ = child.0.wait();
             let (g, life) = acked.unwrap();
             let loaded = FileStore::with_journal_capacity(dir.path(), 16 << 10)
                 .unwrap()
