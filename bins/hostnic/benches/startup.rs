@@ -2,6 +2,12 @@
 //! (target ≤ 1 ms), and its peak RSS (target ≤ 5 MiB, via `/usr/bin/time`).
 //!
 //! `cargo bench -p hostnic --bench startup`
+//!
+//! Criterion reports means; the start-up target is about the median, so the
+//! bench first prints medians of ADD and of `/bin/true` run in turn (round
+//! robin, so a change of machine load hits all alike).
+//! `HOSTNIC_CNI_BINS=label=/path,label2=/path2` adds other builds of the plugin
+//! (another profile, a static link) to that table.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,7 +33,11 @@ fn add_reply() -> serde_json::Value {
 }
 
 fn command(verb: &str, socket: &Path, state: &Path) -> (Command, Vec<u8>) {
-    let mut cmd = Command::new(BIN);
+    command_of(BIN, verb, socket, state)
+}
+
+fn command_of(bin: &str, verb: &str, socket: &Path, state: &Path) -> (Command, Vec<u8>) {
+    let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("CNI_COMMAND", verb)
         .env("CNI_CONTAINERID", "c0ffee01")
@@ -52,11 +62,60 @@ fn run_once(cmd: &mut Command, stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Medians (and p90) of each command, run in turn `rounds` times.
+fn interleaved_medians(commands: &mut [(String, Command, Vec<u8>)], rounds: usize) {
+    let mut samples = vec![Vec::with_capacity(rounds); commands.len()];
+    for _ in 0..rounds {
+        for ((_, cmd, stdin), times) in commands.iter_mut().zip(&mut samples) {
+            let t = std::time::Instant::now();
+            run_once(cmd, stdin);
+            times.push(t.elapsed());
+        }
+    }
+    println!("start-up, {rounds} rounds in turn:");
+    for ((label, _, _), times) in commands.iter().zip(&mut samples) {
+        times.sort();
+        println!(
+            "  {label:<48} median {:>7.1} µs   p90 {:>7.1} µs",
+            times[rounds / 2].as_secs_f64() * 1e6,
+            times[rounds * 9 / 10].as_secs_f64() * 1e6
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let state = dir.path().join("state");
     let _agent = FakeAgent::start(&socket, Behaviour::Answer(add_reply()));
+
+    let mut baseline = Command::new("/bin/true");
+    baseline.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let (add, add_in) = command("ADD", &socket, &state);
+    let mut table = vec![
+        ("/bin/true".to_string(), baseline, add_in.clone()),
+        (
+            "hostnic ADD + round trip (this build)".to_string(),
+            add,
+            add_in,
+        ),
+    ];
+    let others = std::env::var("HOSTNIC_CNI_BINS").unwrap_or_default();
+    for (label, bin) in others.split(',').filter_map(|kv| kv.split_once('=')) {
+        let (mut other, other_in) = command_of(bin, "ADD", &socket, &state);
+        let out = run_once(&mut other, &other_in);
+        assert!(out.status.success(), "{bin} ADD failed: {out:?}");
+        table.push((
+            format!("hostnic ADD + round trip [{label}]"),
+            other,
+            other_in,
+        ));
+    }
+    let rounds = std::env::var("HOSTNIC_STARTUP_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    interleaved_medians(&mut table, rounds);
 
     let (mut add, add_in) = command("ADD", &socket, &state);
     let out = run_once(&mut add, &add_in);
