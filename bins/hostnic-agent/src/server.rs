@@ -319,11 +319,17 @@ where
     };
     drop(waiting);
     if let Some(enforcer) = enforcer {
-        // The plumbing stays on failure: a retried ADD finds it and syncs again,
-        // and a DEL releases it.
-        enforcer.sync_now(deadline).await.map_err(|e| {
-            WireError::new(codes::TRY_AGAIN_LATER, "network policy not programmed", e)
-        })?;
+        if enforcer.selects(&r.pod.namespace, &r.pod.name) {
+            // The plumbing stays on failure: a retried ADD finds it and syncs again,
+            // and a DEL releases it.
+            enforcer.sync_now(deadline).await.map_err(|e| {
+                WireError::new(codes::TRY_AGAIN_LATER, "network policy not programmed", e)
+            })?;
+        } else {
+            // Selected by no policy: nothing to enforce on the pod itself; peers'
+            // sets learn its address with the next sync.
+            enforcer.request();
+        }
     }
     let p = &added.plumbed;
     Ok(AddReply {
@@ -378,10 +384,16 @@ where
         // Remove the pod's chains now; a failure is retried by the policy task, and
         // the released NIC's address stays in cooldown meanwhile.
         enforcer.forget(&r.pod.namespace, &r.pod.name);
-        // Bounded: a broken dataplane must not hold every DEL for its whole timeout.
-        let until = deadline.min(tokio::time::Instant::now() + DEL_POLICY_WAIT);
-        if let Err(e) = enforcer.sync_now(until).await {
-            tracing::warn!(pod = %r.pod.display_name(), error = %e, "network policy not updated after DEL");
+        if enforcer.enforced(&r.pod.namespace, &r.pod.name) {
+            // Bounded: a broken dataplane must not hold every DEL for its whole timeout.
+            let until = deadline.min(tokio::time::Instant::now() + DEL_POLICY_WAIT);
+            if let Err(e) = enforcer.sync_now(until).await {
+                tracing::warn!(pod = %r.pod.display_name(), error = %e, "network policy not updated after DEL");
+            }
+        } else {
+            // No chains of its own: peers' sets drop its address with the next sync,
+            // and the address stays in cooldown meanwhile.
+            enforcer.request();
         }
     }
     Ok(DelReply {

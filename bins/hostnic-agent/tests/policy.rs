@@ -442,3 +442,66 @@ async fn bursts_coalesce_into_one_sync_at_a_time_that_takes_the_latest_view() {
     assert_eq!(last.local.len(), 4);
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_pods_a_policy_selects_wait_for_a_sync_at_add_and_del() {
+    let world = World::small();
+    // pod-1 is selected by label, pod-2 by nothing; every sync takes 1.5 s.
+    let only_a1 = policy(serde_json::json!({
+        "metadata": {"name": "a1", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "a1"}}, "policyTypes": ["Ingress"]},
+    }));
+    let source = FakeSource::new(view(&[1, 2], vec![only_a1]));
+    let dataplane = FakeDataplane {
+        delay: Duration::from_millis(1500),
+        ..FakeDataplane::default()
+    };
+    let agent = start(&world, &source, &dataplane);
+    agent.serving().await;
+    while dataplane.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Not selected: ADD answers without waiting for the sync it asks for.
+    let r = call(&world.socket(), add_req(2, 30_000)).await;
+    assert!(is_ok(&r), "{r:?}");
+    assert_eq!(
+        dataplane.count(),
+        1,
+        "ADD of an unselected pod waited for a sync"
+    );
+    // The sync it asked for still comes, with the pod at its address.
+    while dataplane
+        .last()
+        .is_none_or(|s| local_names(&s) != ["default/pod-2"])
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Selected: ADD answers only once a sync has isolated the pod.
+    let r = call(&world.socket(), add_req(1, 30_000)).await;
+    assert!(is_ok(&r), "{r:?}");
+    let last = dataplane.last().unwrap();
+    assert!(
+        last.compiled.pods[&PodRef::new("default", "pod-1")]
+            .ingress
+            .isolated
+    );
+    assert_eq!(local_names(&last), ["default/pod-1", "default/pod-2"]);
+
+    // DEL of the isolated pod waits for its chains to go; of the other it does not.
+    let before = dataplane.count();
+    let r = call(&world.socket(), del_req(1)).await;
+    assert!(is_ok(&r), "{r:?}");
+    assert_eq!(local_names(&dataplane.last().unwrap()), ["default/pod-2"]);
+    let before_del2 = dataplane.count();
+    assert!(before_del2 > before);
+    let r = call(&world.socket(), del_req(2)).await;
+    assert!(is_ok(&r), "{r:?}");
+    assert_eq!(
+        dataplane.count(),
+        before_del2,
+        "DEL of an unisolated pod waited"
+    );
+    drop(agent);
+}

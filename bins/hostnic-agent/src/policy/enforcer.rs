@@ -369,6 +369,35 @@ impl Enforcer {
     pub(crate) fn compiled(&self) -> Arc<CompiledPolicy> {
         lock(&self.state).compiled.clone()
     }
+
+    /// True when a policy of the pod's namespace selects it in the current view, or
+    /// when its labels are unknown: then its ADD must wait for its chains. A pod no
+    /// policy selects is isolated in neither direction, so every flow to and from it
+    /// is allowed whether or not the sync that adds its address to peers' sets has
+    /// run yet: its ADD only asks for that sync.
+    pub(crate) fn selects(&self, namespace: &str, name: &str) -> bool {
+        let labels = match self.source.cached_pod(namespace, name) {
+            Some(pod) => pod.labels,
+            None => match lock(&self.learned).get(&PodRef::new(namespace, name)) {
+                Some((pod, _)) => pod.labels.clone(),
+                None => return true,
+            },
+        };
+        self.source
+            .view()
+            .policies
+            .iter()
+            .any(|p| p.metadata.namespace == namespace && p.spec.pod_selector.matches(&labels))
+    }
+
+    /// True when the last committed sync isolated the pod in some direction: it has
+    /// chains a DEL should see removed.
+    pub(crate) fn enforced(&self, namespace: &str, name: &str) -> bool {
+        self.compiled()
+            .pods
+            .get(&PodRef::new(namespace, name))
+            .is_some_and(|r| r.ingress.isolated || r.egress.isolated)
+    }
 }
 
 #[cfg(test)]
