@@ -10,95 +10,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use common::netlab::{Namespaces, VethLinks, ip, plug_primary};
 use common::*;
 use hostnic_core::api::{AddRequest, DelRequest, Outcome, RequestBody};
 use hostnic_core::types::PodKey;
-use hostnic_linux::{LinuxHost, LinuxHostConfig, NetNs};
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
+use hostnic_linux::{LinuxHost, LinuxHostConfig};
+use hostnic_qingcloud::sim::{SimConfig, Simulator};
 
 const ROOT: &str = "needs root: cargo test -- --include-ignored";
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Namespaces deleted on drop.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn create(&mut self, role: &str) -> String {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("hna-{}-{n}-{role}", std::process::id());
-        NetNs::create_named(&name).expect("create namespace");
-        self.0.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.0.drain(..).rev() {
-            let _ = NetNs::delete_named(&name);
-        }
-    }
-}
-
-/// Makes a NIC's link appear in the node namespace when the simulator attaches it.
-struct VethLinks {
-    node: String,
-    vpc: String,
-    names: Mutex<BTreeMap<String, String>>,
-}
-
-#[async_trait]
-impl AttachHook for VethLinks {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let mac = event.nic.to_string();
-        let tail: String = mac.replace(':', "")[4..].to_string();
-        match event.kind {
-            NicEventKind::Attached => {
-                let name = format!("e{tail}");
-                let peer = format!("v{tail}");
-                let _ = Command::new("ip")
-                    .args([
-                        "-n", &self.node, "link", "add", &name, "address", &mac, "type", "veth",
-                        "peer", "name", &peer, "netns", &self.vpc,
-                    ])
-                    .status();
-                let _ = Command::new("ip")
-                    .args(["-n", &self.vpc, "link", "set", &peer, "up"])
-                    .status();
-                self.names.lock().unwrap().insert(mac, name);
-            }
-            NicEventKind::Detached | NicEventKind::Vanished => {
-                // The agent may have renamed the link: find it by MAC.
-                let links = ip(&["-n", &self.node, "-j", "link", "show"]);
-                let links: serde_json::Value = serde_json::from_str(&links).unwrap();
-                for l in links.as_array().unwrap() {
-                    if l["address"] == mac.as_str() {
-                        let name = l["ifname"].as_str().unwrap();
-                        let _ = Command::new("ip")
-                            .args(["-n", &self.node, "link", "del", name])
-                            .status();
-                    }
-                }
-                self.names.lock().unwrap().remove(&mac);
-            }
-        }
-    }
-}
 
 struct AgentProcess {
     child: Child,
@@ -240,14 +162,13 @@ struct Lab {
 
 impl Lab {
     async fn new(pods: usize, attach_latency: Duration) -> Self {
-        let mut ns = Namespaces(Vec::new());
+        let mut ns = Namespaces::new("hna");
         let node = ns.create("node");
         let vpc = ns.create("vpc");
         let inet = ns.create("inet");
         let hook = Arc::new(VethLinks {
             node: node.clone(),
             vpc: vpc.clone(),
-            names: Mutex::new(BTreeMap::new()),
         });
         let sim = Simulator::start(
             SimConfig {
@@ -255,50 +176,12 @@ impl Lab {
                 job_latency: Duration::from_millis(50),
                 ..SimConfig::new("AKIDE2E", "e2e-secret")
             },
-            Some(hook.clone()),
+            Some(hook),
         )
         .await
         .unwrap();
         // The node's primary NIC, as the simulator knows it, with a default route.
-        let state = sim.state();
-        let primary = state
-            .nics
-            .values()
-            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
-            .unwrap()
-            .clone();
-        for n in [&node, &vpc, &inet] {
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "-n",
-            &node,
-            "link",
-            "add",
-            "prim0",
-            "address",
-            &primary.nic_id,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            &inet,
-        ]);
-        ip(&[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{}/24", primary.private_ip),
-            "dev",
-            "prim0",
-        ]);
-        ip(&["-n", &node, "link", "set", "prim0", "up"]);
-        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
-        ip(&["-n", &inet, "link", "set", "up0", "up"]);
-        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+        plug_primary(&sim, &node, &vpc, &inet);
 
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("hostnic.sock");
@@ -332,7 +215,6 @@ impl Lab {
         let log = dir.path().join("agent.log");
         let sandboxes: Vec<String> = (0..pods).map(|i| ns.create(&format!("p{i}"))).collect();
 
-        let _ = (&hook, &vpc, &inet);
         Lab {
             _ns: ns,
             node,

@@ -8,73 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use hostnic_k8s::fake_apiserver::FakeApiServer;
-use hostnic_linux::NetNs;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
+use hostnic_qingcloud::sim::{SimConfig, Simulator};
 
+use super::netlab::{Namespaces, VethLinks, plug_primary};
 use super::{INSTANCE, free_port, status_req, try_call};
 
 pub const NODE: &str = "node-1";
-
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Namespaces deleted on drop.
-pub struct Namespaces {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn create(&mut self, role: &str) -> String {
-        let name = format!("{}-{}-{role}", self.prefix, std::process::id());
-        NetNs::create_named(&name).expect("create namespace");
-        self.names.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.names.drain(..).rev() {
-            let _ = NetNs::delete_named(&name);
-        }
-    }
-}
-
-/// Makes a NIC's link appear in the node namespace when the simulator attaches it.
-pub struct VethLinks {
-    node: String,
-    vpc: String,
-}
-
-#[async_trait]
-impl AttachHook for VethLinks {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let mac = event.nic.to_string();
-        let tail: String = mac.replace(':', "")[4..].to_string();
-        if let NicEventKind::Attached = event.kind {
-            let (name, peer) = (format!("e{tail}"), format!("v{tail}"));
-            let _ = Command::new("ip")
-                .args([
-                    "-n", &self.node, "link", "add", &name, "address", &mac, "type", "veth",
-                    "peer", "name", &peer, "netns", &self.vpc,
-                ])
-                .status();
-            let _ = Command::new("ip")
-                .args(["-n", &self.vpc, "link", "set", &peer, "up"])
-                .status();
-        }
-    }
-}
 
 /// The agent process, killed on drop.
 pub struct AgentProcess(Child);
@@ -101,10 +41,7 @@ pub struct Lab {
 impl Lab {
     /// Namespaces named `<prefix>-<pid>-…`, with `sandboxes` pod sandboxes.
     pub async fn new(prefix: &str, sandboxes: usize) -> Self {
-        let mut ns = Namespaces {
-            prefix: prefix.to_string(),
-            names: Vec::new(),
-        };
+        let mut ns = Namespaces::new(prefix);
         let node = ns.create("node");
         let vpc = ns.create("vpc");
         let inet = ns.create("inet");
@@ -125,38 +62,7 @@ impl Lab {
         )
         .await
         .unwrap();
-        let primary = sim
-            .state()
-            .nics
-            .values()
-            .find(|n| n.role == 1 && n.instance_id.as_deref() == Some(INSTANCE))
-            .unwrap()
-            .clone();
-        for n in [&node, &vpc, &inet] {
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "-n",
-            &node,
-            "link",
-            "add",
-            "prim0",
-            "address",
-            &primary.nic_id,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            &inet,
-        ]);
-        let primary_ip = format!("{}/24", primary.private_ip);
-        ip(&["-n", &node, "addr", "add", &primary_ip, "dev", "prim0"]);
-        ip(&["-n", &node, "link", "set", "prim0", "up"]);
-        ip(&["-n", &inet, "addr", "add", "172.16.1.1/24", "dev", "up0"]);
-        ip(&["-n", &inet, "link", "set", "up0", "up"]);
-        ip(&["-n", &node, "route", "add", "default", "via", "172.16.1.1"]);
+        plug_primary(&sim, &node, &vpc, &inet);
 
         let api = FakeApiServer::start().await.unwrap();
         api.add_node(NODE, &[]);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kube_lab;
+pub mod netlab;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
