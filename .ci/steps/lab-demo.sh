@@ -120,19 +120,12 @@ if ! wait_for "every NIC to have an owner" settled; then
     echo "$leaks" >&2
     exit 1
 fi
-# No pod plumbing left on the nodes (veths other than NICs, pod rules). A DEL
-# answers once the pod is cut off (rules, route); its veth is deleted right after,
-# in the background: allow that a moment.
-pod_plumbing() { # NODE-NETNS: prints what is left
-    local extra rules
-    extra="$(ip -n "$1" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v -e '^eth0$' -e '^hn' || true)"
-    rules="$(ip -n "$1" rule show | grep -E '^(512|1536):' || true)"
-    echo "$extra$rules"
-}
+# No pod plumbing left on the nodes (veths other than NICs, pod rules).
 for n in $(grep -o '"netns": "/run/netns/[^"]*node[0-9]*"' "$DIR/lab.json" | grep -o 'hl-[^"]*'); do
-    clean() { [[ -z "$(pod_plumbing "$n")" ]]; }
-    if ! WAIT_S=10 wait_for "$n to drop the deleted pods' veths" clean; then
-        echo "lab-demo: $n keeps pod plumbing: $(pod_plumbing "$n")" >&2
+    extra="$(ip -n "$n" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v -e '^eth0$' -e '^hn' || true)"
+    rules="$(ip -n "$n" rule show | grep -E '^(512|1536):' || true)"
+    if [[ -n "$extra$rules" ]]; then
+        echo "lab-demo: $n keeps pod plumbing: $extra $rules" >&2
         exit 1
     fi
 done

@@ -431,9 +431,6 @@ where
         task.abort();
     }
     drop(http);
-    // Veth deletions DELs left running finish before the process ends (a crash
-    // instead leaves veths without routes, which the next reconcile removes).
-    let _ = tokio::time::timeout(Duration::from_secs(10), shared.engine.host().settle()).await;
     tracing::info!("agent stopped; NICs, checkpoint and CNI configuration left in place");
     served
 }

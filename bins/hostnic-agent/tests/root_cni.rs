@@ -488,7 +488,13 @@ fn mentions(text: &str, ip: Ipv4Addr) -> Vec<String> {
 
 /// After DEL: nothing of the pod on the node or in its sandbox, its NIC free.
 async fn assert_gone(lab: &Lab, pod: &Pod, added: &Added, nic: &str) {
-    // Rules, routes and addresses go before DEL answers.
+    let links = ip(&["-n", &lab.node, "-o", "link", "show"]);
+    assert!(
+        !links.contains(&format!(" {}@", added.host_veth))
+            && !links.contains(&format!(" {}:", added.host_veth)),
+        "host veth {} left in the node:\n{links}",
+        added.host_veth
+    );
     let rules = ip(&["-n", &lab.node, "-4", "rule", "show"]);
     assert!(
         mentions(&rules, added.ip).is_empty(),
@@ -509,31 +515,15 @@ async fn assert_gone(lab: &Lab, pod: &Pod, added: &Added, nic: &str) {
         "address {} left on the node:\n{addrs}",
         added.ip
     );
-    // The veth pair is deleted right after DEL answers, in the background.
     let ns = pod.netns.file_name().unwrap().to_str().unwrap();
-    let veth_left = || {
-        let links = ip(&["-n", &lab.node, "-o", "link", "show"]);
-        (links.contains(&format!(" {}@", added.host_veth))
-            || links.contains(&format!(" {}:", added.host_veth)))
-        .then_some(links)
-    };
-    let sandbox_links = || -> Vec<String> {
-        let inside: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
-        inside
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (veth_left().is_some() || sandbox_links() != ["lo"]) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if let Some(links) = veth_left() {
-        panic!("host veth {} left in the node:\n{links}", added.host_veth);
-    }
-    assert_eq!(sandbox_links(), ["lo"], "interfaces left in the sandbox");
+    let inside: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
+    let names: Vec<&str> = inside
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .collect();
+    assert_eq!(names, ["lo"], "interfaces left in the sandbox");
     let pending = lab.state_dir.join("pending-del");
     let records = std::fs::read_dir(&pending).map_or(0, |d| d.count());
     assert_eq!(

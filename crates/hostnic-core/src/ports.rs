@@ -202,14 +202,8 @@ pub trait HostNetwork: Send + Sync {
     /// [`HostErrorKind::Mismatch`] error lists everything missing.
     async fn verify_pod(&self, pod: &PodPlumbing, plumbed: &PlumbedPod) -> Result<(), HostError>;
 
-    /// What hostnic plumbing exists on the host, for reconcile and GC. Background
-    /// work of earlier calls (see [`HostNetwork::settle`]) is finished first.
+    /// What hostnic plumbing exists on the host, for reconcile and GC.
     async fn inventory(&self) -> Result<HostInventory, HostError>;
-
-    /// Waits for background work earlier calls left running (an implementation
-    /// may finish slow parts of [`HostNetwork::unplumb_pod`] after it returned,
-    /// once the pod is cut off). The default has none.
-    async fn settle(&self) {}
 }
 
 /// A failure of the pod source.

@@ -24,31 +24,6 @@ pub struct LinuxHost {
     pub(crate) conn: NetlinkConn,
     /// The primary NIC's default gateway, remembered while the route is healthy.
     pub(crate) primary_gateway: std::sync::Mutex<Option<Ipv4Addr>>,
-    /// Veth deletions DEL left running (see [`LinuxHost::unplumb_pod_now`]).
-    pub(crate) deferred: Deferred,
-}
-
-/// Background work DEL hands off, awaited by [`LinuxHost::settle`].
-#[derive(Debug, Default)]
-pub(crate) struct Deferred(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
-
-impl Deferred {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        let mut tasks = self.lock();
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(tokio::spawn(work));
-    }
-
-    async fn settle(&self) {
-        let tasks = std::mem::take(&mut *self.lock());
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
 }
 
 impl LinuxHost {
@@ -66,14 +41,7 @@ impl LinuxHost {
             host_ns,
             conn,
             primary_gateway: std::sync::Mutex::new(None),
-            deferred: Deferred::default(),
         })
-    }
-
-    /// Waits until every veth deletion a DEL left running has finished: after
-    /// this, the host shows no trace of the pods DEL removed.
-    pub async fn settle(&self) {
-        self.deferred.settle().await;
     }
 
     /// The configuration in use.
@@ -120,7 +88,6 @@ impl LinuxHost {
 
     /// What hostnic plumbing exists in the host namespace.
     pub async fn inventory_now(&self) -> Result<HostInventory, LinuxError> {
-        self.settle().await;
         let c = &self.conn;
         let (links, routes, rules) =
             tokio::try_join!(nl::links(c), nl::routes_v4(c), nl::rules_v4(c))?;
@@ -263,9 +230,5 @@ impl HostNetwork for LinuxHost {
 
     async fn inventory(&self) -> Result<HostInventory, HostError> {
         Ok(self.inventory_now().await?)
-    }
-
-    async fn settle(&self) {
-        LinuxHost::settle(self).await;
     }
 }

@@ -188,33 +188,23 @@ impl LinuxHost {
         Ok(())
     }
 
-    /// CNI DEL: takes the pod off the node and removes its veth (the sandbox end
-    /// goes with it) and rules. Works without the sandbox namespace, which is never
-    /// needed. Returns every error.
-    ///
-    /// Deleting a veth costs the kernel 10–30 ms (an RCU grace period), most of a
-    /// DEL. So DEL sets the host veth down, removes its `/32` route and the pod's
-    /// rules (from then on no packet reaches or leaves the pod through the node),
-    /// answers, and the veth itself is deleted in the background, by ifindex (never
-    /// a newer sandbox's veth of the same name). [`LinuxHost::settle`] waits for
-    /// those deletions; inventory, CHECK and the orphan listing settle first. A
-    /// crash in between leaves a veth without route, which GC removes.
+    /// CNI DEL: removes the veth (which takes its /32 route and the sandbox end
+    /// with it) and the pod's rules. Works without the sandbox namespace, which is
+    /// never needed: deleting the host end removes the peer. Returns every error.
     pub async fn unplumb_pod_now(&self, pod: &PlumbedPod, _netns: Option<&str>) -> Vec<LinuxError> {
         let host = self.handle();
         let mut errors = Vec::new();
-        let mut doomed = None;
         match nl::link_by_name(host, &pod.host_veth).await {
             Ok(Some(link)) => {
                 let ours = pod.host_mac.is_none() || nl::link_mac(&link) == pod.host_mac;
                 if ours {
-                    let index = link.header.index;
-                    let down = LinkUnspec::new_with_index(index).down().build();
-                    match ok_if_missing(host.link().set(down).execute().await) {
-                        Ok(()) => doomed = Some(index),
-                        Err(e) => errors.push(LinuxError::netlink(format!(
-                            "set veth {} down",
+                    if let Err(e) =
+                        ok_if_missing(host.link().del(link.header.index).execute().await)
+                    {
+                        errors.push(LinuxError::netlink(format!(
+                            "delete veth {}",
                             pod.host_veth
-                        ))(e)),
+                        ))(e));
                     }
                 } else {
                     // Same pod name, newer sandbox: its veth is not ours to delete.
@@ -224,31 +214,19 @@ impl LinuxHost {
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
+        // The rules go unless a live link still routes the address (a newer sandbox
+        // got the same address).
         let (routes, rules) =
             match tokio::try_join!(nl::routes_v4(&self.conn), nl::rules_v4(&self.conn)) {
                 Ok(x) => x,
                 Err(e) => {
                     errors.push(e);
-                    return self.delete_veth_now(pod, doomed, errors).await;
+                    return errors;
                 }
             };
-        let pod_route = |r: &rtnetlink::packet_route::route::RouteMessage| {
+        let still_routed = routes.iter().any(|r| {
             nl::route_table(r) == u32::from(MAIN_TABLE) && nl::route_dst(r) == Some((pod.ip, 32))
-        };
-        // The veth's own route goes now (a down link keeps it on some kernels).
-        let mut still_routed = false;
-        for route in routes.into_iter().filter(pod_route) {
-            if doomed.is_some() && nl::route_oif(&route) == doomed {
-                if let Err(e) = ok_if_missing(host.route().del(route).execute().await) {
-                    errors.push(LinuxError::netlink(format!("delete route {}/32", pod.ip))(
-                        e,
-                    ));
-                }
-            } else {
-                // A live link still routes the address: a newer sandbox got it.
-                still_routed = true;
-            }
-        }
+        });
         if !still_routed {
             let [to_pod, from_pod] = self.pod_rules(pod.ip, pod.table);
             nl::delete_rules(
@@ -262,37 +240,6 @@ impl LinuxHost {
             )
             .await;
         }
-        if !errors.is_empty() {
-            return self.delete_veth_now(pod, doomed, errors).await;
-        }
-        if let Some(index) = doomed {
-            let handle = host.clone();
-            let veth = pod.host_veth.clone();
-            self.deferred.spawn(async move {
-                if let Err(e) = ok_if_missing(handle.link().del(index).execute().await) {
-                    tracing::warn!(%veth, error = %e, "deleting the veth of a deleted pod");
-                }
-            });
-        }
-        errors
-    }
-
-    /// After an error, the veth goes at once, so the caller's retry finds the
-    /// state as the error describes it.
-    async fn delete_veth_now(
-        &self,
-        pod: &PlumbedPod,
-        doomed: Option<u32>,
-        mut errors: Vec<LinuxError>,
-    ) -> Vec<LinuxError> {
-        if let Some(index) = doomed
-            && let Err(e) = ok_if_missing(self.handle().link().del(index).execute().await)
-        {
-            errors.push(LinuxError::netlink(format!(
-                "delete veth {}",
-                pod.host_veth
-            ))(e));
-        }
         errors
     }
 
@@ -303,7 +250,6 @@ impl LinuxHost {
         pod: &PodPlumbing,
         plumbed: &PlumbedPod,
     ) -> Result<Vec<String>, LinuxError> {
-        self.settle().await;
         let host = self.handle();
         let mut missing = Vec::new();
         let ip = plumbed.ip;

@@ -150,66 +150,6 @@ async fn add_check_del_are_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
-async fn del_cuts_the_pod_off_at_once_and_its_veth_goes_in_the_background() {
-    let mut topo = Topology::new();
-    let host = topo.host().await;
-    let nic = topo.nic(1, pod_ip(1, 9));
-    host.prepare_nic(&nic).await.unwrap();
-    let req = topo.pod("bg", nic.clone());
-    let plumbed = host.plumb_pod(&req).await.unwrap();
-    host.unplumb_pod(&plumbed, Some(&req.netns)).await.unwrap();
-
-    // When DEL answers: no rule and no route for the address; the veth, if the
-    // background deletion has not run yet, is down.
-    let rules = ip(&["-n", &topo.node, "rule", "show"]);
-    assert!(!rules.contains("172.20.1.9"), "{rules}");
-    let routes = ip(&["-n", &topo.node, "route", "show", "table", "all"]);
-    assert!(!routes.contains("172.20.1.9"), "{routes}");
-    let links = ip_json(&topo.node, &["link", "show"]);
-    for l in links.as_array().unwrap() {
-        if l["ifname"] == plumbed.host_veth.as_str() {
-            let flags: Vec<&str> = l["flags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|f| f.as_str())
-                .collect();
-            assert!(!flags.contains(&"UP"), "veth still up: {l}");
-        }
-    }
-
-    // A new sandbox of the same pod gets its veth at once, and the old one's
-    // deletion never takes the new one (it deletes by ifindex).
-    let again = topo.pod("bg", nic);
-    let again = hostnic_core::types::PodPlumbing {
-        pod: hostnic_core::types::PodKey {
-            name: req.pod.name.clone(),
-            ..again.pod
-        },
-        ..again
-    };
-    let replumbed = host.plumb_pod(&again).await.unwrap();
-    assert_eq!(
-        replumbed.host_veth, plumbed.host_veth,
-        "same pod, same veth name"
-    );
-    host.settle().await;
-    host.verify_pod(&again, &replumbed).await.unwrap();
-
-    host.unplumb_pod(&replumbed, Some(&again.netns))
-        .await
-        .unwrap();
-    host.settle().await;
-    let links = ip(&["-n", &topo.node, "-o", "link", "show"]);
-    assert!(
-        !links.contains(&format!(" {}@", plumbed.host_veth)),
-        "veth left after settle:\n{links}"
-    );
-    assert!(host.inventory().await.unwrap().pods.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root: cargo test -- --include-ignored"]
 async fn del_succeeds_when_the_sandbox_is_gone() {
     let mut topo = Topology::new();
     let host = topo.host().await;
