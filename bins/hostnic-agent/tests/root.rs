@@ -316,6 +316,44 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
             "CHECK of live pod {i}: {r:?}"
         );
     }
+    // Every pod that got a success talks: a TCP connection from each live pod to
+    // the next one (pod to pod through the node: veths, rules, /32 routes).
+    let (_, pods) = http_get(metrics_addr, "/v1/pods").await;
+    let pods: Vec<hostnic_agent::introspect::Pod> = serde_json::from_str(&pods).unwrap();
+    let ip_of = |i: usize| -> std::net::Ipv4Addr {
+        let p = pods
+            .iter()
+            .find(|p| p.netns == netns(i))
+            .unwrap_or_else(|| panic!("live pod {i} not in /v1/pods"));
+        p.ip.parse().unwrap()
+    };
+    let ring: Vec<usize> = live.iter().copied().collect();
+    for (k, &from) in ring.iter().enumerate() {
+        let to = ring[(k + 1) % ring.len()];
+        if to == from {
+            continue;
+        }
+        let (from_ns, to_ns) = (
+            hostnic_linux::NetNs::open(netns(from)).unwrap(),
+            hostnic_linux::NetNs::open(netns(to)).unwrap(),
+        );
+        let addr = std::net::SocketAddr::from((ip_of(to), 8080));
+        let listener = to_ns
+            .run_blocking(move || std::net::TcpListener::bind(addr))
+            .expect("enter the pod's namespace")
+            .unwrap_or_else(|e| panic!("listen in pod {to} on {addr}: {e}"));
+        let connected = from_ns
+            .run_blocking(move || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            })
+            .expect("enter the pod's namespace");
+        assert!(
+            connected.is_ok(),
+            "pod {from} cannot reach live pod {to} at {addr}: {connected:?}"
+        );
+        drop(listener);
+    }
+
     for (&i, _) in last.iter().filter(|(_, s)| **s == Last::Deleted) {
         let r = call(socket, check(i, &netns(i))).await;
         assert!(
