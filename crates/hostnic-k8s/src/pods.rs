@@ -33,17 +33,10 @@ pub fn node_field_selector(node: &str) -> String {
 /// `pending` is true while the pod has no IP yet (no sandbox network): a NIC will be
 /// asked for soon, so the pool should warm up for it.
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    let spec = pod.spec.as_ref()?;
-    if spec.host_network == Some(true) {
-        return None;
-    }
-    let status = pod.status.as_ref();
-    if let Some(phase) = status.and_then(|s| s.phase.as_deref())
-        && (phase == "Succeeded" || phase == "Failed")
-    {
-        return None;
-    }
-    let has_ip = status
+    pod_network_spec(pod)?;
+    let has_ip = pod
+        .status
+        .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .is_some_and(|ip| !ip.is_empty());
     Some(PodInfo {
@@ -51,6 +44,22 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         name: pod.name_any(),
         pending: !has_ip,
     })
+}
+
+/// The pod's spec when the pod has (or will have) a sandbox network of ours:
+/// `None` for host-network pods and pods that finished (phase `Succeeded` or
+/// `Failed`).
+pub(crate) fn pod_network_spec(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    if let Some(phase) = pod.status.as_ref().and_then(|s| s.phase.as_deref())
+        && (phase == "Succeeded" || phase == "Failed")
+    {
+        return None;
+    }
+    Some(spec)
 }
 
 type PodName = (String, String);

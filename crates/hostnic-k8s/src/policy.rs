@@ -46,17 +46,10 @@ const WATCH_TIMEOUT_SECS: u32 = 290;
 /// The compiler's view of a pod, or `None` when no policy can concern it:
 /// host-network pods and pods that finished (phase `Succeeded`/`Failed`).
 pub fn policy_pod(pod: &Pod) -> Option<PolicyPod> {
-    let spec = pod.spec.as_ref()?;
-    if spec.host_network == Some(true) {
-        return None;
-    }
-    let status = pod.status.as_ref();
-    if let Some(phase) = status.and_then(|s| s.phase.as_deref())
-        && (phase == "Succeeded" || phase == "Failed")
-    {
-        return None;
-    }
-    let ip = status
+    let spec = crate::pods::pod_network_spec(pod)?;
+    let ip = pod
+        .status
+        .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
     let ports = spec
