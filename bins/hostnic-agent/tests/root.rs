@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netlab::{Namespaces, VethLinks, ip, plug_primary};
+use common::netlab::{AgentFiles, Namespaces, VethLinks, ip, plug_primary};
 use common::*;
 use hostnic_core::api::{AddRequest, DelRequest, Outcome, RequestBody};
 use hostnic_core::types::PodKey;
@@ -184,34 +184,20 @@ impl Lab {
         plug_primary(&sim, &node, &vpc, &inet);
 
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("hostnic.sock");
-        let metrics_addr = free_port();
-        let config = dir.path().join("agent.yaml");
-        std::fs::write(
-        &config,
-        format!(
-            "pool:\n  min_free: 2\n  max_free: 4\n  batch_size: 5\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  missing_link_grace: 5\n\
-             socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
-             host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 5\n",
-            socket.display(),
-            dir.path().join("state").display(),
-            dir.path().join("net.d").display(),
-            dir.path().join("bin").display(),
-        ),
-    )
-    .unwrap();
-        let addr = sim.addr();
-        let credentials = dir.path().join("config.yaml");
-        std::fs::write(
-        &credentials,
-        format!(
-            "qy_access_key_id: AKIDE2E\nqy_secret_access_key: e2e-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
-            sim.zone(),
-            addr.ip(),
-            addr.port()
-        ),
-    )
-    .unwrap();
+        let AgentFiles {
+            config,
+            credentials,
+            socket,
+            metrics_addr,
+            ..
+        } = AgentFiles::write(
+            dir.path(),
+            &sim,
+            ("AKIDE2E", "e2e-secret"),
+            &node,
+            "  min_free: 2\n  max_free: 4\n  batch_size: 5\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  missing_link_grace: 5\n",
+            5,
+        );
         let log = dir.path().join("agent.log");
         let sandboxes: Vec<String> = (0..pods).map(|i| ns.create(&format!("p{i}"))).collect();
 

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::{INSTANCE, free_port, http_get, status_req, try_call};
+use common::netlab::AgentFiles;
+use common::{INSTANCE, http_get, status_req, try_call};
 use hostnic_agent::introspect;
 use hostnic_linux::NetNs;
 use hostnic_linux::lab::probe::{PeerServer, tcp_peer};
@@ -201,36 +202,21 @@ impl Lab {
         let (_, client_ip, _) = primary_nic(&state, CLIENT_INSTANCE);
 
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("hostnic.sock");
-        let state_dir = dir.path().join("state");
-        let metrics_addr = free_port();
         let node = fabric.netns_name("node");
-        let config = dir.path().join("agent.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "pool:\n  min_free: 2\n  max_free: 4\n  batch_size: 4\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n\
-                 socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
-                 host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 30\n",
-                socket.display(),
-                state_dir.display(),
-                dir.path().join("net.d").display(),
-                dir.path().join("bin").display(),
-            ),
-        )
-        .unwrap();
-        let addr = sim.addr();
-        let credentials = dir.path().join("config.yaml");
-        std::fs::write(
-            &credentials,
-            format!(
-                "qy_access_key_id: AKIDCNI\nqy_secret_access_key: cni-e2e-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
-                sim.zone(),
-                addr.ip(),
-                addr.port()
-            ),
-        )
-        .unwrap();
+        let AgentFiles {
+            config,
+            credentials,
+            socket,
+            state_dir,
+            metrics_addr,
+        } = AgentFiles::write(
+            dir.path(),
+            &sim,
+            ("AKIDCNI", "cni-e2e-secret"),
+            &node,
+            "  min_free: 2\n  max_free: 4\n  batch_size: 4\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n",
+            30,
+        );
         let log = dir.path().join("agent.log");
         let mut lab = Lab {
             agent: None,

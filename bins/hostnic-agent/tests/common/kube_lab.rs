@@ -11,8 +11,8 @@ use std::time::Duration;
 use hostnic_k8s::fake_apiserver::FakeApiServer;
 use hostnic_qingcloud::sim::{SimConfig, Simulator};
 
-use super::netlab::{Namespaces, VethLinks, plug_primary};
-use super::{INSTANCE, free_port, status_req, try_call};
+use super::netlab::{AgentFiles, Namespaces, VethLinks, plug_primary};
+use super::{INSTANCE, status_req, try_call};
 
 pub const NODE: &str = "node-1";
 
@@ -68,33 +68,16 @@ impl Lab {
         api.add_node(NODE, &[]);
 
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("hostnic.sock");
-        let metrics_addr = free_port();
         // No free NIC is kept for nobody: any NIC the agent prepares is for demand.
-        std::fs::write(
-            dir.path().join("agent.yaml"),
-            format!(
-                "pool:\n  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n\
-                 socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {metrics_addr}\n\
-                 host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: 2\n",
-                socket.display(),
-                dir.path().join("state").display(),
-                dir.path().join("net.d").display(),
-                dir.path().join("bin").display(),
-            ),
-        )
-        .unwrap();
-        let addr = sim.addr();
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            format!(
-                "qy_access_key_id: AKIDK8S\nqy_secret_access_key: k8s-secret\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
-                sim.zone(),
-                addr.ip(),
-                addr.port()
-            ),
-        )
-        .unwrap();
+        let files = AgentFiles::write(
+            dir.path(),
+            &sim,
+            ("AKIDK8S", "k8s-secret"),
+            &node,
+            "  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n",
+            2,
+        );
+        let (socket, metrics_addr) = (files.socket, files.metrics_addr);
         api.write_kubeconfig(dir.path()).unwrap();
         Lab {
             _ns: ns,

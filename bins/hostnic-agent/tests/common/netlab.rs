@@ -140,3 +140,64 @@ pub fn plug_primary(sim: &SimHandle, node: &str, vpc: &str, inet: &str) {
     ip(&["-n", inet, "link", "set", "up0", "up"]);
     ip(&["-n", node, "route", "add", "default", "via", "172.16.1.1"]);
 }
+
+/// The files an agent binary under test reads, in a test's temporary directory.
+pub struct AgentFiles {
+    /// `agent.yaml`.
+    pub config: std::path::PathBuf,
+    /// The `qcsecret` `config.yaml` pointing at the simulator.
+    pub credentials: std::path::PathBuf,
+    /// The plugin's socket.
+    pub socket: std::path::PathBuf,
+    /// The checkpoint directory.
+    pub state_dir: std::path::PathBuf,
+    /// The agent's HTTP address.
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl AgentFiles {
+    /// Writes `dir/agent.yaml` (`pool` holds the indented `pool:` keys, one per
+    /// line; the agent plumbs `/run/netns/<node>`) and `dir/config.yaml` with the
+    /// simulator's endpoint and the key pair it was started with.
+    pub fn write(
+        dir: &std::path::Path,
+        sim: &SimHandle,
+        (key, secret): (&str, &str),
+        node: &str,
+        pool: &str,
+        reconcile_interval_secs: u32,
+    ) -> Self {
+        let files = AgentFiles {
+            config: dir.join("agent.yaml"),
+            credentials: dir.join("config.yaml"),
+            socket: dir.join("hostnic.sock"),
+            state_dir: dir.join("state"),
+            metrics_addr: super::free_port(),
+        };
+        std::fs::write(
+            &files.config,
+            format!(
+                "pool:\n{pool}socket: {}\nstate_dir: {}\ncni_conf_dir: {}\ncni_bin_dir: {}\nmetrics_addr: {}\n\
+                 host_netns: /run/netns/{node}\npool_interval_secs: 0.5\nreconcile_interval_secs: {reconcile_interval_secs}\n",
+                files.socket.display(),
+                files.state_dir.display(),
+                dir.join("net.d").display(),
+                dir.join("bin").display(),
+                files.metrics_addr,
+            ),
+        )
+        .unwrap();
+        let addr = sim.addr();
+        std::fs::write(
+            &files.credentials,
+            format!(
+                "qy_access_key_id: {key}\nqy_secret_access_key: {secret}\nzone: {}\nhost: {}\nport: {}\nprotocol: http\nuri: /iaas\n",
+                sim.zone(),
+                addr.ip(),
+                addr.port()
+            ),
+        )
+        .unwrap();
+        files
+    }
+}
