@@ -4,52 +4,17 @@
 //! enforcing what is written there are exercised by `.ci/steps/lab-netpol.sh`.)
 //! Needs root: `cargo test -p hostnic-lab -- --include-ignored`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hostnic_linux::NetNs;
 use serde_json::Value;
 
-const LAB: &str = env!("CARGO_BIN_EXE_hostnic-lab");
-
-/// Runs `hostnic-lab ARGS`; (success, stdout).
-fn lab(args: &[&str]) -> (bool, String) {
-    let out = Command::new(LAB).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        eprintln!(
-            "hostnic-lab {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (out.status.success(), stdout)
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard {
-    dir: tempfile::TempDir,
-}
-
-impl LabGuard {
-    fn path(&self) -> &str {
-        self.dir.path().to_str().unwrap()
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(LAB)
-            .args(["down", "--dir", self.path()])
-            .output();
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::{LAB, LabGuard, lab, read_json};
 
 /// GET `path` from the API server at `authority`; (status, JSON body).
 fn get(authority: &str, path: &str) -> (u16, Value) {
@@ -69,9 +34,7 @@ fn get(authority: &str, path: &str) -> (u16, Value) {
 #[test]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 fn up_serves_an_api_server_that_ns_apply_and_delete_write_to() {
-    let guard = LabGuard {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let guard = LabGuard::new();
     assert!(lab(&["up", "--dir", guard.path(), "--nodes", "2", "--no-agents"]).0);
     let lab_json = read_json(&guard.dir.path().join("lab.json"));
     let kubeconfig = lab_json["kubeconfig"]

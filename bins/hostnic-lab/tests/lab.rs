@@ -4,6 +4,8 @@
 //! then runs the real `hostnic-lab check` matrix. Needs root:
 //! `cargo test -p hostnic-lab -- --include-ignored`.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,47 +20,7 @@ use hostnic_linux::{LinuxHost, LinuxHostConfig, NetNs};
 use hostnic_qingcloud::{ClientOptions, Config, QingCloudClient};
 use serde_json::Value;
 
-const LAB: &str = env!("CARGO_BIN_EXE_hostnic-lab");
-
-/// Runs `hostnic-lab ARGS`; (success, stdout).
-fn lab(args: &[&str]) -> (bool, String) {
-    let out = Command::new(LAB).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        eprintln!(
-            "hostnic-lab {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (out.status.success(), stdout)
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard {
-    dir: tempfile::TempDir,
-}
-
-impl LabGuard {
-    fn path(&self) -> &str {
-        self.dir.path().to_str().unwrap()
-    }
-    fn prefix(&self) -> String {
-        let state: Value = read_json(&self.dir.path().join("lab-state.json"));
-        state["prefix"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(LAB)
-            .args(["down", "--dir", self.path()])
-            .output();
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::{LabGuard, lab, read_json};
 
 fn mac_of(netns: &str, dev: &str) -> String {
     let out = Command::new("ip")
@@ -90,9 +52,7 @@ async fn node_host(netns: &str) -> LinuxHost {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn nics_attached_in_the_simulator_carry_real_pod_traffic_through_the_vpc() {
-    let guard = LabGuard {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let guard = LabGuard::new();
     let (ok, out) = lab(&[
         "up",
         "--dir",
@@ -281,9 +241,7 @@ async fn nics_attached_in_the_simulator_carry_real_pod_traffic_through_the_vpc()
 #[test]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 fn a_crashed_lab_is_cleaned_up_by_the_next_up() {
-    let guard = LabGuard {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let guard = LabGuard::new();
     assert!(lab(&["up", "--dir", guard.path(), "--nodes", "1", "--no-agents"]).0);
     let prefix = guard.prefix();
     let state: Value = read_json(&guard.dir.path().join("lab-state.json"));
