@@ -4,15 +4,9 @@
 # Assumes `cargo build --workspace`.
 set -euo pipefail
 
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug"
-LAB="$BIN/hostnic-lab"
-[[ -x /usr/lib/cni/ptp ]] || apt-get install -y --no-install-recommends containernetworking-plugins
-DIR="$(mktemp -d /tmp/hostnic-lab-bench.XXXXXX)"
-cleanup() {
-    "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/lab.sh"
+lab_env lab-bench-smoke containernetworking-plugins:/usr/lib/cni/ptp
+lab_dir lab-bench
 
 "$LAB" up --dir "$DIR" --nodes 2 >/dev/null
 "$LAB" bench --dir "$DIR" --iterations 5 --cold-pods 10 --churn 5 --json >"$DIR/bench.json"

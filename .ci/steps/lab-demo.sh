@@ -6,30 +6,15 @@
 # failure or leak. Takes well under a minute once built.
 set -euo pipefail
 
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug"
-LAB="$BIN/hostnic-lab"
-for b in hostnic-lab hostnic hostnic-agent; do
-    [[ -x "$BIN/$b" ]] || { echo "lab-demo: $BIN/$b missing: run cargo build --workspace" >&2; exit 1; }
-done
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v ping >/dev/null || need+=(iputils-ping)
-if ((${#need[@]})); then
-    apt-get install -y --no-install-recommends "${need[@]}"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/lab.sh"
+lab_env lab-demo
 
 step() { echo; echo "=== $* ($(date -u +%T))"; }
 
 step "demo"
 "$LAB" demo --nodes 2 --pods-per-node 6
 
-DIR="$(mktemp -d /tmp/hostnic-lab-ci.XXXXXX)"
-cleanup() {
-    "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+lab_dir lab-ci
 
 step "up"
 "$LAB" up --dir "$DIR" --nodes 2 >/dev/null

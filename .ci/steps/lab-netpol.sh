@@ -9,28 +9,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-target}"
-case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
-BIN="$TARGET/debug"
-LAB="$BIN/hostnic-lab"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/lab.sh"
+lab_env lab-netpol
 CASES="$ROOT/crates/hostnic-core/tests/data/netpol-cases.json"
-for b in hostnic-lab hostnic hostnic-agent; do
-    [[ -x "$BIN/$b" ]] || { echo "lab-netpol: $BIN/$b missing: run cargo build --workspace" >&2; exit 1; }
-done
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v ping >/dev/null || need+=(iputils-ping)
-if ((${#need[@]})); then
-    apt-get install -y --no-install-recommends "${need[@]}"
-fi
-
-DIR="$(mktemp -d /tmp/hostnic-lab-netpol.XXXXXX)"
-cleanup() {
-    "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+lab_dir lab-netpol
 
 step() { echo; echo "=== $* ($(date -u +%T))"; }
 started=$(date +%s)

@@ -4,28 +4,9 @@
 # reaches the VPC client and the internet host. Assumes `cargo build --workspace`.
 set -euo pipefail
 
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug"
-LAB="$BIN/hostnic-lab"
-for b in hostnic-lab hostnic hostnic-agent; do
-    [[ -x "$BIN/$b" ]] || { echo "lab-podman: $BIN/$b missing: run cargo build --workspace" >&2; exit 1; }
-done
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v podman >/dev/null || need+=(podman)
-command -v runc >/dev/null || need+=(runc)
-[[ -x /bin/busybox ]] || need+=(busybox-static)
-[[ -x /usr/lib/cni/portmap ]] || need+=(containernetworking-plugins)
-if ((${#need[@]})); then
-    apt-get install -y --no-install-recommends "${need[@]}"
-fi
-
-DIR="$(mktemp -d /tmp/hostnic-lab-podman.XXXXXX)"
-cleanup() {
-    "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/lab.sh"
+lab_env lab-podman podman:podman runc:runc busybox-static:/bin/busybox containernetworking-plugins:/usr/lib/cni/portmap
+lab_dir lab-podman
 
 "$LAB" up --dir "$DIR" --nodes 2 >/dev/null
 for node in node1 node2; do
