@@ -1,12 +1,11 @@
-//! A minimal HTTP/1.1 client for the lab's own servers on loopback: the
+//! HTTP requests (reqwest) to the lab's own servers on loopback: the
 //! simulator's admin endpoints, the fake Kubernetes API server and the agents'
 //! introspection endpoints.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// `host:port` of an `http://host:port/...` URL.
 pub fn authority(url: &str) -> anyhow::Result<&str> {
@@ -18,7 +17,6 @@ pub fn authority(url: &str) -> anyhow::Result<&str> {
 
 /// One request; the status code and the body (JSON; `null` when empty, a
 /// string when not JSON).
-/// Each request uses its own connection (`Connection: close`).
 pub async fn request(
     authority: &str,
     method: &str,
@@ -39,62 +37,37 @@ async fn request_inner(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut stream = TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connect to {authority}"))?;
-    let content_type = if method == "PATCH" {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        hostnic_qingcloud::transport::install_crypto_provider();
+        reqwest::Client::new()
+    });
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let content_type = if method == reqwest::Method::PATCH {
         "application/merge-patch+json"
     } else {
         "application/json"
     };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("malformed HTTP status line: {head}"))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let mut request = client
+        .request(method, format!("http://{authority}{path}"))
+        .header("Accept", "application/json");
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", content_type)
+            .body(body.to_string());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("connect to {authority}"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await?;
     if body.trim().is_empty() {
         return Ok((status, serde_json::Value::Null));
     }
     // An error page that is not JSON comes back as a string.
     let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     Ok((status, value))
-}
-
-/// The payload of a `Transfer-Encoding: chunked` body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// POSTs `body` (JSON) to `path` on the simulator serving `sim_url` and returns the JSON answer.
@@ -121,11 +94,6 @@ pub async fn post_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
-    }
 
     #[test]
     fn the_authority_is_host_and_port() {
