@@ -431,6 +431,13 @@ where
         task.abort();
     }
     drop(http);
+    // The veths of deleted pods still waiting for their batched deletion go now (a
+    // crash leaves them to the next start's first reaping).
+    match tokio::time::timeout(Duration::from_secs(10), shared.engine.host().settle()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "deleting the veths of deleted pods"),
+        Err(_) => tracing::warn!("deleting the veths of deleted pods took over 10 s; left"),
+    }
     tracing::info!("agent stopped; NICs, checkpoint and CNI configuration left in place");
     served
 }

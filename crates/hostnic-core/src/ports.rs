@@ -204,6 +204,13 @@ pub trait HostNetwork: Send + Sync {
 
     /// What hostnic plumbing exists on the host, for reconcile and GC.
     async fn inventory(&self) -> Result<HostInventory, HostError>;
+
+    /// Finishes now what [`HostNetwork::unplumb_pod`] may leave for later (an
+    /// implementation may cut a pod off at once and batch the slow removal of
+    /// what is left of it). The default has nothing deferred.
+    async fn settle(&self) -> Result<(), HostError> {
+        Ok(())
+    }
 }
 
 /// A failure of the pod source.

@@ -1,8 +1,10 @@
 //! Configuration of [`crate::LinuxHost`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::LinuxError;
+use crate::reap::ReapTiming;
 
 /// How the host datapath is laid out. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,13 @@ pub struct LinuxHostConfig {
     pub host_netns: Option<PathBuf>,
     /// The nftables binary (default `nft`).
     pub nft_binary: String,
+    /// The link group DEL moves a pod's veth to before it is deleted in a batch
+    /// (default `0x686e6963`, "hnic"; never 0, the group of every other link).
+    /// Every link in this group is deleted: no other software may use it.
+    pub dead_veth_group: u32,
+    /// When the dead group is deleted (default: after 1 s without ADD or DEL, at
+    /// the latest 10 s after the first veth was parked).
+    pub reap: ReapTiming,
 }
 
 impl Default for LinuxHostConfig {
@@ -46,6 +55,11 @@ impl Default for LinuxHostConfig {
             vpc_mark: 0x0100_0000,
             host_netns: None,
             nft_binary: "nft".into(),
+            dead_veth_group: 0x686e_6963,
+            reap: ReapTiming {
+                quiet: Duration::from_secs(1),
+                max_delay: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -92,6 +106,11 @@ impl LinuxHostConfig {
         if self.to_pod_priority >= self.from_pod_priority {
             return bad("the to-pod rule must come before the from-pod rule".into());
         }
+        if self.dead_veth_group == 0 {
+            return bad(
+                "the dead veth group must not be 0 (every link is in group 0 by default)".into(),
+            );
+        }
         if self.vpc_mark.count_ones() != 1 {
             return bad(format!(
                 "VPC mark {:#x} must be a single bit",
@@ -136,6 +155,16 @@ mod tests {
             ..Default::default()
         };
         ok.validate().unwrap();
+    }
+
+    #[test]
+    fn the_default_link_group_is_never_the_dead_group() {
+        let c = LinuxHostConfig {
+            dead_veth_group: 0,
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("dead veth group"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::error::LinuxError;
 use crate::names::is_host_veth_name;
 use crate::netns::{NetNs, NetlinkConn};
 use crate::nl;
+use crate::reap::Reaper;
 
 /// The node's datapath, living in one network namespace (the current one by
 /// default). Cheap to share behind an `Arc`; every method may run concurrently.
@@ -24,6 +25,8 @@ pub struct LinuxHost {
     pub(crate) conn: NetlinkConn,
     /// The primary NIC's default gateway, remembered while the route is healthy.
     pub(crate) primary_gateway: std::sync::Mutex<Option<Ipv4Addr>>,
+    /// Deletes the veths DEL left behind (see `reap`).
+    pub(crate) reaper: Reaper,
 }
 
 impl LinuxHost {
@@ -36,12 +39,20 @@ impl LinuxHost {
             None => NetNs::current()?,
         };
         let conn = host_ns.connect().await?;
+        let reaper = Reaper::start(conn.handle.clone(), config.dead_veth_group, config.reap);
         Ok(Self {
             config,
             host_ns,
             conn,
             primary_gateway: std::sync::Mutex::new(None),
+            reaper,
         })
+    }
+
+    /// Deletes at once the veths of deleted pods that are still waiting for the
+    /// batched deletion: afterwards the host shows no trace of them.
+    pub async fn settle(&self) -> Result<(), LinuxError> {
+        self.reaper.reap_now().await
     }
 
     /// The configuration in use.
@@ -93,7 +104,8 @@ impl LinuxHost {
             tokio::try_join!(nl::links(c), nl::routes_v4(c), nl::rules_v4(c))?;
         let prefix = &self.config.veth_prefix;
         let mut inventory = HostInventory::default();
-        for link in &links {
+        let dead = self.reaper.group();
+        for link in links.iter().filter(|l| nl::link_group(l) != dead) {
             let name = nl::link_name(link).unwrap_or_default();
             let mac = nl::link_mac(link);
             if is_host_veth_name(prefix, name) && nl::link_is_veth(link) {
@@ -230,5 +242,9 @@ impl HostNetwork for LinuxHost {
 
     async fn inventory(&self) -> Result<HostInventory, HostError> {
         Ok(self.inventory_now().await?)
+    }
+
+    async fn settle(&self) -> Result<(), HostError> {
+        Ok(LinuxHost::settle(self).await?)
     }
 }

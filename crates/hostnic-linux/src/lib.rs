@@ -30,6 +30,7 @@
 //! - [`node`]: forwarding, the `hostnic` nftables table, the default-route guard.
 //! - [`events`]: link and address notifications ([`LinkEvent`]).
 //! - [`names`]: host veth names.
+//! - `reap`: deferred, batched deletion of the veths of deleted pods ([`ReapTiming`]).
 //! - [`policy`]: NetworkPolicy rendered into the `hostnic` table (per pod chains,
 //!   peer sets, incremental `nft` transactions).
 //! - [`error`]: [`LinuxError`] and its mapping onto `HostError`.
@@ -47,12 +48,14 @@ mod nl;
 pub mod node;
 pub mod pod;
 pub mod policy;
+mod reap;
 
 pub use config::LinuxHostConfig;
 pub use error::LinuxError;
 pub use events::LinkEvent;
 pub use host::LinuxHost;
 pub use netns::{NetNs, NetnsError};
+pub use reap::ReapTiming;
 
 #[cfg(feature = "lab")]
 pub mod lab;

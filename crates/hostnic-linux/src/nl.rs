@@ -76,6 +76,17 @@ pub(crate) fn link_is_veth(link: &LinkMessage) -> bool {
 }
 
 /// True when the link is administratively up.
+/// The link's group (0, the default group, when the kernel sent none).
+pub(crate) fn link_group(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Group(g) => Some(*g),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 pub(crate) fn link_is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }

@@ -48,6 +48,7 @@ impl LinuxHost {
 
     /// CNI ADD: plumbs `pod` onto its NIC. Idempotent for the same sandbox.
     pub async fn plumb_pod_now(&self, pod: &PodPlumbing) -> Result<PlumbedPod, LinuxError> {
+        self.reaper.activity();
         let host = self.handle();
         let veth = host_veth_name(&self.config.veth_prefix, &pod.pod);
         let ifname = pod.pod.ifname.as_str();
@@ -141,6 +142,15 @@ impl LinuxHost {
                 sandbox.path().display()
             )));
         };
+        if nl::link_group(&host_link) == self.reaper.group() {
+            // The same pod is back before its old veth was reaped: reap now.
+            tracing::info!(
+                veth,
+                "the veth of this pod's previous sandbox is reaped first"
+            );
+            self.reaper.reap_now().await?;
+            return self.create_veth(veth, ifname, sandbox).await;
+        }
         let peer_index = host_link.attributes.iter().find_map(|a| match a {
             LinkAttribute::Link(i) => Some(*i),
             _ => None,
@@ -188,23 +198,36 @@ impl LinuxHost {
         Ok(())
     }
 
-    /// CNI DEL: removes the veth (which takes its /32 route and the sandbox end
-    /// with it) and the pod's rules. Works without the sandbox namespace, which is
-    /// never needed: deleting the host end removes the peer. Returns every error.
+    /// CNI DEL: cuts the pod off the node and leaves its veth to be deleted in a
+    /// batch (see `reap`). Works without the sandbox namespace, which is never
+    /// needed. Returns every error.
+    ///
+    /// The host veth is set down and moved to the dead link group in one message,
+    /// then its `/32` route (if the kernel kept it) and the pod's rules go: from
+    /// then on no packet reaches or leaves the pod through the node. The veth is
+    /// found by name and MAC, so a newer sandbox's veth of the same name is never
+    /// touched. After an error the veth is deleted at once, so that the caller's
+    /// retry finds the state the error describes.
     pub async fn unplumb_pod_now(&self, pod: &PlumbedPod, _netns: Option<&str>) -> Vec<LinuxError> {
+        self.reaper.activity();
         let host = self.handle();
         let mut errors = Vec::new();
+        let mut parked = None;
         match nl::link_by_name(host, &pod.host_veth).await {
             Ok(Some(link)) => {
                 let ours = pod.host_mac.is_none() || nl::link_mac(&link) == pod.host_mac;
                 if ours {
-                    if let Err(e) =
-                        ok_if_missing(host.link().del(link.header.index).execute().await)
-                    {
-                        errors.push(LinuxError::netlink(format!(
-                            "delete veth {}",
+                    let index = link.header.index;
+                    let dead = LinkUnspec::new_with_index(index)
+                        .down()
+                        .link_group(self.reaper.group())
+                        .build();
+                    match ok_if_missing(host.link().set(dead).execute().await) {
+                        Ok(()) => parked = Some(index),
+                        Err(e) => errors.push(LinuxError::netlink(format!(
+                            "set veth {} down",
                             pod.host_veth
-                        ))(e));
+                        ))(e)),
                     }
                 } else {
                     // Same pod name, newer sandbox: its veth is not ours to delete.
@@ -214,19 +237,31 @@ impl LinuxHost {
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
-        // The rules go unless a live link still routes the address (a newer sandbox
-        // got the same address).
         let (routes, rules) =
             match tokio::try_join!(nl::routes_v4(&self.conn), nl::rules_v4(&self.conn)) {
                 Ok(x) => x,
                 Err(e) => {
                     errors.push(e);
-                    return errors;
+                    return self.delete_parked_now(pod, parked, errors).await;
                 }
             };
-        let still_routed = routes.iter().any(|r| {
+        let pod_route = |r: &rtnetlink::packet_route::route::RouteMessage| {
             nl::route_table(r) == u32::from(MAIN_TABLE) && nl::route_dst(r) == Some((pod.ip, 32))
-        });
+        };
+        let mut still_routed = false;
+        for route in routes.into_iter().filter(pod_route) {
+            if parked.is_some() && nl::route_oif(&route) == parked {
+                // IPv4 drops a down link's routes; should a kernel keep one, it goes.
+                if let Err(e) = ok_if_missing(host.route().del(route).execute().await) {
+                    errors.push(LinuxError::netlink(format!("delete route {}/32", pod.ip))(
+                        e,
+                    ));
+                }
+            } else {
+                // A live link still routes the address: a newer sandbox got it.
+                still_routed = true;
+            }
+        }
         if !still_routed {
             let [to_pod, from_pod] = self.pod_rules(pod.ip, pod.table);
             nl::delete_rules(
@@ -239,6 +274,30 @@ impl LinuxHost {
                 &mut errors,
             )
             .await;
+        }
+        if !errors.is_empty() {
+            return self.delete_parked_now(pod, parked, errors).await;
+        }
+        if parked.is_some() {
+            self.reaper.parked();
+        }
+        errors
+    }
+
+    /// After an error, the parked veth goes at once.
+    async fn delete_parked_now(
+        &self,
+        pod: &PlumbedPod,
+        parked: Option<u32>,
+        mut errors: Vec<LinuxError>,
+    ) -> Vec<LinuxError> {
+        if let Some(index) = parked
+            && let Err(e) = ok_if_missing(self.handle().link().del(index).execute().await)
+        {
+            errors.push(LinuxError::netlink(format!(
+                "delete veth {}",
+                pod.host_veth
+            ))(e));
         }
         errors
     }

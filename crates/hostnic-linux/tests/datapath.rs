@@ -148,6 +148,145 @@ async fn add_check_del_are_idempotent() {
     );
 }
 
+/// The link `dev` in `ns`, from `ip -j link show` (None when it does not exist).
+fn link(ns: &str, dev: &str) -> Option<serde_json::Value> {
+    ip_json(ns, &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ifname"] == dev)
+        .cloned()
+}
+
+fn link_names(ns: &str) -> Vec<String> {
+    ip_json(ns, &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn del_cuts_the_pod_off_at_once_and_reaps_its_veth_in_a_batch_when_quiet() {
+    let mut topo = Topology::new();
+    let host = hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
+        reap: hostnic_linux::ReapTiming {
+            quiet: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        },
+        ..topo.config()
+    })
+    .await
+    .unwrap();
+    host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    let (ip_a, ip_b) = (pod_ip(1, 30), pod_ip(1, 31));
+    host.prepare_nic(&topo.nic(1, ip_a)).await.unwrap();
+    let req_a = topo.pod("reap-a", topo.nic(1, ip_a));
+    let req_b = topo.pod("reap-b", topo.nic(1, ip_b));
+    let a = host.plumb_pod(&req_a).await.unwrap();
+    let b = host.plumb_pod(&req_b).await.unwrap();
+    topo.vpc_knows_pod(1, ip_a);
+    let ns_a = NetNs::open(&req_a.netns).unwrap();
+    let l = listen(&ns_a, ip_a);
+    let port = l.local_addr().unwrap().port();
+    tcp_roundtrip(&topo.vpc_ns, &l, ip_a);
+
+    // Both sandboxes outlive DEL (as with `podman network disconnect`).
+    host.unplumb_pod(&a, Some(&req_a.netns)).await.unwrap();
+    host.unplumb_pod(&b, Some(&req_b.netns)).await.unwrap();
+
+    // When DEL answers the pod is cut off: no rule, no route, its veth down in the
+    // dead group, not listed as a pod, and no packet reaches it.
+    let rules = ip(&["-n", &topo.node, "rule", "show"]);
+    assert!(
+        !rules.contains("172.20.1.30") && !rules.contains("172.20.1.31"),
+        "{rules}"
+    );
+    let routes = ip(&["-n", &topo.node, "route", "show", "table", "all"]);
+    assert!(!routes.contains("172.20.1.30"), "{routes}");
+    let dead = link(&topo.node, &a.host_veth).expect("the veth waits for the reaper");
+    let flags = dead["flags"].to_string();
+    assert!(!flags.contains("\"UP\""), "veth still up: {dead}");
+    assert_eq!(
+        dead["group"].as_str(),
+        Some(host.config().dead_veth_group.to_string().as_str()),
+        "{dead}"
+    );
+    assert!(host.inventory().await.unwrap().pods.is_empty());
+    let target = std::net::SocketAddr::from((ip_a, port));
+    let refused = topo
+        .vpc_ns
+        .run_blocking(move || {
+            std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500))
+        })
+        .unwrap();
+    assert!(refused.is_err(), "the deleted pod still answers");
+
+    // Once the node is quiet, the reaper deletes both pairs (one group deletion).
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = [&a.host_veth, &b.host_veth]
+            .into_iter()
+            .filter(|v| link(&topo.node, v).is_some())
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "not reaped: {left:?}");
+    let sandbox = req_a.netns.trim_start_matches("/run/netns/");
+    assert_eq!(
+        link_names(sandbox),
+        ["lo"],
+        "the sandbox end goes with the pair"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn a_pod_back_before_its_old_veth_is_reaped_gets_its_veth_and_settle_reaps() {
+    let mut topo = Topology::new();
+    let host = hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
+        reap: hostnic_linux::ReapTiming {
+            quiet: Duration::from_secs(600),
+            max_delay: Duration::from_secs(600),
+        },
+        ..topo.config()
+    })
+    .await
+    .unwrap();
+    let ip_a = pod_ip(1, 32);
+    let nic = topo.nic(1, ip_a);
+    host.prepare_nic(&nic).await.unwrap();
+    let old = topo.pod("back", nic.clone());
+    let plumbed = host.plumb_pod(&old).await.unwrap();
+    host.unplumb_pod(&plumbed, Some(&old.netns)).await.unwrap();
+    assert!(link(&topo.node, &plumbed.host_veth).is_some());
+
+    // Same pod, new sandbox: the parked veth holds the name; ADD reaps it first.
+    let mut new = topo.pod("back", nic.clone());
+    new.pod.name = old.pod.name.clone();
+    let replumbed = host.plumb_pod(&new).await.unwrap();
+    assert_eq!(replumbed.host_veth, plumbed.host_veth);
+    host.verify_pod(&new, &replumbed).await.unwrap();
+    let old_sandbox = old.netns.trim_start_matches("/run/netns/");
+    assert_eq!(link_names(old_sandbox), ["lo"], "the old pair was reaped");
+
+    // settle() reaps what is parked, at once.
+    host.unplumb_pod(&replumbed, Some(&new.netns))
+        .await
+        .unwrap();
+    assert!(link(&topo.node, &replumbed.host_veth).is_some());
+    host.settle().await.unwrap();
+    assert!(link(&topo.node, &replumbed.host_veth).is_none());
+    // Nothing parked: settle is a no-op, not an error.
+    host.settle().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn del_succeeds_when_the_sandbox_is_gone() {
