@@ -377,7 +377,24 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // The node: one veth per live pod, no rule for an address no pod holds.
+    // The node: one veth per live pod, no rule for an address no pod holds. The
+    // veths of pods deleted before a kill wait in the dead link group for the
+    // restarted agent's first reaping (about a second after it starts).
+    let veths = || {
+        let links: serde_json::Value =
+            serde_json::from_str(&ip(&["-n", node, "-j", "link", "show"])).unwrap();
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["ifname"].as_str().unwrap_or("").starts_with("nic"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while veths() != live.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(veths(), live.len(), "orphan veths in the node namespace");
     let host = LinuxHost::new(LinuxHostConfig {
         host_netns: Some(PathBuf::from(format!("/run/netns/{node}"))),
         ..LinuxHostConfig::default()
@@ -392,15 +409,6 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
         inventory.pods
     );
     assert!(host.orphan_rule_addresses().await.unwrap().is_empty());
-    let links: serde_json::Value =
-        serde_json::from_str(&ip(&["-n", node, "-j", "link", "show"])).unwrap();
-    let veths = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["ifname"].as_str().unwrap_or("").starts_with("nic"))
-        .count();
-    assert_eq!(veths, live.len(), "orphan veths in the node namespace");
 
     agent.kill9();
     let _ = sim;

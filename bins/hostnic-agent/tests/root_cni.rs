@@ -474,13 +474,25 @@ fn mentions(text: &str, ip: Ipv4Addr) -> Vec<String> {
 
 /// After DEL: nothing of the pod on the node or in its sandbox, its NIC free.
 async fn assert_gone(lab: &Lab, pod: &Pod, added: &Added, nic: &str) {
-    let links = ip(&["-n", &lab.node, "-o", "link", "show"]);
-    assert!(
-        !links.contains(&format!(" {}@", added.host_veth))
-            && !links.contains(&format!(" {}:", added.host_veth)),
-        "host veth {} left in the node:\n{links}",
-        added.host_veth
-    );
+    // When DEL answers the pod is cut off: no rule, route or address for it, and
+    // its host veth, if still there, is down.
+    let host_veth = || -> Option<Value> {
+        let links: Value =
+            serde_json::from_str(&ip(&["-n", &lab.node, "-j", "link", "show"])).unwrap();
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == added.host_veth.as_str())
+            .cloned()
+    };
+    if let Some(link) = host_veth() {
+        assert!(
+            !link["flags"].to_string().contains("\"UP\""),
+            "host veth {} still up after DEL: {link}",
+            added.host_veth
+        );
+    }
     let rules = ip(&["-n", &lab.node, "-4", "rule", "show"]);
     assert!(
         mentions(&rules, added.ip).is_empty(),
@@ -501,15 +513,29 @@ async fn assert_gone(lab: &Lab, pod: &Pod, added: &Added, nic: &str) {
         "address {} left on the node:\n{addrs}",
         added.ip
     );
+    // The sandbox outlives DEL here, so the pair is the agent's to delete: in its
+    // batched reaping once the node has been quiet for a second.
     let ns = pod.netns.file_name().unwrap().to_str().unwrap();
-    let inside: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
-    let names: Vec<&str> = inside
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str())
-        .collect();
-    assert_eq!(names, ["lo"], "interfaces left in the sandbox");
+    let sandbox_links = || -> Vec<String> {
+        let inside: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
+        inside
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (host_veth().is_some() || sandbox_links() != ["lo"]) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        host_veth(),
+        None,
+        "host veth {} left in the node",
+        added.host_veth
+    );
+    assert_eq!(sandbox_links(), ["lo"], "interfaces left in the sandbox");
     let pending = lab.state_dir.join("pending-del");
     let records = std::fs::read_dir(&pending).map_or(0, |d| d.count());
     assert_eq!(
