@@ -3,8 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
@@ -106,6 +109,40 @@ pub(crate) async fn links(conn: &NetlinkConn) -> Result<Vec<LinkMessage>, LinuxE
         .try_collect()
         .await
         .map_err(LinuxError::netlink("dump links"))
+}
+
+/// A request already handed to the netlink socket; [`answered`] reads its answer.
+pub(crate) type Sent = BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>;
+
+/// Sends `message` now, with `NLM_F_REQUEST | NLM_F_ACK | flags`, and returns
+/// without waiting for the answer. Requests sent on one handle reach the kernel
+/// in the order they were sent, and the kernel handles each before reading the
+/// next: so a chain (link up, then a route through it, then a route via that)
+/// can be sent at once and answered in one round trip instead of three.
+pub(crate) fn send(
+    handle: &Handle,
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<Sent, rtnetlink::Error> {
+    let mut request = NetlinkMessage::from(message);
+    request.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    Ok(handle.clone().request(request)?.boxed())
+}
+
+/// Waits for the answer to a [`send`]: the kernel's error, or the messages it
+/// sent back before its acknowledgement (an `NLM_F_ECHO` copy).
+pub(crate) async fn answered(mut sent: Sent) -> Result<Vec<RouteNetlinkMessage>, rtnetlink::Error> {
+    let mut echoed = Vec::new();
+    while let Some(message) = sent.next().await {
+        match message.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(rtnetlink::Error::NetlinkError(e));
+            }
+            NetlinkPayload::InnerMessage(m) => echoed.push(m),
+            _ => {}
+        }
+    }
+    Ok(echoed)
 }
 
 /// The link named `name`, if it exists.

@@ -3,12 +3,18 @@
 //! ADD creates the veth with its peer *directly* in the sandbox namespace (the
 //! peer's link message carries the namespace fd), because moving a link between
 //! namespaces costs ~37 ms of kernel time here and creating it in place a few.
-//! The sandbox side and the host side are then configured concurrently, each
-//! step with create-or-replace semantics so that a repeated ADD converges.
+//! The kernel echoes the new link (its index, MAC and the peer's index), so no
+//! lookup follows. The sandbox side and the host side are then configured
+//! concurrently, each step with create-or-replace semantics so that a repeated
+//! ADD converges; the sandbox's dependent steps are pipelined on its socket.
+//!
+//! DEL cuts the pod off and leaves the veth's deletion to a batch (see `reap`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use hostnic_core::types::{PlumbedPod, PodPlumbing};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
@@ -20,7 +26,7 @@ use crate::error::{LinuxError, libc_errno};
 use crate::host::{LinuxHost, MAIN_TABLE};
 use crate::names::host_veth_name;
 use crate::netns::{NetNs, NetlinkConn};
-use crate::nl::{self, RuleSpec, ok_if_exists, ok_if_missing};
+use crate::nl::{self, RuleSpec, ok_if_missing};
 
 /// The on-link gateway every pod routes through (answered by the host veth's MAC).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -54,48 +60,69 @@ impl LinuxHost {
         let ifname = pod.pod.ifname.as_str();
         let ip = pod.nic.ip;
         let sandbox = NetNs::open(&pod.netns)?;
+        let sandbox_mac = random_mac();
 
         // The veth and the sandbox's netlink socket are independent: do both at once.
-        let (created, sandbox_conn) =
-            tokio::join!(self.create_veth(&veth, ifname, &sandbox), sandbox.connect());
+        let (created, sandbox_conn) = tokio::join!(
+            self.create_veth(&veth, ifname, &sandbox, sandbox_mac),
+            sandbox.connect()
+        );
         let sandbox_conn = sandbox_conn?;
         let pod_h = &sandbox_conn.handle;
-        if let Err(e) = created {
-            if e.errno() != Some(libc_errno::EEXIST) {
-                return Err(e);
+        let created = match created {
+            Ok(created) => created,
+            Err(e) if e.errno() == Some(libc_errno::EEXIST) => {
+                self.adopt_or_replace_veth(&veth, ifname, &sandbox, pod_h)
+                    .await?;
+                None
             }
-            self.adopt_or_replace_veth(&veth, ifname, &sandbox, pod_h)
-                .await?;
-        }
-
-        let (host_link, pod_link) = tokio::try_join!(
-            nl::link_by_name(host, &veth),
-            nl::link_by_name(pod_h, ifname)
-        )?;
-        let host_link = host_link.ok_or_else(|| LinuxError::LinkNotFound(veth.clone()))?;
-        let pod_link = pod_link.ok_or_else(|| LinuxError::LinkNotFound(ifname.to_string()))?;
-        let host_mac = nl::link_mac(&host_link)
-            .ok_or_else(|| LinuxError::LinkNotFound(format!("{veth} (no MAC)")))?;
+            Err(e) => return Err(e),
+        };
+        let link = match created {
+            Some(link) => link,
+            // An adopted veth (or a kernel without echo): look both ends up.
+            None => {
+                let (host_link, pod_link) = tokio::try_join!(
+                    nl::link_by_name(host, &veth),
+                    nl::link_by_name(pod_h, ifname)
+                )?;
+                let host_link = host_link.ok_or_else(|| LinuxError::LinkNotFound(veth.clone()))?;
+                let pod_link =
+                    pod_link.ok_or_else(|| LinuxError::LinkNotFound(ifname.to_string()))?;
+                CreatedVeth {
+                    host_index: host_link.header.index,
+                    host_mac: nl::link_mac(&host_link)
+                        .ok_or_else(|| LinuxError::LinkNotFound(format!("{veth} (no MAC)")))?,
+                    sandbox_index: pod_link.header.index,
+                    sandbox_mac: nl::link_mac(&pod_link),
+                }
+            }
+        };
 
         tokio::try_join!(
-            configure_sandbox(pod_h, pod_link.header.index, ip, host_mac),
-            self.configure_host_side(host_link.header.index, ip, pod.nic.table),
+            configure_sandbox(pod_h, link.sandbox_index, ip, link.host_mac),
+            self.configure_host_side(link.host_index, ip, pod.nic.table),
         )?;
         Ok(PlumbedPod {
             host_veth: veth,
-            host_mac: Some(host_mac),
-            sandbox_mac: nl::link_mac(&pod_link),
+            host_mac: Some(link.host_mac),
+            sandbox_mac: link.sandbox_mac,
             ip,
             table: pod.nic.table,
         })
     }
 
+    /// Creates the pair, the peer directly in the sandbox with `sandbox_mac`.
+    /// The kernel echoes the new host link (`NLM_F_ECHO`, Linux 6.3+), which
+    /// carries its index, its MAC and the peer's index: no lookup is needed.
+    /// `None` when the kernel sent no echo.
     async fn create_veth(
         &self,
         veth: &str,
         ifname: &str,
         sandbox: &NetNs,
-    ) -> Result<(), LinuxError> {
+        sandbox_mac: [u8; 6],
+    ) -> Result<Option<CreatedVeth>, LinuxError> {
         // rtnetlink has no builder for "peer in namespace X": build the peer
         // message ourselves with IFLA_NET_NS_FD. The peer cannot be brought up in
         // the same message (the kernel answers ENOTCONN: its twin is not linked
@@ -103,6 +130,7 @@ impl LinuxHost {
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(ifname.to_string())
             .mtu(self.config.mtu)
+            .address(sandbox_mac.to_vec())
             .setns_by_fd(sandbox.raw_fd())
             .build();
         let message = LinkVeth::new(veth, ifname)
@@ -110,14 +138,30 @@ impl LinuxHost {
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
-        self.handle()
-            .link()
-            .add(message)
-            .execute()
+        let what = || format!("add veth {veth} (peer {ifname} in sandbox)");
+        let sent = nl::send(
+            self.handle(),
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )
+        .map_err(LinuxError::netlink(what()))?;
+        let echoed = nl::answered(sent)
             .await
-            .map_err(LinuxError::netlink(format!(
-                "add veth {veth} (peer {ifname} in sandbox)"
-            )))
+            .map_err(LinuxError::netlink(what()))?;
+        Ok(echoed.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) if nl::link_name(&link) == Some(veth) => {
+                Some(CreatedVeth {
+                    host_index: link.header.index,
+                    host_mac: nl::link_mac(&link)?,
+                    sandbox_index: link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Link(i) => Some(*i),
+                        _ => None,
+                    })?,
+                    sandbox_mac: Some(sandbox_mac),
+                })
+            }
+            _ => None,
+        }))
     }
 
     /// ADD found a veth with our name: keep it when its peer is the sandbox's
@@ -149,7 +193,10 @@ impl LinuxHost {
                 "the veth of this pod's previous sandbox is reaped first"
             );
             self.reaper.reap_now().await?;
-            return self.create_veth(veth, ifname, sandbox).await;
+            return self
+                .create_veth(veth, ifname, sandbox, random_mac())
+                .await
+                .map(drop);
         }
         let peer_index = host_link.attributes.iter().find_map(|a| match a {
             LinkAttribute::Link(i) => Some(*i),
@@ -167,7 +214,9 @@ impl LinuxHost {
         tracing::info!(veth, "replacing a host veth left by an older sandbox");
         ok_if_missing(host.link().del(host_link.header.index).execute().await)
             .map_err(LinuxError::netlink(format!("delete stale veth {veth}")))?;
-        self.create_veth(veth, ifname, sandbox).await
+        self.create_veth(veth, ifname, sandbox, random_mac())
+            .await
+            .map(drop)
     }
 
     async fn configure_host_side(
@@ -362,59 +411,89 @@ impl LinuxHost {
 
 /// Inside the sandbox: `<ip>/32`, `169.254.1.1 dev <if> scope link`, a permanent
 /// neighbour for it with the host veth's MAC, and `default via 169.254.1.1`.
+///
+/// Each step needs the one before (a route needs the link up, the default route
+/// its gateway's link route), but the kernel handles one socket's requests in
+/// order: all five are sent at once and answered in one round trip.
 async fn configure_sandbox(
     h: &Handle,
     index: u32,
     ip: Ipv4Addr,
     host_mac: [u8; 6],
 ) -> Result<(), LinuxError> {
-    let address = async {
-        ok_if_exists(h.address().add(index, IpAddr::V4(ip), 32).execute().await).map_err(
-            LinuxError::netlink(format!("add address {ip}/32 in sandbox")),
-        )
-    };
-    let neighbour = async {
-        h.neighbours()
-            .add(index, IpAddr::V4(POD_GATEWAY))
-            .link_layer_address(&host_mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
+    let up = LinkUnspec::new_with_index(index).up().build();
+    let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(POD_GATEWAY, 32)
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build();
+    let default = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(POD_GATEWAY)
+        .output_interface(index)
+        .build();
+    let mut address = h.address().add(index, IpAddr::V4(ip), 32);
+    let address = address.message_mut().clone();
+    let mut neighbour = h
+        .neighbours()
+        .add(index, IpAddr::V4(POD_GATEWAY))
+        .link_layer_address(&host_mac)
+        .state(NeighbourState::Permanent);
+    let neighbour = neighbour.message_mut().clone();
+    let upsert = NLM_F_CREATE | NLM_F_REPLACE;
+    let steps = [
+        (
+            RouteNetlinkMessage::SetLink(up),
+            0,
+            "set sandbox interface up".to_string(),
+        ),
+        (
+            RouteNetlinkMessage::NewRoute(link_route),
+            upsert,
+            format!("add route {POD_GATEWAY} dev {index} scope link in sandbox"),
+        ),
+        (
+            RouteNetlinkMessage::NewRoute(default),
+            upsert,
+            "add default route in sandbox".to_string(),
+        ),
+        (
+            RouteNetlinkMessage::NewAddress(address),
+            upsert,
+            format!("add address {ip}/32 in sandbox"),
+        ),
+        (
+            RouteNetlinkMessage::NewNeighbour(neighbour),
+            upsert,
+            "add gateway neighbour in sandbox".to_string(),
+        ),
+    ];
+    let mut sent = Vec::with_capacity(steps.len());
+    for (message, flags, what) in steps {
+        let request = nl::send(h, message, flags).map_err(LinuxError::netlink(what.clone()))?;
+        sent.push((request, what));
+    }
+    // The first failure is the cause; later ones follow from it.
+    for (request, what) in sent {
+        nl::answered(request)
             .await
-            .map_err(LinuxError::netlink("add gateway neighbour in sandbox"))
-    };
-    let routes = async {
-        // Routes need the link up.
-        h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(LinuxError::netlink("set sandbox interface up"))?;
-        let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(POD_GATEWAY, 32)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .build();
-        h.route()
-            .add(link_route)
-            .replace()
-            .execute()
-            .await
-            .map_err(LinuxError::netlink("add gateway link route in sandbox"))?;
-        // The default route needs the gateway to be reachable: after the link route.
-        let default = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(POD_GATEWAY)
-            .output_interface(index)
-            .build();
-        h.route()
-            .add(default)
-            .replace()
-            .execute()
-            .await
-            .map_err(LinuxError::netlink("add default route in sandbox"))
-    };
-    tokio::try_join!(address, neighbour, routes)?;
+            .map_err(LinuxError::netlink(what))?;
+    }
     Ok(())
+}
+
+/// A random locally administered unicast MAC, as the kernel gives a veth.
+fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+/// What ADD needs to know of a new pair.
+struct CreatedVeth {
+    host_index: u32,
+    host_mac: [u8; 6],
+    sandbox_index: u32,
+    sandbox_mac: Option<[u8; 6]>,
 }
 
 async fn verify_sandbox(

@@ -42,6 +42,24 @@ async fn pod_traffic_takes_the_documented_paths() {
     let p2 = host.plumb_pod(&req2).await.unwrap();
     assert_eq!((p2.ip, p2.table), (ip2, 1002));
     assert_eq!((p1.ip, p1.table), (ip1, 1001));
+    // The MACs ADD reports (from the kernel's echo and the one it chose for the
+    // sandbox end) are the links' own.
+    let mac = |ns: &str, dev: &str| {
+        let a = ip_json(ns, &["link", "show", "dev", dev])[0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        NicId::new(&a).unwrap()
+    };
+    let sandbox1 = req1.netns.trim_start_matches("/run/netns/");
+    assert_eq!(
+        Some(mac(sandbox1, "eth0")),
+        p1.sandbox_mac.map(NicId::from_mac)
+    );
+    assert_eq!(
+        Some(mac(&topo.node, &p1.host_veth)),
+        p1.host_mac.map(NicId::from_mac)
+    );
     topo.vpc_knows_pod(1, ip1);
     topo.vpc_knows_pod(2, ip2);
     let ns1 = NetNs::open(&req1.netns).unwrap();
