@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::PoolConfig;
 use crate::pool::{AllocError, NodeState, PodAttachment, PoolAction};
 use crate::ports::{
@@ -173,15 +173,42 @@ where
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             (r, state.checkpoint(generation, self.clock.now()))
         };
+        self.persist(&cp)?;
+        Ok(r)
+    }
+
+    /// Saves `cp` unless a newer checkpoint was saved already.
+    fn persist(&self, cp: &Checkpoint) -> Result<(), StoreError> {
         let mut saved = self
             .saved_generation
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if cp.generation > *saved {
-            self.store.save(&cp)?;
+            self.store.save(cp)?;
             *saved = cp.generation;
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// Saves the state as it will be once `id`'s plumbing is done, without
+    /// changing it in memory: the write runs while the host plumbs, and the
+    /// confirmation afterwards finds it on disk already (the store may skip a
+    /// checkpoint identical to the last one). A crash in between restarts with a
+    /// pod recorded as plumbed whose plumbing may be missing: the startup
+    /// reconcile plumbs it again (or releases it when its sandbox is gone).
+    fn persist_ahead(&self, id: &AttachmentId, planned: &PlumbedPod) -> Result<(), StoreError> {
+        let cp = {
+            let mut state = self.lock();
+            let before = state.attachment(id).and_then(|a| a.plumbed.clone());
+            if !state.confirm_plumbed(id, planned.clone()) {
+                return Ok(());
+            }
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let cp = state.checkpoint(generation, self.clock.now());
+            state.set_plumbed(id, before);
+            cp
+        };
+        self.persist(&cp)
     }
 
     /// Sets the extra NICs wanted soon (pods pending on the node, ADDs waiting).
@@ -211,10 +238,27 @@ where
                 nic_gateway: plumbing.nic.gateway,
             });
         }
-        // The assignment is not persisted before plumbing: if the agent dies now, the
-        // checkpoint still shows the NIC free, and the startup reconcile removes any
-        // plumbing the host has for it. The runtime sees the ADD fail and retries.
-        match self.host.plumb_pod(&plumbing).await {
+        // The assignment is not persisted before plumbing starts. If the host can
+        // tell what the plumbing will be, the checkpoint saying so is written while
+        // the host plumbs (see `persist_ahead`); else after. If the agent dies before
+        // that write, the checkpoint still shows the NIC free, and the startup
+        // reconcile removes any plumbing the host has for it. Either way the
+        // runtime sees the ADD fail and retries.
+        let planned = self.host.plan_pod(&plumbing);
+        let (plumbed, ahead) = futures::join!(self.host.plumb_pod(&plumbing), async {
+            match &planned {
+                // Polled after plumb_pod has sent its first request to the host.
+                Some(planned) => self.persist_ahead(&id, planned),
+                None => Ok(()),
+            }
+        });
+        if let (Ok(plumbed), Err(e)) = (&plumbed, ahead) {
+            // Not durable: undo, so that a crash cannot leave an unrecorded pod.
+            let _ = self.host.unplumb_pod(plumbed, Some(netns)).await;
+            self.lock().abort_assign(&id, self.clock.now());
+            return Err(e.into());
+        }
+        match plumbed {
             Ok(plumbed) => {
                 let gateway = plumbing.nic.gateway;
                 let stored = self.mutate(|s| s.confirm_plumbed(&id, plumbed.clone()));

@@ -194,6 +194,15 @@ pub trait HostNetwork: Send + Sync {
     /// Plumbs a pod onto its NIC (veth, addresses, routes, rules). Idempotent for the same pod.
     async fn plumb_pod(&self, pod: &PodPlumbing) -> Result<PlumbedPod, HostError>;
 
+    /// What [`HostNetwork::plumb_pod`] will report for `pod` when it creates the
+    /// plumbing afresh, known before the host is touched (an implementation that
+    /// chooses its names and MACs itself). The engine then records it while the
+    /// plumbing runs instead of after. `None` (the default): not known in advance.
+    fn plan_pod(&self, pod: &PodPlumbing) -> Option<PlumbedPod> {
+        let _ = pod;
+        None
+    }
+
     /// Removes a pod's plumbing. Idempotent; succeeds when it is already gone or the
     /// sandbox namespace no longer exists (`netns` may be `None` or stale).
     async fn unplumb_pod(&self, pod: &PlumbedPod, netns: Option<&str>) -> Result<(), HostError>;

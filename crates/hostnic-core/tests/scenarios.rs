@@ -216,6 +216,35 @@ fn failed_plumbing_gives_the_nic_back_at_once() {
 }
 
 #[test]
+fn a_crash_while_the_host_plumbs_restarts_with_the_pod_recorded_and_plumbs_it_again() {
+    let mut world = World::new(PoolConfig::default());
+    world.settle();
+    // The checkpoint saying "plumbed" is written while the host plumbs; the agent
+    // dies right after it, before the plumbing (made to fail here) is done.
+    world.store.die_after(1);
+    world.host.fail_next(
+        hostnic_core::testing::HostOp::PlumbPod,
+        HostErrorKind::Permanent,
+    );
+    assert!(world.add(&pod(1)).is_err());
+    world.crash_and_restart();
+    // The pod is known, and the startup reconcile plumbed it: CHECK passes.
+    let att = world
+        .engine
+        .with_state(|s| s.attachment(&pod(1).attachment()).cloned())
+        .expect("the attachment was recorded before the crash");
+    let recorded = att.plumbed.expect("recorded as plumbed");
+    assert_eq!(
+        world.host.plumbed().get(&att.ip),
+        Some(&recorded.host_veth),
+        "re-plumbed as recorded"
+    );
+    block_on(world.engine.check(&pod(1).attachment())).expect("CHECK after restart");
+    world.settle();
+    world.assert_settled(&live(&world, &[1]));
+}
+
+#[test]
 fn checkpoint_write_failure_fails_the_add_and_keeps_nothing() {
     let world = World::new(PoolConfig::default());
     world.settle();

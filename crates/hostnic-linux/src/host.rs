@@ -224,6 +224,10 @@ impl HostNetwork for LinuxHost {
         Ok(self.plumb_pod_now(pod).await?)
     }
 
+    fn plan_pod(&self, pod: &PodPlumbing) -> Option<PlumbedPod> {
+        Some(LinuxHost::plan_pod(self, pod))
+    }
+
     async fn unplumb_pod(&self, pod: &PlumbedPod, netns: Option<&str>) -> Result<(), HostError> {
         collect_errors(self.unplumb_pod_now(pod, netns).await)
     }

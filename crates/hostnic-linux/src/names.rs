@@ -14,6 +14,22 @@ pub fn host_veth_name(prefix: &str, pod: &PodKey) -> String {
     format!("{prefix}{}", &hex[..VETH_HASH_LEN])
 }
 
+/// The MACs of `pod`'s veth pair, host end first: locally administered unicast
+/// addresses from `sha1(container id, ifname)`. A sandbox always gets the same
+/// pair, so they are known before the kernel is asked (the agent records them
+/// while it plumbs), and a newer sandbox of the same pod gets other ones (DEL
+/// tells its veth from an older one's by MAC).
+pub fn pod_macs(pod: &PodKey) -> ([u8; 6], [u8; 6]) {
+    let digest = Sha1::digest(format!("{}/{}", pod.container_id, pod.ifname).as_bytes());
+    let mac = |bytes: &[u8]| {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(bytes);
+        mac[0] = (mac[0] & 0xfe) | 0x02;
+        mac
+    };
+    (mac(&digest[..6]), mac(&digest[6..12]))
+}
+
 /// True when `name` has the shape of a hostnic host veth with this prefix.
 pub fn is_host_veth_name(prefix: &str, name: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| {
@@ -24,6 +40,18 @@ pub fn is_host_veth_name(prefix: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_macs_are_local_unicast_stable_and_differ_per_sandbox() {
+        let (host, sandbox) = pod_macs(&pod("default", "web", "abc"));
+        for mac in [host, sandbox] {
+            assert_eq!(mac[0] & 0x01, 0, "unicast");
+            assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        }
+        assert_ne!(host, sandbox);
+        assert_eq!(pod_macs(&pod("default", "web", "abc")), (host, sandbox));
+        assert_ne!(pod_macs(&pod("default", "web", "def")).0, host);
+    }
 
     fn pod(ns: &str, name: &str, cid: &str) -> PodKey {
         PodKey {

@@ -24,7 +24,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 
 use crate::error::{LinuxError, libc_errno};
 use crate::host::{LinuxHost, MAIN_TABLE};
-use crate::names::host_veth_name;
+use crate::names::{host_veth_name, pod_macs};
 use crate::netns::{NetNs, NetlinkConn};
 use crate::nl::{self, RuleSpec, ok_if_missing};
 
@@ -52,6 +52,19 @@ impl LinuxHost {
         ]
     }
 
+    /// What [`LinuxHost::plumb_pod_now`] reports when it creates the pair: the
+    /// veth's name and both MACs are chosen here, not by the kernel.
+    pub fn plan_pod(&self, pod: &PodPlumbing) -> PlumbedPod {
+        let (host_mac, sandbox_mac) = pod_macs(&pod.pod);
+        PlumbedPod {
+            host_veth: host_veth_name(&self.config.veth_prefix, &pod.pod),
+            host_mac: Some(host_mac),
+            sandbox_mac: Some(sandbox_mac),
+            ip: pod.nic.ip,
+            table: pod.nic.table,
+        }
+    }
+
     /// CNI ADD: plumbs `pod` onto its NIC. Idempotent for the same sandbox.
     pub async fn plumb_pod_now(&self, pod: &PodPlumbing) -> Result<PlumbedPod, LinuxError> {
         self.reaper.activity();
@@ -60,11 +73,11 @@ impl LinuxHost {
         let ifname = pod.pod.ifname.as_str();
         let ip = pod.nic.ip;
         let sandbox = NetNs::open(&pod.netns)?;
-        let sandbox_mac = random_mac();
+        let macs = pod_macs(&pod.pod);
 
         // The veth and the sandbox's netlink socket are independent: do both at once.
         let (created, sandbox_conn) = tokio::join!(
-            self.create_veth(&veth, ifname, &sandbox, sandbox_mac),
+            self.create_veth(&veth, ifname, &sandbox, macs),
             sandbox.connect()
         );
         let sandbox_conn = sandbox_conn?;
@@ -72,7 +85,7 @@ impl LinuxHost {
         let created = match created {
             Ok(created) => created,
             Err(e) if e.errno() == Some(libc_errno::EEXIST) => {
-                self.adopt_or_replace_veth(&veth, ifname, &sandbox, pod_h)
+                self.adopt_or_replace_veth(&veth, ifname, &sandbox, pod_h, macs)
                     .await?;
                 None
             }
@@ -112,16 +125,16 @@ impl LinuxHost {
         })
     }
 
-    /// Creates the pair, the peer directly in the sandbox with `sandbox_mac`.
-    /// The kernel echoes the new host link (`NLM_F_ECHO`, Linux 6.3+), which
-    /// carries its index, its MAC and the peer's index: no lookup is needed.
-    /// `None` when the kernel sent no echo.
+    /// Creates the pair with `(host, sandbox)` MACs, the peer directly in the
+    /// sandbox. The kernel echoes the new host link (`NLM_F_ECHO`, Linux 6.3+),
+    /// which carries its index, its MAC and the peer's index: no lookup is
+    /// needed. `None` when the kernel sent no echo.
     async fn create_veth(
         &self,
         veth: &str,
         ifname: &str,
         sandbox: &NetNs,
-        sandbox_mac: [u8; 6],
+        (host_mac, sandbox_mac): ([u8; 6], [u8; 6]),
     ) -> Result<Option<CreatedVeth>, LinuxError> {
         // rtnetlink has no builder for "peer in namespace X": build the peer
         // message ourselves with IFLA_NET_NS_FD. The peer cannot be brought up in
@@ -135,6 +148,7 @@ impl LinuxHost {
             .build();
         let message = LinkVeth::new(veth, ifname)
             .mtu(self.config.mtu)
+            .address(host_mac.to_vec())
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
@@ -173,6 +187,7 @@ impl LinuxHost {
         ifname: &str,
         sandbox: &NetNs,
         pod_h: &Handle,
+        macs: ([u8; 6], [u8; 6]),
     ) -> Result<(), LinuxError> {
         let host = self.handle();
         let (host_link, pod_link) = tokio::try_join!(
@@ -194,7 +209,7 @@ impl LinuxHost {
             );
             self.reaper.reap_now().await?;
             return self
-                .create_veth(veth, ifname, sandbox, random_mac())
+                .create_veth(veth, ifname, sandbox, macs)
                 .await
                 .map(drop);
         }
@@ -214,7 +229,7 @@ impl LinuxHost {
         tracing::info!(veth, "replacing a host veth left by an older sandbox");
         ok_if_missing(host.link().del(host_link.header.index).execute().await)
             .map_err(LinuxError::netlink(format!("delete stale veth {veth}")))?;
-        self.create_veth(veth, ifname, sandbox, random_mac())
+        self.create_veth(veth, ifname, sandbox, macs)
             .await
             .map(drop)
     }
@@ -479,13 +494,6 @@ async fn configure_sandbox(
             .map_err(LinuxError::netlink(what))?;
     }
     Ok(())
-}
-
-/// A random locally administered unicast MAC, as the kernel gives a veth.
-fn random_mac() -> [u8; 6] {
-    let mut mac: [u8; 6] = rand::random();
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
 }
 
 /// What ADD needs to know of a new pair.

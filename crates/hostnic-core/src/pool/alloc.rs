@@ -120,6 +120,17 @@ impl NodeState {
         }
     }
 
+    /// Sets (or clears) what is recorded of `id`'s plumbing; false for an unknown attachment.
+    pub fn set_plumbed(&mut self, id: &AttachmentId, plumbed: Option<PlumbedPod>) -> bool {
+        match self.attachments.get_mut(id) {
+            Some(att) => {
+                att.plumbed = plumbed;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Undoes an assignment whose plumbing failed: the pod never used the address, so the
     /// NIC is free again at once (no cooldown).
     pub fn abort_assign(&mut self, id: &AttachmentId, now: Timestamp) -> Option<PodAttachment> {

@@ -59,6 +59,17 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
+    /// What plumbing `pod` gets: its veth name, fixed MACs, the NIC's address and table.
+    fn planned(&self, pod: &PodPlumbing) -> PlumbedPod {
+        PlumbedPod {
+            host_veth: pod.pod.host_veth_name(&self.veth_prefix),
+            host_mac: Some([0xee, 0xee, 0xee, 0xee, 0xee, 0xee]),
+            sandbox_mac: Some([0x0a, 0x58, 0, 0, 0, pod.nic.ip.octets()[3]]),
+            ip: pod.nic.ip,
+            table: pod.nic.table,
+        }
+    }
+
     /// The host of `instance`, naming veths with `veth_prefix`.
     pub fn new(instance: InstanceId, veth_prefix: &str) -> Self {
         FakeHost {
@@ -206,6 +217,10 @@ impl HostNetwork for FakeHost {
         Ok(())
     }
 
+    fn plan_pod(&self, pod: &PodPlumbing) -> Option<PlumbedPod> {
+        Some(self.planned(pod))
+    }
+
     async fn plumb_pod(&self, pod: &PodPlumbing) -> Result<PlumbedPod, HostError> {
         let mut inner = self.enter(HostOp::PlumbPod)?;
         if inner.gone_netns.contains(&pod.netns) {
@@ -225,13 +240,7 @@ impl HostNetwork for FakeHost {
                 format!("address {} is already plumbed on {veth}", pod.nic.ip),
             ));
         }
-        let plumbed = PlumbedPod {
-            host_veth: host_veth.clone(),
-            host_mac: Some([0xee, 0xee, 0xee, 0xee, 0xee, 0xee]),
-            sandbox_mac: Some([0x0a, 0x58, 0, 0, 0, pod.nic.ip.octets()[3]]),
-            ip: pod.nic.ip,
-            table: pod.nic.table,
-        };
+        let plumbed = self.planned(pod);
         inner.pods.insert(
             host_veth,
             Pod {

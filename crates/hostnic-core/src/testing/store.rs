@@ -8,6 +8,8 @@ struct Inner {
     saved: Option<Vec<u8>>,
     saves: u64,
     fail_next: u32,
+    /// Saves that still land before the process "dies" (None: all of them).
+    landing: Option<u32>,
 }
 
 /// A checkpoint store in memory, holding the JSON bytes as a file would. Clones share
@@ -29,6 +31,17 @@ impl MemoryStore {
     /// The next `n` saves fail (a full disk).
     pub fn fail_next(&self, n: u32) {
         self.0.lock().unwrap().fail_next = n;
+    }
+
+    /// The process dies after `n` more saves: later ones are lost (they return
+    /// success, as nobody is left to see them) until [`MemoryStore::revive`].
+    pub fn die_after(&self, n: u32) {
+        self.0.lock().unwrap().landing = Some(n);
+    }
+
+    /// A new process uses the store: saves land again.
+    pub fn revive(&self) {
+        self.0.lock().unwrap().landing = None;
     }
 }
 
@@ -52,6 +65,11 @@ impl CheckpointStore for MemoryStore {
             return Err(StoreError {
                 message: "injected: no space left on device".into(),
             });
+        }
+        match &mut inner.landing {
+            Some(0) => return Ok(()),
+            Some(n) => *n -= 1,
+            None => {}
         }
         inner.saved = Some(checkpoint.to_json());
         inner.saves += 1;

@@ -89,6 +89,7 @@ impl World {
 
     /// The agent dies (no cleanup at all) and starts again from its checkpoint.
     pub fn crash_and_restart(&mut self) {
+        self.store.revive();
         self.engine = Self::open(
             &self.cloud,
             &self.host,
