@@ -307,6 +307,47 @@ async fn a_pod_back_before_its_old_veth_is_reaped_gets_its_veth_and_settle_reaps
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
+async fn veths_parked_before_a_crash_are_reaped_by_the_next_start() {
+    let mut topo = Topology::new();
+    let config = topo.config();
+    let timing = |quiet_ms| hostnic_linux::LinuxHostConfig {
+        reap: hostnic_linux::ReapTiming {
+            quiet: Duration::from_millis(quiet_ms),
+            max_delay: Duration::from_secs(600),
+        },
+        ..config.clone()
+    };
+    let first = hostnic_linux::LinuxHost::new(timing(600_000))
+        .await
+        .unwrap();
+    let ip_a = pod_ip(1, 33);
+    let req = topo.pod("crash", topo.nic(1, ip_a));
+    first.prepare_nic(&req.nic).await.unwrap();
+    let plumbed = first.plumb_pod(&req).await.unwrap();
+    first.unplumb_pod(&plumbed, Some(&req.netns)).await.unwrap();
+    // The agent dies with the veth parked (its reaper goes with it).
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(link(&topo.node, &plumbed.host_veth).is_some());
+
+    let second = hostnic_linux::LinuxHost::new(timing(200)).await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if link(&topo.node, &plumbed.host_veth).is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "the first reaping after start-up deletes what a crash left"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
 async fn del_succeeds_when_the_sandbox_is_gone() {
     let mut topo = Topology::new();
     let host = topo.host().await;
