@@ -105,12 +105,20 @@ if ! wait_for "every NIC to have an owner" settled; then
     echo "$leaks" >&2
     exit 1
 fi
-# No pod plumbing left on the nodes (veths other than NICs, pod rules).
+# No pod plumbing left on the nodes (veths other than NICs, pod rules). DEL
+# removes the rules before it answers and leaves the veth pair to the kernel's
+# cleanup of the sandbox namespace (or to the agent's batched reaping when the
+# namespace outlives DEL): allow that a moment.
+pod_plumbing() { # NODE-NETNS: prints what is left
+    local extra rules
+    extra="$(ip -n "$1" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v -e '^eth0$' -e '^hn' || true)"
+    rules="$(ip -n "$1" rule show | grep -E '^(512|1536):' || true)"
+    echo "$extra$rules"
+}
 for n in $(grep -o '"netns": "/run/netns/[^"]*node[0-9]*"' "$DIR/lab.json" | grep -o 'hl-[^"]*'); do
-    extra="$(ip -n "$n" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v -e '^eth0$' -e '^hn' || true)"
-    rules="$(ip -n "$n" rule show | grep -E '^(512|1536):' || true)"
-    if [[ -n "$extra$rules" ]]; then
-        echo "lab-demo: $n keeps pod plumbing: $extra $rules" >&2
+    clean() { [[ -z "$(pod_plumbing "$n")" ]]; }
+    if ! WAIT_S=15 wait_for "$n to drop the deleted pods' veths" clean; then
+        echo "lab-demo: $n keeps pod plumbing: $(pod_plumbing "$n")" >&2
         exit 1
     fi
 done
