@@ -310,21 +310,6 @@ fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
-/// Runs `io` (a write and a flush, a few hundred µs on a disk) so that the
-/// runtime's other work goes on meanwhile: on a multi-threaded tokio worker the
-/// worker's queue is handed to another thread for the duration (a task it just
-/// woke, such as the netlink connection carrying the ADD's veth, runs at once
-/// instead of after the flush). Elsewhere `io` simply runs.
-fn off_the_worker<R>(io: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(io)
-        }
-        _ => io(),
-    }
-}
-
 impl CheckpointStore for FileStore {
     fn load(&self) -> Result<Option<Checkpoint>, StoreError> {
         let Some((snapshot, base)) = self.load_snapshot()? else {
@@ -338,11 +323,10 @@ impl CheckpointStore for FileStore {
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if journal
-            .last
-            .as_ref()
-            .is_some_and(|last| same_content(last, checkpoint))
-        {
+        if journal.last.as_ref().is_some_and(|last| {
+            // A background save that lost the race to a newer one is dropped.
+            last.generation > checkpoint.generation || same_content(last, checkpoint)
+        }) {
             return Ok(());
         }
         journal.last = None;
@@ -355,10 +339,9 @@ impl CheckpointStore for FileStore {
         if journal.tail + record.len() as u64 > self.capacity {
             return self.compact(&mut journal, checkpoint);
         }
-        let written = off_the_worker(|| {
-            file.write_all_at(&record, journal.tail)
-                .and_then(|()| file.sync_data())
-        });
+        let written = file
+            .write_all_at(&record, journal.tail)
+            .and_then(|()| file.sync_data());
         match written {
             Ok(()) => {
                 journal.tail += record.len() as u64;
@@ -371,6 +354,25 @@ impl CheckpointStore for FileStore {
                 Err(self.error("appending to", &self.journal_path, e))
             }
         }
+    }
+
+    /// On a tokio runtime, the save runs on its blocking pool: the worker goes on
+    /// with the ADD's plumbing while the record is flushed (a few hundred µs on
+    /// a disk).
+    fn save_in_background(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (store, checkpoint) = (self.clone(), checkpoint.clone());
+        let saving = runtime.spawn_blocking(move || store.save(&checkpoint));
+        Some(Box::pin(async move {
+            saving.await.unwrap_or_else(|e| {
+                Err(StoreError {
+                    message: format!("checkpoint save did not finish: {e}"),
+                })
+            })
+        }))
     }
 }
 
@@ -453,6 +455,37 @@ mod tests {
             FileStore::new(dir.path()).unwrap().load().unwrap(),
             Some(cp(60, 0))
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_save_is_durable_when_it_completes_and_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        store
+            .save_in_background(&cp(2, 0))
+            .expect("on tokio")
+            .await
+            .unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).unwrap().load().unwrap(),
+            Some(cp(2, 0))
+        );
+        // An older generation that lost the race to a newer save is dropped.
+        store.save(&cp(5, 0)).unwrap();
+        store
+            .save_in_background(&cp(4, 0))
+            .expect("on tokio")
+            .await
+            .unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).unwrap().load().unwrap(),
+            Some(cp(5, 0))
+        );
+        // Off a runtime there is no background: the caller saves in place.
+        let offline = store.clone();
+        let none = std::thread::spawn(move || offline.save_in_background(&cp(6, 0)).is_none());
+        assert!(none.join().unwrap());
     }
 
     #[test]

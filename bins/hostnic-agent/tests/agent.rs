@@ -129,23 +129,32 @@ async fn crash_in_the_middle_of_a_burst_then_restart_keeps_every_answered_pod() 
     let agent = world.start();
     agent.serving().await;
     // Every pod that got a success is still plumbed and checks out. An ADD cut
-    // short after its record was written (while the host plumbed) may be kept
-    // too: recorded, plumbed again by the startup reconcile, and released by the
-    // DEL the runtime sends after a failed ADD. No plumbing is unrecorded.
+    // short may be kept too, recorded by a checkpoint written while it was in
+    // flight: plumbed (the startup reconcile plumbs it again) or not confirmed
+    // yet (CHECK says so). The runtime's retried ADD completes it, its DEL
+    // releases it. No plumbing on the host is unrecorded.
     for &i in &answered {
         assert!(is_ok(&call(&socket, check_req(i)).await), "pod {i} lost");
     }
-    let mut recorded = answered.len();
+    let (mut plumbed_ok, mut unconfirmed) = (answered.len(), 0);
     for i in (5..25).filter(|i| !answered.contains(i)) {
         let r = call(&socket, check_req(i)).await;
         if is_ok(&r) {
-            recorded += 1;
-        } else {
-            assert_eq!(err_code(&r), codes::UNKNOWN_CONTAINER, "pod {i}: {r:?}");
+            plumbed_ok += 1;
+            continue;
+        }
+        match err_code(&r) {
+            codes::UNKNOWN_CONTAINER => {}
+            codes::CHECK_MISMATCH => unconfirmed += 1,
+            other => panic!("pod {i}: code {other}: {r:?}"),
         }
     }
     let before = world.host.plumbed().len();
-    assert_eq!(before, recorded, "orphan plumbing after the restart");
+    assert!(
+        (plumbed_ok..=plumbed_ok + unconfirmed).contains(&before),
+        "orphan plumbing after the restart: {before} on the host, {plumbed_ok} recorded \
+         and plumbed, {unconfirmed} recorded and unconfirmed"
+    );
     // The runtime retries the ADDs that failed; they now succeed, no address twice.
     let mut ips = BTreeSet::new();
     for i in 0..25 {

@@ -191,12 +191,18 @@ where
     }
 
     /// Saves the state as it will be once `id`'s plumbing is done, without
-    /// changing it in memory: the write runs while the host plumbs, and the
-    /// confirmation afterwards finds it on disk already (the store may skip a
-    /// checkpoint identical to the last one). A crash in between restarts with a
-    /// pod recorded as plumbed whose plumbing may be missing: the startup
-    /// reconcile plumbs it again (or releases it when its sandbox is gone).
-    fn persist_ahead(&self, id: &AttachmentId, planned: &PlumbedPod) -> Result<(), StoreError> {
+    /// changing it in memory: the write runs while the host plumbs (in the
+    /// background when the store can), and the confirmation afterwards finds it
+    /// on disk already (the store may skip a checkpoint identical to the last
+    /// one; the confirmation is what makes the answer durable in any case). A
+    /// crash in between restarts with a pod recorded as plumbed whose plumbing
+    /// may be missing: the startup reconcile plumbs it again (or releases it when
+    /// its sandbox is gone).
+    async fn persist_ahead(
+        &self,
+        id: &AttachmentId,
+        planned: &PlumbedPod,
+    ) -> Result<(), StoreError> {
         let cp = {
             let mut state = self.lock();
             let before = state.attachment(id).and_then(|a| a.plumbed.clone());
@@ -208,7 +214,10 @@ where
             state.set_plumbed(id, before);
             cp
         };
-        self.persist(&cp)
+        match self.store.save_in_background(&cp) {
+            Some(saving) => saving.await,
+            None => self.persist(&cp),
+        }
     }
 
     /// Sets the extra NICs wanted soon (pods pending on the node, ADDs waiting).
@@ -247,8 +256,7 @@ where
         let planned = self.host.plan_pod(&plumbing);
         let (plumbed, ahead) = futures::join!(self.host.plumb_pod(&plumbing), async {
             match &planned {
-                // Polled after plumb_pod has sent its first request to the host.
-                Some(planned) => self.persist_ahead(&id, planned),
+                Some(planned) => self.persist_ahead(&id, planned).await,
                 None => Ok(()),
             }
         });

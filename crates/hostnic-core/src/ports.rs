@@ -287,6 +287,19 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Replaces the checkpoint atomically: after a crash, either the old or the new one is read.
     fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError>;
+
+    /// Starts saving `checkpoint` off the caller's thread and returns a future
+    /// that completes once it is durable, so the caller's other work (the ADD's
+    /// plumbing) goes on meanwhile. `None` (the default): this store only saves
+    /// in place, and the caller uses [`CheckpointStore::save`]. A store that
+    /// saves in the background never lets an older generation replace a newer one.
+    fn save_in_background(
+        &self,
+        checkpoint: &crate::checkpoint::Checkpoint,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
+        let _ = checkpoint;
+        None
+    }
 }
 
 impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
@@ -295,5 +308,11 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
     }
     fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError> {
         (**self).save(checkpoint)
+    }
+    fn save_in_background(
+        &self,
+        checkpoint: &crate::checkpoint::Checkpoint,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
+        (**self).save_in_background(checkpoint)
     }
 }
