@@ -37,7 +37,15 @@ sed -i 's/^pool:$/pool:\n  ip_cooldown: 0.0\n  min_free: 10\n  max_free: 20/' "$
 "$bin/hostnic-lab" agent --dir "$dir" --node node1 stop >/dev/null
 "$bin/hostnic-lab" agent --dir "$dir" --node node1 start >/dev/null
 sleep 3 # the pool fills to min_free
+metrics="$(grep -o '"metrics_url": "[^"]*"' "$dir/lab.json" | head -1 | cut -d'"' -f4)"
 for _ in $(seq "$runs"); do
     "$bin/hostnic-lab" bench --dir "$dir" --iterations "$iterations"
     sleep 2
 done
+# The agent's own share (node1, every run): hostnic_cni_request_duration_seconds.
+if command -v curl >/dev/null; then
+    curl -fsS "$metrics" | awk -F'[ {}"]+' '
+        /^hostnic_cni_request_duration_seconds_sum/ { sum[$3] = $NF }
+        /^hostnic_cni_request_duration_seconds_count/ { n[$3] = $NF }
+        END { for (v in n) if (n[v] > 0) printf "agent side, node1: %s average %.2f ms over %d requests\n", v, 1000 * sum[v] / n[v], n[v] }'
+fi
