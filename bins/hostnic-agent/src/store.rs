@@ -47,10 +47,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use hostnic_core::checkpoint::Checkpoint;
 use hostnic_core::ports::{CheckpointStore, StoreError};
+use tokio::sync::oneshot;
 
 /// The checkpoint's file name under the state directory (the snapshot).
 pub const CHECKPOINT_FILE: &str = "state.json";
@@ -100,7 +101,13 @@ pub struct FileStore {
     journal_path: PathBuf,
     capacity: u64,
     journal: Arc<Mutex<Journal>>,
+    /// The thread that writes background saves, started by the first one; it
+    /// ends when the last clone of this store is dropped.
+    flusher: Arc<OnceLock<mpsc::Sender<FlushJob>>>,
 }
+
+/// A background save and where its result goes.
+type FlushJob = (Checkpoint, oneshot::Sender<Result<(), StoreError>>);
 
 /// Where the next record goes, once this run has written its first snapshot.
 #[derive(Debug, Default)]
@@ -128,7 +135,32 @@ impl FileStore {
             journal_path: state_dir.join(JOURNAL_FILE),
             capacity,
             journal: Arc::new(Mutex::new(Journal::default())),
+            flusher: Arc::default(),
         })
+    }
+
+    /// Starts the flusher: one thread, whatever the number of ADDs in flight
+    /// (a thread per save would also cost an allocator arena per thread).
+    fn start_flusher(&self) -> mpsc::Sender<FlushJob> {
+        let (jobs, queue) = mpsc::channel::<FlushJob>();
+        // Its own copy of the store, without the flusher (no cycle keeps it alive).
+        let store = FileStore {
+            flusher: Arc::default(),
+            ..self.clone()
+        };
+        let started = std::thread::Builder::new()
+            .name("hostnic-flush".into())
+            .spawn(move || {
+                for (checkpoint, reply) in queue {
+                    let _ = reply.send(store.save(&checkpoint));
+                }
+            });
+        if let Err(e) = started {
+            // The queue went with the closure: every background save falls back
+            // to saving in place.
+            tracing::warn!(error = %e, "no checkpoint flusher thread; saving in place");
+        }
+        jobs
     }
 
     /// The snapshot file.
@@ -356,20 +388,20 @@ impl CheckpointStore for FileStore {
         }
     }
 
-    /// On a tokio runtime, the save runs on its blocking pool: the worker goes on
-    /// with the ADD's plumbing while the record is flushed (a few hundred µs on
-    /// a disk).
+    /// The save runs on the store's flusher thread: the caller's tokio worker
+    /// goes on with the ADD's plumbing while the record is flushed (a few
+    /// hundred µs on a disk). `None` (save in place) when the thread is gone.
     fn save_in_background(
         &self,
         checkpoint: &Checkpoint,
     ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (store, checkpoint) = (self.clone(), checkpoint.clone());
-        let saving = runtime.spawn_blocking(move || store.save(&checkpoint));
+        let flusher = self.flusher.get_or_init(|| self.start_flusher());
+        let (reply, saved) = oneshot::channel();
+        flusher.send((checkpoint.clone(), reply)).ok()?;
         Some(Box::pin(async move {
-            saving.await.unwrap_or_else(|e| {
+            saved.await.unwrap_or_else(|_| {
                 Err(StoreError {
-                    message: format!("checkpoint save did not finish: {e}"),
+                    message: "the checkpoint flusher stopped before saving".into(),
                 })
             })
         }))
@@ -482,10 +514,16 @@ mod tests {
             FileStore::new(dir.path()).unwrap().load().unwrap(),
             Some(cp(5, 0))
         );
-        // Off a runtime there is no background: the caller saves in place.
-        let offline = store.clone();
-        let none = std::thread::spawn(move || offline.save_in_background(&cp(6, 0)).is_none());
-        assert!(none.join().unwrap());
+        // One flusher thread serves every clone, and ends with the last one.
+        let clone = store.clone();
+        clone.save_in_background(&cp(6, 0)).unwrap().await.unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).unwrap().load().unwrap(),
+            Some(cp(6, 0))
+        );
+        let flusher = Arc::downgrade(&store.flusher);
+        drop((store, clone));
+        assert!(flusher.upgrade().is_none(), "the flusher's queue is closed");
     }
 
     #[test]
