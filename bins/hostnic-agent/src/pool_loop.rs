@@ -28,10 +28,12 @@ where
     K: Clock + 'static,
 {
     let pods = shared.authoritative_pods().await;
-    let result = {
-        let _exclusive = shared.plumbing.write().await;
-        shared.engine.reconcile(pods.as_deref(), startup).await
-    };
+    // ADD and DEL are kept off the host only while it is compared and repaired,
+    // not while the engine waits for a pool round or for the cloud.
+    let result = shared
+        .engine
+        .reconcile_exclusive(pods.as_deref(), startup, shared.plumbing.write())
+        .await;
     if let Some(policy) = &shared.policy {
         // Pods reconcile removed leave the policy too.
         policy.request();

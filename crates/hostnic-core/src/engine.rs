@@ -555,11 +555,26 @@ where
     /// Do not run it concurrently with [`Engine::add`] or [`Engine::del`]: an ADD plumbs
     /// the host before it records the attachment, so a reconcile in between would take
     /// the fresh plumbing for an orphan and remove it. The agent serialises them with a
-    /// reader-writer lock (requests shared, reconcile exclusive).
+    /// reader-writer lock (requests shared, reconcile exclusive), taken through
+    /// [`Engine::reconcile_exclusive`].
     pub async fn reconcile(
         &self,
         pods: Option<&[PodInfo]>,
         startup: bool,
+    ) -> Result<ReconcileReport, EngineError> {
+        self.reconcile_exclusive(pods, startup, async {}).await
+    }
+
+    /// [`Engine::reconcile`], with `exclusive` awaited once the pool is idle and
+    /// the cloud has answered, and held until the actions are applied: the
+    /// caller's way to keep ADD and DEL off the host while the host is compared
+    /// and repaired, without holding them up behind a pool round's cloud jobs or
+    /// the cloud's answer (ADD and DEL never call the cloud).
+    pub async fn reconcile_exclusive<G>(
+        &self,
+        pods: Option<&[PodInfo]>,
+        startup: bool,
+        exclusive: impl std::future::Future<Output = G>,
     ) -> Result<ReconcileReport, EngineError> {
         let _running = self.pool_running.lock().await;
         let instance = self.lock().instance().clone();
@@ -568,6 +583,7 @@ where
             ..Default::default()
         };
         let cloud = self.cloud.describe_nics(&filter).await?;
+        let _exclusive = exclusive.await;
         let host = self.host.inventory().await?;
         let now = self.clock.now();
         let report = self.mutate(|s| {

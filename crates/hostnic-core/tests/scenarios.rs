@@ -245,6 +245,25 @@ fn a_crash_while_the_host_plumbs_restarts_with_the_pod_recorded_and_plumbs_it_ag
 }
 
 #[test]
+fn reconcile_keeps_add_and_del_out_only_once_the_cloud_has_answered() {
+    let world = World::new(PoolConfig::default());
+    world.settle();
+    let taken = std::sync::atomic::AtomicBool::new(false);
+    let exclusive = || async { taken.store(true, std::sync::atomic::Ordering::SeqCst) };
+    // The cloud does not answer: the host was never locked.
+    world.cloud.fail_next(
+        CloudAction::DescribeNics,
+        CloudErrorKind::Retryable,
+        FaultPoint::Before,
+    );
+    assert!(block_on(world.engine.reconcile_exclusive(None, false, exclusive())).is_err());
+    assert!(!taken.load(std::sync::atomic::Ordering::SeqCst));
+    // It answers: the host is compared under the caller's exclusivity.
+    block_on(world.engine.reconcile_exclusive(None, false, exclusive())).unwrap();
+    assert!(taken.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
 fn checkpoint_write_failure_fails_the_add_and_keeps_nothing() {
     let world = World::new(PoolConfig::default());
     world.settle();
