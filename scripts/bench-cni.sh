@@ -40,7 +40,7 @@ sleep 3 # the pool fills to min_free
 metrics="$(grep -o '"metrics_url": "[^"]*"' "$dir/lab.json" | head -1 | cut -d'"' -f4)"
 for _ in $(seq "$runs"); do
     "$bin/hostnic-lab" bench --dir "$dir" --iterations "$iterations"
-    sleep 2
+    sleep 10 # the previous run's cold-start pods are torn down on node2 meanwhile
 done
 # The agent's own share (node1, every run): hostnic_cni_request_duration_seconds.
 if command -v curl >/dev/null; then
