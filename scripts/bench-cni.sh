@@ -4,6 +4,7 @@
 # in one run: `hostnic-lab bench` on a 2-node lab of release builds.
 #
 # Usage (root): scripts/bench-cni.sh [ITERATIONS] [RUNS]   (default 60, 1)
+# Each run is a fresh lab.
 #
 # The plugin is the static build the image ships (`crt-static`; the default
 # dynamic build spends ~0.3 ms more loading libc). node1's pool is kept warm for
@@ -27,25 +28,30 @@ fi
 cargo build --release -p hostnic-agent -p hostnic-lab
 cargo rustc --release -p hostnic --bin hostnic -- -C target-feature=+crt-static
 bin="$PWD/target/release"
-dir="$(mktemp -d /tmp/hostnic-bench-cni.XXXXXX)"
-trap '"$bin/hostnic-lab" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+dir=""
+trap '[ -z "$dir" ] || { "$bin/hostnic-lab" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }' EXIT
 
-"$bin/hostnic-lab" up --dir "$dir" >/dev/null
-conf="$dir/nodes/node1/agent.yaml"
-grep -q '^pool:$' "$conf" || { echo "bench-cni: no pool section in $conf" >&2; exit 1; }
-sed -i 's/^pool:$/pool:\n  ip_cooldown: 0.0\n  min_free: 10\n  max_free: 20/' "$conf"
-"$bin/hostnic-lab" agent --dir "$dir" --node node1 stop >/dev/null
-"$bin/hostnic-lab" agent --dir "$dir" --node node1 start >/dev/null
-sleep 3 # the pool fills to min_free
-metrics="$(grep -o '"metrics_url": "[^"]*"' "$dir/lab.json" | head -1 | cut -d'"' -f4)"
+# Each run gets a fresh lab: a run's cold start leaves node2 busy with cooling
+# NICs and torn-down pods, which would leak into the next run's series.
 for _ in $(seq "$runs"); do
+    dir="$(mktemp -d /tmp/hostnic-bench-cni.XXXXXX)"
+    "$bin/hostnic-lab" up --dir "$dir" >/dev/null
+    conf="$dir/nodes/node1/agent.yaml"
+    grep -q '^pool:$' "$conf" || { echo "bench-cni: no pool section in $conf" >&2; exit 1; }
+    sed -i 's/^pool:$/pool:\n  ip_cooldown: 0.0\n  min_free: 10\n  max_free: 20/' "$conf"
+    "$bin/hostnic-lab" agent --dir "$dir" --node node1 stop >/dev/null
+    "$bin/hostnic-lab" agent --dir "$dir" --node node1 start >/dev/null
+    sleep 3 # the pool fills to min_free
+    metrics="$(grep -o '"metrics_url": "[^"]*"' "$dir/lab.json" | head -1 | cut -d'"' -f4)"
     "$bin/hostnic-lab" bench --dir "$dir" --iterations "$iterations"
-    sleep 10 # the previous run's cold-start pods are torn down on node2 meanwhile
+    # The agent's own share of the series (node1): hostnic_cni_request_duration_seconds.
+    if command -v curl >/dev/null; then
+        curl -fsS "$metrics" | awk -F'[ {}"]+' '
+            /^hostnic_cni_request_duration_seconds_sum/ { sum[$3] = $NF }
+            /^hostnic_cni_request_duration_seconds_count/ { n[$3] = $NF }
+            END { for (v in n) if (n[v] > 0) printf "agent side, node1: %s average %.2f ms over %d requests\n", v, 1000 * sum[v] / n[v], n[v] }'
+    fi
+    "$bin/hostnic-lab" down --dir "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    dir=""
 done
-# The agent's own share (node1, every run): hostnic_cni_request_duration_seconds.
-if command -v curl >/dev/null; then
-    curl -fsS "$metrics" | awk -F'[ {}"]+' '
-        /^hostnic_cni_request_duration_seconds_sum/ { sum[$3] = $NF }
-        /^hostnic_cni_request_duration_seconds_count/ { n[$3] = $NF }
-        END { for (v in n) if (n[v] > 0) printf "agent side, node1: %s average %.2f ms over %d requests\n", v, 1000 * sum[v] / n[v], n[v] }'
-fi
