@@ -493,34 +493,23 @@ mod tests {
     async fn a_background_save_is_durable_when_it_completes_and_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
+        let in_background = |store: &FileStore, c: Checkpoint| {
+            store
+                .save_in_background(&c)
+                .expect("the flusher thread takes it")
+        };
+        let reloaded = || FileStore::new(dir.path()).unwrap().load().unwrap();
         store.save(&cp(1, 0)).unwrap();
-        store
-            .save_in_background(&cp(2, 0))
-            .expect("on tokio")
-            .await
-            .unwrap();
-        assert_eq!(
-            FileStore::new(dir.path()).unwrap().load().unwrap(),
-            Some(cp(2, 0))
-        );
+        in_background(&store, cp(2, 0)).await.unwrap();
+        assert_eq!(reloaded(), Some(cp(2, 0)));
         // An older generation that lost the race to a newer save is dropped.
         store.save(&cp(5, 0)).unwrap();
-        store
-            .save_in_background(&cp(4, 0))
-            .expect("on tokio")
-            .await
-            .unwrap();
-        assert_eq!(
-            FileStore::new(dir.path()).unwrap().load().unwrap(),
-            Some(cp(5, 0))
-        );
+        in_background(&store, cp(4, 0)).await.unwrap();
+        assert_eq!(reloaded(), Some(cp(5, 0)));
         // One flusher thread serves every clone, and ends with the last one.
         let clone = store.clone();
-        clone.save_in_background(&cp(6, 0)).unwrap().await.unwrap();
-        assert_eq!(
-            FileStore::new(dir.path()).unwrap().load().unwrap(),
-            Some(cp(6, 0))
-        );
+        in_background(&clone, cp(6, 0)).await.unwrap();
+        assert_eq!(reloaded(), Some(cp(6, 0)));
         let flusher = Arc::downgrade(&store.flusher);
         drop((store, clone));
         assert!(flusher.upgrade().is_none(), "the flusher's queue is closed");

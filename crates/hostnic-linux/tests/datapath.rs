@@ -166,6 +166,20 @@ async fn add_check_del_are_idempotent() {
     );
 }
 
+/// A host whose reaper waits `quiet` after the last ADD/DEL, at most `max_delay`.
+async fn host_reaping(
+    config: &hostnic_linux::LinuxHostConfig,
+    quiet: Duration,
+    max_delay: Duration,
+) -> hostnic_linux::LinuxHost {
+    hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
+        reap: hostnic_linux::ReapTiming { quiet, max_delay },
+        ..config.clone()
+    })
+    .await
+    .unwrap()
+}
+
 /// The link `dev` in `ns`, from `ip -j link show` (None when it does not exist).
 fn link(ns: &str, dev: &str) -> Option<serde_json::Value> {
     ip_json(ns, &["link", "show"])
@@ -189,15 +203,12 @@ fn link_names(ns: &str) -> Vec<String> {
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn del_cuts_the_pod_off_at_once_and_reaps_its_veth_in_a_batch_when_quiet() {
     let mut topo = Topology::new();
-    let host = hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
-        reap: hostnic_linux::ReapTiming {
-            quiet: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        },
-        ..topo.config()
-    })
-    .await
-    .unwrap();
+    let host = host_reaping(
+        &topo.config(),
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .await;
     host.ensure_node(&topo.node_plumbing()).await.unwrap();
     let (ip_a, ip_b) = (pod_ip(1, 30), pod_ip(1, 31));
     host.prepare_nic(&topo.nic(1, ip_a)).await.unwrap();
@@ -268,15 +279,8 @@ async fn del_cuts_the_pod_off_at_once_and_reaps_its_veth_in_a_batch_when_quiet()
 #[ignore = "needs root: cargo test -- --include-ignored"]
 async fn a_pod_back_before_its_old_veth_is_reaped_gets_its_veth_and_settle_reaps() {
     let mut topo = Topology::new();
-    let host = hostnic_linux::LinuxHost::new(hostnic_linux::LinuxHostConfig {
-        reap: hostnic_linux::ReapTiming {
-            quiet: Duration::from_secs(600),
-            max_delay: Duration::from_secs(600),
-        },
-        ..topo.config()
-    })
-    .await
-    .unwrap();
+    let never = Duration::from_secs(600);
+    let host = host_reaping(&topo.config(), never, never).await;
     let ip_a = pod_ip(1, 32);
     let nic = topo.nic(1, ip_a);
     host.prepare_nic(&nic).await.unwrap();
@@ -310,16 +314,8 @@ async fn a_pod_back_before_its_old_veth_is_reaped_gets_its_veth_and_settle_reaps
 async fn veths_parked_before_a_crash_are_reaped_by_the_next_start() {
     let mut topo = Topology::new();
     let config = topo.config();
-    let timing = |quiet_ms| hostnic_linux::LinuxHostConfig {
-        reap: hostnic_linux::ReapTiming {
-            quiet: Duration::from_millis(quiet_ms),
-            max_delay: Duration::from_secs(600),
-        },
-        ..config.clone()
-    };
-    let first = hostnic_linux::LinuxHost::new(timing(600_000))
-        .await
-        .unwrap();
+    let never = Duration::from_secs(600);
+    let first = host_reaping(&config, never, never).await;
     let ip_a = pod_ip(1, 33);
     let req = topo.pod("crash", topo.nic(1, ip_a));
     first.prepare_nic(&req.nic).await.unwrap();
@@ -330,7 +326,7 @@ async fn veths_parked_before_a_crash_are_reaped_by_the_next_start() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(link(&topo.node, &plumbed.host_veth).is_some());
 
-    let second = hostnic_linux::LinuxHost::new(timing(200)).await.unwrap();
+    let second = host_reaping(&config, Duration::from_millis(200), never).await;
     let mut gone = false;
     for _ in 0..100 {
         if link(&topo.node, &plumbed.host_veth).is_none() {
