@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::netlab::AgentFiles;
+use common::netlab::{AgentFiles, ip};
 use common::{INSTANCE, http_get, status_req, try_call};
 use hostnic_agent::introspect;
 use hostnic_linux::NetNs;
@@ -55,18 +55,6 @@ fn plugin_binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Runs `ip args…` and returns stdout; panics with stderr on failure.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Plugs a NIC into the fabric when the simulator attaches it (before the job
