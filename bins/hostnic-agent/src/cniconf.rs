@@ -9,28 +9,54 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::settings::Settings;
+use crate::settings::{ChainPortmap, Settings};
 use crate::store::write_atomic;
 
 /// The conflist's file name in the CNI configuration directory.
 pub const CONFLIST_NAME: &str = "10-hostnic.conflist";
 
-/// The conflist for `settings`.
-pub(crate) fn conflist(settings: &Settings) -> serde_json::Value {
+/// Whether the conflist for `settings` chains `portmap`, and why (for the log).
+pub fn chains_portmap(settings: &Settings) -> (bool, &'static str) {
+    match settings.portmap {
+        ChainPortmap::Always => (true, "portmap: always"),
+        ChainPortmap::Never => (false, "portmap: never"),
+        ChainPortmap::Auto if settings.cni_bin_dir.join("portmap").is_file() => {
+            (true, "portmap: auto, found in cni_bin_dir")
+        }
+        ChainPortmap::Auto => (
+            false,
+            "portmap: auto, not in cni_bin_dir (hostPort unsupported; a chained plugin \
+             that is missing would fail every ADD)",
+        ),
+    }
+}
+
+/// The conflist for `settings`, chaining `portmap` when `with_portmap`.
+pub fn conflist(settings: &Settings, with_portmap: bool) -> serde_json::Value {
+    let mut plugins = vec![json!({
+        "type": "hostnic",
+        "agentSocket": settings.socket,
+        "stateDir": settings.state_dir,
+        "vethPrefix": settings.pool.veth_prefix,
+        "mtu": settings.mtu,
+    })];
+    if with_portmap {
+        plugins
+            .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    }
     json!({
         "cniVersion": settings.cni_version,
         "name": settings.network_name,
-        "plugins": [
-            {
-                "type": "hostnic",
-                "agentSocket": settings.socket,
-                "stateDir": settings.state_dir,
-                "vethPrefix": settings.pool.veth_prefix,
-                "mtu": settings.mtu,
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
-        ]
+        "plugins": plugins,
     })
+}
+
+/// The conflist the agent writes for `settings` on this node, as text.
+pub fn render(settings: &Settings) -> Vec<u8> {
+    let (portmap, _) = chains_portmap(settings);
+    let mut text = serde_json::to_vec_pretty(&conflist(settings, portmap)).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 /// Where the plugin binary is taken from.
@@ -53,9 +79,13 @@ pub(crate) fn install(settings: &Settings) -> std::io::Result<()> {
         tracing::info!("no hostnic plugin binary next to the agent; not installing it");
     }
     fs::create_dir_all(&settings.cni_conf_dir)?;
-    let mut text = serde_json::to_vec_pretty(&conflist(settings)).unwrap_or_default();
-    text.push(b'\n');
-    write_atomic(&settings.cni_conf_dir.join(CONFLIST_NAME), &text, 0o644)
+    let (_, why) = chains_portmap(settings);
+    tracing::info!(cni_version = %settings.cni_version, "conflist: {why}");
+    write_atomic(
+        &settings.cni_conf_dir.join(CONFLIST_NAME),
+        &render(settings),
+        0o644,
+    )
 }
 
 fn install_plugin(source: &Path, bin_dir: &Path) -> std::io::Result<()> {
@@ -79,11 +109,60 @@ mod tests {
             cni_version: "1.0.0".into(),
             ..Settings::default()
         };
-        let v = conflist(&settings);
+        let v = conflist(&settings, false);
         assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["plugins"][0]["type"], "hostnic");
         assert_eq!(v["plugins"][0]["agentSocket"], "/run/x.sock");
         assert_eq!(v["plugins"][0]["stateDir"], "/var/lib/hostnic");
+    }
+
+    #[test]
+    fn the_default_conflist_is_1_0_0_and_chains_portmap_only_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            cni_bin_dir: dir.path().to_path_buf(),
+            ..Settings::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render(&settings)).unwrap();
+        // containerd 1.6/1.7 and podman 4 refuse 1.1.0: every pod would fail.
+        assert_eq!(v["cniVersion"], "1.0.0");
+        assert_eq!(v["plugins"].as_array().unwrap().len(), 1, "{v}");
+        fs::write(dir.path().join("portmap"), b"").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&render(&settings)).unwrap();
+        assert_eq!(v["plugins"][1]["type"], "portmap");
+        let never = Settings {
+            portmap: ChainPortmap::Never,
+            ..settings.clone()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render(&never)).unwrap();
+        assert_eq!(v["plugins"].as_array().unwrap().len(), 1, "{v}");
+        let always = Settings {
+            portmap: ChainPortmap::Always,
+            cni_bin_dir: dir.path().join("empty"),
+            ..settings
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render(&always)).unwrap();
+        assert_eq!(v["plugins"][1]["type"], "portmap");
+    }
+
+    /// The agent.yaml of the shipped ConfigMap (deploy/hostnic.yaml).
+    fn shipped_settings() -> Settings {
+        let text = include_str!("../../../deploy/hostnic.yaml");
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v["kind"] == "ConfigMap" && v["metadata"]["name"] == "hostnic-config" {
+                let yaml = v["data"]["agent.yaml"].as_str().unwrap();
+                return Settings::from_yaml(yaml, "deploy/hostnic.yaml").unwrap();
+            }
+        }
+        panic!("deploy/hostnic.yaml has no hostnic-config ConfigMap");
+    }
+
+    #[test]
+    fn the_shipped_config_map_writes_a_conflist_todays_runtimes_accept() {
+        let v: serde_json::Value = serde_json::from_slice(&render(&shipped_settings())).unwrap();
+        assert_eq!(v["cniVersion"], "1.0.0", "{v}");
+        assert_eq!(v["plugins"][0]["type"], "hostnic");
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! - [`policy`]: NetworkPolicy enforcement (its two traits and the policy task).
 
 mod agent;
-mod cniconf;
+pub mod cniconf;
 mod http;
 pub mod introspect;
 pub mod metrics;

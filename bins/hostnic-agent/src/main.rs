@@ -107,6 +107,10 @@ struct Cli {
     /// Overrides `log_format` of the config file.
     #[arg(long, env = "HOSTNIC_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Prints the CNI conflist this agent would write on this node (from the
+    /// configuration and what is in `cni_bin_dir`), then exits without starting.
+    #[arg(long)]
+    print_conflist: bool,
 }
 
 impl Cli {
@@ -170,6 +174,13 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = cli.settings()?;
+    if cli.print_conflist {
+        use std::io::Write as _;
+        let (_, why) = hostnic_agent::cniconf::chains_portmap(&settings);
+        eprintln!("{why}");
+        std::io::stdout().write_all(&hostnic_agent::cniconf::render(&settings))?;
+        return Ok(());
+    }
     init_tracing(settings.log_format);
     let metrics = Arc::new(Metrics::default());
 

@@ -29,6 +29,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether the conflist chains the reference `portmap` plugin (`hostPort`s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainPortmap {
+    /// Chained when `portmap` is in `cni_bin_dir` when the conflist is written.
+    /// A missing chained plugin fails every ADD, so it is never chained blindly.
+    #[default]
+    Auto,
+    /// Always chained (the operator installs `portmap` on every node).
+    Always,
+    /// Never chained (no `hostPort` support).
+    Never,
+}
+
 /// The agent's configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,8 +67,11 @@ pub struct Settings {
     pub cni_conf_dir: PathBuf,
     /// Where the `hostnic` plugin binary is installed.
     pub cni_bin_dir: PathBuf,
-    /// `cniVersion` of the conflist.
+    /// `cniVersion` of the conflist. 1.0.0 by default: containerd 1.6/1.7 and
+    /// podman 4 reject a 1.1.0 conflist (see the runtime matrix in deploy/README.md).
     pub cni_version: String,
+    /// Whether the conflist chains `portmap`.
+    pub portmap: ChainPortmap,
     /// The network name in the conflist.
     pub network_name: String,
     /// The plugin binary to install; `None` = `hostnic` next to the agent binary,
@@ -83,7 +100,8 @@ impl Default for Settings {
             metrics_addr: DEFAULT_METRICS_ADDR.parse().expect("literal"),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
-            cni_version: "1.1.0".into(),
+            cni_version: "1.0.0".into(),
+            portmap: ChainPortmap::Auto,
             network_name: "hostnic".into(),
             plugin_binary: None,
             log_format: LogFormat::Text,
@@ -213,7 +231,8 @@ mod tests {
         assert_eq!(s.socket, PathBuf::from("/run/hostnic/hostnic.sock"));
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/hostnic"));
         assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:61678");
-        assert_eq!(s.cni_version, "1.1.0");
+        assert_eq!(s.cni_version, "1.0.0");
+        assert_eq!(s.portmap, ChainPortmap::Auto);
         assert_eq!(s.pool.min_free, 5);
     }
 

@@ -32,6 +32,7 @@ const AGENT_KEYS: &[&str] = &[
     "cni_conf_dir",
     "cni_bin_dir",
     "cni_version",
+    "portmap",
     "network_name",
     "plugin_binary",
     "log_format",
