@@ -242,6 +242,7 @@ impl NetNs {
             path: NETNS_RUN_DIR.into(),
             source,
         })?;
+        make_run_dir_shared()?;
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -308,6 +309,46 @@ impl NetNs {
     }
 }
 
+/// Makes `/run/netns` a shared mount point, as `ip netns add` does before its
+/// first bind. Without it, the first `ip netns add` of the boot bind-mounts the
+/// directory onto itself and hides every namespace bound in it before: they can
+/// then be neither opened nor deleted through their path.
+fn make_run_dir_shared() -> Result<(), NetnsError> {
+    let dir = Path::new(NETNS_RUN_DIR);
+    let shared = || {
+        mount(
+            Some(""),
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    let sys = |call| {
+        move |source| NetnsError::Sys {
+            call,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: make it one, then shared.
+        Err(nix::Error::EINVAL) => {
+            mount(
+                Some(dir),
+                dir,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("mount"))?;
+            shared().map_err(sys("mount"))
+        }
+        Err(source) => Err(sys("mount")(source)),
+    }
+}
+
 /// A multicast netlink connection and its message stream.
 pub(crate) struct MulticastConn {
     /// Keeps the connection task alive.
@@ -335,6 +376,63 @@ mod tests {
                 Err(NetnsError::InvalidName(_))
             ));
         }
+    }
+
+    /// On a fresh boot `/run/netns` is a plain directory. Reproduced in a private
+    /// mount namespace with an empty `/run`: a namespace bound by us must survive
+    /// a later `ip netns add`, which self-binds `/run/netns` unless it is a mount
+    /// point already.
+    #[test]
+    #[ignore = "needs root: mount and network namespaces"]
+    fn a_namespace_survives_a_later_ip_netns_add_on_a_fresh_boot() {
+        use nix::sched::{CloneFlags, unshare};
+        let ours = format!("hn-fresh-{}", std::process::id());
+        let theirs = format!("hn-fresh-ip-{}", std::process::id());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // This thread gets its own mount namespace; the machine's stays as it is.
+                    unshare(CloneFlags::CLONE_NEWNS).unwrap();
+                    mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    mount(
+                        Some("tmpfs"),
+                        "/run",
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    assert!(!Path::new(NETNS_RUN_DIR).exists(), "not a fresh /run");
+                    let ns = NetNs::create_named(&ours).unwrap();
+                    drop(ns);
+                    let ip = |args: &[&str]| {
+                        let out = std::process::Command::new("ip")
+                            .args(args)
+                            .output()
+                            .unwrap();
+                        assert!(out.status.success(), "ip {args:?}: {out:?}");
+                    };
+                    ip(&["netns", "add", &theirs]);
+                    // Ours is still a namespace that can be entered and deleted by path.
+                    let path = Path::new(NETNS_RUN_DIR).join(&ours);
+                    let ns = NetNs::open(&path).expect("our namespace hidden by `ip netns add`");
+                    ns.run_blocking(|| ())
+                        .expect("our namespace cannot be entered");
+                    drop(ns);
+                    ip(&["netns", "del", &theirs]);
+                    NetNs::delete_named(&ours).unwrap();
+                    assert!(!path.exists());
+                })
+                .join()
+                .unwrap();
+        });
     }
 
     #[test]
