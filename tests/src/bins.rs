@@ -32,7 +32,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     }
     let p = profile_dir()?.join(name);
     if !p.is_file() {
-        bail!("{} is missing: run `cargo build --workspace` first", p.display());
+        bail!(
+            "{} is missing: run `cargo build --workspace` first",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -65,9 +68,8 @@ pub fn require(program: &str, package: &str) -> anyhow::Result<()> {
     let found = if program.starts_with('/') {
         std::path::Path::new(program).exists()
     } else {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join(program).is_file())
-        })
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
     };
     if !found {
         bail!("{program} is missing: apt-get install {package}");

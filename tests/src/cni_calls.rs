@@ -55,7 +55,12 @@ impl CniCall {
 
 /// Writes the recording shim `bin_dir/<plugin>` that runs `real` and records
 /// every call under `calls_dir`.
-pub fn install_recorder(bin_dir: &Path, plugin: &str, real: &Path, calls_dir: &Path) -> anyhow::Result<()> {
+pub fn install_recorder(
+    bin_dir: &Path,
+    plugin: &str,
+    real: &Path,
+    calls_dir: &Path,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(bin_dir)?;
     std::fs::create_dir_all(calls_dir)?;
     let script = format!(
@@ -93,10 +98,8 @@ pub fn read_calls(calls_dir: &Path) -> anyhow::Result<Vec<CniCall>> {
     let mut calls = Vec::new();
     for dir in dirs {
         let env_text = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
-        let env: BTreeMap<&str, &str> = env_text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .collect();
+        let env: BTreeMap<&str, &str> =
+            env_text.lines().filter_map(|l| l.split_once('=')).collect();
         let get = |k: &str| env.get(k).copied().unwrap_or_default().to_owned();
         let raw_args = get("CNI_ARGS");
         let args = raw_args

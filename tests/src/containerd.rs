@@ -50,7 +50,13 @@ pub struct Containerd {
 impl Containerd {
     /// Writes the configuration of a containerd named `name` under `lab_dir/cri`
     /// (not started yet). `tag` makes its cgroup parent unique.
-    pub fn new(lab_dir: &Path, name: &str, tag: &str, netns: &Path, cni: CniDirs) -> anyhow::Result<Self> {
+    pub fn new(
+        lab_dir: &Path,
+        name: &str,
+        tag: &str,
+        netns: &Path,
+        cni: CniDirs,
+    ) -> anyhow::Result<Self> {
         crate::bins::require("containerd", "containerd")?;
         crate::bins::require("runc", "runc")?;
         let dir = lab_dir.join("cri").join(name);
@@ -161,10 +167,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 && let Some(status) = child.try_wait()?
             {
                 self.child = None;
-                bail!("containerd exited ({status}); see {}", self.log_path().display());
+                bail!(
+                    "containerd exited ({status}); see {}",
+                    self.log_path().display()
+                );
             }
             if started.elapsed() > Duration::from_secs(30) {
-                bail!("containerd did not serve within 30 s; see {}", self.log_path().display());
+                bail!(
+                    "containerd did not serve within 30 s; see {}",
+                    self.log_path().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -259,7 +271,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 impl Drop for Containerd {
     fn drop(&mut self) {
         for f in self.shutdown() {
-            eprintln!("containerd {}: cleaned up by force: {f}", self.dir.display());
+            eprintln!(
+                "containerd {}: cleaned up by force: {f}",
+                self.dir.display()
+            );
         }
     }
 }
@@ -310,10 +325,7 @@ pub fn kill_cgroup(parent: &str) -> Vec<String> {
     for _ in 0..50 {
         let mut alive = false;
         for dir in cgroup_dirs(parent) {
-            for procs in walk(&dir)
-                .into_iter()
-                .map(|d| d.join("cgroup.procs"))
-            {
+            for procs in walk(&dir).into_iter().map(|d| d.join("cgroup.procs")) {
                 for pid in std::fs::read_to_string(&procs)
                     .unwrap_or_default()
                     .lines()

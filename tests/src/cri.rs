@@ -99,16 +99,23 @@ impl Cri {
                     eprintln!("CRI driver: {line}");
                     continue;
                 };
-                let elapsed = Duration::from_secs_f64(v["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0);
+                let elapsed =
+                    Duration::from_secs_f64(v["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0);
                 let result = if v.get("ok").is_some() {
                     Ok(v["ok"].clone())
                 } else {
                     Err(CriError {
                         code: v["error"]["code"].as_str().unwrap_or("?").to_owned(),
-                        details: v["error"]["details"].as_str().unwrap_or_default().to_owned(),
+                        details: v["error"]["details"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                     })
                 };
-                let waiter = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let waiter = dispatch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 if let Some(tx) = waiter {
                     let _ = tx.send(Answer { result, elapsed });
                 }
@@ -127,7 +134,12 @@ impl Cri {
     }
 
     /// Calls `method` with `request` (waits up to `timeout` for the answer).
-    pub async fn call_with_timeout(&self, method: &str, request: Value, timeout: Duration) -> Answer {
+    pub async fn call_with_timeout(
+        &self,
+        method: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Answer {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -163,9 +175,7 @@ impl Cri {
 
     /// RunPodSandbox; the sandbox id and how long it took.
     pub async fn run_pod_sandbox(&self, config: &Value) -> Result<(String, Duration), CriError> {
-        let a = self
-            .call("RunPodSandbox", json!({"config": config}))
-            .await;
+        let a = self.call("RunPodSandbox", json!({"config": config})).await;
         let v = a.result?;
         Ok((
             v["pod_sandbox_id"].as_str().unwrap_or_default().to_owned(),
@@ -241,8 +251,11 @@ impl Cri {
         name: &str,
         command: &[&str],
     ) -> Result<String, CriError> {
+        // A replacement sandbox's containers count their attempts with it, as
+        // container names are unique per pod and attempt.
+        let attempt = sandbox_config["metadata"]["attempt"].as_u64().unwrap_or(0);
         let config = json!({
-            "metadata": {"name": name, "attempt": 0},
+            "metadata": {"name": name, "attempt": attempt},
             "image": {"image": images::BUSYBOX},
             "command": command,
             "log_path": format!("{name}.log"),

@@ -170,9 +170,8 @@ impl Lab {
 
     /// The agent's pid on `node` now (lab.json is rewritten by `agent start|stop`).
     pub fn agent_pid(&self, node: &str) -> anyhow::Result<Option<u32>> {
-        let file: LabFile = serde_json::from_str(&std::fs::read_to_string(
-            self.dir.join("lab.json"),
-        )?)?;
+        let file: LabFile =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("lab.json"))?)?;
         Ok(file
             .nodes
             .into_iter()
@@ -265,7 +264,12 @@ impl Api {
         Ok(Self { base, token })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut request = http()
             .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(&self.token)
@@ -280,7 +284,10 @@ impl Api {
                 .header("Content-Type", content_type)
                 .body(body.to_string());
         }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status().as_u16();
         let text = response.text().await?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -320,10 +327,18 @@ impl Api {
 
     /// Sets a pod's `status.podIP` and phase Running, as kubelet does once its
     /// sandbox is ready.
-    pub async fn set_pod_running(&self, namespace: &str, name: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+    pub async fn set_pod_running(
+        &self,
+        namespace: &str,
+        name: &str,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<()> {
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}/status");
         let patch = json!({"status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]}});
-        match self.call(reqwest::Method::PATCH, &path, Some(&patch)).await? {
+        match self
+            .call(reqwest::Method::PATCH, &path, Some(&patch))
+            .await?
+        {
             (200, _) => Ok(()),
             (s, v) => bail!("patch {path}: HTTP {s}: {v}"),
         }
@@ -342,7 +357,10 @@ impl Api {
     pub async fn ensure_namespace(&self, name: &str) -> anyhow::Result<()> {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}});
-        match self.call(reqwest::Method::POST, "/api/v1/namespaces", Some(&ns)).await? {
+        match self
+            .call(reqwest::Method::POST, "/api/v1/namespaces", Some(&ns))
+            .await?
+        {
             (200 | 201 | 409, _) => Ok(()),
             (s, v) => bail!("create namespace {name}: HTTP {s}: {v}"),
         }

@@ -228,7 +228,12 @@ impl CriLab {
     /// Kubelet's start of a pod: RunPodSandbox for the Pod object `meta`,
     /// PodSandboxStatus for its IP, status written to the API server, and a
     /// busybox container that sleeps (when `container`).
-    pub async fn start_pod(&self, node: &str, meta: &PodMeta, container: bool) -> anyhow::Result<CriPod> {
+    pub async fn start_pod(
+        &self,
+        node: &str,
+        meta: &PodMeta,
+        container: bool,
+    ) -> anyhow::Result<CriPod> {
         let n = self.node(node);
         let config = cri::sandbox_config(meta, &n.containerd.cgroup_parent, &n.log_root);
         let (sandbox, _) = n
@@ -274,7 +279,9 @@ impl CriLab {
         name: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<CriPod> {
-        let meta = self.create_pod_object(node, namespace, name, labels).await?;
+        let meta = self
+            .create_pod_object(node, namespace, name, labels)
+            .await?;
         self.start_pod(node, &meta, true).await
     }
 
@@ -291,7 +298,10 @@ impl CriLab {
 
     /// Runs `cmd` in the pod's busybox container: (exit code, stdout + stderr).
     pub async fn exec(&self, pod: &CriPod, cmd: &[&str]) -> anyhow::Result<(i64, String)> {
-        let container = pod.container.as_deref().context("the pod has no container")?;
+        let container = pod
+            .container
+            .as_deref()
+            .context("the pod has no container")?;
         let (code, out, err) = self
             .node(&pod.node)
             .cri()
@@ -314,7 +324,9 @@ impl CriLab {
     /// the "hello" of a [`serve_tcp`](Self::serve_tcp) server.
     pub async fn connects(&self, pod: &CriPod, ip: Ipv4Addr, port: u16) -> anyhow::Result<bool> {
         let (ip, port) = (ip.to_string(), port.to_string());
-        let (code, out) = self.exec(pod, &["timeout", "3", "nc", "-w", "2", &ip, &port]).await?;
+        let (code, out) = self
+            .exec(pod, &["timeout", "3", "nc", "-w", "2", &ip, &port])
+            .await?;
         Ok(code == 0 && out.contains("hello"))
     }
 
@@ -349,7 +361,12 @@ impl CriLab {
         let mut problems = Vec::new();
         for n in &mut self.nodes {
             if let Some(cri) = n.cri.take() {
-                problems.extend(cri.remove_all().await.into_iter().map(|e| format!("{}: {e}", n.name)));
+                problems.extend(
+                    cri.remove_all()
+                        .await
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", n.name)),
+                );
                 cri.close().await;
             }
         }

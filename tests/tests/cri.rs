@@ -52,43 +52,90 @@ async fn cri_pods_on_two_nodes_get_vpc_addresses_reach_each_other_and_the_vpc_an
     let client = lab.lab.file.client.ip;
 
     // Pods exist in the API server before kubelet runs their sandboxes.
-    let a = lab.run_pod("node1", "default", "web-a", &[("app", "web-a")]).await.unwrap();
-    let b = lab.run_pod("node2", "default", "web-b", &[("app", "web-b")]).await.unwrap();
+    let a = lab
+        .run_pod("node1", "default", "web-a", &[("app", "web-a")])
+        .await
+        .unwrap();
+    let b = lab
+        .run_pod("node2", "default", "web-b", &[("app", "web-b")])
+        .await
+        .unwrap();
     for pod in [&a, &b] {
-        assert!(vpc_address(pod.ip), "{} got {} from PodSandboxStatus", pod.meta.name, pod.ip);
+        assert!(
+            vpc_address(pod.ip),
+            "{} got {} from PodSandboxStatus",
+            pod.meta.name,
+            pod.ip
+        );
         // What containerd passed and what the plugin answered.
         let calls = lab.node(&pod.node).calls_for(&pod.sandbox);
         let adds: Vec<_> = calls.iter().filter(|c| c.command == "ADD").collect();
         assert_eq!(adds.len(), 1, "{calls:#?}");
         let add = adds[0];
         assert_eq!(add.exit_code, Some(0), "{add:#?}");
-        assert_eq!(add.ip(), Some(pod.ip.to_string()), "the status IP is the ADD result's");
-        assert_eq!(add.args.get("K8S_POD_NAMESPACE").map(String::as_str), Some("default"));
+        assert_eq!(
+            add.ip(),
+            Some(pod.ip.to_string()),
+            "the status IP is the ADD result's"
+        );
+        assert_eq!(
+            add.args.get("K8S_POD_NAMESPACE").map(String::as_str),
+            Some("default")
+        );
         assert_eq!(add.args.get("K8S_POD_NAME"), Some(&pod.meta.name));
         assert_eq!(add.args.get("K8S_POD_UID"), Some(&pod.meta.uid));
-        assert_eq!(add.args.get("K8S_POD_INFRA_CONTAINER_ID"), Some(&pod.sandbox));
-        assert_eq!(add.stdout["interfaces"][1]["name"], "eth0", "{:#}", add.stdout);
+        assert_eq!(
+            add.args.get("K8S_POD_INFRA_CONTAINER_ID"),
+            Some(&pod.sandbox)
+        );
+        assert_eq!(
+            add.stdout["interfaces"][1]["name"], "eth0",
+            "{:#}",
+            add.stdout
+        );
         assert!(
-            add.netns.starts_with(&lab.node(&pod.node).containerd.dir.display().to_string()),
+            add.netns
+                .starts_with(&lab.node(&pod.node).containerd.dir.display().to_string()),
             "containerd's netns lives under its state: {}",
             add.netns
         );
-        assert!(agent_holds(&lab, pod).await, "the agent of {} holds no {}", pod.node, pod.sandbox);
+        assert!(
+            agent_holds(&lab, pod).await,
+            "the agent of {} holds no {}",
+            pod.node,
+            pod.sandbox
+        );
     }
 
     // Across nodes, to the VPC client, and from it; TCP too.
-    assert!(lab.pings(&a, b.ip).await.unwrap(), "web-a → web-b (other node)");
-    assert!(lab.pings(&b, a.ip).await.unwrap(), "web-b → web-a (other node)");
-    assert!(lab.pings(&a, client).await.unwrap(), "web-a → the VPC client");
+    assert!(
+        lab.pings(&a, b.ip).await.unwrap(),
+        "web-a → web-b (other node)"
+    );
+    assert!(
+        lab.pings(&b, a.ip).await.unwrap(),
+        "web-b → web-a (other node)"
+    );
+    assert!(
+        lab.pings(&a, client).await.unwrap(),
+        "web-a → the VPC client"
+    );
     assert!(lab.client_pings(a.ip), "the VPC client → web-a");
     assert!(lab.client_pings(b.ip), "the VPC client → web-b");
     lab.serve_tcp(&b, 8080).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), async || lab.connects(&a, b.ip, 8080).await.unwrap()).await,
+        eventually(Duration::from_secs(10), async || lab
+            .connects(&a, b.ip, 8080)
+            .await
+            .unwrap())
+        .await,
         "web-a cannot open TCP to web-b:8080"
     );
     // The container sees its address on eth0.
-    let (code, out) = lab.exec(&a, &["ip", "-4", "addr", "show", "eth0"]).await.unwrap();
+    let (code, out) = lab
+        .exec(&a, &["ip", "-4", "addr", "show", "eth0"])
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("inet {}/32", a.ip)), "{out}");
 
@@ -101,7 +148,11 @@ async fn cri_pods_on_two_nodes_get_vpc_addresses_reach_each_other_and_the_vpc_an
         .filter(|c| c.command == "DEL")
         .collect();
     assert!(dels.len() >= 2, "Stop + Remove send two DELs: {dels:#?}");
-    assert!(!dels[0].netns.is_empty() && dels[0].has_prev_result(), "{:#?}", dels[0]);
+    assert!(
+        !dels[0].netns.is_empty() && dels[0].has_prev_result(),
+        "{:#?}",
+        dels[0]
+    );
     for del in &dels[1..] {
         assert!(del.netns.is_empty() && !del.has_prev_result(), "{del:#?}");
     }
@@ -109,16 +160,357 @@ async fn cri_pods_on_two_nodes_get_vpc_addresses_reach_each_other_and_the_vpc_an
         assert_eq!(del.exit_code, Some(0), "a DEL must succeed: {del:#?}");
     }
     assert!(
-        eventually(Duration::from_secs(10), async || !agent_holds(&lab, &a).await).await,
+        eventually(Duration::from_secs(10), async || !agent_holds(&lab, &a)
+            .await)
+        .await,
         "the agent still holds web-a after Stop + Remove"
     );
     assert!(
-        eventually(Duration::from_secs(10), async || pod_veths(&lab.lab.node("node1").netns).is_empty()).await,
+        eventually(Duration::from_secs(10), async || pod_veths(
+            &lab.lab.node("node1").netns
+        )
+        .is_empty())
+        .await,
         "node1 keeps pod veths: {:?}",
         pod_veths(&lab.lab.node("node1").netns)
     );
     // web-b is untouched.
-    assert!(lab.client_pings(b.ip), "the VPC client → web-b after web-a left");
+    assert!(
+        lab.client_pings(b.ip),
+        "the VPC client → web-b after web-a left"
+    );
+
+    lab.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces, a private containerd per lab node"]
+async fn a_network_policy_applied_through_the_lab_blocks_a_cri_pod_until_deleted() {
+    let lab = CriLab::up("cri-policy", 2).await.unwrap();
+    let client = lab
+        .run_pod("node1", "shop", "client", &[("app", "client")])
+        .await
+        .unwrap();
+    let server = lab
+        .run_pod("node2", "shop", "server", &[("app", "server")])
+        .await
+        .unwrap();
+    lab.serve_tcp(&server, 8080).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || lab
+            .connects(&client, server.ip, 8080)
+            .await
+            .unwrap())
+        .await,
+        "client → server:8080 before any policy"
+    );
+
+    // Deny all ingress to app=server; `hostnic-lab apply` returns once both agents enforce it.
+    let policy = lab.lab.dir.join("deny-server.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-server, namespace: shop}\n\
+         spec:\n  podSelector: {matchLabels: {app: server}}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    lab.lab
+        .cmd(&["apply", "-f", &policy.display().to_string()])
+        .unwrap();
+    assert!(
+        !lab.connects(&client, server.ip, 8080).await.unwrap(),
+        "the policy does not block client → server:8080"
+    );
+    assert!(
+        !lab.pings(&client, server.ip).await.unwrap(),
+        "the policy does not block ICMP to the server"
+    );
+    // It selects the server only: the client still reaches the VPC.
+    assert!(
+        lab.pings(&client, lab.lab.file.client.ip).await.unwrap(),
+        "client → VPC client under the policy"
+    );
+
+    lab.lab
+        .cmd(&["delete", "networkpolicy", "shop/deny-server"])
+        .unwrap();
+    assert!(
+        lab.connects(&client, server.ip, 8080).await.unwrap(),
+        "client → server:8080 after the policy was deleted"
+    );
+
+    lab.finish().await.unwrap();
+}
+
+/// Runs the node's plugin (the binary the agent installed) with `env` and
+/// `stdin` as a runtime does; (exit code, stdout).
+fn run_plugin(
+    node: &hostnic_e2e::lab::NodeEntry,
+    env: &[(&str, &str)],
+    stdin: &serde_json::Value,
+) -> (i32, serde_json::Value) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(node.cni_bin_dir.join("hostnic"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces, a private containerd per lab node"]
+async fn bad_input_through_cri_gets_the_answers_containerd_expects() {
+    let mut lab = CriLab::up("cri-bad", 2).await.unwrap();
+    let node1 = lab.node("node1");
+
+    // 1. A pod the API server does not know: the ADD fails with code 11 (try
+    //    again: the pod may yet appear), nothing is assigned, and containerd's
+    //    cleanup DEL of a sandbox the agent never plumbed succeeds.
+    let ghost = hostnic_e2e::cri::PodMeta {
+        namespace: "default".into(),
+        name: "ghost".into(),
+        uid: "no-such-uid".into(),
+        attempt: 0,
+    };
+    let config =
+        hostnic_e2e::cri::sandbox_config(&ghost, &node1.containerd.cgroup_parent, &node1.log_root);
+    let err = node1.cri().run_pod_sandbox(&config).await.unwrap_err();
+    eprintln!("unknown pod: {err}");
+    assert!(
+        err.details.contains("ghost") && err.details.contains("unknown"),
+        "{err}"
+    );
+    let calls: Vec<_> = node1
+        .calls()
+        .into_iter()
+        .filter(|c| c.args.get("K8S_POD_NAME").map(String::as_str) == Some("ghost"))
+        .collect();
+    let add = calls
+        .iter()
+        .find(|c| c.command == "ADD")
+        .expect("an ADD for ghost");
+    assert_eq!(add.exit_code, Some(1), "{add:#?}");
+    assert_eq!(add.error_code(), Some(11), "{:#}", add.stdout);
+    let cleanup: Vec<_> = calls
+        .iter()
+        .filter(|c| c.command == "DEL" && c.container_id == add.container_id)
+        .collect();
+    assert!(
+        !cleanup.is_empty(),
+        "containerd cleans a failed ADD up with a DEL: {calls:#?}"
+    );
+    for del in &cleanup {
+        assert_eq!(del.exit_code, Some(0), "{del:#?}");
+    }
+    assert!(
+        node1.cri().list_pod_sandboxes().await.unwrap().is_empty(),
+        "the failed sandbox stays in containerd"
+    );
+    assert!(
+        lab.lab.agent_pods("node1").await.unwrap().is_empty(),
+        "the agent assigned a NIC to ghost"
+    );
+
+    // 2. A DEL for a sandbox nobody knows, with no netns (as a later Stop or
+    //    Remove sends it): success, and nothing printed.
+    let unknown = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let conflist: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lab.lab.node("node1").conflist).unwrap())
+            .unwrap();
+    let mut plugin_conf = conflist["plugins"][0].clone();
+    plugin_conf["cniVersion"] = conflist["cniVersion"].clone();
+    plugin_conf["name"] = conflist["name"].clone();
+    let args = format!(
+        "K8S_POD_INFRA_CONTAINER_ID={unknown};K8S_POD_UID=u;IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nobody"
+    );
+    let (code, out) = run_plugin(
+        lab.lab.node("node1"),
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", unknown),
+            ("CNI_NETNS", ""),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", &args),
+            ("CNI_PATH", "/nonexistent"),
+        ],
+        &plugin_conf,
+    );
+    assert_eq!(
+        (code, out),
+        (0, serde_json::Value::Null),
+        "a DEL of an unknown sandbox succeeds silently"
+    );
+
+    // 3. A second ADD for a live sandbox: containerd's very ADD of a running
+    //    sandbox, repeated, gets the same answer and breaks nothing. Then the
+    //    sandbox kubelet makes when it replaces one (attempt 1 of the same pod):
+    //    kubelet stops the old sandbox first, starts the new one, and removes
+    //    the old one later; that late DEL (no netns) must not touch the new one.
+    let web = lab
+        .run_pod("node1", "default", "web", &[("app", "web")])
+        .await
+        .unwrap();
+    let first_add = node1
+        .calls_for(&web.sandbox)
+        .into_iter()
+        .find(|c| c.command == "ADD")
+        .unwrap();
+    let env_text = std::fs::read_to_string(first_add.dir.join("env")).unwrap();
+    let env: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
+    let (code, again) = run_plugin(lab.lab.node("node1"), &env, &first_add.stdin);
+    assert_eq!(code, 0, "{again:#}");
+    assert_eq!(
+        again["ips"], first_add.stdout["ips"],
+        "a repeated ADD answers the same address"
+    );
+    assert_eq!(
+        again["interfaces"], first_add.stdout["interfaces"],
+        "a repeated ADD answers the same interfaces"
+    );
+    assert!(
+        lab.client_pings(web.ip),
+        "the sandbox works after the repeated ADD"
+    );
+    assert!(
+        lab.pings(&web, lab.lab.file.client.ip).await.unwrap(),
+        "the container works after the repeated ADD"
+    );
+    let cri = node1.cri();
+    cri.stop_pod_sandbox(&web.sandbox).await.unwrap();
+    let mut replacement = web.meta.clone();
+    replacement.attempt = 1;
+    let second = lab.start_pod("node1", &replacement, true).await.unwrap();
+    cri.remove_pod_sandbox(&web.sandbox).await.unwrap();
+    let late: Vec<_> = node1
+        .calls_for(&web.sandbox)
+        .into_iter()
+        .filter(|c| c.command == "DEL")
+        .collect();
+    assert!(
+        late.len() >= 2 && late.iter().all(|c| c.exit_code == Some(0)),
+        "{late:#?}"
+    );
+    assert!(
+        lab.client_pings(second.ip),
+        "the old sandbox's late DEL broke its replacement"
+    );
+    assert!(
+        lab.pings(&second, lab.lab.file.client.ip).await.unwrap(),
+        "the replacement's container has no network"
+    );
+
+    // 4. A conflist the runtime refuses: cniVersion 1.1.0 (the agent's
+    //    `cni_version` set so) on containerd 1.6, whose libcni and reference
+    //    plugins stop at 1.0.0. The plugin answers the ADD (in 1.1.0);
+    //    containerd refuses the result and fails RunPodSandbox with its own
+    //    error, and cannot tear the sandbox down either (the chained `portmap`
+    //    refuses the DEL) until the node's conflist is one it takes again.
+    //    Then kubelet's Stop + Remove release everything.
+    let conflist_says = async |lab: &CriLab, version: &str| {
+        let path = lab.lab.node("node2").conflist.clone();
+        let want = format!("\"cniVersion\": \"{version}\"");
+        // The restarted agent rewrites its conflist once it serves.
+        eventually(Duration::from_secs(30), async || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains(&want)
+        })
+        .await
+    };
+    lab.lab
+        .reconfigure_agent("node2", &[("cni_version", serde_json::json!("1.1.0"))])
+        .unwrap();
+    assert!(
+        conflist_says(&lab, "1.1.0").await,
+        "the agent did not write a 1.1.0 conflist"
+    );
+    // containerd reads its conf dir when it starts.
+    lab.node_mut("node2").restart_containerd().await.unwrap();
+    let meta = lab
+        .create_pod_object("node2", "default", "refused", &[])
+        .await
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        lab.start_pod("node2", &meta, false).await.unwrap_err()
+    );
+    eprintln!("containerd 1.6 on a 1.1.0 conflist, RunPodSandbox: {err}");
+    assert!(
+        err.contains("unsupported CNI result version \"1.1.0\""),
+        "{err}"
+    );
+    let node2 = lab.node("node2");
+    let adds: Vec<_> = node2
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.command == "ADD" && c.args.get("K8S_POD_NAME").map(String::as_str) == Some("refused")
+        })
+        .collect();
+    assert_eq!(adds.len(), 1, "{adds:#?}");
+    assert_eq!(
+        (adds[0].exit_code, adds[0].stdout["cniVersion"].as_str()),
+        (Some(0), Some("1.1.0")),
+        "{:#?}",
+        adds[0]
+    );
+    let stuck = node2.cri().list_pod_sandboxes().await.unwrap();
+    assert_eq!(stuck.len(), 1, "{stuck:#?}");
+    assert_eq!(stuck[0]["state"], "SANDBOX_NOTREADY", "{stuck:#?}");
+    let sandbox = stuck[0]["id"].as_str().unwrap().to_owned();
+    let stop = node2.cri().stop_pod_sandbox(&sandbox).await.unwrap_err();
+    eprintln!("StopPodSandbox on the 1.1.0 conflist: {stop}");
+    assert!(stop.details.contains("incompatible CNI versions"), "{stop}");
+    // The NIC stays with the sandbox meanwhile: nothing is lost.
+    assert_eq!(lab.lab.agent_pods("node2").await.unwrap().len(), 1);
+
+    lab.lab
+        .reconfigure_agent("node2", &[("cni_version", serde_json::json!("1.0.0"))])
+        .unwrap();
+    assert!(
+        conflist_says(&lab, "1.0.0").await,
+        "the agent did not write a 1.0.0 conflist"
+    );
+    lab.node_mut("node2").restart_containerd().await.unwrap();
+    let node2 = lab.node("node2");
+    node2.cri().stop_pod_sandbox(&sandbox).await.unwrap();
+    node2.cri().remove_pod_sandbox(&sandbox).await.unwrap();
+    let dels: Vec<_> = node2
+        .calls_for(&sandbox)
+        .into_iter()
+        .filter(|c| c.command == "DEL")
+        .collect();
+    assert!(
+        !dels.is_empty() && dels.iter().all(|c| c.exit_code == Some(0)),
+        "{dels:#?}"
+    );
+    assert!(node2.cri().list_pod_sandboxes().await.unwrap().is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), async || lab
+            .lab
+            .agent_pods("node2")
+            .await
+            .unwrap()
+            .is_empty())
+        .await,
+        "node2's agent keeps the refused sandbox's NIC"
+    );
 
     lab.finish().await.unwrap();
 }
