@@ -51,10 +51,10 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
 /// A CRI client of one runtime socket.
 #[derive(Debug)]
 pub struct Cri {
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     pending: Pending,
     next: AtomicU64,
-    child: Child,
+    child: tokio::sync::Mutex<Child>,
 }
 
 /// What a test pod is, for its sandbox config.
@@ -124,10 +124,10 @@ impl Cri {
             dispatch.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
         let cri = Self {
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
             pending,
             next: AtomicU64::new(1),
-            child,
+            child: tokio::sync::Mutex::new(child),
         };
         cri.call("Version", json!({})).await.result?;
         Ok(cri)
@@ -157,7 +157,11 @@ impl Cri {
             }),
             elapsed: Duration::ZERO,
         };
-        if let Err(e) = self.stdin.lock().await.write_all(line.as_bytes()).await {
+        let written = match self.stdin.lock().await.as_mut() {
+            Some(stdin) => stdin.write_all(line.as_bytes()).await,
+            None => Err(std::io::Error::other("closed")),
+        };
+        if let Err(e) = written {
             return fail(format!("the CRI driver is gone: {e}"));
         }
         match tokio::time::timeout(timeout + Duration::from_secs(10), rx).await {
@@ -305,10 +309,16 @@ impl Cri {
         ))
     }
 
-    /// Ends the driver.
-    pub async fn close(mut self) {
-        drop(self.stdin);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    /// Ends the driver once the calls in flight answered (5 s at most).
+    pub async fn close(&self) {
+        drop(self.stdin.lock().await.take());
+        let mut child = self.child.lock().await;
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
     }
 }
 

@@ -206,6 +206,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let dir = self.dir_arg();
+        if std::env::var_os("HOSTNIC_E2E_KEEP").is_some() {
+            eprintln!("HOSTNIC_E2E_KEEP: the lab in {dir} stays up");
+            return;
+        }
         match lab_cmd(&["down", "--dir", &dir]) {
             Ok(_) => {
                 let _ = std::fs::remove_dir_all(&self.dir);
