@@ -139,6 +139,12 @@ impl CriLab {
     /// `hostnic-lab up` with `nodes` nodes, then a containerd per node on the
     /// conflist its agent wrote, the images imported, a CRI client each.
     pub async fn up(name: &str, nodes: usize) -> anyhow::Result<Self> {
+        Self::up_with(name, nodes, true).await
+    }
+
+    /// [`up`](Self::up); with `record` false, containerd runs the agent's
+    /// plugin binary directly instead of through the recording shim (benchmarks).
+    pub async fn up_with(name: &str, nodes: usize, record: bool) -> anyhow::Result<Self> {
         require_root()?;
         let lock = suite_lock()?;
         let before = HostSnapshot::take();
@@ -155,12 +161,20 @@ impl CriLab {
             let root = this.lab.dir.join("cri").join(&entry.name);
             let bin_dir = root.join("bin");
             let calls_dir = root.join("calls");
-            cni_calls::install_recorder(
-                &bin_dir,
-                "hostnic",
-                &entry.cni_bin_dir.join("hostnic"),
-                &calls_dir,
-            )?;
+            if record {
+                cni_calls::install_recorder(
+                    &bin_dir,
+                    "hostnic",
+                    &entry.cni_bin_dir.join("hostnic"),
+                    &calls_dir,
+                )?;
+            } else {
+                std::fs::create_dir_all(&bin_dir)?;
+                std::os::unix::fs::symlink(
+                    entry.cni_bin_dir.join("hostnic"),
+                    bin_dir.join("hostnic"),
+                )?;
+            }
             link_reference_plugins(&bin_dir, &["loopback", "portmap"])?;
             let mut containerd = Containerd::new(
                 &this.lab.dir,
