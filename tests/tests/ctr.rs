@@ -29,6 +29,8 @@ mkdir -p {s}/etc/upper {s}/etc/work {s}/opt/upper {s}/opt/work
 mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/etc/upper,workdir={s}/etc/work /etc
 mount -t overlay overlay -o lowerdir=/opt,upperdir={s}/opt/upper,workdir={s}/opt/work /opt
 mkdir -p /etc/cni/net.d /opt/cni/bin
+# ctr takes the first file: only the node's conflist (whiteouts, in this namespace only).
+rm -rf /etc/cni/net.d/* /opt/cni/bin/*
 cp {conflist} /etc/cni/net.d/10-hostnic.conflist
 ln -s {shim} /opt/cni/bin/hostnic
 ln -s {refs}/loopback /opt/cni/bin/loopback
