@@ -61,11 +61,29 @@ impl UpArgs {
     }
 }
 
-/// Starts the daemon and waits for `lab.json`.
+/// Starts the daemon and waits for `lab.json`; prints it (stdout: the
+/// contract tools read) and the line that points `kubectl` at the lab's API
+/// server (stderr, so stdout stays JSON).
 pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
     let lab = start(&args).await?;
     println!("{}", serde_json::to_string_pretty(&lab)?);
+    if let Some(kubeconfig) = &lab.kubeconfig {
+        eprintln!("{}", export_line(kubeconfig));
+    }
     Ok(true)
+}
+
+/// `export KUBECONFIG=PATH`, the path quoted for a POSIX shell when it needs it.
+pub fn export_line(kubeconfig: &Path) -> String {
+    let path = kubeconfig.display().to_string();
+    let plain = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c));
+    if plain {
+        format!("export KUBECONFIG={path}")
+    } else {
+        format!("export KUBECONFIG='{}'", path.replace('\'', "'\\''"))
+    }
 }
 
 /// Starts the daemon for `args` and returns the lab once it is ready.
@@ -109,5 +127,22 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<LabFile> {
             bail!("the lab was not ready in time; see {}", log_path.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_export_line_is_a_shell_assignment() {
+        assert_eq!(
+            export_line(Path::new("/tmp/lab/kubeconfig")),
+            "export KUBECONFIG=/tmp/lab/kubeconfig"
+        );
+        assert_eq!(
+            export_line(Path::new("/tmp/my lab/kubeconfig")),
+            "export KUBECONFIG='/tmp/my lab/kubeconfig'"
+        );
     }
 }

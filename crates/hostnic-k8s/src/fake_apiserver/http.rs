@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{Change, Kind, StoreError, kind_by_plural};
+use super::store::{Change, Kind, StoreError};
 use super::{RecordedRequest, Shared, TOKEN};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -89,7 +89,8 @@ struct Route {
     name: Option<String>,
 }
 
-fn route(path: &str) -> Option<Route> {
+fn route(shared: &Shared, path: &str) -> Option<Route> {
+    let kind_by_plural = |gv: &str, plural: &str| shared.kind_by_plural(gv, plural);
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (gv, rest) = match *segs.first()? {
         "api" if segs.len() >= 3 => (segs[1].to_owned(), &segs[2..]),
@@ -113,6 +114,15 @@ fn route(path: &str) -> Option<Route> {
         namespace: None,
         name: rest.get(1).map(|s| (*s).to_owned()),
     })
+}
+
+/// The address clients reach this server at (its `Host` header), for `/api`.
+fn server_address(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned()
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
@@ -141,7 +151,17 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-hostnic-fake"}),
         );
     }
-    let Some(route) = route(&path) else {
+    if let Some(doc) = super::discovery::document(&shared.kinds(), &path, &server_address(&req)) {
+        return match doc {
+            Some(doc) => full(StatusCode::OK, &doc),
+            None => status(
+                404,
+                "NotFound",
+                &format!("the server could not find {path}"),
+            ),
+        };
+    }
+    let Some(route) = route(&shared, &path) else {
         return status(
             404,
             "NotFound",
@@ -162,6 +182,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(e) => return status(400, "BadRequest", &e.to_string()),
     };
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            "the fake API server speaks JSON only (kubectl apply and kubectl get work; kubectl create <kind> sends protobuf)",
+        );
+    }
     let parse_body = || serde_json::from_slice::<Value>(&body);
     match (method, &route.name) {
         (Method::GET, None) => {
@@ -231,7 +258,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                 );
             }
             match parse_body() {
-                Ok(patch) => {
+                Ok(mut patch) => {
+                    if content_type.starts_with("application/strategic-merge-patch") {
+                        strip_patch_directives(&mut patch);
+                    }
                     match shared.write(|s| s.merge_patch(route.kind, &namespace, name, &patch)) {
                         Ok(obj) => full(StatusCode::OK, &obj),
                         Err(e) => store_error(e),
@@ -247,6 +277,21 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             }
         }
         (m, _) => status(405, "MethodNotAllowed", &format!("{m} not allowed here")),
+    }
+}
+
+/// Drops the directives of a strategic merge patch (`$setElementOrder/…`,
+/// `$retainKeys`, `$patch`, `$deleteFromPrimitiveList/…`), which kubectl apply
+/// sends for lists with merge keys: the rest is applied as a JSON merge patch
+/// (lists are replaced whole, which is what apply means for the kinds served).
+fn strip_patch_directives(patch: &mut Value) {
+    match patch {
+        Value::Object(map) => {
+            map.retain(|k, _| !k.starts_with('$'));
+            map.values_mut().for_each(strip_patch_directives);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_patch_directives),
+        _ => {}
     }
 }
 
@@ -398,6 +443,8 @@ mod tests {
 
     #[test]
     fn routes_of_namespaced_cluster_and_grouped_kinds() {
+        let shared = Shared::new();
+        let route = |path: &str| route(&shared, path);
         let r = route("/api/v1/namespaces/default/pods/web").unwrap();
         assert_eq!(
             (r.kind.kind, r.namespace.as_deref(), r.name.as_deref()),

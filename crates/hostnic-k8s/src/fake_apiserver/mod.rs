@@ -11,6 +11,13 @@
 //! ([`FakeApiServer::set_available`]) and compaction ([`FakeApiServer::compact`]).
 //! [`FakeApiServer::write_kubeconfig`] writes a kubeconfig for real clients.
 //!
+//! It also serves API discovery (`/version`, `/api`, `/apis`, the group/version
+//! resource lists) for every kind it serves, so `kubectl` can get, describe,
+//! apply (`--validate=false`: no OpenAPI), delete and watch them, and answers
+//! `kubectl get`'s request for a server-side table with a table of names and
+//! ages. More kinds can be served at run time ([`FakeApiServer::serve_kind`]):
+//! they appear in discovery too.
+//!
 //! Not a real API server: no admission, no validation beyond JSON, no
 //! optimistic concurrency, no pagination (everything fits in one page).
 //!
@@ -18,7 +25,9 @@
 //! - `store.rs` — objects, resource versions and the change log, for any kind.
 //! - `selector.rs` — field and label selectors on JSON.
 //! - `http.rs` — routing of Kubernetes REST paths onto the store, watch streaming.
+//! - `discovery.rs` — `/api`, `/apis` and the resource lists, from the served kinds.
 
+mod discovery;
 mod http;
 pub mod selector;
 pub mod store;
@@ -58,9 +67,54 @@ pub(crate) struct Shared {
     pub(crate) epoch: watch::Sender<u64>,
     pub(crate) available: std::sync::atomic::AtomicBool,
     pub(crate) requests: Mutex<Vec<RecordedRequest>>,
+    /// The kinds served: [`store::KINDS`] and those added by [`FakeApiServer::serve_kind`].
+    pub(crate) kinds: std::sync::RwLock<Vec<&'static store::Kind>>,
 }
 
 impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            store: Mutex::new(Store::default()),
+            changes: broadcast::channel(4096).0,
+            epoch: watch::channel(0).0,
+            available: std::sync::atomic::AtomicBool::new(true),
+            requests: Mutex::new(Vec::new()),
+            kinds: std::sync::RwLock::new(store::KINDS.iter().collect()),
+        }
+    }
+
+    /// Every kind served, built-in first.
+    pub(crate) fn kinds(&self) -> Vec<&'static store::Kind> {
+        self.kinds.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The kind served at `api_version` + `plural`.
+    pub(crate) fn kind_by_plural(
+        &self,
+        api_version: &str,
+        plural: &str,
+    ) -> Option<&'static store::Kind> {
+        self.kinds()
+            .into_iter()
+            .find(|k| k.api_version == api_version && k.plural == plural)
+    }
+
+    /// The kind of objects with this `apiVersion` and `kind`.
+    pub(crate) fn lookup(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<&'static store::Kind, StoreError> {
+        self.kinds()
+            .into_iter()
+            .find(|k| k.api_version == api_version && k.kind == kind)
+            .ok_or_else(|| StoreError {
+                code: 404,
+                reason: "NotFound",
+                message: format!("the server does not serve {api_version} {kind}"),
+            })
+    }
+
     pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -96,13 +150,7 @@ impl FakeApiServer {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
-            changes: broadcast::channel(4096).0,
-            epoch: watch::channel(0).0,
-            available: std::sync::atomic::AtomicBool::new(true),
-            requests: Mutex::new(Vec::new()),
-        });
+        let shared = Arc::new(Shared::new());
         let task = tokio::spawn(http::serve(listener, shared.clone()));
         Ok(Self { addr, shared, task })
     }
@@ -137,7 +185,8 @@ impl FakeApiServer {
 
     /// Creates or replaces an object; its `apiVersion` and `kind` must be served.
     pub fn apply(&self, obj: Value) -> Result<Value, StoreError> {
-        let kind = kind_of(&obj)?;
+        let field = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or_default();
+        let kind = self.shared.lookup(field("apiVersion"), field("kind"))?;
         let ns = namespace_of(kind, &obj);
         self.shared.write(|s| s.apply(kind, &ns, obj))
     }
@@ -151,7 +200,7 @@ impl FakeApiServer {
         name: &str,
         patch: &Value,
     ) -> Result<Value, StoreError> {
-        let kind = lookup(api_version, kind)?;
+        let kind = self.shared.lookup(api_version, kind)?;
         self.shared
             .write(|s| s.merge_patch(kind, namespace, name, patch))
     }
@@ -165,21 +214,35 @@ impl FakeApiServer {
         namespace: &str,
         name: &str,
     ) -> Result<Value, StoreError> {
-        let kind = lookup(api_version, kind)?;
+        let kind = self.shared.lookup(api_version, kind)?;
         self.shared.write(|s| s.delete(kind, namespace, name))
     }
 
     /// One object, if it exists.
     pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-        let kind = lookup(api_version, kind).ok()?;
+        let kind = self.shared.lookup(api_version, kind).ok()?;
         self.shared.store().get(kind, namespace, name).ok()
     }
 
     /// All objects of a kind.
     pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
-        lookup(api_version, kind)
+        self.shared
+            .lookup(api_version, kind)
             .map(|k| self.shared.store().list(k, None))
             .unwrap_or_default()
+    }
+
+    /// Serves `kind` from now on (list, watch, get, create, replace, patch,
+    /// delete, and in discovery), e.g. a CustomResourceDefinition's kind or
+    /// `coordination.k8s.io/v1` Leases. Serving a kind twice changes nothing.
+    pub fn serve_kind(&self, kind: &'static store::Kind) {
+        let mut kinds = self.shared.kinds.write().unwrap_or_else(|p| p.into_inner());
+        if !kinds
+            .iter()
+            .any(|k| k.api_version == kind.api_version && k.plural == kind.plural)
+        {
+            kinds.push(kind);
+        }
     }
 
     /// Adds a Node with `annotations`.
@@ -261,19 +324,6 @@ impl Drop for FakeApiServer {
         self.disconnect_watches();
         self.task.abort();
     }
-}
-
-fn lookup(api_version: &str, kind: &str) -> Result<&'static store::Kind, StoreError> {
-    store::kind_by_name(api_version, kind).ok_or_else(|| StoreError {
-        code: 404,
-        reason: "NotFound",
-        message: format!("the server does not serve {api_version} {kind}"),
-    })
-}
-
-fn kind_of(obj: &Value) -> Result<&'static store::Kind, StoreError> {
-    let field = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or_default();
-    lookup(field("apiVersion"), field("kind"))
 }
 
 fn namespace_of(kind: &store::Kind, obj: &Value) -> String {

@@ -201,7 +201,7 @@ impl Store {
         self.uids += 1;
         meta.insert("uid".into(), json!(format!("fake-uid-{:08}", self.uids)));
         meta.entry("creationTimestamp")
-            .or_insert(json!("2026-01-01T00:00:00Z"));
+            .or_insert(json!(now_rfc3339()));
         Ok(self.put(kind, namespace, &name, obj))
     }
 
@@ -321,6 +321,35 @@ impl Store {
     }
 }
 
+/// The current time as RFC 3339 UTC (`2026-01-01T00:00:00Z`), as the API server
+/// stamps `creationTimestamp` (kubectl shows the AGE from it).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (days to civil date: H. Hinnant's algorithm).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn key(kind: &Kind, namespace: &str, name: &str) -> Key {
     let ns = if kind.namespaced { namespace } else { "" };
     (
@@ -366,6 +395,13 @@ pub fn merge(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {
