@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p hostnic-qingcloud --bench cloud`
 //! - `client/sign_describe_nics`: signing + encoding one typical request.
-//! - `client/call_overhead`: a whole client call (limits, signing, timeout,
+//! - `client/call_overhead`: a whole client call (the tower stack, signing, timeout,
 //!   JSON parsing, stats) over a transport that answers instantly.
 //! - `sim/describe_vxnets_8_in_flight`: requests/s the simulator serves to the
 //!   client over loopback HTTP with 8 requests in flight.
@@ -28,7 +28,7 @@ impl Transport for Instant200 {
 
 fn unlimited() -> ClientOptions {
     ClientOptions {
-        rate_limit_qps: 0.0,
+        budget: None,
         max_in_flight: 8,
         ..ClientOptions::default()
     }
@@ -79,7 +79,14 @@ fn simulator_throughput(c: &mut Criterion) {
         .build()
         .unwrap();
     let sim = rt
-        .block_on(Simulator::start(SimConfig::new("AK", "SK"), None))
+        .block_on(Simulator::start(
+            SimConfig {
+                // Throughput, not the account quota, is measured here.
+                quota: None,
+                ..SimConfig::new("AK", "SK")
+            },
+            None,
+        ))
         .unwrap();
     let client =
         QingCloudClient::for_url(&sim.url(), "AK", Secret::new("SK"), "pek3a", unlimited())
