@@ -246,8 +246,8 @@ impl QingCloudClient {
         self.inner.breaker.state()
     }
 
-    /// A receiver that sees every transition of the breaker (for a metric, a log
-    /// line, a Kubernetes event).
+    /// A receiver woken at every transition of the breaker (for a metric, a log
+    /// line, a Kubernetes event); it holds the latest state.
     pub fn watch_breaker(&self) -> watch::Receiver<BreakerState> {
         self.inner.breaker.subscribe()
     }
@@ -316,5 +316,321 @@ impl QingCloudClient {
             Err(e) => tracing::debug!(error = %e, "call failed"),
         });
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use hostnic_core::ports::CloudErrorKind;
+
+    use super::*;
+    use crate::transport::{TransportError, WireRequest};
+
+    /// Answers from a script and records when each request arrived.
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<String, TransportError>>>,
+        seen: Mutex<Vec<(Instant, String)>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<String, TransportError>>) -> Arc<Self> {
+            Arc::new(Self {
+                answers: Mutex::new(answers.into()),
+                seen: Mutex::new(Vec::new()),
+            })
+        }
+        fn times(&self) -> Vec<Instant> {
+            self.seen.lock().unwrap().iter().map(|(t, _)| *t).collect()
+        }
+    }
+
+    #[async_trait]
+    impl Transport for Scripted {
+        async fn send(&self, request: &WireRequest) -> Result<String, TransportError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((Instant::now(), request.query.clone()));
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Ok(r#"{"ret_code":0}"#.into()))
+        }
+    }
+
+    fn code(c: i64, msg: &str) -> Result<String, TransportError> {
+        Ok(serde_json::json!({"ret_code": c, "message": msg}).to_string())
+    }
+
+    fn client(transport: Arc<dyn Transport>, options: ClientOptions) -> QingCloudClient {
+        let config = Config::new("AKID", Secret::new("TOPSECRET"), "pek3a");
+        QingCloudClient::with_transport(&config, options, transport)
+    }
+
+    fn fast_options() -> ClientOptions {
+        ClientOptions {
+            budget: None,
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+            },
+            ..ClientOptions::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retryable_codes_are_retried_with_growing_jittered_backoff() {
+        let t = Scripted::new(vec![
+            code(5000, "InternalError"),
+            code(5100, "ServerBusy"),
+            code(5000, "InternalError"),
+            Ok(r#"{"ret_code":0,"nic_set":[]}"#.into()),
+        ]);
+        let options = fast_options();
+        let c = client(t.clone(), options.clone());
+        let v = c.call("DescribeNics", Params::new()).await.unwrap();
+        assert!(v.get("nic_set").is_some());
+        let times = t.times();
+        assert_eq!(times.len(), 4);
+        // Gap n is in [base * 2^n, 2 * base * 2^n]: 100-200, 200-400, 400-800 ms.
+        for (n, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            let (floor, ceiling) = (
+                options.backoff.floor(n as u32),
+                options.backoff.ceiling(n as u32),
+            );
+            assert!(gap >= floor && gap <= ceiling, "gap {n} = {gap:?}");
+        }
+        let stats = c.stats().snapshot();
+        assert_eq!(stats["DescribeNics"].calls, 1);
+        assert_eq!(stats["DescribeNics"].retries, 3);
+        assert_eq!(stats["DescribeNics"].errors, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_quota_and_throttled_errors_are_not_retried() {
+        for (c_, msg, kind) in [
+            (1100, "MissingParameter", CloudErrorKind::Permanent),
+            (1200, "AuthFailure", CloudErrorKind::Permanent),
+            (1300, "RequestExpired", CloudErrorKind::Permanent),
+            (1400, "PermissionDenied", CloudErrorKind::Permanent),
+            (2100, "ResourceNotFound", CloudErrorKind::NotFound),
+            (
+                2500,
+                "QuotaExceeded, vxnet has no free IP",
+                CloudErrorKind::QuotaExceeded,
+            ),
+            (
+                2500,
+                "QuotaExceeded, the API request quota of access key [AKID] is exceeded",
+                CloudErrorKind::Throttled,
+            ),
+        ] {
+            let t = Scripted::new(vec![code(c_, msg)]);
+            let c = client(t.clone(), fast_options());
+            let err = c.call("CreateNics", Params::new()).await.unwrap_err();
+            assert_eq!(err.kind, kind);
+            assert_eq!(err.code, Some(c_));
+            assert_eq!(t.times().len(), 1, "{c_} must not be retried");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_after_the_configured_count() {
+        let t = Scripted::new(vec![
+            Err(TransportError {
+                message: "connection refused".into(),
+                retryable: true,
+            });
+            10
+        ]);
+        let c = client(
+            t.clone(),
+            ClientOptions {
+                retries: 2,
+                ..fast_options()
+            },
+        );
+        let err = c.call("DescribeJobs", Params::new()).await.unwrap_err();
+        assert_eq!(err.kind, CloudErrorKind::Retryable);
+        assert_eq!(t.times().len(), 3);
+        assert_eq!(c.stats().snapshot()["DescribeJobs"].errors, 1);
+        assert!(!c.breaker().is_open(), "a dead endpoint is not the quota");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_request_times_out_and_is_retried() {
+        struct Hang;
+        #[async_trait]
+        impl Transport for Hang {
+            async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+                std::future::pending().await
+            }
+        }
+        let c = client(
+            Arc::new(Hang),
+            ClientOptions {
+                retries: 1,
+                request_timeout: Duration::from_secs(5),
+                ..fast_options()
+            },
+        );
+        let start = Instant::now();
+        let err = c.call("DescribeNics", Params::new()).await.unwrap_err();
+        assert_eq!(err.kind, CloudErrorKind::Retryable);
+        assert_eq!(err.action, "DescribeNics");
+        assert!(err.message.contains("no answer within 5s"), "{err}");
+        // Two attempts of 5 s each plus one backoff of 100 to 200 ms.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(10_100) && elapsed <= Duration::from_millis(10_200),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_lets_n_per_window_through_then_waits_briefly_or_drops() {
+        let t = Scripted::new(vec![]);
+        let c = client(
+            t.clone(),
+            ClientOptions {
+                budget: Some(WindowLimit::new(5, Duration::from_secs(60))),
+                budget_max_wait: Duration::from_secs(10),
+                ..fast_options()
+            },
+        );
+        let start = Instant::now();
+        for _ in 0..5 {
+            c.call("DescribeNics", Params::new()).await.unwrap();
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the window's five are free"
+        );
+        // The sixth would wait 60 s, past the 10 s it may: dropped at once, not sent.
+        let err = c.call("DescribeNics", Params::new()).await.unwrap_err();
+        assert_eq!((err.kind, err.code), (CloudErrorKind::Throttled, None));
+        assert!(err.message.contains("budget"), "{err}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(t.times().len(), 5);
+        let b = c.budget();
+        assert_eq!((b.used, b.remaining, b.refused), (5, 0, 1));
+        assert_eq!(b.frees_in, Duration::from_secs(60));
+        // 55 s on, the first slot frees within the wait: the call waits 5 s and goes.
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        assert_eq!(c.budget().waited, 1);
+        assert_eq!(c.stats().snapshot()["DescribeNics"].errors, 1);
+        assert!(
+            !c.breaker().is_open(),
+            "the budget is not the account's quota"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_retry_attempt_takes_a_budget_slot() {
+        let t = Scripted::new(vec![
+            code(5000, "InternalError"),
+            code(5000, "InternalError"),
+        ]);
+        let c = client(
+            t.clone(),
+            ClientOptions {
+                budget: Some(WindowLimit::new(100, Duration::from_secs(3600))),
+                ..fast_options()
+            },
+        );
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        assert_eq!(c.budget().used, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_concurrency_limit_bounds_requests_in_flight() {
+        struct Slow {
+            now: Mutex<(usize, usize)>,
+        }
+        #[async_trait]
+        impl Transport for Slow {
+            async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+                {
+                    let mut n = self.now.lock().unwrap();
+                    n.0 += 1;
+                    n.1 = n.1.max(n.0);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.now.lock().unwrap().0 -= 1;
+                Ok(r#"{"ret_code":0}"#.into())
+            }
+        }
+        let slow = Arc::new(Slow {
+            now: Mutex::new((0, 0)),
+        });
+        let c = client(
+            slow.clone(),
+            ClientOptions {
+                max_in_flight: 3,
+                ..fast_options()
+            },
+        );
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let c = c.clone();
+            set.spawn(async move { c.call("DescribeNics", Params::new()).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(slow.now.lock().unwrap().1, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_signed_with_the_zone_and_no_secret() {
+        let t = Scripted::new(vec![code(5000, "InternalError")]);
+        let c = client(t.clone(), fast_options());
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        let seen = t.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        for (_, query) in &seen {
+            assert!(query.contains("action=DescribeNics"));
+            assert!(query.contains("zone=pek3a"));
+            assert!(query.contains("&signature="));
+            assert!(!query.contains("TOPSECRET"));
+        }
+        assert!(!format!("{c:?}").contains("TOPSECRET"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observers_hear_every_call_with_its_outcome() {
+        let t = Scripted::new(vec![
+            code(5100, "ServerBusy"),
+            Ok(r#"{"ret_code":0}"#.into()),
+            code(2100, "ResourceNotFound"),
+        ]);
+        let c = client(t, fast_options());
+        let seen = Arc::new(CallStats::default());
+        c.clone().add_observer(seen.clone());
+        c.call("AttachNics", Params::new()).await.unwrap();
+        c.call("AttachNics", Params::new()).await.unwrap_err();
+        let s = &seen.snapshot()["AttachNics"];
+        assert_eq!((s.calls, s.errors, s.retries), (2, 1, 1));
+        assert_eq!(s.ret_codes.get(&2100), Some(&1));
+    }
+
+    #[test]
+    fn time_scaled_options_shorten_every_duration() {
+        let o = ClientOptions::default().time_scaled(60.0);
+        assert_eq!(o.breaker_probe_interval, Duration::from_secs(1));
+        assert_eq!(o.budget.unwrap().window, Duration::from_secs(60));
+        assert_eq!(o.budget.unwrap().requests, 1000);
+        assert_eq!(o.request_timeout, Duration::from_millis(500));
+        assert!((o.job_poll_initial.as_secs_f64() - 1.0 / 60.0).abs() < 1e-6);
+        assert_eq!(o.retries, 3);
     }
 }

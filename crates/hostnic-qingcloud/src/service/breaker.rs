@@ -13,8 +13,10 @@
 //!   dropped) reopens it for another interval (dropped: the next call may probe).
 //!
 //! Its state is observable: [`BreakerHandle::state`] and a `watch` channel
-//! ([`BreakerHandle::subscribe`]) that changes on every transition, so an agent or a
-//! controller can export a metric, log and emit a Kubernetes event.
+//! ([`BreakerHandle::subscribe`]) published at every transition, so an agent or a
+//! controller can export a metric, log and emit a Kubernetes event. A watch holds
+//! the latest value: a probe answered before the watcher runs shows as one change
+//! (open → open, `probes` one higher); the counters tell what happened between.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -267,7 +269,8 @@ impl BreakerHandle {
         self.0.lock().state.clone()
     }
 
-    /// A receiver that sees every transition (closed → open → probing → …).
+    /// A receiver woken at every transition (closed → open → probing → …); it
+    /// holds the latest state, the counters say what happened in between.
     pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
         self.0.tx.subscribe()
     }
