@@ -454,7 +454,8 @@ mod tests {
             vpc_network: "10.0.0.0/16".parse().unwrap(),
         });
         let mut s = SimState::new(&topo);
-        let cases: &[(&[(&str, &str)], i64, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], i64, &'a str);
+        let cases: &[Case<'_>] = &[
             (&[], 1100, "no vxnet"),
             (&[("vxnet_id", "vxnet-nope")], 2100, "unknown vxnet"),
             (&[("vxnet_id", "vxnet-classic")], 1400, "not a VPC vxnet"),
