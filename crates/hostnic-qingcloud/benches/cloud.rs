@@ -144,7 +144,10 @@ fn big_zone() -> SimState {
             .unwrap();
         let mut attach = sim_params(&[("instance", &instance)]);
         for (n, nic) in created["nics"].as_array().unwrap().iter().enumerate() {
-            attach.insert(format!("nics.{}", n + 1), nic["nic_id"].as_str().unwrap().into());
+            attach.insert(
+                format!("nics.{}", n + 1),
+                nic["nic_id"].as_str().unwrap().into(),
+            );
         }
         let (job, _) = s.dispatch("AttachNics", &attach).unwrap();
         let job = job["job_id"].as_str().unwrap().to_string();
@@ -177,7 +180,10 @@ fn simulator_at_scale(c: &mut Criterion) {
             let (v, _) = zone.dispatch("CreateNics", &create).unwrap();
             let mut delete = SimParams::new();
             for (n, nic) in v["nics"].as_array().unwrap().iter().enumerate() {
-                delete.insert(format!("nics.{}", n + 1), nic["nic_id"].as_str().unwrap().into());
+                delete.insert(
+                    format!("nics.{}", n + 1),
+                    nic["nic_id"].as_str().unwrap().into(),
+                );
             }
             zone.dispatch("DeleteNics", &delete).unwrap();
         })
@@ -189,5 +195,10 @@ fn simulator_at_scale(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, client_overhead, simulator_throughput, simulator_at_scale);
+criterion_group!(
+    benches,
+    client_overhead,
+    simulator_throughput,
+    simulator_at_scale
+);
 criterion_main!(benches);
