@@ -36,12 +36,13 @@
 //! ## Layout
 //! - `server`: HTTP, authentication, quota, throttle, faults, job timing, admin.
 //! - `quota`: the per-key sliding-window request quota and its log.
-//! - `state`: the zone's state, jobs and the read-only topology actions.
-//! - `nics`, `vips`: the NIC and VIP actions.
+//! - `state`: the zone's state, the dispatch and the jobs.
+//! - `nics`, `vips`, `describe`: the NIC, VIP and other actions.
 //! - `index`: lookups that keep it fast with thousands of instances.
 //! - `params`: parameters and 100-item paging.
 //! - `topology`: what exists at start (file, default or generated).
 
+mod describe;
 mod index;
 mod nics;
 mod params;
