@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Cross-checks hostnic's QingCloud signing and the simulator against the official
-# Python SDK (qingcloud-sdk from PyPI) in a throwaway venv.
+# Python SDK (qingcloud-sdk from PyPI) in a throwaway venv: the NIC lifecycle, a VIP
+# allocation, a paged listing of more than 100 NICs, the request-quota 2500 (the
+# simulator runs with the account's default quota, 2000/3600), and signatures.
 # Assumes `cargo build --workspace` already ran (debug binaries).
 set -euo pipefail
 

@@ -38,6 +38,11 @@ pub enum CloudErrorKind {
     QuotaExceeded,
     /// The request cannot succeed as it is (bad request, auth, wrong state, balance).
     Permanent,
+    /// The account's API request quota is exhausted (a request-quota 2500), or the
+    /// client withheld the call to protect it (its circuit breaker is open, its
+    /// request budget is spent). The call had no effect; retrying soon only makes
+    /// it worse: the client probes the quota rarely and reports when it is back.
+    Throttled,
 }
 
 /// A failure of the cloud API.

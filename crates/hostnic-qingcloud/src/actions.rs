@@ -1,5 +1,6 @@
 //! Typed API actions: requests built from domain types, answers parsed into them.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -10,7 +11,6 @@ use hostnic_core::types::{
 };
 use ipnet::Ipv4Net;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use crate::client::QingCloudClient;
 use crate::signer::Params;
@@ -19,7 +19,7 @@ use crate::signer::Params;
 pub const HOSTNIC_TAG: &str = "hostnic";
 
 /// The status of a job as DescribeJobs reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobStatus {
     /// Queued.
     Pending,
@@ -31,7 +31,38 @@ pub enum JobStatus {
     Failed,
 }
 
-fn bad_answer(action: &str, what: impl std::fmt::Display) -> CloudError {
+/// Which addresses [`QingCloudClient::create_nics_with`] gives the new NICs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicAddresses {
+    /// `count` NICs (1 to 252), each with the vxnet's next free address.
+    Automatic(u32),
+    /// One NIC per address (`private_ips.N`).
+    Exact(Vec<Ipv4Addr>),
+    /// `count` NICs without any address (`disable_ip=1`).
+    None(u32),
+}
+
+/// What CreateNics should make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicRequest {
+    /// The vxnet.
+    pub vxnet: VxnetId,
+    /// The NICs' name.
+    pub name: String,
+    /// Their addresses.
+    pub addresses: NicAddresses,
+}
+
+/// A NIC CreateNics made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedNic {
+    /// Its id (MAC).
+    pub id: NicId,
+    /// Its address (`None` when created without one).
+    pub ip: Option<Ipv4Addr>,
+}
+
+pub(crate) fn bad_answer(action: &str, what: impl std::fmt::Display) -> CloudError {
     CloudError::new(
         CloudErrorKind::Retryable,
         action,
@@ -39,7 +70,7 @@ fn bad_answer(action: &str, what: impl std::fmt::Display) -> CloudError {
     )
 }
 
-fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
@@ -86,7 +117,9 @@ fn parse_nic(item: &Value) -> Option<CloudNic> {
 }
 
 impl QingCloudClient {
-    /// Calls a Describe action page by page and returns every item of `set_key`.
+    /// Calls a Describe action page by page (`offset`, `limit` of at most 100: the API
+    /// answers no more whatever `limit` says) and returns every item of `set_key`,
+    /// until `total_count` items came or a page is empty.
     pub async fn describe_all(
         &self,
         action: &str,
@@ -147,11 +180,54 @@ impl QingCloudClient {
         name: &str,
     ) -> Result<Vec<CloudNic>, CloudError> {
         const ACTION: &str = "CreateNics";
+        let created = self
+            .create_nics_with(&NicRequest {
+                vxnet: vxnet.clone(),
+                name: name.to_string(),
+                addresses: NicAddresses::Automatic(count),
+            })
+            .await?;
+        created
+            .into_iter()
+            .map(|nic| {
+                let ip = nic
+                    .ip
+                    .ok_or_else(|| bad_answer(ACTION, "a NIC without a private IP"))?;
+                Ok(CloudNic {
+                    id: nic.id,
+                    name: name.to_string(),
+                    vxnet: vxnet.clone(),
+                    ip,
+                    instance: None,
+                    status: CloudNicStatus::Available,
+                    primary: false,
+                })
+            })
+            .collect()
+    }
+
+    /// CreateNics as [`NicRequest`] says (`count` up to 252, or `private_ips.N`, or
+    /// `disable_ip`), then tags them `hostnic` (a tagging failure is logged only).
+    pub async fn create_nics_with(
+        &self,
+        request: &NicRequest,
+    ) -> Result<Vec<CreatedNic>, CloudError> {
+        const ACTION: &str = "CreateNics";
         let mut params = Params::new();
         params
-            .set("vxnet", vxnet.as_str())
-            .set("count", count)
-            .set("nic_name", name);
+            .set("vxnet", request.vxnet.as_str())
+            .set("nic_name", &request.name);
+        match &request.addresses {
+            NicAddresses::Automatic(count) => {
+                params.set("count", count);
+            }
+            NicAddresses::Exact(ips) => {
+                params.list("private_ips", ips);
+            }
+            NicAddresses::None(count) => {
+                params.set("count", count).set("disable_ip", 1);
+            }
+        }
         let answer = self.call(ACTION, params).await?;
         let items = answer
             .get("nics")
@@ -162,22 +238,12 @@ impl QingCloudClient {
             let id = str_field(item, "nic_id")
                 .and_then(|s| NicId::new(s).ok())
                 .ok_or_else(|| bad_answer(ACTION, "a NIC without a MAC id"))?;
-            let ip = str_field(item, "private_ip")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad_answer(ACTION, "a NIC without a private IP"))?;
-            nics.push(CloudNic {
-                id,
-                name: name.to_string(),
-                vxnet: vxnet.clone(),
-                ip,
-                instance: None,
-                status: CloudNicStatus::Available,
-                primary: false,
-            });
+            let ip = str_field(item, "private_ip").and_then(|s| s.parse().ok());
+            nics.push(CreatedNic { id, ip });
         }
         let ids: Vec<NicId> = nics.iter().map(|n| n.id.clone()).collect();
         if let Err(e) = self.tag_nics(&ids).await {
-            tracing::warn!(error = %e, count = ids.len(), "created NICs could not be tagged; they are still named {name}");
+            tracing::warn!(error = %e, count = ids.len(), name = %request.name, "created NICs could not be tagged; they still carry their name");
         }
         Ok(nics)
     }
@@ -262,59 +328,58 @@ impl QingCloudClient {
         self.call("DeleteNics", params).await.map(|_| ())
     }
 
+    /// DescribeJobs for every job of `jobs` in one call per 100 jobs (`jobs.1`…`jobs.N`):
+    /// the status of each job the API knows (unknown jobs are absent).
+    pub async fn job_statuses(
+        &self,
+        jobs: &[JobId],
+    ) -> Result<HashMap<JobId, JobStatus>, CloudError> {
+        const ACTION: &str = "DescribeJobs";
+        let mut out = HashMap::with_capacity(jobs.len());
+        for chunk in jobs.chunks(100) {
+            let mut params = Params::new();
+            params.list("jobs", chunk.iter().map(JobId::as_str));
+            let items = self.describe_all(ACTION, params, "job_set").await?;
+            for item in &items {
+                let Some(id) = str_field(item, "job_id") else {
+                    continue;
+                };
+                let status = match str_field(item, "status") {
+                    Some("pending") => JobStatus::Pending,
+                    Some("working") => JobStatus::Working,
+                    Some("successful") => JobStatus::Successful,
+                    Some("failed") | Some("done with failure") => JobStatus::Failed,
+                    other => return Err(bad_answer(ACTION, format!("job status {other:?}"))),
+                };
+                out.insert(JobId::new(id), status);
+            }
+        }
+        Ok(out)
+    }
+
     /// DescribeJobs for one job.
     pub async fn job_status(&self, job: &JobId) -> Result<JobStatus, CloudError> {
-        const ACTION: &str = "DescribeJobs";
-        let mut params = Params::new();
-        params.set("jobs.1", job.as_str());
-        let answer = self.call(ACTION, params).await?;
-        let item = answer
-            .get("job_set")
-            .and_then(Value::as_array)
-            .and_then(|set| {
-                set.iter()
-                    .find(|j| str_field(j, "job_id") == Some(job.as_str()))
-            })
+        self.job_statuses(std::slice::from_ref(job))
+            .await?
+            .remove(job)
             .ok_or_else(|| {
                 CloudError::new(
                     CloudErrorKind::NotFound,
-                    ACTION,
+                    "DescribeJobs",
                     format!("job {job} not found"),
                 )
-            })?;
-        match str_field(item, "status") {
-            Some("pending") => Ok(JobStatus::Pending),
-            Some("working") => Ok(JobStatus::Working),
-            Some("successful") => Ok(JobStatus::Successful),
-            Some("failed") | Some("done with failure") => Ok(JobStatus::Failed),
-            other => Err(bad_answer(ACTION, format!("job status {other:?}"))),
-        }
+            })
     }
 
-    /// Polls DescribeJobs with backoff until `job` finished or `timeout` passed
-    /// (then a retryable error: the job may still finish).
+    /// Waits until `job` finished or `timeout` passed (then a retryable error: the
+    /// job may still finish). Concurrent waits of this client share one poller, so
+    /// one DescribeJobs asks for every job in flight; each job is first polled
+    /// `job_poll_initial` after the wait starts, then with doubling delays up to
+    /// `job_poll_max`. A poll refused by the breaker ends the wait with `Throttled`.
     pub async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError> {
-        let deadline = Instant::now() + timeout;
-        let mut delay = self.options().job_poll_initial;
-        loop {
-            match self.job_status(job).await {
-                Ok(JobStatus::Successful) => return Ok(JobOutcome::Successful),
-                Ok(JobStatus::Failed) => return Ok(JobOutcome::Failed),
-                Ok(JobStatus::Pending | JobStatus::Working) => {}
-                // A transient failure of one poll is not a failure of the job.
-                Err(e) if e.is_retryable() => tracing::debug!(error = %e, %job, "job poll failed"),
-                Err(e) => return Err(e),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CloudError::new(
-                    CloudErrorKind::Retryable,
-                    "DescribeJobs",
-                    format!("job {job} still running after {timeout:?}"),
-                ));
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(self.options().job_poll_max);
+        match crate::jobs::wait(self, job, timeout).await? {
+            JobStatus::Successful => Ok(JobOutcome::Successful),
+            _ => Ok(JobOutcome::Failed),
         }
     }
 
@@ -443,30 +508,42 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
+    use tokio::time::Instant;
 
     use super::*;
     use crate::client::ClientOptions;
     use crate::config::{Config, Secret};
     use crate::transport::{Transport, TransportError, WireRequest};
 
-    /// Answers DescribeJobs with `status` until `done_after` polls, then `successful`.
+    /// Answers DescribeJobs: each asked job is `working` until `done_after` polls, then
+    /// `successful`; records when each poll came and which jobs it asked for.
     struct JobScript {
-        polls: Mutex<Vec<Instant>>,
+        polls: Mutex<Vec<(Instant, Vec<String>)>>,
         done_after: usize,
     }
 
     #[async_trait]
     impl Transport for JobScript {
-        async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+        async fn send(&self, request: &WireRequest) -> Result<String, TransportError> {
+            let asked: Vec<String> = url::form_urlencoded::parse(request.query.as_bytes())
+                .filter(|(k, _)| k.starts_with("jobs."))
+                .map(|(_, v)| v.into_owned())
+                .collect();
             let mut polls = self.polls.lock().unwrap();
-            polls.push(Instant::now());
+            polls.push((Instant::now(), asked.clone()));
             let status = if polls.len() > self.done_after {
                 "successful"
             } else {
                 "working"
             };
-            Ok(serde_json::json!({"ret_code": 0, "job_set": [{"job_id": "j-1", "status": status}]})
-                .to_string())
+            let set: Vec<Value> = asked
+                .iter()
+                .map(|j| serde_json::json!({"job_id": j, "status": status}))
+                .collect();
+            Ok(
+                serde_json::json!({"ret_code": 0, "job_set": set, "total_count": set.len()})
+                    .to_string(),
+            )
         }
     }
 
@@ -476,7 +553,7 @@ mod tests {
             done_after,
         });
         let options = ClientOptions {
-            rate_limit_qps: 0.0,
+            budget: None,
             job_poll_initial: Duration::from_secs(1),
             job_poll_max: Duration::from_secs(5),
             ..ClientOptions::default()
@@ -490,15 +567,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_job_waiter_polls_with_doubling_delays_up_to_the_cap() {
-        let (client, script) = waiter(5);
+        let (client, script) = waiter(4);
+        let start = Instant::now();
         let outcome = client
             .wait_job(&JobId::new("j-1"), Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(outcome, JobOutcome::Successful);
-        let polls = script.polls.lock().unwrap().clone();
-        let gaps: Vec<u64> = polls.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-        assert_eq!(gaps, [1, 2, 4, 5, 5]);
+        let polls: Vec<u64> = script
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| (*t - start).as_secs())
+            .collect();
+        // First poll after 1 s, then 2, 4, 5, 5 s apart.
+        assert_eq!(polls, [1, 3, 7, 12, 17]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -511,8 +595,54 @@ mod tests {
             .unwrap_err();
         assert!(err.is_retryable());
         assert_eq!(start.elapsed(), Duration::from_secs(10));
-        // Polls at 0, 1, 3, 7 and the deadline 10.
-        assert_eq!(script.polls.lock().unwrap().len(), 5);
+        // Polls at 1, 3 and 7 s; the next would be at 12.
+        assert_eq!(script.polls.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_waits_share_one_describe_jobs_per_poll() {
+        let (client, script) = waiter(2);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..5 {
+            let client = client.clone();
+            set.spawn(async move {
+                client
+                    .wait_job(&JobId::new(format!("j-{i}")), Duration::from_secs(60))
+                    .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), JobOutcome::Successful);
+        }
+        let polls = script.polls.lock().unwrap().clone();
+        // Three polls in all (not fifteen), each asking for all five jobs.
+        assert_eq!(polls.len(), 3, "{polls:?}");
+        for (_, asked) in &polls {
+            let mut asked = asked.clone();
+            asked.sort();
+            assert_eq!(asked, ["j-0", "j-1", "j-2", "j-3", "j-4"]);
+        }
+        // The poller ended with the last wait.
+        assert!(!client.job_poller().lock_running());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_the_api_does_not_know_ends_its_wait_with_not_found() {
+        struct Empty;
+        #[async_trait]
+        impl Transport for Empty {
+            async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+                Ok(r#"{"ret_code":0,"job_set":[],"total_count":0}"#.into())
+            }
+        }
+        let config = Config::new("AK", Secret::new("SK"), "pek3a");
+        let client =
+            QingCloudClient::with_transport(&config, ClientOptions::default(), Arc::new(Empty));
+        let err = client
+            .wait_job(&JobId::new("j-gone"), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, CloudErrorKind::NotFound);
     }
 
     #[test]

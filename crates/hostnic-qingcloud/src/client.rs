@@ -1,24 +1,29 @@
-//! The API client: signs every attempt afresh, rate-limits, bounds concurrency,
-//! times out, retries only retryable failures with jittered exponential backoff,
-//! traces and counts every call.
+//! The API client: every call goes down the tower stack of [`crate::service`]
+//! (retry with backoff, the request-quota breaker, the request budget, timeout,
+//! concurrency limit, signing), and is traced and counted.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use hostnic_core::ports::{CloudError, CloudErrorKind};
+use hostnic_core::ports::CloudError;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::config::{Config, Endpoint, Secret};
-use crate::errors;
-use crate::limits::{Backoff, TokenBucket};
-use crate::signer::{Params, Signer, format_time_stamp};
+use crate::jobs::{JobPoller, SharedPoller};
+use crate::limits::{Backoff, WindowLimit, scale_down};
+use crate::service::{
+    self, ApiRequest, ApiService, BreakerHandle, BreakerLayer, BreakerState, BudgetHandle,
+    BudgetLayer, BudgetState, RetryPolicy, SendService, StackOptions,
+};
+use crate::signer::{Params, Signer};
 use crate::stats::{CallObserver, CallRecord, CallStats};
-use crate::transport::{HttpMethod, HttpTransport, Transport, WireRequest};
+use crate::transport::{HttpMethod, HttpTransport, Transport};
 
-/// Tuning of the client. [`ClientOptions::from_config`] takes retries and timeout from the file.
+/// Tuning of the client. [`ClientOptions::from_config`] takes retries and timeout
+/// from the file; [`ClientOptions::time_scaled`] runs every duration K times faster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientOptions {
     /// Timeout of one HTTP attempt.
@@ -27,22 +32,32 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Backoff between attempts.
     pub backoff: Backoff,
-    /// Client-side rate limit in requests per second (0 = none). The API throttles
-    /// accounts, so the default is conservative.
-    pub rate_limit_qps: f64,
-    /// Requests that may be sent at once after a quiet period.
-    pub rate_limit_burst: u32,
+    /// The process's request budget: at most N requests (attempts) in any window of
+    /// W. `None`: unlimited. Default 1,000 per 3,600 s, half the account's default
+    /// quota, leaving the rest to the account's other users.
+    pub budget: Option<WindowLimit>,
+    /// How long a call may wait for a budget slot before it fails with `Throttled`.
+    pub budget_max_wait: Duration,
+    /// After a request-quota 2500 the client sends one probe per this interval (plus
+    /// up to a tenth at random) and refuses every other call until the quota frees.
+    pub breaker_probe_interval: Duration,
     /// Requests in flight at most.
     pub max_in_flight: usize,
     /// GET (the SDK default) or form POST.
     pub method: HttpMethod,
-    /// First DescribeJobs poll delay of the job waiter.
+    /// First DescribeJobs poll of a job, after it started.
     pub job_poll_initial: Duration,
-    /// Longest DescribeJobs poll delay.
+    /// Longest delay between DescribeJobs polls of a job.
     pub job_poll_max: Duration,
-    /// Page size of Describe* calls (the API caps it at 100).
+    /// Page size of Describe* calls (the API answers at most 100 items).
     pub page_size: u32,
 }
+
+/// The default request budget: 1,000 requests per 3,600 s.
+pub const DEFAULT_BUDGET: WindowLimit = WindowLimit {
+    requests: 1000,
+    window: Duration::from_secs(3600),
+};
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -53,8 +68,9 @@ impl Default for ClientOptions {
                 base: Duration::from_millis(500),
                 max: Duration::from_secs(10),
             },
-            rate_limit_qps: 10.0,
-            rate_limit_burst: 20,
+            budget: Some(DEFAULT_BUDGET),
+            budget_max_wait: Duration::from_secs(10),
+            breaker_probe_interval: Duration::from_secs(60),
             max_in_flight: 8,
             method: HttpMethod::Get,
             job_poll_initial: Duration::from_secs(1),
@@ -73,23 +89,44 @@ impl ClientOptions {
             ..Self::default()
         }
     }
+
+    /// The same options with every duration `scale` times shorter (timeout, backoff,
+    /// budget window and wait, probe interval, job polls): for a simulator run with
+    /// `--time-scale K`, so the client lives in the same simulated time.
+    pub fn time_scaled(self, scale: f64) -> Self {
+        let s = |d: Duration| scale_down(d, scale);
+        Self {
+            request_timeout: s(self.request_timeout),
+            backoff: Backoff {
+                base: s(self.backoff.base),
+                max: s(self.backoff.max),
+            },
+            budget: self.budget.map(|b| b.scaled(scale)),
+            budget_max_wait: s(self.budget_max_wait),
+            breaker_probe_interval: s(self.breaker_probe_interval),
+            job_poll_initial: s(self.job_poll_initial),
+            job_poll_max: s(self.job_poll_max),
+            ..self
+        }
+    }
 }
 
-/// A QingCloud API client for one zone. Cheap to clone.
+/// A QingCloud API client for one zone. Cheap to clone; clones share the stack,
+/// the breaker, the budget, the job poller and the counters.
 #[derive(Clone)]
 pub struct QingCloudClient {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    transport: Arc<dyn Transport>,
-    signer: Signer,
+    stack: ApiService,
+    signer: Arc<Signer>,
     zone: String,
     url: String,
-    path: String,
     options: ClientOptions,
-    bucket: TokenBucket,
-    in_flight: Semaphore,
+    breaker: BreakerHandle,
+    budget: BudgetHandle,
+    jobs: SharedPoller,
     stats: CallStats,
     observers: std::sync::RwLock<Vec<Arc<dyn CallObserver>>>,
     tag_id: tokio::sync::Mutex<Option<String>>,
@@ -137,16 +174,41 @@ impl QingCloudClient {
         options: ClientOptions,
         transport: Arc<dyn Transport>,
     ) -> Self {
+        let signer = Arc::new(Signer::new(
+            &config.access_key_id,
+            config.secret_access_key.clone(),
+        ));
+        let send = SendService {
+            transport,
+            signer: signer.clone(),
+            zone: Arc::from(config.zone.as_str()),
+            url: Arc::from(config.endpoint.url()),
+            path: Arc::from(config.endpoint.path()),
+            method: options.method,
+        };
+        let breaker = BreakerLayer::new(options.breaker_probe_interval);
+        let budget = BudgetLayer::new(options.budget, options.budget_max_wait);
+        let (breaker_handle, budget_handle) = (breaker.handle(), budget.handle());
+        let stack = service::build(
+            send,
+            StackOptions {
+                request_timeout: options.request_timeout,
+                max_in_flight: options.max_in_flight,
+                retry: RetryPolicy::new(options.retries, options.backoff),
+            },
+            breaker,
+            budget,
+        );
         Self {
             inner: Arc::new(Inner {
-                transport,
-                signer: Signer::new(&config.access_key_id, config.secret_access_key.clone()),
+                stack,
+                signer,
                 zone: config.zone.clone(),
                 url: config.endpoint.url(),
-                path: config.endpoint.path(),
-                bucket: TokenBucket::new(options.rate_limit_qps, options.rate_limit_burst),
-                in_flight: Semaphore::new(options.max_in_flight.max(1)),
                 options,
+                breaker: breaker_handle,
+                budget: budget_handle,
+                jobs: Arc::new(JobPoller::default()),
                 stats: CallStats::default(),
                 observers: std::sync::RwLock::new(Vec::new()),
                 tag_id: tokio::sync::Mutex::new(None),
@@ -179,12 +241,34 @@ impl QingCloudClient {
         &self.inner.zone
     }
 
+    /// The request-quota breaker's state now.
+    pub fn breaker(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// A receiver woken at every transition of the breaker (for a metric, a log
+    /// line, a Kubernetes event); it holds the latest state.
+    pub fn watch_breaker(&self) -> watch::Receiver<BreakerState> {
+        self.inner.breaker.subscribe()
+    }
+
+    /// The request budget's numbers now.
+    pub fn budget(&self) -> BudgetState {
+        self.inner.budget.state()
+    }
+
     pub(crate) fn tag_cache(&self) -> &tokio::sync::Mutex<Option<String>> {
         &self.inner.tag_id
     }
 
+    pub(crate) fn job_poller(&self) -> SharedPoller {
+        self.inner.jobs.clone()
+    }
+
     /// Calls `action` with `params` (plus `zone` and the auth parameters) and
-    /// returns the JSON answer of a successful call (`ret_code` 0).
+    /// returns the JSON answer of a successful call (`ret_code` 0). A call the
+    /// breaker or the budget withholds fails at once with `Throttled` and is
+    /// recorded with 0 attempts.
     pub async fn call(&self, action: &str, params: Params) -> Result<Value, CloudError> {
         let span = tracing::debug_span!(
             "qingcloud_call",
@@ -194,10 +278,12 @@ impl QingCloudClient {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let (result, attempts) = self
-            .call_with_retries(action, params)
+        let request = ApiRequest::new(action, params);
+        let counter = request.clone();
+        let result = service::send_through(&self.inner.stack, request)
             .instrument(span.clone())
             .await;
+        let attempts = counter.attempts();
         let duration = started.elapsed();
         let ret_code = match &result {
             Ok(_) => Some(0),
@@ -231,105 +317,6 @@ impl QingCloudClient {
         });
         result
     }
-
-    async fn call_with_retries(
-        &self,
-        action: &str,
-        params: Params,
-    ) -> (Result<Value, CloudError>, u32) {
-        let opts = &self.inner.options;
-        let mut attempt = 0;
-        loop {
-            let result = self.attempt(action, params.clone()).await;
-            attempt += 1;
-            match result {
-                Err(e) if e.is_retryable() && attempt <= opts.retries => {
-                    let delay = opts.backoff.delay(attempt - 1);
-                    tracing::debug!(error = %e, attempt, ?delay, "retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                other => return (other, attempt),
-            }
-        }
-    }
-
-    /// One signed attempt, after the rate limit and within the concurrency limit.
-    async fn attempt(&self, action: &str, mut params: Params) -> Result<Value, CloudError> {
-        let inner = &self.inner;
-        inner.bucket.acquire().await;
-        let _permit = inner
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| CloudError::new(CloudErrorKind::Permanent, action, "client closed"))?;
-        params.set("action", action);
-        if params.get("zone").is_none() {
-            params.set("zone", &inner.zone);
-        }
-        let method = inner.options.method;
-        let signed = inner.signer.sign(
-            method.as_str(),
-            &inner.path,
-            &mut params,
-            &format_time_stamp(SystemTime::now()),
-        );
-        let request = WireRequest {
-            method,
-            url: inner.url.clone(),
-            query: signed.to_query(),
-            action: action.to_string(),
-        };
-        let body = match tokio::time::timeout(
-            inner.options.request_timeout,
-            inner.transport.send(&request),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(CloudError::new(
-                    CloudErrorKind::Retryable,
-                    action,
-                    format!("no answer within {:?}", inner.options.request_timeout),
-                ));
-            }
-            Ok(Err(e)) => {
-                let kind = if e.retryable {
-                    CloudErrorKind::Retryable
-                } else {
-                    CloudErrorKind::Permanent
-                };
-                return Err(CloudError::new(kind, action, e.to_string()));
-            }
-            Ok(Ok(body)) => body,
-        };
-        parse_answer(action, &body)
-    }
-}
-
-/// Checks `ret_code` of an answer.
-fn parse_answer(action: &str, body: &str) -> Result<Value, CloudError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| {
-        // A proxy's HTML error page or a truncated body: worth another try.
-        CloudError::new(
-            CloudErrorKind::Retryable,
-            action,
-            format!("answer is not JSON: {e}"),
-        )
-    })?;
-    let code = value
-        .get("ret_code")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| {
-            CloudError::new(CloudErrorKind::Retryable, action, "answer has no ret_code")
-        })?;
-    if code == 0 {
-        return Ok(value);
-    }
-    let message = value
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("no message");
-    Err(errors::api_error(action, code, message))
 }
 
 #[cfg(test)]
@@ -338,9 +325,10 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
+    use hostnic_core::ports::CloudErrorKind;
 
     use super::*;
-    use crate::transport::TransportError;
+    use crate::transport::{TransportError, WireRequest};
 
     /// Answers from a script and records when each request arrived.
     struct Scripted {
@@ -379,14 +367,14 @@ mod tests {
         Ok(serde_json::json!({"ret_code": c, "message": msg}).to_string())
     }
 
-    fn client(transport: Arc<Scripted>, options: ClientOptions) -> QingCloudClient {
+    fn client(transport: Arc<dyn Transport>, options: ClientOptions) -> QingCloudClient {
         let config = Config::new("AKID", Secret::new("TOPSECRET"), "pek3a");
         QingCloudClient::with_transport(&config, options, transport)
     }
 
     fn fast_options() -> ClientOptions {
         ClientOptions {
-            rate_limit_qps: 0.0,
+            budget: None,
             backoff: Backoff {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(2),
@@ -396,23 +384,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retryable_codes_are_retried_with_growing_backoff() {
+    async fn retryable_codes_are_retried_with_growing_jittered_backoff() {
         let t = Scripted::new(vec![
             code(5000, "InternalError"),
             code(5100, "ServerBusy"),
-            code(2500, "QuotaExceeded, request rate exceeded"),
+            code(5000, "InternalError"),
             Ok(r#"{"ret_code":0,"nic_set":[]}"#.into()),
         ]);
-        let c = client(t.clone(), fast_options());
+        let options = fast_options();
+        let c = client(t.clone(), options.clone());
         let v = c.call("DescribeNics", Params::new()).await.unwrap();
         assert!(v.get("nic_set").is_some());
         let times = t.times();
         assert_eq!(times.len(), 4);
-        // Gap n is in [ceiling(n)/2, ceiling(n)] with ceilings 100, 200, 400 ms.
+        // Gap n is in [base * 2^n, 2 * base * 2^n]: 100-200, 200-400, 400-800 ms.
         for (n, pair) in times.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
-            let ceiling = Duration::from_millis(100 << n);
-            assert!(gap >= ceiling / 2 && gap <= ceiling, "gap {n} = {gap:?}");
+            let (floor, ceiling) = (
+                options.backoff.floor(n as u32),
+                options.backoff.ceiling(n as u32),
+            );
+            assert!(gap >= floor && gap <= ceiling, "gap {n} = {gap:?}");
         }
         let stats = c.stats().snapshot();
         assert_eq!(stats["DescribeNics"].calls, 1);
@@ -421,7 +413,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn permanent_errors_are_not_retried() {
+    async fn permanent_quota_and_throttled_errors_are_not_retried() {
         for (c_, msg, kind) in [
             (1100, "MissingParameter", CloudErrorKind::Permanent),
             (1200, "AuthFailure", CloudErrorKind::Permanent),
@@ -432,6 +424,11 @@ mod tests {
                 2500,
                 "QuotaExceeded, vxnet has no free IP",
                 CloudErrorKind::QuotaExceeded,
+            ),
+            (
+                2500,
+                "QuotaExceeded, the API request quota of access key [AKID] is exceeded",
+                CloudErrorKind::Throttled,
             ),
         ] {
             let t = Scripted::new(vec![code(c_, msg)]);
@@ -463,6 +460,7 @@ mod tests {
         assert_eq!(err.kind, CloudErrorKind::Retryable);
         assert_eq!(t.times().len(), 3);
         assert_eq!(c.stats().snapshot()["DescribeJobs"].errors, 1);
+        assert!(!c.breaker().is_open(), "a dead endpoint is not the quota");
     }
 
     #[tokio::test(start_paused = true)]
@@ -474,48 +472,83 @@ mod tests {
                 std::future::pending().await
             }
         }
-        let config = Config::new("AKID", Secret::new("S"), "pek3a");
-        let c = QingCloudClient::with_transport(
-            &config,
+        let c = client(
+            Arc::new(Hang),
             ClientOptions {
                 retries: 1,
                 request_timeout: Duration::from_secs(5),
                 ..fast_options()
             },
-            Arc::new(Hang),
         );
         let start = Instant::now();
         let err = c.call("DescribeNics", Params::new()).await.unwrap_err();
         assert_eq!(err.kind, CloudErrorKind::Retryable);
-        // Two attempts of 5 s each plus one backoff of at most 100 ms.
+        assert_eq!(err.action, "DescribeNics");
+        assert!(err.message.contains("no answer within 5s"), "{err}");
+        // Two attempts of 5 s each plus one backoff of 100 to 200 ms.
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_secs(10) && elapsed <= Duration::from_millis(10_100));
+        assert!(
+            elapsed >= Duration::from_millis(10_100) && elapsed <= Duration::from_millis(10_200),
+            "{elapsed:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_rate_limit_spaces_requests() {
+    async fn the_budget_lets_n_per_window_through_then_waits_briefly_or_drops() {
         let t = Scripted::new(vec![]);
         let c = client(
             t.clone(),
             ClientOptions {
-                rate_limit_qps: 5.0,
-                rate_limit_burst: 2,
+                budget: Some(WindowLimit::new(5, Duration::from_secs(60))),
+                budget_max_wait: Duration::from_secs(10),
                 ..fast_options()
             },
         );
-        for _ in 0..6 {
+        let start = Instant::now();
+        for _ in 0..5 {
             c.call("DescribeNics", Params::new()).await.unwrap();
         }
-        let times = t.times();
-        // Two free, then one every 200 ms.
-        assert_eq!(times[1] - times[0], Duration::ZERO);
-        for pair in times[1..].windows(2) {
-            let gap = pair[1] - pair[0];
-            assert!(
-                gap >= Duration::from_millis(199) && gap <= Duration::from_millis(201),
-                "{gap:?}"
-            );
-        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the window's five are free"
+        );
+        // The sixth would wait 60 s, past the 10 s it may: dropped at once, not sent.
+        let err = c.call("DescribeNics", Params::new()).await.unwrap_err();
+        assert_eq!((err.kind, err.code), (CloudErrorKind::Throttled, None));
+        assert!(err.message.contains("budget"), "{err}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(t.times().len(), 5);
+        let b = c.budget();
+        assert_eq!((b.used, b.remaining, b.refused), (5, 0, 1));
+        assert_eq!(b.frees_in, Duration::from_secs(60));
+        // 55 s on, the first slot frees within the wait: the call waits 5 s and goes.
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        assert_eq!(c.budget().waited, 1);
+        assert_eq!(c.stats().snapshot()["DescribeNics"].errors, 1);
+        assert!(
+            !c.breaker().is_open(),
+            "the budget is not the account's quota"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_retry_attempt_takes_a_budget_slot() {
+        let t = Scripted::new(vec![
+            code(5000, "InternalError"),
+            code(5000, "InternalError"),
+        ]);
+        let c = client(
+            t.clone(),
+            ClientOptions {
+                budget: Some(WindowLimit::new(100, Duration::from_secs(3600))),
+                ..fast_options()
+            },
+        );
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        assert_eq!(c.budget().used, 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -539,39 +572,22 @@ mod tests {
         let slow = Arc::new(Slow {
             now: Mutex::new((0, 0)),
         });
-        let config = Config::new("AKID", Secret::new("S"), "pek3a");
-        let c = QingCloudClient::with_transport(
-            &config,
+        let c = client(
+            slow.clone(),
             ClientOptions {
                 max_in_flight: 3,
                 ..fast_options()
             },
-            slow.clone(),
         );
-        let calls = (0..12).map(|_| {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..12 {
             let c = c.clone();
-            async move { c.call("DescribeNics", Params::new()).await }
-        });
-        for r in futures_join_all(calls).await {
-            r.unwrap();
+            set.spawn(async move { c.call("DescribeNics", Params::new()).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
         }
         assert_eq!(slow.now.lock().unwrap().1, 3);
-    }
-
-    async fn futures_join_all<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let mut set = tokio::task::JoinSet::new();
-        for f in fs {
-            set.spawn(f);
-        }
-        let mut out = Vec::new();
-        while let Some(r) = set.join_next().await {
-            out.push(r.unwrap());
-        }
-        out
     }
 
     #[tokio::test(start_paused = true)]
@@ -579,7 +595,9 @@ mod tests {
         let t = Scripted::new(vec![code(5000, "InternalError")]);
         let c = client(t.clone(), fast_options());
         c.call("DescribeNics", Params::new()).await.unwrap();
-        for (_, query) in t.seen.lock().unwrap().iter() {
+        let seen = t.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        for (_, query) in &seen {
             assert!(query.contains("action=DescribeNics"));
             assert!(query.contains("zone=pek3a"));
             assert!(query.contains("&signature="));
@@ -606,12 +624,13 @@ mod tests {
     }
 
     #[test]
-    fn answers_without_json_or_ret_code_are_retryable() {
-        assert!(parse_answer("X", "<html>").unwrap_err().is_retryable());
-        assert!(parse_answer("X", "{}").unwrap_err().is_retryable());
-        assert_eq!(
-            parse_answer("X", r#"{"ret_code":0,"a":1}"#).unwrap()["a"],
-            1
-        );
+    fn time_scaled_options_shorten_every_duration() {
+        let o = ClientOptions::default().time_scaled(60.0);
+        assert_eq!(o.breaker_probe_interval, Duration::from_secs(1));
+        assert_eq!(o.budget.unwrap().window, Duration::from_secs(60));
+        assert_eq!(o.budget.unwrap().requests, 1000);
+        assert_eq!(o.request_timeout, Duration::from_millis(500));
+        assert!((o.job_poll_initial.as_secs_f64() - 1.0 / 60.0).abs() < 1e-6);
+        assert_eq!(o.retries, 3);
     }
 }

@@ -23,27 +23,46 @@ pub const INTERNAL_ERROR: i64 = 5000;
 /// Server busy / timed out.
 pub const SERVER_BUSY: i64 = 5100;
 
-/// True when a 2500 message is about the request rate rather than a resource quota.
-pub fn is_rate_limit_message(message: &str) -> bool {
+/// True when a 2500 message is about the account's API request quota (or a
+/// request rate) rather than a resource quota (NICs per instance, addresses of a
+/// vxnet). The API uses one code for both; only the message tells them apart.
+pub fn is_request_quota_message(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("request rate")
-        || m.contains("too many requests")
-        || m.contains("too many api")
-        || m.contains("throttl")
-        || m.contains("too frequent")
+    [
+        "request quota",
+        "requests quota",
+        "api quota",
+        "quota of api",
+        "request rate",
+        "requests per",
+        "too many requests",
+        "too many api",
+        "throttl",
+        "too frequent",
+        "request limit",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// The kind of failure a `ret_code` (with its message) means.
 pub fn classify(ret_code: i64, message: &str) -> CloudErrorKind {
     match ret_code {
         INTERNAL_ERROR | SERVER_BUSY => CloudErrorKind::Retryable,
-        QUOTA_EXCEEDED if is_rate_limit_message(message) => CloudErrorKind::Retryable,
+        // The account is locked out: a breaker, not a retry.
+        QUOTA_EXCEEDED if is_request_quota_message(message) => CloudErrorKind::Throttled,
+        // A resource quota: the engine moves on to the next vxnet.
         QUOTA_EXCEEDED => CloudErrorKind::QuotaExceeded,
         NOT_FOUND => CloudErrorKind::NotFound,
         // 1100, 1101, 1200, 1300 (our clock is off: retrying with the same clock fails
         // again), 1400, 2400 and anything unknown: retrying will not help.
         _ => CloudErrorKind::Permanent,
     }
+}
+
+/// True for the answer that trips the client's breaker: a request-quota 2500.
+pub fn is_request_quota(ret_code: Option<i64>, message: &str) -> bool {
+    ret_code == Some(QUOTA_EXCEEDED) && is_request_quota_message(message)
 }
 
 /// The error for an API answer with a non-zero `ret_code`.
@@ -74,9 +93,24 @@ mod tests {
             (
                 2500,
                 "QuotaExceeded, request rate exceeded the limit",
-                Retryable,
+                Throttled,
             ),
-            (2500, "Too many requests in a short time", Retryable),
+            (2500, "Too many requests in a short time", Throttled),
+            (
+                2500,
+                "QuotaExceeded, the API request quota of access key [AK] is exceeded",
+                Throttled,
+            ),
+            (
+                2500,
+                "QuotaExceeded, vxnet [vxnet-1] does not have enough available IP addresses: requested [5], available [0]",
+                QuotaExceeded,
+            ),
+            (
+                2500,
+                "QuotaExceeded, instance [i-1] can have at most [64] NICs",
+                QuotaExceeded,
+            ),
             (5000, "InternalError", Retryable),
             (5100, "ServerBusy", Retryable),
         ];

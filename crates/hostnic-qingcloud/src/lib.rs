@@ -10,10 +10,15 @@
 //! - [`signer`]: signature version 1 (HmacSHA256) and request parameters.
 //! - [`errors`]: `ret_code` → [`CloudErrorKind`](hostnic_core::ports::CloudErrorKind).
 //! - [`transport`]: the HTTP transport (reqwest + rustls/ring) behind a trait.
-//! - [`limits`]: token-bucket rate limit and jittered exponential backoff.
+//! - [`limits`]: request limits over a sliding window (the account quota, the
+//!   client's budget) and the retry backoff settings.
+//! - [`service`]: the request path as a tower stack: retry, the request-quota
+//!   circuit breaker, the request budget, timeout, concurrency limit, signing.
 //! - [`stats`]: per-action call counters and latency, and an observer hook.
-//! - [`client`]: [`QingCloudClient`]: timeout, retry, rate and concurrency limits, tracing.
+//! - [`client`]: [`QingCloudClient`]: the stack, its options, breaker and budget state.
 //! - [`actions`]: the typed actions (NICs, jobs, vxnets, instances, routers, tags).
+//! - [`vips`]: the VIP actions (AllocateVips, DescribeVips, ReleaseVips).
+//! - `jobs`: the shared poller that batches concurrent job waits into one DescribeJobs.
 //! - `ports`: the port implementations.
 //! - [`sim`] (feature `sim`): the simulator.
 
@@ -21,13 +26,18 @@ pub mod actions;
 pub mod client;
 pub mod config;
 pub mod errors;
+mod jobs;
 pub mod limits;
 mod ports;
+pub mod service;
 pub mod signer;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;
 pub mod transport;
+pub mod vips;
 
-pub use client::{ClientOptions, QingCloudClient};
+pub use client::{ClientOptions, DEFAULT_BUDGET, QingCloudClient};
 pub use config::{Config, Endpoint, Secret};
+pub use limits::WindowLimit;
+pub use service::{BreakerState, BreakerStatus, BudgetState};

@@ -61,7 +61,7 @@ async fn hundred_nics_at_fault_rate_0_2_leak_nothing() {
         Secret::new("SK"),
         "pek3a",
         ClientOptions {
-            rate_limit_qps: 0.0,
+            budget: None,
             retries: 3,
             backoff: Backoff {
                 base: Duration::from_millis(2),

@@ -37,7 +37,7 @@ fn fast_config() -> SimConfig {
 
 fn fast_options() -> ClientOptions {
     ClientOptions {
-        rate_limit_qps: 0.0,
+        budget: None,
         backoff: Backoff {
             base: Duration::from_millis(5),
             max: Duration::from_millis(50),
@@ -257,27 +257,28 @@ async fn wrong_state_unknown_and_quota_errors_are_classified() {
 }
 
 #[tokio::test]
-async fn at_most_63_nics_per_instance_primary_included() {
+async fn at_most_64_nics_per_instance_primary_included() {
     let sim = Simulator::start(fast_config(), None).await.unwrap();
     let cloud = client(&sim);
     let instance = InstanceId::new("i-sim00003");
     let nics = cloud
-        .create_nics(&VxnetId::new("vxnet-sim2"), 63, "x")
+        .create_nics(&VxnetId::new("vxnet-sim2"), 64, "x")
         .await
         .unwrap();
     let ids: Vec<NicId> = nics.iter().map(|n| n.id.clone()).collect();
-    // 62 more fit next to the primary NIC…
-    let job = cloud.attach_nics(&instance, &ids[..62]).await.unwrap();
+    // 63 more fit next to the primary NIC…
+    let job = cloud.attach_nics(&instance, &ids[..63]).await.unwrap();
     assert_eq!(
         cloud.wait_job(&job, Duration::from_secs(5)).await.unwrap(),
         JobOutcome::Successful
     );
-    // …the 63rd secondary does not.
-    let err = cloud.attach_nics(&instance, &ids[62..]).await.unwrap_err();
+    // …the 64th secondary does not: a resource quota, not the request quota.
+    let err = cloud.attach_nics(&instance, &ids[63..]).await.unwrap_err();
     assert_eq!(
         (err.code, err.kind),
         (Some(2500), CloudErrorKind::QuotaExceeded)
     );
+    assert!(!cloud.breaker().is_open());
 }
 
 #[tokio::test]
@@ -459,7 +460,7 @@ async fn bad_keys_signatures_and_zones_are_rejected() {
 }
 
 #[tokio::test]
-async fn the_simulator_throttles_and_the_client_rides_it_out() {
+async fn the_simulator_throttles_and_the_breaker_waits_it_out_without_hammering() {
     let sim = Simulator::start(
         SimConfig {
             rate_limit_qps: 20.0,
@@ -475,29 +476,40 @@ async fn the_simulator_throttles_and_the_client_rides_it_out() {
         Secret::new(SECRET),
         "pek3a",
         ClientOptions {
-            retries: 10,
-            backoff: Backoff {
-                base: Duration::from_millis(50),
-                max: Duration::from_millis(400),
-            },
+            breaker_probe_interval: Duration::from_millis(100),
             ..fast_options()
         },
     )
     .unwrap();
+    // A caller that waits for the breaker's next probe when a call is refused.
     for _ in 0..60 {
-        cloud.call("DescribeVxnets", Params::new()).await.unwrap();
+        loop {
+            match cloud.call("DescribeVxnets", Params::new()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_eq!(e.kind, CloudErrorKind::Throttled, "{e}");
+                    let wait = cloud.breaker().next_probe_in().unwrap_or_default();
+                    tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                }
+            }
+        }
     }
     let counters = sim.counters();
     assert_eq!(counters["DescribeVxnets"].ok, 60);
+    let throttled = counters["DescribeVxnets"]
+        .errors
+        .get(&2500)
+        .copied()
+        .unwrap_or(0);
+    let breaker = cloud.breaker();
+    assert!(throttled > 0, "{counters:?}");
+    // Every 2500 the simulator sent either opened the breaker or answered a probe:
+    // the client never sent a request while it knew the quota was exhausted.
     assert!(
-        counters["DescribeVxnets"]
-            .errors
-            .get(&2500)
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "{counters:?}"
+        throttled <= breaker.trips + breaker.probes,
+        "{throttled} 2500s, {breaker:?}"
     );
+    assert!(!breaker.is_open());
 }
 
 #[tokio::test]

@@ -326,6 +326,7 @@ impl FakeCloud {
             CloudErrorKind::NotFound => 2100,
             CloudErrorKind::QuotaExceeded => 2500,
             CloudErrorKind::Permanent => 1400,
+            CloudErrorKind::Throttled => 2500,
         };
         err(kind, action, code, "injected failure")
     }

@@ -1,11 +1,11 @@
-//! HTTP serving (hyper 1), authentication, throttling, fault injection, job
-//! timing and the admin endpoints.
+//! HTTP serving (hyper 1), the request quota, authentication, throttling, fault
+//! injection, job timing and the admin endpoints.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -17,13 +17,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::state::{ActionCounter, ApiError, NicEvent, Params, SimState};
+use super::quota::{QuotaBook, QuotaReport};
+use super::state::{ActionCounter, ApiError, KeyCounter, NicEvent, Params, SimState};
 use super::{AttachHook, SimConfig};
 use crate::errors::{
     AUTH_FAILED, INTERNAL_ERROR, MALFORMED_REQUEST, NOT_FOUND, QUOTA_EXCEEDED, REQUEST_EXPIRED,
     SERVER_BUSY,
 };
+use crate::limits::{WindowLimit, scale_down};
 use crate::signer::{self, parse_time_stamp};
 
 pub(crate) struct Core {
@@ -32,6 +35,7 @@ pub(crate) struct Core {
     hook: Option<Arc<dyn AttachHook>>,
     fault_rate: Mutex<f64>,
     throttle: Mutex<(f64, Instant)>,
+    quota: Mutex<QuotaBook>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -81,6 +85,26 @@ impl SimHandle {
         self.core.lock().counters.clone()
     }
 
+    /// Requests and answers per access key (as the requests named it).
+    pub fn counters_by_key(&self) -> BTreeMap<String, KeyCounter> {
+        self.core.lock().counters_by_key.clone()
+    }
+
+    /// The request quota and its state (what `/_sim/quota` answers).
+    pub fn quota(&self) -> QuotaReport {
+        self.core.quota().report(Instant::now())
+    }
+
+    /// Changes the request quota (`None`: off), keeping what was counted.
+    pub fn set_quota(&self, limit: Option<WindowLimit>) {
+        self.core.quota().set(limit);
+    }
+
+    /// Frees the request quota of every access key now.
+    pub fn reset_quota(&self) {
+        self.core.quota().reset();
+    }
+
     /// Makes a NIC disappear from the cloud (the hook hears `Vanished` if it was attached).
     pub async fn vanish_nic(&self, nic: &str) -> Result<(), ApiError> {
         let event = self.core.lock().vanish_nic(nic)?;
@@ -127,6 +151,15 @@ pub(crate) async fn start(
         .topology
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "time scale must be a positive number, not {}",
+                config.time_scale
+            ),
+        ));
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (stop, shutdown) = watch::channel(false);
@@ -134,6 +167,7 @@ pub(crate) async fn start(
         state: Mutex::new(SimState::new(&config.topology)),
         fault_rate: Mutex::new(config.fault_rate.clamp(0.0, 1.0)),
         throttle: Mutex::new((config.rate_limit_qps.max(1.0), Instant::now())),
+        quota: Mutex::new(QuotaBook::new(config.quota, config.time_scale)),
         config,
         hook,
         shutdown: shutdown.clone(),
@@ -198,6 +232,15 @@ impl Core {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn quota(&self) -> std::sync::MutexGuard<'_, QuotaBook> {
+        self.quota.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A simulated duration in real time.
+    fn real(&self, d: Duration) -> Duration {
+        scale_down(d, self.config.time_scale)
+    }
+
     async fn notify(&self, events: &[NicEvent]) {
         if let Some(hook) = &self.hook {
             for event in events {
@@ -225,7 +268,17 @@ impl Core {
             return json_response(StatusCode::OK, &answer);
         }
         if let Some(admin) = path.strip_prefix("/_sim/") {
-            let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if !input.is_object() {
+                input = json!({});
+            }
+            // Query parameters count as JSON string fields (`?by=access_key`).
+            if let Value::Object(map) = &mut input {
+                for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+                    map.entry(k.into_owned())
+                        .or_insert(Value::String(v.into_owned()));
+                }
+            }
             return self.admin(admin, &input).await;
         }
         json_response(
@@ -238,7 +291,45 @@ impl Core {
         let ok = |v: Value| json_response(StatusCode::OK, &v);
         match what {
             "state" => ok(serde_json::to_value(&*self.lock()).unwrap_or(Value::Null)),
-            "counters" => ok(serde_json::to_value(&self.lock().counters).unwrap_or(Value::Null)),
+            "counters" => match input.get("by").and_then(Value::as_str) {
+                None | Some("action") => {
+                    ok(serde_json::to_value(&self.lock().counters).unwrap_or(Value::Null))
+                }
+                Some("access_key" | "access-key" | "key") => {
+                    ok(serde_json::to_value(&self.lock().counters_by_key).unwrap_or(Value::Null))
+                }
+                Some(other) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"ret_code": MALFORMED_REQUEST, "message": format!("counters by [{other}]: expected action or access_key")}),
+                ),
+            },
+            "quota" => {
+                if let Some(q) = input.get("quota") {
+                    let parsed = match q {
+                        Value::String(s) => {
+                            WindowLimit::parse_optional(s).map_err(|e| e.to_string())
+                        }
+                        Value::Null => Ok(None),
+                        other => Err(format!(
+                            "quota {other}: expected a string such as \"2000/3600\" or \"off\""
+                        )),
+                    };
+                    match parsed {
+                        Ok(limit) => self.quota().set(limit),
+                        Err(message) => {
+                            return json_response(
+                                StatusCode::BAD_REQUEST,
+                                &json!({"ret_code": MALFORMED_REQUEST, "message": message}),
+                            );
+                        }
+                    }
+                }
+                if input.get("reset").and_then(Value::as_bool) == Some(true) {
+                    self.quota().reset();
+                }
+                let report = self.quota().report(Instant::now());
+                ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+            }
             "vanish" => {
                 let Some(nic) = input.get("nic_id").and_then(Value::as_str) else {
                     return json_response(
@@ -280,14 +371,18 @@ impl Core {
         }
     }
 
-    /// One API request: auth, throttling, faults, then the action.
+    /// One API request: the quota, auth, throttling, faults, then the action.
     async fn api(self: Arc<Self>, method: &str, path: &str, params: Params) -> Value {
         let action = params.get("action").cloned().unwrap_or_default();
-        let result = self.check_and_run(method, path, &action, &params);
+        let key = params.get("access_key_id").cloned().unwrap_or_default();
         let counted = if action.is_empty() { "<none>" } else { &action };
+        let result = self
+            .quota()
+            .admit(&key, counted, Instant::now())
+            .and_then(|()| self.check_and_run(method, path, &action, &params));
         match result {
             Ok((mut value, jobs)) => {
-                self.lock().count(counted, 0);
+                self.lock().count(counted, &key, 0);
                 for job in jobs {
                     tokio::spawn(self.clone().run_job(job));
                 }
@@ -298,7 +393,7 @@ impl Core {
                 value
             }
             Err(e) => {
-                self.lock().count(counted, e.code);
+                self.lock().count(counted, &key, e.code);
                 tracing::debug!(action, ret_code = e.code, message = %e.message, "sim error answer");
                 json!({"ret_code": e.code, "message": e.message})
             }
@@ -458,9 +553,9 @@ impl Core {
     async fn run_job(self: Arc<Self>, job: String) {
         let mut shutdown = self.shutdown.clone();
         let work = async {
-            tokio::time::sleep(self.config.job_latency).await;
+            tokio::time::sleep(self.real(self.config.job_latency)).await;
             self.lock().start_job(&job);
-            tokio::time::sleep(self.config.attach_latency).await;
+            tokio::time::sleep(self.real(self.config.attach_latency)).await;
             let (ok, events) = self.lock().apply_job(&job);
             self.notify(&events).await;
             self.lock().finish_job(&job, ok);

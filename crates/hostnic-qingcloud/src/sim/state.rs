@@ -1,5 +1,7 @@
 //! The simulated cloud's state and the actions on it. Pure and synchronous: the
 //! server locks the state, calls an action, and schedules the jobs it returns.
+//! This file has the types, the dispatch and the jobs; the NIC actions are in
+//! `nics.rs`, the VIP actions in `vips.rs`, the others in `describe.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -8,8 +10,10 @@ use std::time::SystemTime;
 use hostnic_core::types::NicId;
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::index::{Holder, Index};
+pub use super::params::Params;
 use super::topology::Topology;
 use crate::errors::{ACCESS_DENIED, MALFORMED_REQUEST, NOT_FOUND, QUOTA_EXCEEDED, UNKNOWN_ACTION};
 use crate::signer::format_time_stamp;
@@ -32,34 +36,39 @@ impl ApiError {
         }
     }
 
-    fn missing(param: &str) -> Self {
+    pub(crate) fn missing(param: &str) -> Self {
         Self::new(
             MALFORMED_REQUEST,
             format!("MissingParameter, parameter [{param}] is required"),
         )
     }
 
-    fn invalid(param: &str, why: &str) -> Self {
+    pub(crate) fn invalid(param: &str, why: &str) -> Self {
         Self::new(
             MALFORMED_REQUEST,
             format!("InvalidParameter, parameter [{param}] {why}"),
         )
     }
 
-    fn not_found(kind: &str, id: &str) -> Self {
+    pub(crate) fn not_found(kind: &str, id: &str) -> Self {
         Self::new(
             NOT_FOUND,
             format!("ResourceNotFound, {kind} [{id}] not found"),
         )
     }
 
-    fn wrong_state(nic: &str, status: &str, action: &str) -> Self {
+    pub(crate) fn wrong_state(kind: &str, id: &str, status: &str, action: &str) -> Self {
         Self::new(
             ACCESS_DENIED,
             format!(
-                "PermissionDenied, the status of nic [{nic}] is [{status}], cannot perform [{action}]"
+                "PermissionDenied, the status of {kind} [{id}] is [{status}], cannot perform [{action}]"
             ),
         )
+    }
+
+    /// A resource quota (never the request quota): addresses, NICs per vxnet or instance.
+    pub(crate) fn resource_quota(message: impl Into<String>) -> Self {
+        Self::new(QUOTA_EXCEEDED, message)
     }
 }
 
@@ -74,7 +83,7 @@ pub enum NicStatus {
 }
 
 impl NicStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NicStatus::Available => "available",
             NicStatus::InUse => "in-use",
@@ -91,7 +100,7 @@ pub struct SimNic {
     pub nic_name: String,
     /// Its vxnet.
     pub vxnet_id: String,
-    /// Its one address.
+    /// Its one address; `0.0.0.0` for a NIC created with `disable_ip` (answered as `""`).
     pub private_ip: Ipv4Addr,
     /// The instance it is attached to.
     pub instance_id: Option<String>,
@@ -107,6 +116,34 @@ pub struct SimNic {
     pub busy_job: Option<String>,
     /// Tag ids attached to it.
     pub tags: BTreeSet<String>,
+}
+
+impl SimNic {
+    /// Its address, unless it was created without one.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        (!self.private_ip.is_unspecified()).then_some(self.private_ip)
+    }
+}
+
+/// A simulated VIP: an address of a vxnet reserved without a NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimVip {
+    /// The id, e.g. `vip-sim0000001`.
+    pub vip_id: String,
+    /// Its name.
+    pub vip_name: String,
+    /// The address it holds.
+    pub vip_addr: Ipv4Addr,
+    /// Its vxnet.
+    pub vxnet_id: String,
+    /// The instance answering ARP for it (the simulator has no ARP: always none).
+    pub instance_id: Option<String>,
+    /// The NIC answering ARP for it.
+    pub nic_id: Option<String>,
+    /// Creation time.
+    pub create_time: String,
+    /// The allocate/release job working on it.
+    pub busy_job: Option<String>,
 }
 
 /// A simulated instance.
@@ -142,6 +179,12 @@ impl SimVxnet {
             Ipv4Addr::from(u32::from(self.ip_network.broadcast()) - 2),
         )
     }
+
+    /// True when `ip` is one of the usable addresses.
+    pub fn is_usable(&self, ip: Ipv4Addr) -> bool {
+        let (first, last) = self.usable();
+        (first..=last).contains(&ip)
+    }
 }
 
 /// A simulated router.
@@ -163,12 +206,12 @@ pub enum JobState {
     Working,
     /// Done.
     Successful,
-    /// Failed; the NICs stay as they were.
+    /// Failed; the resources stay as they were.
     Failed,
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
             JobState::Working => "working",
@@ -183,12 +226,14 @@ impl JobState {
 pub struct SimJob {
     /// The id.
     pub job_id: String,
-    /// `AttachNics` or `DetachNics`.
+    /// `AttachNics`, `DetachNics`, `AllocateVips` or `ReleaseVips`.
     pub job_action: String,
     /// Its state.
     pub status: JobState,
     /// The NICs it works on.
     pub nics: Vec<String>,
+    /// The VIPs it works on.
+    pub vips: Vec<String>,
     /// The instance (attach: the target; detach: where the NICs were).
     pub instance_id: Option<String>,
     /// Creation time.
@@ -217,6 +262,19 @@ pub struct ActionCounter {
     pub errors: BTreeMap<i64, u64>,
 }
 
+/// Requests and answers of one access key (as the request named it, signed or not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyCounter {
+    /// Requests received.
+    pub requests: u64,
+    /// Answered with `ret_code` 0.
+    pub ok: u64,
+    /// Error answers by `ret_code`.
+    pub errors: BTreeMap<i64, u64>,
+    /// Requests by action.
+    pub actions: BTreeMap<String, u64>,
+}
+
 /// What happened to a NIC, for the [`AttachHook`](super::AttachHook).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -236,7 +294,7 @@ pub struct NicEvent {
     pub kind: NicEventKind,
     /// The NIC (its MAC).
     pub nic: NicId,
-    /// Its address.
+    /// Its address (`0.0.0.0` for a NIC without one).
     pub ip: Ipv4Addr,
     /// Its vxnet.
     pub vxnet: String,
@@ -244,13 +302,17 @@ pub struct NicEvent {
     pub instance: String,
 }
 
-/// The whole simulated zone. `Serialize` gives the JSON state dump.
+/// The whole simulated zone. `Serialize` gives the JSON state dump. The maps are a
+/// read-only view: change the state through [`SimState::dispatch`] (the indexes
+/// behind it are kept in step there).
 #[derive(Debug, Clone, Serialize)]
 pub struct SimState {
     /// The zone.
     pub zone: String,
     /// NICs an instance may have, primary included.
     pub max_nics_per_instance: usize,
+    /// NICs a vxnet may have.
+    pub max_nics_per_vxnet: usize,
     /// Routers by id.
     pub routers: BTreeMap<String, SimRouter>,
     /// Vxnets by id.
@@ -259,71 +321,31 @@ pub struct SimState {
     pub instances: BTreeMap<String, SimInstance>,
     /// NICs by id.
     pub nics: BTreeMap<String, SimNic>,
+    /// VIPs by id.
+    pub vips: BTreeMap<String, SimVip>,
     /// Jobs by id.
     pub jobs: BTreeMap<String, SimJob>,
     /// Tags by id.
     pub tags: BTreeMap<String, SimTag>,
     /// Per-action counters.
     pub counters: BTreeMap<String, ActionCounter>,
+    /// Per-access-key counters.
+    pub counters_by_key: BTreeMap<String, KeyCounter>,
     /// How many of the next jobs will fail.
     pub fail_next_jobs: u32,
     next_mac: u32,
     next_seq: u64,
+    next_vip: u64,
+    #[serde(skip)]
+    pub(crate) index: Index,
 }
 
-/// Request parameters, decoded.
-pub type Params = BTreeMap<String, String>;
-
-fn now() -> String {
+pub(crate) fn now() -> String {
     format_time_stamp(SystemTime::now())
 }
 
-/// `key.1`, `key.2`, … in index order.
-fn list(params: &Params, key: &str) -> Vec<String> {
-    let prefix = format!("{key}.");
-    let mut items: Vec<(u32, String)> = params
-        .iter()
-        .filter_map(|(k, v)| {
-            let n = k.strip_prefix(&prefix)?.parse::<u32>().ok()?;
-            Some((n, v.clone()))
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    items.sort();
-    items.into_iter().map(|(_, v)| v).collect()
-}
-
-fn opt<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
-    params
-        .get(key)
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-fn required<'a>(params: &'a Params, key: &str) -> Result<&'a str, ApiError> {
-    opt(params, key).ok_or_else(|| ApiError::missing(key))
-}
-
-fn int(params: &Params, key: &str, default: u64) -> Result<u64, ApiError> {
-    match opt(params, key) {
-        None => Ok(default),
-        Some(s) => s
-            .parse()
-            .map_err(|_| ApiError::invalid(key, "should be a non-negative integer")),
-    }
-}
-
-/// `offset`/`limit` paging over `items`, as the API answers lists.
-fn page(params: &Params, set_key: &str, items: Vec<Value>) -> Result<Value, ApiError> {
-    let offset = int(params, "offset", 0)? as usize;
-    let limit = int(params, "limit", 20)?.clamp(1, 100) as usize;
-    let total = items.len();
-    let set: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
-    Ok(json!({ set_key: set, "total_count": total, "offset": offset, "limit": limit }))
-}
-
 /// Normalises an id given in a request to the stored form of a NIC id.
-fn nic_key(id: &str) -> String {
+pub(crate) fn nic_key(id: &str) -> String {
     NicId::new(id)
         .map(|n| n.as_str().to_string())
         .unwrap_or_else(|_| id.to_string())
@@ -336,22 +358,33 @@ pub struct Effects {
     pub jobs: Vec<String>,
 }
 
+impl Effects {
+    pub(crate) fn job(job: String) -> Self {
+        Self { jobs: vec![job] }
+    }
+}
+
 impl SimState {
     /// The state at start for `topology`.
     pub fn new(topology: &Topology) -> Self {
         let mut state = Self {
             zone: topology.zone.clone(),
             max_nics_per_instance: topology.max_nics_per_instance,
+            max_nics_per_vxnet: topology.max_nics_per_vxnet,
             routers: BTreeMap::new(),
             vxnets: BTreeMap::new(),
             instances: BTreeMap::new(),
             nics: BTreeMap::new(),
+            vips: BTreeMap::new(),
             jobs: BTreeMap::new(),
             tags: BTreeMap::new(),
             counters: BTreeMap::new(),
+            counters_by_key: BTreeMap::new(),
             fail_next_jobs: 0,
             next_mac: 1,
             next_seq: 1,
+            next_vip: 1,
+            index: Index::default(),
         };
         for r in &topology.routers {
             state.routers.insert(
@@ -373,22 +406,21 @@ impl SimState {
             );
         }
         for i in &topology.instances {
-            let ip = state
+            let Some(ip) = state
                 .free_ips(&i.vxnet, 1)
                 .ok()
-                .and_then(|ips| ips.first().copied());
-            let Some(ip) = ip else { continue };
-            let nic = state.new_nic(&i.vxnet, ip, "");
+                .and_then(|ips| ips.first().copied())
+            else {
+                continue;
+            };
+            let nic = state.new_nic(&i.vxnet, Some(ip), "");
             let nic_id = nic.nic_id.clone();
-            state.nics.insert(
-                nic_id.clone(),
-                SimNic {
-                    instance_id: Some(i.id.clone()),
-                    status: NicStatus::InUse,
-                    role: 1,
-                    ..nic
-                },
-            );
+            state.insert_nic(SimNic {
+                instance_id: Some(i.id.clone()),
+                status: NicStatus::InUse,
+                role: 1,
+                ..nic
+            });
             state.instances.insert(
                 i.id.clone(),
                 SimInstance {
@@ -400,7 +432,8 @@ impl SimState {
         state
     }
 
-    fn new_nic(&mut self, vxnet: &str, ip: Ipv4Addr, name: &str) -> SimNic {
+    /// A new NIC (not stored yet).
+    pub(crate) fn new_nic(&mut self, vxnet: &str, ip: Option<Ipv4Addr>, name: &str) -> SimNic {
         let n = self.next_mac;
         self.next_mac += 1;
         let seq = self.next_seq;
@@ -410,7 +443,7 @@ impl SimState {
             nic_id: NicId::from_mac(mac).as_str().to_string(),
             nic_name: name.to_string(),
             vxnet_id: vxnet.to_string(),
-            private_ip: ip,
+            private_ip: ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             instance_id: None,
             status: NicStatus::Available,
             role: 0,
@@ -421,44 +454,91 @@ impl SimState {
         }
     }
 
-    /// The lowest `count` free addresses of `vxnet`.
-    fn free_ips(&self, vxnet: &str, count: usize) -> Result<Vec<Ipv4Addr>, ApiError> {
-        let vx = self
-            .vxnets
-            .get(vxnet)
-            .ok_or_else(|| ApiError::not_found("vxnet", vxnet))?;
-        let used: BTreeSet<Ipv4Addr> = self
-            .nics
-            .values()
-            .filter(|n| n.vxnet_id == vxnet)
-            .map(|n| n.private_ip)
-            .collect();
-        let (first, last) = vx.usable();
-        let free: Vec<Ipv4Addr> = (u32::from(first)..=u32::from(last))
-            .map(Ipv4Addr::from)
-            .filter(|ip| !used.contains(ip))
-            .take(count)
-            .collect();
+    /// Stores a NIC and indexes it.
+    pub(crate) fn insert_nic(&mut self, nic: SimNic) {
+        self.index
+            .add_nic(&nic.nic_id, &nic.vxnet_id, &nic.nic_name, nic.ip());
+        if let Some(instance) = &nic.instance_id {
+            self.index.attach(&nic.nic_id, instance);
+        }
+        self.nics.insert(nic.nic_id.clone(), nic);
+    }
+
+    /// Removes a NIC and its index entries.
+    pub(crate) fn remove_nic(&mut self, id: &str) -> Option<SimNic> {
+        let nic = self.nics.remove(id)?;
+        self.index.remove_nic(
+            &nic.nic_id,
+            &nic.vxnet_id,
+            &nic.nic_name,
+            nic.ip(),
+            nic.instance_id.as_deref(),
+        );
+        Some(nic)
+    }
+
+    /// A new VIP id.
+    pub(crate) fn new_vip_id(&mut self) -> String {
+        let n = self.next_vip;
+        self.next_vip += 1;
+        format!("vip-sim{n:07}")
+    }
+
+    /// Stores a VIP and holds its address.
+    pub(crate) fn insert_vip(&mut self, vip: SimVip) {
+        self.index
+            .hold(&vip.vxnet_id, vip.vip_addr, Holder::Vip(vip.vip_id.clone()));
+        self.vips.insert(vip.vip_id.clone(), vip);
+    }
+
+    /// Removes a VIP and frees its address.
+    pub(crate) fn remove_vip(&mut self, id: &str) -> Option<SimVip> {
+        let vip = self.vips.remove(id)?;
+        self.index.release(&vip.vxnet_id, vip.vip_addr);
+        Some(vip)
+    }
+
+    /// The vxnet `id` (2100 when unknown).
+    pub(crate) fn vxnet(&self, id: &str) -> Result<&SimVxnet, ApiError> {
+        self.vxnets
+            .get(id)
+            .ok_or_else(|| ApiError::not_found("vxnet", id))
+    }
+
+    /// The lowest `count` free addresses of `vxnet` (a resource-quota 2500 if there are not that many).
+    pub(crate) fn free_ips(&self, vxnet: &str, count: usize) -> Result<Vec<Ipv4Addr>, ApiError> {
+        let (first, last) = self.vxnet(vxnet)?.usable();
+        let free = self.index.free_in(vxnet, first, last, count);
         if free.len() < count {
-            return Err(ApiError::new(
-                QUOTA_EXCEEDED,
-                format!(
-                    "QuotaExceeded, vxnet [{vxnet}] does not have enough available IP addresses: requested [{count}], available [{}]",
-                    free.len()
-                ),
-            ));
+            return Err(ApiError::resource_quota(format!(
+                "QuotaExceeded, vxnet [{vxnet}] does not have enough available IP addresses: requested [{count}], available [{}]",
+                free.len()
+            )));
         }
         Ok(free)
     }
 
-    /// Records the answer to a request for `action`.
-    pub fn count(&mut self, action: &str, ret_code: i64) {
+    /// Who holds `ip` in `vxnet`, if anyone.
+    pub(crate) fn holder(&self, vxnet: &str, ip: Ipv4Addr) -> Option<&Holder> {
+        self.index.holder(vxnet, ip)
+    }
+
+    /// Records the answer to a request for `action` made with `access_key`.
+    pub fn count(&mut self, action: &str, access_key: &str, ret_code: i64) {
         let c = self.counters.entry(action.to_string()).or_default();
         c.requests += 1;
+        let k = self
+            .counters_by_key
+            .entry(access_key.to_string())
+            .or_default();
+        k.requests += 1;
+        *k.actions.entry(action.to_string()).or_default() += 1;
         if ret_code == 0 {
             c.ok += 1;
+            k.ok += 1;
         } else {
             *c.errors.entry(ret_code).or_default() += 1;
+            *k.errors.entry(ret_code).or_default() += 1;
         }
     }
 
@@ -471,6 +551,9 @@ impl SimState {
             "AttachNics" => self.attach_nics(p),
             "DetachNics" => self.detach_nics(p),
             "DeleteNics" => self.delete_nics(p).map(plain),
+            "AllocateVips" => self.allocate_vips(p),
+            "DescribeVips" => self.describe_vips(p).map(plain),
+            "ReleaseVips" => self.release_vips(p),
             "DescribeJobs" => self.describe_jobs(p).map(plain),
             "DescribeVxnets" => self.describe_vxnets(p).map(plain),
             "DescribeInstances" => self.describe_instances(p).map(plain),
@@ -486,107 +569,30 @@ impl SimState {
         }
     }
 
-    fn nic_json(&self, n: &SimNic) -> Value {
-        let tags: Vec<Value> = n
-            .tags
-            .iter()
-            .filter_map(|t| self.tags.get(t))
-            .map(|t| json!({"tag_id": t.tag_id, "tag_name": t.tag_name}))
-            .collect();
-        json!({
-            "nic_id": n.nic_id,
-            "nic_name": n.nic_name,
-            "vxnet_id": n.vxnet_id,
-            "private_ip": n.private_ip.to_string(),
-            "instance_id": n.instance_id.clone().unwrap_or_default(),
-            "status": n.status.as_str(),
-            "role": n.role,
-            "sequence": n.sequence,
-            "create_time": n.create_time,
-            "tags": tags,
-        })
-    }
-
-    fn describe_nics(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "nics").iter().map(|s| nic_key(s)).collect();
-        let vxnets: BTreeSet<String> = list(p, "vxnets").into_iter().collect();
-        let instances: BTreeSet<String> = list(p, "instances").into_iter().collect();
-        let name = opt(p, "nic_name");
-        let status = opt(p, "status");
-        let items = self
-            .nics
-            .values()
-            .filter(|n| ids.is_empty() || ids.contains(&n.nic_id))
-            .filter(|n| vxnets.is_empty() || vxnets.contains(&n.vxnet_id))
-            .filter(|n| {
-                instances.is_empty()
-                    || n.instance_id
-                        .as_ref()
-                        .is_some_and(|i| instances.contains(i))
-            })
-            .filter(|n| name.is_none_or(|want| n.nic_name == want))
-            .filter(|n| status.is_none_or(|want| n.status.as_str() == want))
-            .map(|n| self.nic_json(n))
-            .collect();
-        page(p, "nic_set", items)
-    }
-
-    fn create_nics(&mut self, p: &Params) -> Result<Value, ApiError> {
-        let vxnet = required(p, "vxnet")?.to_string();
-        let count = int(p, "count", 1)?;
-        if count == 0 {
-            return Err(ApiError::invalid("count", "should be a positive integer"));
-        }
-        let name = opt(p, "nic_name").unwrap_or_default().to_string();
-        let ips = self.free_ips(&vxnet, count as usize)?;
-        let mut out = Vec::new();
-        for ip in ips {
-            let nic = self.new_nic(&vxnet, ip, &name);
-            out.push(json!({"nic_id": nic.nic_id, "private_ip": ip.to_string()}));
-            self.nics.insert(nic.nic_id.clone(), nic);
-        }
-        Ok(json!({ "nics": out }))
-    }
-
-    /// The NICs named in `nics.N`, all of which must exist.
-    fn named_nics(&self, p: &Params) -> Result<Vec<String>, ApiError> {
-        let ids = list(p, "nics");
-        if ids.is_empty() {
-            return Err(ApiError::missing("nics"));
-        }
-        let mut keys = Vec::new();
-        for id in ids {
-            let key = nic_key(&id);
-            if !self.nics.contains_key(&key) {
-                return Err(ApiError::not_found("nic", &id));
-            }
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        Ok(keys)
-    }
-
-    fn check_not_busy(&self, nic: &SimNic, action: &str) -> Result<(), ApiError> {
-        match &nic.busy_job {
-            Some(job) => Err(ApiError::new(
-                ACCESS_DENIED,
-                format!(
-                    "PermissionDenied, nic [{}] is being processed by job [{job}], cannot perform [{action}]",
-                    nic.nic_id
-                ),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    fn new_job(&mut self, action: &str, nics: Vec<String>, instance: Option<String>) -> String {
+    /// A new pending job on `nics` or `vips`; marks them busy.
+    pub(crate) fn new_job(
+        &mut self,
+        action: &str,
+        nics: Vec<String>,
+        vips: Vec<String>,
+        instance: Option<String>,
+    ) -> String {
         let n = self.jobs.len() as u64 + 1;
         let job_id = format!("j-sim{n:07}");
         for key in &nics {
             if let Some(nic) = self.nics.get_mut(key) {
                 nic.busy_job = Some(job_id.clone());
             }
+        }
+        for key in &vips {
+            if let Some(vip) = self.vips.get_mut(key) {
+                vip.busy_job = Some(job_id.clone());
+            }
+        }
+        if action == "AttachNics"
+            && let Some(instance) = &instance
+        {
+            self.index.attaching_started(instance, nics.len());
         }
         let t = now();
         self.jobs.insert(
@@ -596,94 +602,13 @@ impl SimState {
                 job_action: action.to_string(),
                 status: JobState::Pending,
                 nics,
+                vips,
                 instance_id: instance,
                 create_time: t.clone(),
                 status_time: t,
             },
         );
         job_id
-    }
-
-    fn attach_nics(&mut self, p: &Params) -> Result<(Value, Effects), ApiError> {
-        const ACTION: &str = "AttachNics";
-        let nics = self.named_nics(p)?;
-        let instance = required(p, "instance")?.to_string();
-        if !self.instances.contains_key(&instance) {
-            return Err(ApiError::not_found("instance", &instance));
-        }
-        for key in &nics {
-            let nic = &self.nics[key];
-            if nic.status != NicStatus::Available {
-                return Err(ApiError::wrong_state(key, nic.status.as_str(), ACTION));
-            }
-            self.check_not_busy(nic, ACTION)?;
-        }
-        let attached_or_coming = self
-            .nics
-            .values()
-            .filter(|n| {
-                n.instance_id.as_deref() == Some(instance.as_str())
-                    || n.busy_job.as_ref().is_some_and(|j| {
-                        self.jobs.get(j).is_some_and(|job| {
-                            job.job_action == ACTION
-                                && job.instance_id.as_deref() == Some(instance.as_str())
-                        })
-                    })
-            })
-            .count();
-        if attached_or_coming + nics.len() > self.max_nics_per_instance {
-            return Err(ApiError::new(
-                QUOTA_EXCEEDED,
-                format!(
-                    "QuotaExceeded, instance [{instance}] can have at most [{}] NICs, it has [{attached_or_coming}] and [{}] more were requested",
-                    self.max_nics_per_instance,
-                    nics.len()
-                ),
-            ));
-        }
-        let job = self.new_job(ACTION, nics, Some(instance));
-        Ok((json!({ "job_id": job }), Effects { jobs: vec![job] }))
-    }
-
-    fn detach_nics(&mut self, p: &Params) -> Result<(Value, Effects), ApiError> {
-        const ACTION: &str = "DetachNics";
-        let nics = self.named_nics(p)?;
-        let mut instance = None;
-        for key in &nics {
-            let nic = &self.nics[key];
-            if nic.status != NicStatus::InUse {
-                return Err(ApiError::wrong_state(key, nic.status.as_str(), ACTION));
-            }
-            if nic.role == 1 {
-                return Err(ApiError::new(
-                    ACCESS_DENIED,
-                    format!(
-                        "PermissionDenied, nic [{key}] is the primary NIC of instance [{}], cannot perform [{ACTION}]",
-                        nic.instance_id.clone().unwrap_or_default()
-                    ),
-                ));
-            }
-            self.check_not_busy(nic, ACTION)?;
-            instance = instance.or(nic.instance_id.clone());
-        }
-        let job = self.new_job(ACTION, nics, instance);
-        Ok((json!({ "job_id": job }), Effects { jobs: vec![job] }))
-    }
-
-    fn delete_nics(&mut self, p: &Params) -> Result<Value, ApiError> {
-        const ACTION: &str = "DeleteNics";
-        let nics = self.named_nics(p)?;
-        for key in &nics {
-            let nic = &self.nics[key];
-            if nic.status != NicStatus::Available || nic.role == 1 {
-                return Err(ApiError::wrong_state(key, nic.status.as_str(), ACTION));
-            }
-            self.check_not_busy(nic, ACTION)?;
-        }
-        for key in &nics {
-            self.nics.remove(key);
-        }
-        Ok(json!({ "nics": nics }))
     }
 
     /// Moves a job to `working`.
@@ -706,6 +631,21 @@ impl SimState {
         if fail {
             self.fail_next_jobs -= 1;
         }
+        let events = match job.job_action.as_str() {
+            "AttachNics" | "DetachNics" => self.apply_nic_job(&job, fail),
+            _ => {
+                self.apply_vip_job(&job, fail);
+                Vec::new()
+            }
+        };
+        (!fail, events)
+    }
+
+    fn apply_nic_job(&mut self, job: &SimJob, fail: bool) -> Vec<NicEvent> {
+        let attach = job.job_action == "AttachNics";
+        if attach && let Some(instance) = &job.instance_id {
+            self.index.attaching_ended(instance, job.nics.len());
+        }
         let mut events = Vec::new();
         for key in &job.nics {
             // The NIC may have vanished meanwhile.
@@ -716,29 +656,44 @@ impl SimState {
             if fail {
                 continue;
             }
-            let kind = if job.job_action == "AttachNics" {
+            let (kind, instance) = if attach {
                 nic.status = NicStatus::InUse;
                 nic.instance_id = job.instance_id.clone();
-                NicEventKind::Attached
+                (NicEventKind::Attached, nic.instance_id.clone())
             } else {
                 nic.status = NicStatus::Available;
-                NicEventKind::Detached
+                (NicEventKind::Detached, nic.instance_id.take())
             };
-            let instance = match kind {
-                NicEventKind::Detached => nic.instance_id.take(),
-                _ => nic.instance_id.clone(),
-            };
-            if let (Ok(id), Some(instance)) = (NicId::new(&nic.nic_id), instance) {
-                events.push(NicEvent {
-                    kind,
-                    nic: id,
-                    ip: nic.private_ip,
-                    vxnet: nic.vxnet_id.clone(),
-                    instance,
-                });
+            let (id, ip, vxnet) = (nic.nic_id.clone(), nic.private_ip, nic.vxnet_id.clone());
+            if let Some(instance) = instance {
+                match kind {
+                    NicEventKind::Attached => self.index.attach(&id, &instance),
+                    _ => self.index.detach(&id, &instance),
+                }
+                if let Ok(nic) = NicId::new(&id) {
+                    events.push(NicEvent {
+                        kind,
+                        nic,
+                        ip,
+                        vxnet,
+                        instance,
+                    });
+                }
             }
         }
-        (!fail, events)
+        events
+    }
+
+    fn apply_vip_job(&mut self, job: &SimJob, fail: bool) {
+        let allocate = job.job_action == "AllocateVips";
+        for id in &job.vips {
+            // A failed allocation gives the addresses back; a successful release too.
+            if allocate == fail {
+                self.remove_vip(id);
+            } else if let Some(vip) = self.vips.get_mut(id) {
+                vip.busy_job = None;
+            }
+        }
     }
 
     /// Marks a job `successful` or `failed`.
@@ -757,8 +712,7 @@ impl SimState {
     pub fn vanish_nic(&mut self, id: &str) -> Result<Option<NicEvent>, ApiError> {
         let key = nic_key(id);
         let nic = self
-            .nics
-            .remove(&key)
+            .remove_nic(&key)
             .ok_or_else(|| ApiError::not_found("nic", id))?;
         Ok(match (NicId::new(&nic.nic_id), nic.instance_id) {
             (Ok(id), Some(instance)) => Some(NicEvent {
@@ -770,275 +724,5 @@ impl SimState {
             }),
             _ => None,
         })
-    }
-
-    fn describe_jobs(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "jobs").into_iter().collect();
-        let mut statuses: BTreeSet<String> = list(p, "status").into_iter().collect();
-        if let Some(s) = opt(p, "status") {
-            statuses.insert(s.to_string());
-        }
-        let action = opt(p, "job_action");
-        let items = self
-            .jobs
-            .values()
-            .rev()
-            .filter(|j| ids.is_empty() || ids.contains(&j.job_id))
-            .filter(|j| statuses.is_empty() || statuses.contains(j.status.as_str()))
-            .filter(|j| action.is_none_or(|a| j.job_action == a))
-            .map(|j| {
-                json!({
-                    "job_id": j.job_id,
-                    "job_action": j.job_action,
-                    "status": j.status.as_str(),
-                    "create_time": j.create_time,
-                    "status_time": j.status_time,
-                    "resource_ids": j.nics.join(","),
-                    "directive": json!({"nics": j.nics, "instance": j.instance_id}).to_string(),
-                })
-            })
-            .collect();
-        page(p, "job_set", items)
-    }
-
-    fn describe_vxnets(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "vxnets").into_iter().collect();
-        let items = self
-            .vxnets
-            .values()
-            .filter(|v| ids.is_empty() || ids.contains(&v.vxnet_id))
-            .map(|v| {
-                let (start, end) = v.usable();
-                let router = v.router_id.as_ref().map(|r| {
-                    json!({
-                        "router_id": r,
-                        "ip_network": v.ip_network.to_string(),
-                        "manager_ip": v.gateway().to_string(),
-                        "dyn_ip_start": start.to_string(),
-                        "dyn_ip_end": end.to_string(),
-                    })
-                });
-                json!({
-                    "vxnet_id": v.vxnet_id,
-                    "vxnet_name": v.vxnet_id,
-                    "vxnet_type": 1,
-                    "vpc_router_id": v.router_id.clone().unwrap_or_default(),
-                    "router": router,
-                })
-            })
-            .collect();
-        page(p, "vxnet_set", items)
-    }
-
-    fn describe_instances(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "instances").into_iter().collect();
-        let items = self
-            .instances
-            .values()
-            .filter(|i| ids.is_empty() || ids.contains(&i.instance_id))
-            .map(|i| {
-                let mut nics: Vec<&SimNic> = self
-                    .nics
-                    .values()
-                    .filter(|n| n.instance_id.as_deref() == Some(i.instance_id.as_str()))
-                    .collect();
-                nics.sort_by_key(|n| (std::cmp::Reverse(n.role), n.sequence));
-                let vxnets: Vec<Value> = nics
-                    .iter()
-                    .map(|n| {
-                        json!({
-                            "vxnet_id": n.vxnet_id,
-                            "vxnet_name": n.vxnet_id,
-                            "vxnet_type": 1,
-                            "nic_id": n.nic_id,
-                            "private_ip": n.private_ip.to_string(),
-                            "role": n.role,
-                        })
-                    })
-                    .collect();
-                json!({
-                    "instance_id": i.instance_id,
-                    "instance_name": i.instance_id,
-                    "status": "running",
-                    "vxnets": vxnets,
-                })
-            })
-            .collect();
-        page(p, "instance_set", items)
-    }
-
-    fn describe_routers(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "routers").into_iter().collect();
-        let items = self
-            .routers
-            .values()
-            .filter(|r| ids.is_empty() || ids.contains(&r.router_id))
-            .map(|r| {
-                json!({
-                    "router_id": r.router_id,
-                    "router_name": r.router_id,
-                    "status": "active",
-                    "vpc_network": r.vpc_network.to_string(),
-                })
-            })
-            .collect();
-        page(p, "router_set", items)
-    }
-
-    fn describe_router_vxnets(&self, p: &Params) -> Result<Value, ApiError> {
-        let router = required(p, "router")?;
-        if !self.routers.contains_key(router) {
-            return Err(ApiError::not_found("router", router));
-        }
-        let items = self
-            .vxnets
-            .values()
-            .filter(|v| v.router_id.as_deref() == Some(router))
-            .map(|v| {
-                json!({
-                    "router_id": router,
-                    "vxnet_id": v.vxnet_id,
-                    "ip_network": v.ip_network.to_string(),
-                    "manager_ip": v.gateway().to_string(),
-                })
-            })
-            .collect();
-        page(p, "router_vxnet_set", items)
-    }
-
-    fn create_tag(&mut self, p: &Params) -> Result<Value, ApiError> {
-        let name = opt(p, "tag_name").unwrap_or_default().to_string();
-        let tag_id = format!("tag-sim{:05}", self.tags.len() + 1);
-        self.tags.insert(
-            tag_id.clone(),
-            SimTag {
-                tag_id: tag_id.clone(),
-                tag_name: name,
-            },
-        );
-        Ok(json!({ "tag_id": tag_id }))
-    }
-
-    fn describe_tags(&self, p: &Params) -> Result<Value, ApiError> {
-        let ids: BTreeSet<String> = list(p, "tags").into_iter().collect();
-        let word = opt(p, "search_word");
-        let items = self
-            .tags
-            .values()
-            .filter(|t| ids.is_empty() || ids.contains(&t.tag_id))
-            .filter(|t| word.is_none_or(|w| t.tag_name.contains(w) || t.tag_id == w))
-            .map(|t| {
-                let count = self
-                    .nics
-                    .values()
-                    .filter(|n| n.tags.contains(&t.tag_id))
-                    .count();
-                json!({"tag_id": t.tag_id, "tag_name": t.tag_name, "resource_count": count})
-            })
-            .collect();
-        page(p, "tag_set", items)
-    }
-
-    fn attach_tags(&mut self, p: &Params) -> Result<Value, ApiError> {
-        let mut pairs = Vec::new();
-        for n in 1.. {
-            let key = |field: &str| format!("resource_tag_pairs.{n}.{field}");
-            let Some(tag) = opt(p, &key("tag_id")) else {
-                break;
-            };
-            let kind = opt(p, &key("resource_type"))
-                .ok_or_else(|| ApiError::missing(&key("resource_type")))?;
-            let id = opt(p, &key("resource_id"))
-                .ok_or_else(|| ApiError::missing(&key("resource_id")))?;
-            if !self.tags.contains_key(tag) {
-                return Err(ApiError::not_found("tag", tag));
-            }
-            if kind != "nic" {
-                return Err(ApiError::invalid(
-                    &key("resource_type"),
-                    "is not supported by the simulator",
-                ));
-            }
-            let nic = nic_key(id);
-            if !self.nics.contains_key(&nic) {
-                return Err(ApiError::not_found("nic", id));
-            }
-            pairs.push((tag.to_string(), nic));
-        }
-        if pairs.is_empty() {
-            return Err(ApiError::missing("resource_tag_pairs.1.tag_id"));
-        }
-        for (tag, nic) in pairs {
-            if let Some(n) = self.nics.get_mut(&nic) {
-                n.tags.insert(tag);
-            }
-        }
-        Ok(json!({}))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn default_topology_has_three_instances_with_primary_nics() {
-        let s = SimState::new(&Topology::default());
-        assert_eq!(s.instances.len(), 3);
-        let primaries: Vec<_> = s.nics.values().filter(|n| n.role == 1).collect();
-        assert_eq!(primaries.len(), 3);
-        assert!(
-            primaries
-                .iter()
-                .all(|n| n.vxnet_id == "vxnet-sim1" && n.nic_id.starts_with("52:54:"))
-        );
-        assert_eq!(primaries[0].private_ip, Ipv4Addr::new(172, 16, 1, 2));
-    }
-
-    #[test]
-    fn a_vxnet_has_252_usable_addresses_then_2500() {
-        let mut s = SimState::new(&Topology::default());
-        // .2 to .253 of vxnet-sim2.
-        let (v, _) = s
-            .dispatch(
-                "CreateNics",
-                &params(&[("vxnet", "vxnet-sim2"), ("count", "252")]),
-            )
-            .unwrap();
-        assert_eq!(v["nics"].as_array().unwrap().len(), 252);
-        let err = s
-            .dispatch("CreateNics", &params(&[("vxnet", "vxnet-sim2")]))
-            .unwrap_err();
-        assert_eq!(err.code, 2500);
-    }
-
-    #[test]
-    fn wrong_state_missing_and_unknown_give_their_codes() {
-        let mut s = SimState::new(&Topology::default());
-        let primary = s.instances["i-sim00001"].primary_nic.clone();
-        assert_eq!(
-            s.dispatch("DeleteNics", &params(&[("nics.1", &primary)]))
-                .unwrap_err()
-                .code,
-            1400
-        );
-        assert_eq!(
-            s.dispatch("CreateNics", &params(&[])).unwrap_err().code,
-            1100
-        );
-        assert_eq!(
-            s.dispatch("DeleteNics", &params(&[("nics.1", "52:54:00:00:00:99")]))
-                .unwrap_err()
-                .code,
-            2100
-        );
-        assert_eq!(s.dispatch("Nope", &params(&[])).unwrap_err().code, 1101);
     }
 }

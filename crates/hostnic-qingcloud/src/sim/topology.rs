@@ -41,9 +41,12 @@ pub struct Topology {
     /// The zone, e.g. `pek3a`.
     #[serde(default = "default_zone")]
     pub zone: String,
-    /// NICs an instance may have, primary included.
+    /// NICs an instance may have, primary included (the real cloud: 64).
     #[serde(default = "default_max_nics")]
     pub max_nics_per_instance: usize,
+    /// NICs a vxnet may have (the real cloud: 252).
+    #[serde(default = "default_max_nics_per_vxnet")]
+    pub max_nics_per_vxnet: usize,
     /// VPC routers.
     #[serde(default)]
     pub routers: Vec<RouterSpec>,
@@ -60,8 +63,15 @@ fn default_zone() -> String {
 }
 
 fn default_max_nics() -> usize {
-    63
+    64
 }
+
+fn default_max_nics_per_vxnet() -> usize {
+    252
+}
+
+/// The most vxnets a generated VPC has: the /24s of 172.16.0.0/12 after the first.
+pub const MAX_GENERATED_VXNETS: usize = 4095;
 
 /// A topology file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +103,7 @@ impl Default for Topology {
         Self {
             zone: default_zone(),
             max_nics_per_instance: default_max_nics(),
+            max_nics_per_vxnet: default_max_nics_per_vxnet(),
             routers: vec![RouterSpec {
                 id: "rtr-sim1".into(),
                 vpc_network: net("172.16.0.0/16"),
@@ -117,6 +128,50 @@ impl Default for Topology {
 }
 
 impl Topology {
+    /// A generated VPC: router `rtr-sim1` with 172.16.0.0/12, vxnets `vxnet-sim1` to
+    /// `vxnet-simM` of /24 (`vxnet-simK` is the K-th /24 of the VPC, so `vxnet-sim1`
+    /// is 172.16.1.0/24 as in the default topology), and instances `i-sim00001` to
+    /// `i-simN` whose primary NICs are spread round-robin over the vxnets.
+    pub fn generated(instances: usize, vxnets: usize) -> Result<Self, String> {
+        if vxnets == 0 || vxnets > MAX_GENERATED_VXNETS {
+            return Err(format!(
+                "a generated VPC has 1 to {MAX_GENERATED_VXNETS} vxnets, not {vxnets}"
+            ));
+        }
+        let per_vxnet = default_max_nics_per_vxnet();
+        if instances > vxnets * per_vxnet {
+            return Err(format!(
+                "{instances} instances do not fit in {vxnets} vxnets of /24 ({per_vxnet} NICs each): use at least {} vxnets",
+                instances.div_ceil(per_vxnet)
+            ));
+        }
+        let vpc: Ipv4Net = "172.16.0.0/12".parse().expect("valid VPC network");
+        let base = u32::from(vpc.network());
+        Ok(Self {
+            zone: default_zone(),
+            max_nics_per_instance: default_max_nics(),
+            max_nics_per_vxnet: per_vxnet,
+            routers: vec![RouterSpec {
+                id: "rtr-sim1".into(),
+                vpc_network: vpc,
+            }],
+            vxnets: (1..=vxnets)
+                .map(|k| VxnetSpec {
+                    id: format!("vxnet-sim{k}"),
+                    cidr: Ipv4Net::new(std::net::Ipv4Addr::from(base + ((k as u32) << 8)), 24)
+                        .expect("a /24"),
+                    router: Some("rtr-sim1".into()),
+                })
+                .collect(),
+            instances: (1..=instances)
+                .map(|i| InstanceSpec {
+                    id: format!("i-sim{i:05}"),
+                    vxnet: format!("vxnet-sim{}", (i - 1) % vxnets + 1),
+                })
+                .collect(),
+        })
+    }
+
     /// Reads a YAML/JSON topology file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, TopologyError> {
         let path = path.as_ref();
@@ -159,6 +214,9 @@ impl Topology {
         if self.max_nics_per_instance == 0 {
             return Err("max_nics_per_instance must be at least 1".into());
         }
+        if self.max_nics_per_vxnet == 0 {
+            return Err("max_nics_per_vxnet must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -178,8 +236,31 @@ mod tests {
         .unwrap();
         let t = Topology::load(&path).unwrap();
         assert_eq!(t.zone, "pek3a");
-        assert_eq!(t.max_nics_per_instance, 63);
+        assert_eq!(t.max_nics_per_instance, 64);
+        assert_eq!(t.max_nics_per_vxnet, 252);
         assert_eq!(t.vxnets[0].cidr.to_string(), "10.0.5.0/24");
+    }
+
+    #[test]
+    fn a_generated_vpc_has_the_asked_size_and_matches_the_default_naming() {
+        let t = Topology::generated(1000, 8).unwrap();
+        t.validate().unwrap();
+        assert_eq!(t.instances.len(), 1000);
+        assert_eq!(t.vxnets.len(), 8);
+        assert_eq!(t.vxnets[0].id, "vxnet-sim1");
+        assert_eq!(t.vxnets[0].cidr.to_string(), "172.16.1.0/24");
+        assert_eq!(t.vxnets[7].cidr.to_string(), "172.16.8.0/24");
+        assert_eq!(t.instances[0].id, "i-sim00001");
+        assert_eq!(t.instances[9].vxnet, "vxnet-sim2");
+        let big = Topology::generated(10, MAX_GENERATED_VXNETS).unwrap();
+        assert_eq!(
+            big.vxnets.last().unwrap().cidr.to_string(),
+            "172.31.255.0/24"
+        );
+        assert!(Topology::generated(10, 0).is_err());
+        assert!(Topology::generated(10, MAX_GENERATED_VXNETS + 1).is_err());
+        let err = Topology::generated(253, 1).unwrap_err();
+        assert!(err.contains("at least 2 vxnets"), "{err}");
     }
 
     #[test]
