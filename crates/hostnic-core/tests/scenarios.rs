@@ -140,6 +140,7 @@ fn pods_deleted_while_the_agent_was_down_are_released() {
         namespace: "default".into(),
         name: "pod-1".into(),
         pending: false,
+        ip: None,
     }];
     block_on(world.engine.reconcile(Some(&pods), false)).unwrap();
     let remaining: Vec<_> = world
