@@ -32,7 +32,11 @@ where
     // not while the engine waits for a pool round or for the cloud.
     let result = shared
         .engine
-        .reconcile_exclusive(pods.as_deref(), startup, shared.plumbing.write())
+        .reconcile_witnessed(
+            crate::recovery::pods_seen(shared.pods.is_some(), pods.as_deref()),
+            startup,
+            shared.plumbing.write(),
+        )
         .await;
     if let Some(policy) = &shared.policy {
         // Pods reconcile removed leave the policy too.
