@@ -19,6 +19,7 @@
 //! A small volume is a tmpfs mounted in a private mount namespace (held by an
 //! `unshare` process); the agent runs in it through `nsenter`, and the test reaches
 //! the volume through `/proc/<holder>/root`. Nothing touches the machine's mounts.
+//! `HOSTNIC_AGENT_BIN` selects another agent binary.
 
 mod common;
 
@@ -273,6 +274,9 @@ impl Lab {
     /// Starts the agent (in the volume's mount namespace when there is one) and
     /// waits until it serves.
     async fn start(&mut self) {
+        let binary = std::env::var_os("HOSTNIC_AGENT_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent")));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -282,10 +286,10 @@ impl Lab {
             Some(v) => {
                 let mut c = Command::new("nsenter");
                 c.args(["-t", &v.holder.id().to_string(), "-m", "--"])
-                    .arg(env!("CARGO_BIN_EXE_hostnic-agent"));
+                    .arg(&binary);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_hostnic-agent")),
+            None => Command::new(&binary),
         };
         let child = cmd
             .args(["--cloud", "qingcloud", "--instance-id", INSTANCE])
