@@ -67,6 +67,11 @@ where
                 &[("kind", "unprepared")],
                 report.unprepared.len() as u64,
             );
+            m.add(
+                name,
+                &[("kind", "recovered")],
+                report.recovered.len() as u64,
+            );
             for action in &report.actions {
                 let kind = match action {
                     ReconcileAction::Unplumb { .. } => "unplumb",
@@ -81,6 +86,7 @@ where
                     adopted = report.adopted.len(),
                     forgotten = report.forgotten.len(),
                     corrected = report.corrected.len(),
+                    recovered = report.recovered.len(),
                     actions = report.actions.len(),
                     "reconcile repaired the node"
                 );

@@ -130,8 +130,8 @@ impl fmt::Display for Recovery {
             f,
             "; rebuilt from the host, the pod source and the cloud: {} live pods adopted \
              ({from_host} plumbed on the host, {} listed by the pod source), {} NICs adopted, \
-             {} stale attachments dropped; no pod was unplumbed and no address held by a \
-             pod is given out",
+             {} stale attachments dropped; live pods keep their plumbing and addresses, \
+             and no address a pod holds is given to another",
             self.pods.len(),
             self.pods.len() - from_host,
             self.adopted_nics,

@@ -186,6 +186,30 @@ async fn node_vxnets_capacity_and_events() {
     assert_eq!(event["regarding"]["kind"], "Pod");
     assert_eq!(event["regarding"]["uid"], pod_uid);
     assert_eq!(event["reportingController"], "hostnic");
+
+    // A pod the agent recovered from the node after losing its checkpoint.
+    k8s.record_checkpoint_recovered(
+        "default",
+        "running",
+        "the hostnic agent's checkpoint was missing; this pod keeps its address 10.0.0.5",
+    );
+    let running_uid =
+        server.get("v1", "Pod", "default", "running").unwrap()["metadata"]["uid"].clone();
+    let event = eventually("the recovery event", || async {
+        server
+            .events()
+            .into_iter()
+            .find(|e| e["reason"] == "CheckpointRecovered")
+    })
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["action"], "RecoverCheckpoint");
+    assert_eq!(event["regarding"]["name"], "running");
+    assert_eq!(event["regarding"]["uid"], running_uid);
+    assert!(
+        event["note"].as_str().unwrap().contains("10.0.0.5"),
+        "{event}"
+    );
 }
 
 #[tokio::test]
