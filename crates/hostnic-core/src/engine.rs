@@ -350,7 +350,7 @@ where
 
     /// A recovered pod that is `pod`'s ([`NodeState::recovered_for`]), one the host
     /// showed plumbed first; `None` when `pod` is known or nothing was recovered.
-    fn recovered_of(&self, pod: &PodKey) -> Option<(Vec<AttachmentId>, Option<[u8; 6]>)> {
+    fn recovered_of(&self, pod: &PodKey) -> Option<Vec<AttachmentId>> {
         {
             let state = self.lock();
             if state.attachment(&pod.attachment()).is_some() || !state.has_recovered() {
@@ -361,7 +361,7 @@ where
         let state = self.lock();
         let mut found = state.recovered_for(pod, mac);
         found.sort_by_key(|id| state.attachment(id).is_none_or(|a| a.plumbed.is_none()));
-        (!found.is_empty()).then_some((found, mac))
+        (!found.is_empty()).then_some(found)
     }
 
     /// Sets the extra NICs wanted soon (pods pending on the node, ADDs waiting).
@@ -376,7 +376,7 @@ where
         let now = self.clock.now();
         // A pod the node rebuilt from the witnesses keeps its address: the ADD claims it
         // and plumbs its sandbox again.
-        let recovered = self.recovered_of(pod).map(|(found, _)| found);
+        let recovered = self.recovered_of(pod);
         let (assignment, plumbing) = {
             let mut state = self.lock();
             if let Some(first) = recovered.as_ref().and_then(|r| r.first()) {
@@ -459,7 +459,7 @@ where
         pod: &PodKey,
         netns: Option<&str>,
     ) -> Result<Option<PodAttachment>, EngineError> {
-        let Some((recovered, _)) = self.recovered_of(pod) else {
+        let Some(recovered) = self.recovered_of(pod) else {
             return self.del(&pod.attachment(), netns).await;
         };
         let mut released = None;
@@ -510,7 +510,7 @@ where
     /// CNI CHECK of `pod`: [`Engine::check`] of its attachment, which claims a pod
     /// rebuilt from the witnesses on the host that is `pod`'s.
     pub async fn check_pod(&self, pod: &PodKey, netns: &str) -> Result<PodAttachment, EngineError> {
-        if let Some((recovered, _)) = self.recovered_of(pod) {
+        if let Some(recovered) = self.recovered_of(pod) {
             let plumbed = {
                 let s = self.lock();
                 recovered
