@@ -393,6 +393,7 @@ where
     if reconciled.is_none() {
         return Ok(());
     }
+    crate::recovery::report(&shared);
     // Pending DELs before the socket serves ADDs (an ADD of a reused id must not race them).
     pending::replay(&shared).await;
 

@@ -111,7 +111,14 @@ where
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if shared.ready.load(Ordering::SeqCst) {
+            if let Some(e) = shared.engine.store_failure() {
+                // An ADD's answer must be durable: none can succeed until room is made.
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: pods cannot be recorded: {e}\n"),
+                )
+            } else if shared.ready.load(Ordering::SeqCst) {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
                 reply(

@@ -19,6 +19,8 @@
 //! - `server`: the Unix socket and the verbs.
 //! - `pool_loop`: the pool task (tick, wake-ups) and the periodic reconcile.
 //! - `pending`: pending-DEL replay.
+//! - `recovery`: says loudly what the startup rebuilt when the checkpoint could not
+//!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
 //! - `cniconf`: the readiness-gated conflist and the plugin install.
 //! - [`metrics`]: Prometheus text exposition.
 //! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/status|nics|pods|policy`.
@@ -34,6 +36,7 @@ mod pending;
 pub mod pods;
 pub mod policy;
 mod pool_loop;
+mod recovery;
 mod server;
 pub mod settings;
 pub mod store;
@@ -78,6 +81,11 @@ pub trait NodeReporter: Send + Sync {
     /// An ADD failed for lack of a NIC; `quota` when the node or the cloud refuses more
     /// (full node, NIC or address quota), else the pool had none ready in time.
     fn nic_shortage(&self, pod: &hostnic_core::types::PodKey, quota: bool, message: &str);
+    /// The agent started from a checkpoint it could not trust and rebuilt the node from
+    /// the host, the pod source and the cloud. The default reports nothing.
+    fn checkpoint_recovered(&self, recovery: &hostnic_core::recovery::Recovery) {
+        let _ = recovery;
+    }
 }
 
 /// Runs the agent until `shutdown` completes: resolves the node's identity,

@@ -360,4 +360,23 @@ impl NodeReporter for KubeReporter {
         self.0
             .record_nic_shortage(&pod.namespace, &pod.name, shortage, message);
     }
+
+    fn checkpoint_recovered(&self, recovery: &hostnic_core::recovery::Recovery) {
+        for pod in &recovery.pods {
+            let Some((namespace, name)) = pod.pod.as_deref().and_then(|p| p.split_once('/')) else {
+                continue;
+            };
+            self.0.record_checkpoint_recovered(
+                namespace,
+                name,
+                format!(
+                    "the hostnic agent's checkpoint was {}; this pod keeps its address {} \
+                     (NIC {}), recovered from the node",
+                    recovery.reason.describe(),
+                    pod.ip,
+                    pod.nic
+                ),
+            );
+        }
+    }
 }

@@ -81,6 +81,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ),
     ("hostnic_errors_total", "counter", "Errors by area"),
     (
+        "hostnic_checkpoint_recovered_total",
+        "counter",
+        "Starts that rebuilt the node from the host, the pod source and the cloud because the checkpoint was missing, torn, corrupt, unreadable, foreign or stale",
+    ),
+    (
         "hostnic_policy_objects",
         "gauge",
         "NetworkPolicy inputs at the last sync: policies, namespaces, cluster pods, local pods",

@@ -103,7 +103,10 @@ where
     }
     let result = {
         let _shared = shared.plumbing.read().await;
-        shared.engine.del(&id, record.netns.as_deref()).await
+        shared
+            .engine
+            .del_pod(&record.pod, record.netns.as_deref())
+            .await
     };
     match result {
         Ok(released) => {

@@ -32,7 +32,11 @@ where
     // not while the engine waits for a pool round or for the cloud.
     let result = shared
         .engine
-        .reconcile_exclusive(pods.as_deref(), startup, shared.plumbing.write())
+        .reconcile_witnessed(
+            crate::recovery::pods_seen(shared.pods.is_some(), pods.as_deref()),
+            startup,
+            shared.plumbing.write(),
+        )
         .await;
     if let Some(policy) = &shared.policy {
         // Pods reconcile removed leave the policy too.
@@ -63,6 +67,11 @@ where
                 &[("kind", "unprepared")],
                 report.unprepared.len() as u64,
             );
+            m.add(
+                name,
+                &[("kind", "recovered")],
+                report.recovered.len() as u64,
+            );
             for action in &report.actions {
                 let kind = match action {
                     ReconcileAction::Unplumb { .. } => "unplumb",
@@ -77,6 +86,7 @@ where
                     adopted = report.adopted.len(),
                     forgotten = report.forgotten.len(),
                     corrected = report.corrected.len(),
+                    recovered = report.recovered.len(),
                     actions = report.actions.len(),
                     "reconcile repaired the node"
                 );

@@ -369,7 +369,7 @@ where
         let _shared = shared.plumbing.read().await;
         shared
             .engine
-            .del(&r.pod.attachment(), r.netns.as_deref())
+            .del_pod(&r.pod, r.netns.as_deref())
             .await
             .map_err(|e| wire_error(&e))?
     };
@@ -407,10 +407,13 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    let id = r.pod.attachment();
     let att = {
         let _shared = shared.plumbing.read().await;
-        shared.engine.check(&id).await.map_err(|e| wire_error(&e))?
+        shared
+            .engine
+            .check_pod(&r.pod, &r.netns)
+            .await
+            .map_err(|e| wire_error(&e))?
     };
     let ip = Ipv4Net::new(att.ip, 32).expect("/32 is valid");
     if !r.expected.ips.is_empty() && !r.expected.ips.contains(&ip) {

@@ -11,37 +11,55 @@
 //! many milliseconds under load. So the checkpoint is kept as a snapshot plus a
 //! journal:
 //!
-//! - `state.json`: a snapshot, replaced with [`write_atomic`] (pretty JSON, for
-//!   operators too). Written by the first save of each agent run and whenever
-//!   the journal is full (compaction).
+//! - `state.json`: a snapshot, replaced with [`write_atomic`] (pretty JSON with its
+//!   CRC-32, for operators too). Written when the journal is full (compaction) and
+//!   by the first save of a run whose start found anything wrong.
 //! - `state.journal`: a file of fixed size, zero-filled once when created. Each
-//!   later save appends one record — the whole checkpoint, compact JSON — at the
+//!   save appends one record — the whole checkpoint, compact JSON — at the
 //!   journal's tail with one `pwrite` and one `fdatasync`. The file's blocks and
 //!   size never change, so `fdatasync` flushes only the data (no file-system
 //!   journal commit): ≈0.1 ms on the same disk.
 //!
 //! A record is `magic "HNJ1" | len u32 | base u64 | generation u64 | crc u32 |
-//! payload`, integers little-endian, the CRC-32 covering `len`, `base`,
-//! `generation` and the payload. `base` names the snapshot the record follows:
-//! a 64-bit FNV-1a hash of the snapshot file's bytes (which hold its generation
-//! and the millisecond it was written). Loading reads the snapshot, then scans
-//! the journal from the start while records are intact, and takes the newest
-//! record whose `base` is the snapshot's hash, if newer than the snapshot. Hence:
+//! payload`, integers little-endian, the CRC-32 (`crc32fast`) covering `len`,
+//! `base`, `generation` and the payload. `base` names the snapshot the record
+//! follows: a 64-bit FNV-1a hash of the snapshot file's bytes (which hold its
+//! generation and the millisecond it was written). Loading reads the snapshot,
+//! then the journal's records from the start while they are intact and follow
+//! the snapshot, and takes the newest. Hence:
 //! - a record torn by a crash fails its CRC and ends the scan: the previous
-//!   record (or the snapshot), which was durable before its save returned, is read;
+//!   record (or the snapshot), which was durable before its save returned, is read,
+//!   and the run appends after it (its first save needs no new disk space);
+//! - a damaged record *before* newer records of the same snapshot is corruption,
+//!   not a crash: the rest of the journal is searched for intact records (each is
+//!   the whole checkpoint), the newest is used, the damage is reported and the
+//!   journal copied aside (`state.journal.corrupt-<ms>`);
 //! - records of an earlier snapshot left in the journal after a compaction (they
 //!   are overwritten, not erased) do not match the `base` and are ignored;
 //! - a crash during compaction leaves the old snapshot with its records, or the
 //!   new snapshot, both complete;
-//! - deleting `state.json` resets the node's state as before: without a snapshot
-//!   the journal is ignored.
+//! - a snapshot that is torn or corrupt is renamed aside
+//!   (`state.json.torn-<ms>`, `.corrupt-<ms>`) and the newest intact record of the
+//!   journal is used; a missing snapshot likewise. Either way the engine rebuilds
+//!   what the checkpoint lacks from the host, the pod source and the cloud
+//!   (`hostnic_core::recovery`), and reports it.
 //!
 //! A checkpoint whose content (NICs, attachments) equals the last one written is
 //! not written again: the pool loop checkpoints every round, and most rounds
 //! change nothing, so an idle node does no disk I/O and an ADD rarely waits
 //! behind the pool's write. The generation on disk then lags the engine's, which
 //! is harmless: a later write carries a higher one, and after a restart the
-//! engine counts on from the generation it read.
+//! engine counts on from the highest generation the store saw.
+//!
+//! Disk space: the journal is preallocated from the free space when it is created
+//! ([`journal_capacity`]: a quarter of it, at most [`JOURNAL_BYTES`], at least
+//! [`MIN_JOURNAL_BYTES`]); with less free space the store runs without a journal,
+//! every save replacing the snapshot. An existing journal is used at its size. A
+//! start resumes the journal, so it writes nothing new. When the journal is full
+//! and the disk has no room for a snapshot, the journal goes round from its start
+//! (the newest generation wins a load; a torn write leaves the newest intact record
+//! further on): a full disk stops nothing while the journal exists. Without one, a
+//! full disk fails a save with [`StoreErrorKind::NoSpace`], which names the disk.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -49,8 +67,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-use hostnic_core::checkpoint::Checkpoint;
-use hostnic_core::ports::{CheckpointStore, StoreError};
+use hostnic_core::checkpoint::{Checkpoint, CheckpointDamage, Loaded, RecoveryReason};
+use hostnic_core::ports::{CheckpointStore, StoreError, StoreErrorKind};
 use tokio::sync::oneshot;
 
 /// The checkpoint's file name under the state directory (the snapshot).
@@ -59,12 +77,25 @@ pub const CHECKPOINT_FILE: &str = "state.json";
 /// The journal's file name under the state directory.
 pub const JOURNAL_FILE: &str = "state.journal";
 
-/// The journal's size: room for ≈100 checkpoints of a full node (62 pods) or
-/// thousands of a small one between two compactions.
+/// The journal's largest size: room for ≈100 checkpoints of a full node (62 pods)
+/// or thousands of a small one between two compactions.
 pub const JOURNAL_BYTES: u64 = 4 << 20;
+
+/// The journal's smallest size (a few checkpoints of a small node); with less free
+/// space than four times this, the store runs without a journal.
+pub const MIN_JOURNAL_BYTES: u64 = 16 << 10;
 
 const MAGIC: [u8; 4] = *b"HNJ1";
 const HEADER_LEN: usize = 28;
+
+/// The journal's size when `available` bytes are free where it is created: a
+/// quarter of them (the snapshot, its temporary copy and the pending DELs need
+/// room too), at most [`JOURNAL_BYTES`], rounded down to 4 KiB; `None` below
+/// [`MIN_JOURNAL_BYTES`].
+pub fn journal_capacity(available: u64) -> Option<u64> {
+    let capacity = (available / 4).min(JOURNAL_BYTES) & !4095;
+    (capacity >= MIN_JOURNAL_BYTES).then_some(capacity)
+}
 
 /// Writes `bytes` to `path` atomically with file mode `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -97,9 +128,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 /// (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct FileStore {
+    dir: PathBuf,
     path: PathBuf,
     journal_path: PathBuf,
-    capacity: u64,
+    /// The journal's size when the store creates it; `None`: from the free space.
+    fixed_capacity: Option<u64>,
     journal: Arc<Mutex<Journal>>,
     /// The thread that writes background saves, started by the first one; it
     /// ends when the last clone of this store is dropped.
@@ -109,31 +142,59 @@ pub struct FileStore {
 /// A background save and where its result goes.
 type FlushJob = (Checkpoint, oneshot::Sender<Result<(), StoreError>>);
 
-/// Where the next record goes, once this run has written its first snapshot.
+/// Where the next record goes.
 #[derive(Debug, Default)]
 struct Journal {
     /// The open journal and the hash of the snapshot its records follow.
-    open: Option<(File, u64)>,
+    open: Option<OpenJournal>,
     /// Offset of the next record.
     tail: u64,
     /// The last checkpoint made durable by this run.
     last: Option<Checkpoint>,
+    /// Where a clean load left the journal: the run's first save appends there.
+    resume: Option<Resume>,
+    /// The journal could not be created (too little free space): saves replace the
+    /// snapshot. Logged once.
+    without_journal: bool,
+    /// The journal went round for lack of room for a snapshot. Logged once.
+    wrapping: bool,
+}
+
+#[derive(Debug)]
+struct OpenJournal {
+    file: File,
+    base: u64,
+    capacity: u64,
+}
+
+/// The end of the records a clean load found.
+#[derive(Debug)]
+struct Resume {
+    base: u64,
+    tail: u64,
+    last: Checkpoint,
 }
 
 impl FileStore {
-    /// A store under `state_dir` (created if missing).
+    /// A store under `state_dir` (created if missing), its journal sized from the
+    /// free space ([`journal_capacity`]).
     pub fn new(state_dir: &Path) -> std::io::Result<Self> {
-        Self::with_journal_capacity(state_dir, JOURNAL_BYTES)
+        Self::build(state_dir, None)
     }
 
     /// A store whose journal holds `capacity` bytes (tests use small ones to
     /// compact often).
     pub fn with_journal_capacity(state_dir: &Path, capacity: u64) -> std::io::Result<Self> {
+        Self::build(state_dir, Some(capacity))
+    }
+
+    fn build(state_dir: &Path, fixed_capacity: Option<u64>) -> std::io::Result<Self> {
         fs::create_dir_all(state_dir)?;
         Ok(Self {
+            dir: state_dir.to_path_buf(),
             path: state_dir.join(CHECKPOINT_FILE),
             journal_path: state_dir.join(JOURNAL_FILE),
-            capacity,
+            fixed_capacity,
             journal: Arc::new(Mutex::new(Journal::default())),
             flusher: Arc::default(),
         })
@@ -173,88 +234,318 @@ impl FileStore {
         &self.journal_path
     }
 
+    /// A store error about `path`; a full disk (`ENOSPC`, `EDQUOT`) says so.
     fn error(&self, what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            message: format!("{what} {}: {e}", path.display()),
-        }
+        StoreError::new(format!("{what} {}: {e}", path.display()))
     }
 
-    /// The snapshot and its hash (the `base` of its journal records).
-    fn load_snapshot(&self) -> Result<Option<(Checkpoint, u64)>, StoreError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Checkpoint::from_json(&bytes)
-                .map(|cp| Some((cp, fnv1a(&bytes))))
-                .map_err(|e| self.error("reading", &self.path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.error("reading", &self.path, e)),
+    fn io_error(&self, what: &str, path: &Path, e: &std::io::Error) -> StoreError {
+        let mut err = self.error(what, path, e);
+        if matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOSPC | nix::libc::EDQUOT)
+        ) {
+            err.kind = StoreErrorKind::NoSpace;
         }
+        err
     }
 
-    /// The newest intact journal record that follows the snapshot with hash
-    /// `base` and generation `snapshot`.
-    fn newest_record(&self, base: u64, snapshot: u64) -> Result<Option<Checkpoint>, StoreError> {
-        let bytes = match fs::read(&self.journal_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error("reading", &self.journal_path, e)),
+    /// Free bytes for an unprivileged writer on the state directory's file system.
+    fn available(&self) -> std::io::Result<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        #[allow(clippy::useless_conversion)] // the field types differ between libcs
+        let (blocks, size) = (
+            u64::from(stat.blocks_available()),
+            u64::from(stat.fragment_size()),
+        );
+        Ok(blocks.saturating_mul(size))
+    }
+
+    /// Keeps `path` for inspection as `<name>.<label>-<ms>`: renamed, or copied when
+    /// `copy` (the journal stays usable in place). Returns the new name.
+    fn keep_aside(&self, path: &Path, label: &str, copy: bool) -> Result<PathBuf, String> {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kept = path.with_file_name(format!("{name}.{label}-{ms}"));
+        let done = if copy {
+            fs::copy(path, &kept).map(|_| ())
+        } else {
+            fs::rename(path, &kept)
         };
-        let mut newest: Option<(u64, &[u8])> = None;
-        let mut at = 0;
-        while let Some(record) = parse_record(&bytes[at..]) {
-            at += HEADER_LEN + record.payload.len();
-            if record.base == base
-                && record.generation > snapshot
-                && newest.is_none_or(|(g, _)| record.generation > g)
-            {
-                newest = Some((record.generation, record.payload));
-            }
-        }
-        match newest {
-            None => Ok(None),
-            Some((generation, payload)) => {
-                let cp = Checkpoint::from_json(payload)
-                    .map_err(|e| self.error("journal record in", &self.journal_path, e))?;
-                if cp.generation != generation {
-                    return Err(self.error(
-                        "journal record in",
-                        &self.journal_path,
-                        format!(
-                            "header says generation {generation}, payload {}",
-                            cp.generation
-                        ),
-                    ));
+        match done {
+            Ok(()) => Ok(kept),
+            Err(e) => {
+                if copy {
+                    let _ = fs::remove_file(&kept);
                 }
-                Ok(Some(cp))
+                Err(e.to_string())
             }
         }
     }
 
-    /// Writes `checkpoint` as the snapshot and starts the journal over after it.
+    /// Opens the journal, creating it zero-filled (atomically) when it is missing,
+    /// too small, or not of the fixed size. Returns the file and its size.
+    fn open_journal(&self) -> Result<(File, u64), StoreError> {
+        let size = fs::metadata(&self.journal_path).map(|m| m.len()).ok();
+        let usable = match (size, self.fixed_capacity) {
+            (Some(size), Some(fixed)) => size == fixed,
+            (Some(size), None) => size >= MIN_JOURNAL_BYTES,
+            (None, _) => false,
+        };
+        let capacity = match (size, self.fixed_capacity) {
+            (Some(size), _) if usable => size,
+            (_, Some(fixed)) => fixed,
+            (size, None) => {
+                let free = self
+                    .available()
+                    .map_err(|e| self.io_error("measuring the free space of", &self.dir, &e))?
+                    .saturating_add(size.unwrap_or(0));
+                journal_capacity(free).ok_or_else(|| {
+                    StoreError::no_space(format!(
+                        "{} has {} KiB free: below the {} KiB a journal needs",
+                        self.dir.display(),
+                        free / 1024,
+                        4 * MIN_JOURNAL_BYTES / 1024
+                    ))
+                })?
+            }
+        };
+        if !usable {
+            let zeros = vec![0u8; usize::try_from(capacity).unwrap_or(usize::MAX)];
+            write_atomic(&self.journal_path, &zeros, 0o600)
+                .map_err(|e| self.io_error("preparing", &self.journal_path, &e))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.journal_path)
+            .map_err(|e| self.io_error("opening", &self.journal_path, &e))?;
+        Ok((file, capacity))
+    }
+
+    /// Writes `checkpoint` as the snapshot and starts the journal over after it. When
+    /// the journal cannot be had (too little space), the snapshot alone holds it.
     fn compact(&self, journal: &mut Journal, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let snapshot = checkpoint.to_json();
         write_atomic(&self.path, &snapshot, 0o600)
-            .map_err(|e| self.error("writing", &self.path, e))?;
-        let file = match journal.open.take() {
-            Some((file, _)) => file,
-            None => self
-                .open_journal()
-                .map_err(|e| self.error("preparing", &self.journal_path, e))?,
-        };
-        journal.open = Some((file, fnv1a(&snapshot)));
-        journal.tail = 0;
+            .map_err(|e| self.io_error("writing", &self.path, &e))?;
         journal.last = Some(checkpoint.clone());
+        let (file, capacity) = match journal.open.take() {
+            Some(open) => (open.file, open.capacity),
+            None => match self.open_journal() {
+                Ok(opened) => {
+                    journal.without_journal = false;
+                    opened
+                }
+                Err(e) => {
+                    if !journal.without_journal {
+                        tracing::warn!(error = %e, "no checkpoint journal: every save replaces state.json (slower ADDs)");
+                        journal.without_journal = true;
+                    }
+                    return Ok(());
+                }
+            },
+        };
+        journal.open = Some(OpenJournal {
+            file,
+            base: fnv1a(&snapshot),
+            capacity,
+        });
+        journal.tail = 0;
+        journal.resume = None;
+        journal.wrapping = false;
         Ok(())
     }
 
-    /// Opens the journal, creating it zero-filled (atomically) if it is missing
-    /// or of another size.
-    fn open_journal(&self) -> std::io::Result<File> {
-        let fits = fs::metadata(&self.journal_path).is_ok_and(|m| m.len() == self.capacity);
-        if !fits {
-            let zeros = vec![0u8; usize::try_from(self.capacity).unwrap_or(usize::MAX)];
-            write_atomic(&self.journal_path, &zeros, 0o600)?;
+    /// Reopens the journal where a clean load left it, if it did.
+    fn resume(&self, journal: &mut Journal) {
+        if journal.open.is_some() {
+            return;
         }
-        OpenOptions::new().write(true).open(&self.journal_path)
+        let Some(resume) = journal.resume.take() else {
+            return;
+        };
+        let opened = OpenOptions::new()
+            .write(true)
+            .open(&self.journal_path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)));
+        if let Ok((capacity, file)) = opened {
+            journal.open = Some(OpenJournal {
+                file,
+                base: resume.base,
+                capacity,
+            });
+            journal.tail = resume.tail;
+            journal.last = Some(resume.last);
+        }
+    }
+
+    /// [`CheckpointStore::load_verified`]: the snapshot, the journal, and what is wrong.
+    fn load_files(&self) -> Loaded {
+        let mut damage: Vec<(RecoveryReason, String)> = Vec::new();
+        let snapshot = match fs::read(&self.path) {
+            Ok(bytes) => match Checkpoint::from_json(&bytes) {
+                Ok(cp) => Some((cp, fnv1a(&bytes))),
+                Err(e) => {
+                    let label = match e.reason() {
+                        RecoveryReason::Torn => "torn",
+                        _ => "corrupt",
+                    };
+                    let kept = match self.keep_aside(&self.path, label, false) {
+                        Ok(kept) => format!("kept as {}", kept.display()),
+                        Err(err) => format!("could not be kept aside: {err}"),
+                    };
+                    damage.push((e.reason(), format!("{}: {e}; {kept}", self.path.display())));
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                damage.push((
+                    RecoveryReason::Unreadable,
+                    format!("reading {}: {e}", self.path.display()),
+                ));
+                None
+            }
+        };
+        let bytes = match fs::read(&self.journal_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                damage.push((
+                    RecoveryReason::Unreadable,
+                    format!("reading {}: {e}", self.journal_path.display()),
+                ));
+                Vec::new()
+            }
+        };
+        let scan = scan_journal(&bytes);
+        let mut generation = scan.records.iter().map(|r| r.generation).max().unwrap_or(0);
+        let checkpoint = match &snapshot {
+            Some((snap, base)) => {
+                generation = generation.max(snap.generation);
+                let base = *base;
+                // This snapshot's records: the chain from the start, up to the first
+                // record that is damaged or follows another snapshot.
+                let ours = scan
+                    .records
+                    .iter()
+                    .take_while(|r| r.chained && r.base == base);
+                let chain: Vec<&Record> = ours.collect();
+                let chain_end = chain.last().map_or(0, |r| r.offset + r.len);
+                let chain_max = chain.iter().map(|r| r.generation).max().unwrap_or(0);
+                let stray = scan
+                    .records
+                    .iter()
+                    .filter(|r| !r.chained && r.base == base && r.generation > chain_max)
+                    .count();
+                // A torn record, or an older snapshot's record partly overwritten,
+                // leaves at most about a record's length of stray bytes after the chain.
+                let largest = scan.records.iter().map(|r| r.len).max().unwrap_or(0);
+                let allowed = 2 * largest.max(snap_len(&snapshot)).max(4096);
+                let garbage = scan.garbage_after(&bytes, chain_end);
+                let problem = if stray > 0 {
+                    Some(format!(
+                        "the record at offset {chain_end} is damaged and {stray} newer records \
+                         follow it; the newest intact one is used"
+                    ))
+                } else if garbage > allowed {
+                    Some(format!(
+                        "{garbage} bytes after the last intact record (offset {chain_end}) are \
+                         neither zeros nor records"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    // Not a crash's torn tail: the journal's bytes changed.
+                    let kept = match self.keep_aside(&self.journal_path, "corrupt", true) {
+                        Ok(kept) => format!("copied to {}", kept.display()),
+                        Err(err) => format!("could not be copied aside: {err}"),
+                    };
+                    damage.push((
+                        RecoveryReason::Corrupt,
+                        format!("{}: {problem}; {kept}", self.journal_path.display()),
+                    ));
+                    Some(self.newest(&bytes, scan.records.iter().filter(|r| r.base == base), snap))
+                } else {
+                    let cp = self.newest(&bytes, chain.iter().copied(), snap);
+                    let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+                    // Only a run that has not written yet resumes where the load left off.
+                    if damage.is_empty() && journal.open.is_none() && journal.last.is_none() {
+                        journal.resume = Some(Resume {
+                            base,
+                            tail: chain_end as u64,
+                            last: cp.clone(),
+                        });
+                    }
+                    Some(cp)
+                }
+            }
+            None => {
+                // No usable snapshot: the newest intact record, whatever it follows.
+                let newest = scan.records.iter().max_by_key(|r| r.generation);
+                let cp = newest.and_then(|r| Checkpoint::from_json(&bytes[r.payload()]).ok());
+                if damage.is_empty() && cp.is_some() {
+                    damage.push((
+                        RecoveryReason::Missing,
+                        format!(
+                            "{} is missing; the newest record of {} is used",
+                            self.path.display(),
+                            self.journal_path.display()
+                        ),
+                    ));
+                } else if let Some(cp) = &cp
+                    && let Some(last) = damage.last_mut()
+                {
+                    last.1.push_str(&format!(
+                        "; the journal's newest record (generation {}) is used",
+                        cp.generation
+                    ));
+                }
+                cp
+            }
+        };
+        let damage = (!damage.is_empty()).then(|| CheckpointDamage {
+            reason: damage[0].0,
+            detail: damage
+                .iter()
+                .map(|(_, d)| d.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+        Loaded {
+            checkpoint,
+            damage,
+            generation,
+        }
+    }
+
+    /// The newest of `records` newer than `snapshot`, or the snapshot. A record's
+    /// payload is CRC-checked already; one that does not parse is skipped.
+    fn newest<'r>(
+        &self,
+        bytes: &[u8],
+        records: impl Iterator<Item = &'r Record>,
+        snapshot: &Checkpoint,
+    ) -> Checkpoint {
+        let mut records: Vec<&Record> = records
+            .filter(|r| r.generation > snapshot.generation)
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.generation));
+        records
+            .into_iter()
+            .find_map(|r| {
+                Checkpoint::from_json(&bytes[r.payload()])
+                    .ok()
+                    .filter(|cp| cp.generation == r.generation)
+            })
+            .unwrap_or_else(|| snapshot.clone())
     }
 }
 
@@ -266,15 +557,83 @@ fn same_content(a: &Checkpoint, b: &Checkpoint) -> bool {
         && a.attachments == b.attachments
 }
 
-/// One intact record at the start of `bytes`, if there is one.
-struct Record<'a> {
+/// One intact record of the journal.
+#[derive(Debug)]
+struct Record {
+    offset: usize,
+    len: usize,
     base: u64,
     generation: u64,
-    payload: &'a [u8],
+    /// Part of the chain of records from the journal's start.
+    chained: bool,
 }
 
-fn parse_record(bytes: &[u8]) -> Option<Record<'_>> {
-    let header = bytes.get(..HEADER_LEN)?;
+impl Record {
+    fn payload(&self) -> std::ops::Range<usize> {
+        self.offset + HEADER_LEN..self.offset + self.len
+    }
+}
+
+struct Scan {
+    /// Every intact record: the chain from the start first, then those found after
+    /// the chain's end, in order.
+    records: Vec<Record>,
+}
+
+impl Scan {
+    /// Non-zero bytes from `from` on that no intact record covers.
+    fn garbage_after(&self, bytes: &[u8], from: usize) -> usize {
+        let mut count = 0;
+        let mut at = from;
+        for r in self.records.iter().filter(|r| r.offset >= from) {
+            count += nonzero(bytes.get(at..r.offset).unwrap_or_default());
+            at = r.offset + r.len;
+        }
+        count + nonzero(bytes.get(at..).unwrap_or_default())
+    }
+}
+
+fn nonzero(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b != 0).count()
+}
+
+/// The length of the snapshot's JSON, an estimate of a record's.
+fn snap_len(snapshot: &Option<(Checkpoint, u64)>) -> usize {
+    snapshot
+        .as_ref()
+        .map_or(0, |(cp, _)| serde_json::to_vec(cp).map_or(0, |v| v.len()))
+}
+
+/// Finds the intact records of a journal: the chain from offset 0 while records
+/// follow each other, then, after the first gap (zeros, a torn or damaged record),
+/// any intact record further on.
+fn scan_journal(bytes: &[u8]) -> Scan {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(r) = parse_record(bytes, at, true) {
+        at += r.len;
+        records.push(r);
+    }
+    let mut from = at + 1;
+    while let Some(found) = bytes
+        .get(from..)
+        .and_then(|rest| rest.windows(MAGIC.len()).position(|w| w == MAGIC))
+    {
+        let offset = from + found;
+        match parse_record(bytes, offset, false) {
+            Some(r) => {
+                from = offset + r.len;
+                records.push(r);
+            }
+            None => from = offset + 1,
+        }
+    }
+    Scan { records }
+}
+
+/// The intact record at `offset`, if there is one.
+fn parse_record(bytes: &[u8], offset: usize, chained: bool) -> Option<Record> {
+    let header = bytes.get(offset..offset.checked_add(HEADER_LEN)?)?;
     if header[..4] != MAGIC {
         return None;
     }
@@ -282,11 +641,14 @@ fn parse_record(bytes: &[u8]) -> Option<Record<'_>> {
     let base = u64::from_le_bytes(header[8..16].try_into().ok()?);
     let generation = u64::from_le_bytes(header[16..24].try_into().ok()?);
     let crc = u32::from_le_bytes(header[24..28].try_into().ok()?);
-    let payload = bytes.get(HEADER_LEN..HEADER_LEN.checked_add(len)?)?;
+    let start = offset + HEADER_LEN;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
     (record_crc(&header[4..24], payload) == crc).then_some(Record {
+        offset,
+        len: HEADER_LEN + len,
         base,
         generation,
-        payload,
+        chained,
     })
 }
 
@@ -311,50 +673,46 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// CRC-32 (IEEE 802.3) of a record's header fields and payload.
 fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
-    !crc32_update(crc32_update(!0, header), payload)
-}
-
-/// CRC-32 (IEEE 802.3, reflected), the table built at compile time.
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    for &b in bytes {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(header);
+    crc.update(payload);
+    crc.finalize()
 }
 
 impl CheckpointStore for FileStore {
     fn load(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let Some((snapshot, base)) = self.load_snapshot()? else {
-            return Ok(None);
-        };
-        Ok(Some(
-            self.newest_record(base, snapshot.generation)?
-                .unwrap_or(snapshot),
-        ))
+        Ok(self.load_files().checkpoint)
+    }
+
+    fn load_verified(&self) -> Result<Loaded, StoreError> {
+        Ok(self.load_files())
+    }
+
+    /// Renames the snapshot and the journal aside (`.unusable-<ms>`); the next save
+    /// starts both afresh.
+    fn set_aside(&self, why: &str) -> Result<Option<String>, StoreError> {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.open = None;
+        journal.resume = None;
+        journal.last = None;
+        let mut kept = Vec::new();
+        for path in [&self.path, &self.journal_path] {
+            if path.exists() {
+                let moved = self
+                    .keep_aside(path, "unusable", false)
+                    .map_err(|e| self.error("setting aside", path, e))?;
+                kept.push(moved.display().to_string());
+            }
+        }
+        tracing::warn!(reason = why, files = ?kept, "checkpoint set aside");
+        Ok((!kept.is_empty()).then(|| kept.join(", ")))
     }
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        self.resume(&mut journal);
         if journal.last.as_ref().is_some_and(|last| {
             // A background save that lost the race to a newer one is dropped.
             last.generation > checkpoint.generation || same_content(last, checkpoint)
@@ -362,18 +720,36 @@ impl CheckpointStore for FileStore {
             return Ok(());
         }
         journal.last = None;
-        let Some((file, base)) = &journal.open else {
-            // The first save of this run: a fresh snapshot, the journal after it.
+        let Some(open) = &journal.open else {
+            // The first save of a run that could not resume, or no journal: a snapshot.
             return self.compact(&mut journal, checkpoint);
         };
-        let record = encode_record(*base, checkpoint)
+        let record = encode_record(open.base, checkpoint)
             .map_err(|e| self.error("encoding a record for", &self.journal_path, e))?;
-        if journal.tail + record.len() as u64 > self.capacity {
-            return self.compact(&mut journal, checkpoint);
+        let fits = record.len() as u64 <= open.capacity;
+        if journal.tail + record.len() as u64 > open.capacity {
+            match self.compact(&mut journal, checkpoint) {
+                Err(e) if e.kind == StoreErrorKind::NoSpace && fits => {
+                    // No room for a snapshot: the journal goes round. Each record is
+                    // the whole checkpoint and the newest generation wins, so the
+                    // older records it overwrites are not needed (a crash mid-write
+                    // leaves the newest intact one further on).
+                    if !journal.wrapping {
+                        tracing::warn!(error = %e, "checkpoint journal full and no room for a snapshot: writing it round from its start");
+                        journal.wrapping = true;
+                    }
+                    journal.tail = 0;
+                }
+                done => return done,
+            }
         }
-        let written = file
+        let Some(open) = &journal.open else {
+            return Err(self.error("appending to", &self.journal_path, "the journal is closed"));
+        };
+        let written = open
+            .file
             .write_all_at(&record, journal.tail)
-            .and_then(|()| file.sync_data());
+            .and_then(|()| open.file.sync_data());
         match written {
             Ok(()) => {
                 journal.tail += record.len() as u64;
@@ -383,7 +759,8 @@ impl CheckpointStore for FileStore {
             Err(e) => {
                 // The record may be partly written: start over from a snapshot.
                 journal.open = None;
-                Err(self.error("appending to", &self.journal_path, e))
+                journal.resume = None;
+                Err(self.io_error("appending to", &self.journal_path, &e))
             }
         }
     }
@@ -400,9 +777,9 @@ impl CheckpointStore for FileStore {
         flusher.send((checkpoint.clone(), reply)).ok()?;
         Some(Box::pin(async move {
             saved.await.unwrap_or_else(|_| {
-                Err(StoreError {
-                    message: "the checkpoint flusher stopped before saving".into(),
-                })
+                Err(StoreError::new(
+                    "the checkpoint flusher stopped before saving",
+                ))
             })
         }))
     }
@@ -446,18 +823,70 @@ mod tests {
         store.save(&cp(7, 0)).unwrap();
         assert_eq!(store.load().unwrap(), Some(cp(7, 0)));
         assert_eq!(names(dir.path()), [JOURNAL_FILE, CHECKPOINT_FILE]);
-        assert_eq!(
-            fs::metadata(store.journal_path()).unwrap().len(),
-            JOURNAL_BYTES
+        let size = fs::metadata(store.journal_path()).unwrap().len();
+        assert!(
+            (MIN_JOURNAL_BYTES..=JOURNAL_BYTES).contains(&size) && size.is_multiple_of(4096),
+            "journal of {size} bytes"
         );
     }
 
     #[test]
-    fn a_corrupt_checkpoint_is_an_error_not_an_empty_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path()).unwrap();
-        fs::write(store.path(), b"{not json").unwrap();
-        assert!(store.load().is_err());
+    fn the_journal_takes_a_quarter_of_the_free_space_between_its_bounds() {
+        assert_eq!(journal_capacity(1 << 30), Some(JOURNAL_BYTES));
+        assert_eq!(journal_capacity(64 << 10), Some(16 << 10));
+        assert_eq!(journal_capacity(100_000), Some(24 << 10));
+        assert_eq!(journal_capacity(63 << 10), None, "below the minimum");
+        assert_eq!(journal_capacity(0), None);
+    }
+
+    /// A snapshot that does not read is not an error that stops the agent, nor an
+    /// empty node taken for the truth: it is kept aside, the damage is reported, and
+    /// the journal's newest record is used.
+    #[test]
+    fn a_torn_or_corrupt_snapshot_is_kept_aside_and_the_newest_record_used() {
+        fn halve(b: &mut Vec<u8>) {
+            b.truncate(b.len() / 2);
+        }
+        #[allow(clippy::ptr_arg)] // the same type as `halve`
+        fn flip(b: &mut Vec<u8>) {
+            b[20] ^= 0x04;
+        }
+        for (label, damage) in [("torn", halve as fn(&mut Vec<u8>)), ("corrupt", flip)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FileStore::with_journal_capacity(dir.path(), 64 << 10).unwrap();
+            for g in 1..=6 {
+                store.save(&cp(g, 0)).unwrap();
+            }
+            let mut bytes = fs::read(store.path()).unwrap();
+            damage(&mut bytes);
+            fs::write(store.path(), &bytes).unwrap();
+            let next = FileStore::with_journal_capacity(dir.path(), 64 << 10).unwrap();
+            let loaded = next.load_verified().unwrap();
+            assert_eq!(loaded.checkpoint, Some(cp(6, 0)), "{label}");
+            let damage = loaded.damage.expect("reported");
+            assert_eq!(damage.reason.as_str(), label);
+            assert!(
+                damage.detail.contains(&format!("state.json.{label}-")),
+                "{}",
+                damage.detail
+            );
+            let kept = names(dir.path())
+                .into_iter()
+                .find(|n| n.starts_with(&format!("state.json.{label}-")))
+                .expect("kept aside");
+            assert_eq!(
+                fs::read(dir.path().join(kept)).unwrap(),
+                bytes,
+                "kept as it was"
+            );
+            // The next save writes a fresh snapshot, which loads cleanly.
+            next.save(&cp(7, 1)).unwrap();
+            let again = FileStore::with_journal_capacity(dir.path(), 64 << 10)
+                .unwrap()
+                .load_verified()
+                .unwrap();
+            assert_eq!((again.checkpoint, again.damage), (Some(cp(7, 1)), None));
+        }
     }
 
     #[test]
@@ -474,19 +903,29 @@ mod tests {
             cp(1, 0),
             "the snapshot is only rewritten on compaction"
         );
-        // The next run reads the journal, and its first save compacts.
+        // The next run reads the journal and appends after its last record: a
+        // start writes no snapshot, so it needs no new disk space.
         let next = FileStore::new(dir.path()).unwrap();
         assert_eq!(next.load().unwrap(), Some(cp(50, 0)));
-        next.save(&cp(51, 0)).unwrap();
-        let snapshot = Checkpoint::from_json(&fs::read(next.path()).unwrap()).unwrap();
-        assert_eq!(snapshot, cp(51, 0));
-        for g in 52..=60 {
+        let before = fs::read(next.path()).unwrap();
+        for g in 51..=60 {
             next.save(&cp(g, 0)).unwrap();
         }
+        assert_eq!(
+            fs::read(next.path()).unwrap(),
+            before,
+            "no snapshot written"
+        );
+        assert_eq!(names(dir.path()), [JOURNAL_FILE, CHECKPOINT_FILE]);
         assert_eq!(
             FileStore::new(dir.path()).unwrap().load().unwrap(),
             Some(cp(60, 0))
         );
+        // A run that did not load (nothing to resume) starts with a snapshot.
+        let blind = FileStore::new(dir.path()).unwrap();
+        blind.save(&cp(61, 0)).unwrap();
+        let snapshot = Checkpoint::from_json(&fs::read(blind.path()).unwrap()).unwrap();
+        assert_eq!(snapshot, cp(61, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,12 +971,18 @@ mod tests {
         // A change is written, with its generation.
         store.save(&cp(4, 0)).unwrap();
         assert_eq!(store.load().unwrap(), Some(cp(4, 0)));
-        // A new run writes its first checkpoint whatever it holds.
+        // A new run that loaded it does not write it again either.
         let next = FileStore::new(dir.path()).unwrap();
+        assert_eq!(next.load().unwrap(), Some(cp(4, 0)));
+        let journal = fs::read(store.journal_path()).unwrap();
         let mut again = cp(4, 0);
         again.generation = 5;
         next.save(&again).unwrap();
-        assert_eq!(next.load().unwrap(), Some(again));
+        assert_eq!(fs::read(store.journal_path()).unwrap(), journal);
+        // One that did not load writes it.
+        let blind = FileStore::new(dir.path()).unwrap();
+        blind.save(&again).unwrap();
+        assert_eq!(blind.load().unwrap(), Some(again));
     }
 
     #[test]
@@ -553,8 +998,12 @@ mod tests {
         assert_eq!(fs::metadata(store.journal_path()).unwrap().len(), 1024);
     }
 
+    /// A deleted snapshot is reported as missing, and the journal's newest record is
+    /// used (the startup reconcile completes it from the witnesses). The engine counts
+    /// on from the highest generation seen, so the old life's records never come
+    /// back over what it writes next.
     #[test]
-    fn deleting_the_snapshot_resets_the_state_even_with_records_left_in_the_journal() {
+    fn a_deleted_snapshot_is_reported_missing_and_the_newest_record_used() {
         let dir = tempfile::tempdir().unwrap();
         let first = FileStore::new(dir.path()).unwrap();
         for g in 1..=30 {
@@ -562,14 +1011,113 @@ mod tests {
         }
         fs::remove_file(first.path()).unwrap();
         let second = FileStore::new(dir.path()).unwrap();
-        assert_eq!(second.load().unwrap(), None, "no snapshot: a fresh node");
-        // A new life counts generations from 1 again; the old life's records (up
-        // to 30, some with the same generations) must not come back.
-        second.save(&cp(1, 2)).unwrap();
-        second.save(&cp(2, 2)).unwrap();
+        let loaded = second.load_verified().unwrap();
+        assert_eq!(loaded.checkpoint, Some(cp(30, 1)));
+        assert_eq!(loaded.generation, 30);
+        assert_eq!(loaded.damage.unwrap().reason, RecoveryReason::Missing);
+        second.save(&cp(31, 2)).unwrap();
+        second.save(&cp(32, 2)).unwrap();
         assert_eq!(
             FileStore::new(dir.path()).unwrap().load().unwrap(),
-            Some(cp(2, 2))
+            Some(cp(32, 2))
+        );
+    }
+
+    /// The records of one snapshot, with their offsets.
+    fn records(journal: &[u8]) -> Vec<(usize, usize)> {
+        let mut at = 0;
+        let mut found = Vec::new();
+        while let Some(r) = parse_record(journal, at, true) {
+            found.push((r.offset, r.len));
+            at += r.len;
+        }
+        found
+    }
+
+    /// One byte changed in any record but the last is corruption, not a torn tail:
+    /// reported, the journal copied aside, and the newest intact record used.
+    #[test]
+    fn a_damaged_record_before_newer_ones_is_reported_and_the_newest_one_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::with_journal_capacity(dir.path(), 64 << 10).unwrap();
+        for g in 1..=34 {
+            store.save(&cp(g, 0)).unwrap();
+        }
+        let journal = fs::read(store.journal_path()).unwrap();
+        let recs = records(&journal);
+        assert_eq!(recs.len(), 33);
+        for (k, &(offset, len)) in recs[..recs.len() - 1].iter().enumerate() {
+            for at in [
+                offset,
+                offset + 5,
+                offset + 17,
+                offset + 27,
+                offset + len - 1,
+            ] {
+                let mut image = journal.clone();
+                image[at] ^= 0x01;
+                fs::write(store.journal_path(), &image).unwrap();
+                let loaded = FileStore::with_journal_capacity(dir.path(), 64 << 10)
+                    .unwrap()
+                    .load_verified()
+                    .unwrap();
+                assert_eq!(loaded.checkpoint, Some(cp(34, 0)), "record {k}, byte {at}");
+                let damage = loaded.damage.expect("corruption is reported");
+                assert_eq!(damage.reason, RecoveryReason::Corrupt, "{}", damage.detail);
+                assert!(
+                    damage.detail.contains("state.journal.corrupt-"),
+                    "{}",
+                    damage.detail
+                );
+            }
+        }
+        let kept = names(dir.path());
+        assert!(
+            kept.iter().any(|n| n.starts_with("state.journal.corrupt-")),
+            "{kept:?}"
+        );
+    }
+
+    #[test]
+    fn a_journal_filled_with_random_bytes_is_reported_and_the_snapshot_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::with_journal_capacity(dir.path(), 256 << 10).unwrap();
+        for g in 1..=10 {
+            store.save(&cp(g, 0)).unwrap();
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(store.journal_path(), &noise).unwrap();
+        let loaded = FileStore::with_journal_capacity(dir.path(), 256 << 10)
+            .unwrap()
+            .load_verified()
+            .unwrap();
+        assert_eq!(loaded.checkpoint, Some(cp(1, 0)), "the snapshot");
+        assert_eq!(loaded.damage.unwrap().reason, RecoveryReason::Corrupt);
+    }
+
+    #[test]
+    fn an_unusable_checkpoint_is_set_aside_and_the_next_save_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        store.save(&cp(2, 0)).unwrap();
+        let next = FileStore::new(dir.path()).unwrap();
+        assert_eq!(next.load().unwrap(), Some(cp(2, 0)));
+        let kept = next.set_aside("another instance's").unwrap().unwrap();
+        assert!(kept.contains("state.json.unusable-") && kept.contains("state.journal.unusable-"));
+        assert_eq!(next.load().unwrap(), None);
+        next.save(&cp(3, 1)).unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).unwrap().load().unwrap(),
+            Some(cp(3, 1))
         );
     }
 
@@ -589,9 +1137,7 @@ mod tests {
         let journal = fs::read(store.journal_path()).unwrap();
         // Records 2..=5 are at the journal's start.
         let mut offsets = vec![0usize];
-        while let Some(r) = parse_record(&journal[*offsets.last().unwrap()..]) {
-            offsets.push(offsets.last().unwrap() + HEADER_LEN + r.payload.len());
-        }
+        offsets.extend(records(&journal).iter().map(|(o, l)| o + l));
         assert_eq!(offsets.len(), 5, "four records after the snapshot");
         let (start, end) = (offsets[3], offsets[4]);
         let garbage: Vec<u8> = journal[..end - start].to_vec(); // an older record's bytes
@@ -602,9 +1148,13 @@ mod tests {
                 fs::write(store.journal_path(), &image).unwrap();
                 let loaded = FileStore::with_journal_capacity(dir.path(), 8 << 10)
                     .unwrap()
-                    .load()
+                    .load_verified()
                     .unwrap();
-                assert_eq!(loaded, Some(cp(4, 0)), "record 5 torn after {cut} bytes");
+                assert_eq!(
+                    (loaded.checkpoint, loaded.damage),
+                    (Some(cp(4, 0)), None),
+                    "record 5 torn after {cut} bytes: a crash, not damage"
+                );
             }
         }
         for at in (start..end).step_by(7) {

@@ -14,17 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointDamage, CheckpointError, Loaded, RecoveryReason};
 use crate::config::PoolConfig;
 use crate::pool::{AllocError, NodeState, PodAttachment, PoolAction};
 use crate::ports::{
     CheckpointStore, Clock, CloudError, CloudErrorKind, CloudNics, HostError, HostErrorKind,
     HostNetwork, NicFilter, StoreError,
 };
-use crate::reconcile::{Observed, ReconcileAction, ReconcileReport};
+use crate::reconcile::{Observed, PodsSeen, ReconcileAction, ReconcileReport};
+use crate::recovery::{LoadState, Recovery};
 use crate::types::{
-    AttachmentId, InstanceId, JobOutcome, NicId, PlumbedPod, PodInfo, PodKey, Vxnet,
-    managed_nic_name,
+    AttachmentId, InstanceId, JobOutcome, NicId, NicPlumbing, PlumbedPod, PodInfo, PodKey,
+    PodPlumbing, Vxnet, managed_nic_name,
 };
 
 /// Why an engine operation failed.
@@ -97,6 +98,12 @@ pub struct Engine<C, H, K, S> {
     generation: AtomicU64,
     saved_generation: Mutex<u64>,
     pool_running: futures::lock::Mutex<()>,
+    /// How the checkpoint loaded, until the first startup reconcile judges it.
+    load_state: Mutex<Option<LoadState>>,
+    /// What the startup reconcile rebuilt because the checkpoint could not be trusted.
+    recovery: Mutex<Option<Recovery>>,
+    /// The last checkpoint write failed (cleared by the next that succeeds).
+    store_failure: Mutex<Option<StoreError>>,
 }
 
 impl<C, H, K, S> Engine<C, H, K, S>
@@ -107,7 +114,11 @@ where
     S: CheckpointStore,
 {
     /// Builds the engine from the last checkpoint in `store`, or empty if there is none.
-    /// Run [`Engine::reconcile`] with `startup = true` before serving requests.
+    /// A checkpoint that is damaged or cannot be used does not stop the node: the engine
+    /// starts from what the store could salvage (or empty), the store keeps the damaged
+    /// files aside, and the startup reconcile rebuilds from the witnesses and reports a
+    /// [`Recovery`] ([`Engine::recovery`]). Run [`Engine::reconcile`] with
+    /// `startup = true` before serving requests.
     pub fn open(
         cloud: C,
         host: H,
@@ -117,15 +128,37 @@ where
         instance: InstanceId,
         vxnets: Vec<Vxnet>,
     ) -> Result<Self, EngineError> {
-        let (state, generation) = match store.load()? {
+        let loaded = store.load_verified().unwrap_or_else(|e| Loaded {
+            checkpoint: None,
+            damage: Some(CheckpointDamage {
+                reason: RecoveryReason::Unreadable,
+                detail: e.to_string(),
+            }),
+            generation: 0,
+        });
+        let mut damage = loaded.damage;
+        let mut generation = loaded.generation;
+        let mut restored = false;
+        let state = match loaded.checkpoint {
             Some(cp) => {
-                let generation = cp.generation;
-                (
-                    NodeState::restore(config, instance, vxnets, cp)?,
-                    generation,
-                )
+                generation = generation.max(cp.generation);
+                match NodeState::restore(config.clone(), instance.clone(), vxnets.clone(), cp) {
+                    Ok(state) => {
+                        restored = true;
+                        state
+                    }
+                    Err(e) => {
+                        damage = Some(Self::unusable(&store, &e, damage));
+                        NodeState::new(config, instance, vxnets)
+                    }
+                }
             }
-            None => (NodeState::new(config, instance, vxnets), 0),
+            None => NodeState::new(config, instance, vxnets),
+        };
+        let load_state = match damage {
+            Some(d) => LoadState::Damaged(d),
+            None if restored => LoadState::Clean,
+            None => LoadState::Empty,
         };
         Ok(Self {
             cloud,
@@ -136,7 +169,57 @@ where
             generation: AtomicU64::new(generation),
             saved_generation: Mutex::new(generation),
             pool_running: futures::lock::Mutex::new(()),
+            load_state: Mutex::new(Some(load_state)),
+            recovery: Mutex::new(None),
+            store_failure: Mutex::new(None),
         })
+    }
+
+    /// A checkpoint the engine cannot use (`e`): the store keeps it aside.
+    fn unusable(
+        store: &S,
+        e: &CheckpointError,
+        found: Option<CheckpointDamage>,
+    ) -> CheckpointDamage {
+        let mut detail = found.map(|d| format!("{}; ", d.detail)).unwrap_or_default();
+        detail.push_str(&e.to_string());
+        match store.set_aside(&e.to_string()) {
+            Ok(Some(kept)) => detail.push_str(&format!("; kept as {kept}")),
+            Ok(None) => {}
+            Err(err) => detail.push_str(&format!("; not kept aside: {err}")),
+        }
+        CheckpointDamage {
+            reason: e.reason(),
+            detail,
+        }
+    }
+
+    /// What the startup reconcile rebuilt from the witnesses because the checkpoint
+    /// could not be trusted (missing, torn, corrupt, foreign, or older than the host);
+    /// `None` when it could be.
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last checkpoint write's failure, while no later write succeeded: ADDs fail
+    /// (their answer must be durable) until room is made; DELs and repairs go on in
+    /// memory and are written by the next write that succeeds.
+    pub fn store_failure(&self) -> Option<StoreError> {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note_store(&self, result: &Result<(), StoreError>) {
+        let mut failure = self.store_failure.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => *failure = None,
+            Err(e) => *failure = Some(e.clone()),
+        }
     }
 
     /// The cloud port.
@@ -165,16 +248,37 @@ where
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the state with `f` and writes a checkpoint.
-    fn mutate<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> Result<R, StoreError> {
+    /// Changes the state with `f` and writes a checkpoint. The change stays in memory
+    /// when the write fails; the error comes with `f`'s result.
+    fn mutate<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> Result<R, (R, StoreError)> {
         let (r, cp) = {
             let mut state = self.lock();
             let r = f(&mut state);
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             (r, state.checkpoint(generation, self.clock.now()))
         };
-        self.persist(&cp)?;
-        Ok(r)
+        match self.persist(&cp) {
+            Ok(()) => Ok(r),
+            Err(e) => Err((r, e)),
+        }
+    }
+
+    /// [`Engine::mutate`] for callers that fail when the change is not durable.
+    fn mutate_durably<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> Result<R, StoreError> {
+        self.mutate(f).map_err(|(_, e)| e)
+    }
+
+    /// Changes the state with `f` and writes a checkpoint; a failed write leaves the
+    /// change in memory for the next write (each checkpoint holds the whole state):
+    /// for what must go on when the disk is full (DEL, reconcile, the pool's plan).
+    fn mutate_later<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> R {
+        match self.mutate(f) {
+            Ok(r) => r,
+            Err((r, e)) => {
+                tracing::warn!(error = %e, "checkpoint not written; the next change writes it");
+                r
+            }
+        }
     }
 
     /// Saves `cp` unless a newer checkpoint was saved already.
@@ -184,7 +288,9 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if cp.generation > *saved {
-            self.store.save(cp)?;
+            let result = self.store.save(cp);
+            self.note_store(&result);
+            result?;
             *saved = cp.generation;
         }
         Ok(())
@@ -215,9 +321,47 @@ where
             cp
         };
         match self.store.save_in_background(&cp) {
-            Some(saving) => saving.await,
+            Some(saving) => {
+                let result = saving.await;
+                self.note_store(&result);
+                result
+            }
             None => self.persist(&cp),
         }
+    }
+
+    /// The host MAC the host would give `pod`'s sandbox, if it derives it from the pod.
+    fn planned_mac(&self, pod: &PodKey) -> Option<[u8; 6]> {
+        let nic = NicPlumbing {
+            nic: NicId::from_mac([0; 6]),
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            cidr: ipnet::Ipv4Net::default(),
+            gateway: std::net::Ipv4Addr::UNSPECIFIED,
+            table: 0,
+        };
+        self.host
+            .plan_pod(&PodPlumbing {
+                pod: pod.clone(),
+                netns: String::new(),
+                nic,
+            })
+            .and_then(|p| p.host_mac)
+    }
+
+    /// A recovered pod that is `pod`'s ([`NodeState::recovered_for`]), one the host
+    /// showed plumbed first; `None` when `pod` is known or nothing was recovered.
+    fn recovered_of(&self, pod: &PodKey) -> Option<Vec<AttachmentId>> {
+        {
+            let state = self.lock();
+            if state.attachment(&pod.attachment()).is_some() || !state.has_recovered() {
+                return None;
+            }
+        }
+        let mac = self.planned_mac(pod);
+        let state = self.lock();
+        let mut found = state.recovered_for(pod, mac);
+        found.sort_by_key(|id| state.attachment(id).is_none_or(|a| a.plumbed.is_none()));
+        (!found.is_empty()).then_some(found)
     }
 
     /// Sets the extra NICs wanted soon (pods pending on the node, ADDs waiting).
@@ -230,8 +374,14 @@ where
     /// the caller runs the pool and tries again, within its own deadline.
     pub async fn add(&self, pod: &PodKey, netns: &str) -> Result<Added, EngineError> {
         let now = self.clock.now();
+        // A pod the node rebuilt from the witnesses keeps its address: the ADD claims it
+        // and plumbs its sandbox again.
+        let recovered = self.recovered_of(pod);
         let (assignment, plumbing) = {
             let mut state = self.lock();
+            if let Some(first) = recovered.as_ref().and_then(|r| r.first()) {
+                state.claim_recovered(first, pod, netns, true);
+            }
             let assignment = state.assign(pod, netns, now)?;
             let plumbing = state
                 .pod_plumbing(&assignment.attachment)
@@ -269,7 +419,7 @@ where
         match plumbed {
             Ok(plumbed) => {
                 let gateway = plumbing.nic.gateway;
-                let stored = self.mutate(|s| s.confirm_plumbed(&id, plumbed.clone()));
+                let stored = self.mutate_durably(|s| s.confirm_plumbed(&id, plumbed.clone()));
                 match stored {
                     Ok(true) => {
                         let mut attachment = assignment.attachment;
@@ -295,15 +445,37 @@ where
                     if let Err(undo) = self.host.unplumb_pod(&expected, Some(netns)).await {
                         tracing::warn!(pod = %pod.display_name(), error = %undo, "cleanup after failed plumbing");
                     }
-                    self.mutate(|s| s.abort_assign(&id, self.clock.now()))?;
+                    self.mutate_later(|s| s.abort_assign(&id, self.clock.now()));
                 }
                 Err(err.into())
             }
         }
     }
 
+    /// CNI DEL of `pod`: [`Engine::del`] of its attachment or, when the node does not
+    /// know its container id, of the pods rebuilt from the witnesses that are its.
+    pub async fn del_pod(
+        &self,
+        pod: &PodKey,
+        netns: Option<&str>,
+    ) -> Result<Option<PodAttachment>, EngineError> {
+        let Some(recovered) = self.recovered_of(pod) else {
+            return self.del(&pod.attachment(), netns).await;
+        };
+        let mut released = None;
+        for id in &recovered {
+            if let Some(att) = self.del(id, netns).await? {
+                tracing::info!(pod = %pod.display_name(), ip = %att.ip, "DEL released a recovered pod");
+                released.get_or_insert(att);
+            }
+        }
+        Ok(released)
+    }
+
     /// CNI DEL: removes the pod's plumbing and releases its NIC into cooldown.
-    /// Idempotent: an unknown attachment succeeds with `None`.
+    /// Idempotent: an unknown attachment succeeds with `None`. The release is kept
+    /// when the checkpoint cannot be written (a full disk): a deleted pod must not
+    /// hold its address, and the next write that succeeds records it.
     pub async fn del(
         &self,
         id: &AttachmentId,
@@ -321,13 +493,35 @@ where
             .filter(|n| !n.is_empty())
             .or(Some(att.netns.as_str()))
             .filter(|n| !n.is_empty());
-        match self.host.unplumb_pod(&plumbed, netns).await {
-            Ok(()) => {}
-            Err(e) if e.kind == HostErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        // A pod held for the pod source has no plumbing: nothing on the host is its
+        // (the veth its name gives may be a newer sandbox's).
+        let held_only = id.is_recovered() && att.plumbed.is_none();
+        if !held_only {
+            match self.host.unplumb_pod(&plumbed, netns).await {
+                Ok(()) => {}
+                Err(e) if e.kind == HostErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let now = self.clock.now();
-        Ok(self.mutate(|s| s.release(id, now))?)
+        Ok(self.mutate_later(|s| s.release(id, now)))
+    }
+
+    /// CNI CHECK of `pod`: [`Engine::check`] of its attachment, which claims a pod
+    /// rebuilt from the witnesses on the host that is `pod`'s.
+    pub async fn check_pod(&self, pod: &PodKey, netns: &str) -> Result<PodAttachment, EngineError> {
+        if let Some(recovered) = self.recovered_of(pod) {
+            let plumbed = {
+                let s = self.lock();
+                recovered
+                    .into_iter()
+                    .find(|r| s.attachment(r).is_some_and(|a| a.plumbed.is_some()))
+            };
+            if let Some(r) = plumbed {
+                self.mutate_later(|s| s.claim_recovered(&r, pod, netns, false));
+            }
+        }
+        self.check(&pod.attachment()).await
     }
 
     /// CNI CHECK: verifies the attachment's plumbing on the host.
@@ -377,15 +571,7 @@ where
     pub async fn run_pool(&self) -> PoolRound {
         let _running = self.pool_running.lock().await;
         self.settle_uncertain().await;
-        let actions = match self.mutate(|s| s.plan(self.clock.now())) {
-            Ok(a) => a,
-            Err(e) => {
-                return PoolRound {
-                    actions: 0,
-                    failures: vec![e.to_string()],
-                };
-            }
-        };
+        let actions = self.mutate_later(|s| s.plan(self.clock.now()));
         let count = actions.len();
         let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
         PoolRound {
@@ -418,7 +604,9 @@ where
         match self.cloud.describe_nics(&filter).await {
             Ok(nics) => {
                 let now = self.clock.now();
-                if let Err(e) = self.mutate(|s| s.settle_uncertain(&filter.nics, &nics, now)) {
+                if let Err(e) =
+                    self.mutate_durably(|s| s.settle_uncertain(&filter.nics, &nics, now))
+                {
                     tracing::warn!(error = %e, "checkpoint after settling uncertain NICs");
                 }
             }
@@ -445,7 +633,7 @@ where
                     .create_nics(&vxnet, count, &managed_nic_name(&instance))
                     .await;
                 let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate(|s| s.create_done(&vxnet, count, result, self.clock.now()))
+                self.mutate_durably(|s| s.create_done(&vxnet, count, result, self.clock.now()))
                     .map_err(|e| e.to_string())?;
                 err.map_or(Ok(()), Err)
             }
@@ -454,7 +642,7 @@ where
                     Ok(job) => Ok(job),
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
                         // The answer may have been lost after the job started.
-                        self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                        self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))
                             .map_err(|e| e.to_string())?;
                         return Err(e.to_string());
                     }
@@ -463,7 +651,7 @@ where
                 let result = match job {
                     Ok(job) => match self.wait(&job, "AttachNics").await {
                         Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate(|s| s.job_lost(&nics, true, self.clock.now()))
+                            self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))
                                 .map_err(|e| e.to_string())?;
                             return Err(e.to_string());
                         }
@@ -473,7 +661,7 @@ where
                 };
                 let err = result.as_ref().err().map(ToString::to_string);
                 let attached = result.is_ok();
-                self.mutate(|s| s.attach_done(&nics, result, self.clock.now()))
+                self.mutate_durably(|s| s.attach_done(&nics, result, self.clock.now()))
                     .map_err(|e| e.to_string())?;
                 if attached {
                     // Prepare at once: the link usually appears together with the job's end.
@@ -485,7 +673,7 @@ where
                     };
                     for nic in plumbing {
                         let r = self.host.prepare_nic(&nic).await;
-                        self.mutate(|s| s.prepare_done(&nic.nic, r, self.clock.now()))
+                        self.mutate_durably(|s| s.prepare_done(&nic.nic, r, self.clock.now()))
                             .map_err(|e| e.to_string())?;
                     }
                 }
@@ -494,7 +682,7 @@ where
             PoolAction::Prepare { nic } => {
                 let result = self.host.prepare_nic(&nic).await;
                 let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate(|s| s.prepare_done(&nic.nic, result, self.clock.now()))
+                self.mutate_durably(|s| s.prepare_done(&nic.nic, result, self.clock.now()))
                     .map_err(|e| e.to_string())?;
                 err.map_or(Ok(()), Err)
             }
@@ -508,28 +696,28 @@ where
                 let result = match self.cloud.detach_nics(&ids).await {
                     Ok(job) => match self.wait(&job, "DetachNics").await {
                         Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                            self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))
                                 .map_err(|e| e.to_string())?;
                             return Err(e.to_string());
                         }
                         other => other,
                     },
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
-                        self.mutate(|s| s.job_lost(&ids, false, self.clock.now()))
+                        self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))
                             .map_err(|e| e.to_string())?;
                         return Err(e.to_string());
                     }
                     Err(e) => Err(e),
                 };
                 let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate(|s| s.detach_done(&ids, result, self.clock.now()))
+                self.mutate_durably(|s| s.detach_done(&ids, result, self.clock.now()))
                     .map_err(|e| e.to_string())?;
                 err.map_or(Ok(()), Err)
             }
             PoolAction::Delete { nics } => {
                 let result = self.cloud.delete_nics(&nics).await;
                 let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate(|s| s.delete_done(&nics, result, self.clock.now()))
+                self.mutate_durably(|s| s.delete_done(&nics, result, self.clock.now()))
                     .map_err(|e| e.to_string())?;
                 err.map_or(Ok(()), Err)
             }
@@ -538,7 +726,17 @@ where
 
     async fn wait(&self, job: &crate::types::JobId, action: &str) -> Result<(), CloudError> {
         let timeout = self.lock().config().job_timeout;
-        match self.cloud.wait_job(job, timeout).await? {
+        let outcome = self.cloud.wait_job(job, timeout).await.map_err(|e| {
+            // Asking about the job failed, whatever the reason: the job itself may
+            // still run and take effect, so its NICs are uncertain (retryable), never
+            // settled as if it had failed (the pool would attach more meanwhile).
+            CloudError::new(
+                CloudErrorKind::Retryable,
+                action,
+                format!("job {job}: outcome unknown: {e}"),
+            )
+        })?;
+        match outcome {
             JobOutcome::Successful => Ok(()),
             // A failed job had no effect: the NICs are where they were.
             JobOutcome::Failed => Err(CloudError::new(
@@ -565,14 +763,28 @@ where
         self.reconcile_exclusive(pods, startup, async {}).await
     }
 
-    /// [`Engine::reconcile`], with `exclusive` awaited once the pool is idle and
-    /// the cloud has answered, and held until the actions are applied: the
-    /// caller's way to keep ADD and DEL off the host while the host is compared
-    /// and repaired, without holding them up behind a pool round's cloud jobs or
-    /// the cloud's answer (ADD and DEL never call the cloud).
+    /// [`Engine::reconcile_exclusive`] with `pods` listed when `Some`, and no pod
+    /// source when `None`.
     pub async fn reconcile_exclusive<G>(
         &self,
         pods: Option<&[PodInfo]>,
+        startup: bool,
+        exclusive: impl std::future::Future<Output = G>,
+    ) -> Result<ReconcileReport, EngineError> {
+        self.reconcile_witnessed(PodsSeen::from_option(pods), startup, exclusive)
+            .await
+    }
+
+    /// [`Engine::reconcile`] with what the pod source said, and with `exclusive`
+    /// awaited once the pool is idle and the cloud has answered, and held until the
+    /// actions are applied: the caller's way to keep ADD and DEL off the host while the
+    /// host is compared and repaired, without holding them up behind a pool round's
+    /// cloud jobs or the cloud's answer (ADD and DEL never call the cloud). The first
+    /// startup reconcile judges the checkpoint ([`Engine::recovery`], and the report's
+    /// `recovery`).
+    pub async fn reconcile_witnessed<G>(
+        &self,
+        pods: PodsSeen<'_>,
         startup: bool,
         exclusive: impl std::future::Future<Output = G>,
     ) -> Result<ReconcileReport, EngineError> {
@@ -586,7 +798,7 @@ where
         let _exclusive = exclusive.await;
         let host = self.host.inventory().await?;
         let now = self.clock.now();
-        let report = self.mutate(|s| {
+        let mut report = self.mutate_later(|s| {
             s.reconcile(
                 Observed {
                     cloud: &cloud,
@@ -596,7 +808,19 @@ where
                 startup,
                 now,
             )
-        })?;
+        });
+        let loaded = if startup {
+            self.load_state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        } else {
+            None
+        };
+        if let Some(loaded) = loaded {
+            report.recovery = Recovery::judge(&loaded, &report);
+            *self.recovery.lock().unwrap_or_else(|p| p.into_inner()) = report.recovery.clone();
+        }
         drop(_running);
         let mut errors = Vec::new();
         for action in &report.actions {
@@ -633,7 +857,7 @@ where
                 };
                 match self.host.plumb_pod(&plumbing).await {
                     Ok(plumbed) => {
-                        self.mutate(|s| s.confirm_plumbed(attachment, plumbed))?;
+                        self.mutate_later(|s| s.confirm_plumbed(attachment, plumbed));
                         Ok(())
                     }
                     Err(e) if e.kind == HostErrorKind::NotFound => {

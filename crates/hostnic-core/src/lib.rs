@@ -16,6 +16,8 @@
 //!   the batched warm-pool planner and backoff.
 //! - [`checkpoint`]: the versioned durable snapshot of the state.
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
+//! - [`recovery`]: what the node rebuilds from its witnesses (host, pod source, cloud)
+//!   when its checkpoint is missing, damaged or older than the host.
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
@@ -35,6 +37,7 @@ pub mod policy;
 pub mod pool;
 pub mod ports;
 pub mod reconcile;
+pub mod recovery;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;

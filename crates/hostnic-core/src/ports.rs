@@ -273,12 +273,44 @@ impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
     }
 }
 
+/// What kind of failure a [`StoreError`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreErrorKind {
+    /// Reading or writing failed.
+    #[default]
+    Io,
+    /// The disk (or the quota) is full: nothing can be recorded until room is made.
+    NoSpace,
+}
+
 /// A failure to read or write the checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("checkpoint store: {message}")]
+#[error("checkpoint store{}: {message}", if *kind == StoreErrorKind::NoSpace { ": the disk of the state directory is full" } else { "" })]
 pub struct StoreError {
+    /// What kind of failure.
+    #[serde(default)]
+    pub kind: StoreErrorKind,
     /// What went wrong (path and OS error for a file store).
     pub message: String,
+}
+
+impl StoreError {
+    /// A read or write failure.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            kind: StoreErrorKind::Io,
+            message: message.into(),
+        }
+    }
+
+    /// The disk is full.
+    pub fn no_space(message: impl Into<String>) -> Self {
+        Self {
+            kind: StoreErrorKind::NoSpace,
+            message: message.into(),
+        }
+    }
 }
 
 /// Durable storage of the node's [`Checkpoint`](crate::checkpoint::Checkpoint).
@@ -289,6 +321,34 @@ pub struct StoreError {
 pub trait CheckpointStore: Send + Sync {
     /// Reads the last checkpoint written, if any.
     fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError>;
+
+    /// Reads the last checkpoint written or, when what the store holds is damaged,
+    /// the best intact one, and says what was wrong (a file store keeps the damaged
+    /// files aside for inspection). The engine opens with this. The default reads
+    /// [`CheckpointStore::load`] and takes a failure for corruption.
+    fn load_verified(&self) -> Result<crate::checkpoint::Loaded, StoreError> {
+        use crate::checkpoint::{CheckpointDamage, Loaded, RecoveryReason};
+        Ok(match self.load() {
+            Ok(checkpoint) => Loaded::clean(checkpoint),
+            Err(e) => Loaded {
+                checkpoint: None,
+                damage: Some(CheckpointDamage {
+                    reason: RecoveryReason::Corrupt,
+                    detail: e.message,
+                }),
+                generation: 0,
+            },
+        })
+    }
+
+    /// Keeps the checkpoint the store holds aside for inspection, because the engine
+    /// cannot use it (`why`: another instance's, an unknown version, inconsistent);
+    /// the next save starts afresh. Returns where it went, if anywhere. The default
+    /// keeps nothing.
+    fn set_aside(&self, why: &str) -> Result<Option<String>, StoreError> {
+        let _ = why;
+        Ok(None)
+    }
 
     /// Replaces the checkpoint atomically: after a crash, either the old or the new one is read.
     fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError>;
@@ -310,6 +370,12 @@ pub trait CheckpointStore: Send + Sync {
 impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
     fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
         (**self).load()
+    }
+    fn load_verified(&self) -> Result<crate::checkpoint::Loaded, StoreError> {
+        (**self).load_verified()
+    }
+    fn set_aside(&self, why: &str) -> Result<Option<String>, StoreError> {
+        (**self).set_aside(why)
     }
     fn save(&self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<(), StoreError> {
         (**self).save(checkpoint)

@@ -10,16 +10,23 @@
 //! 3. The cloud is the truth about attachment: the state follows it. NICs with an
 //!    operation in flight are left alone except at startup, when nothing is in flight.
 //! 4. A NIC that no longer exists in the cloud is forgotten; a pod on it is released.
-//! 5. The host is the truth about plumbing: a NIC whose link or table is missing is
-//!    prepared again (after a reboot); a pod veth nobody holds is removed; a pod whose
-//!    plumbing vanished is plumbed again.
-//! 6. When the pod source is authoritative, attachments of pods that are gone are released.
+//! 5. The witnesses say which pods are alive ([`crate::recovery`]): a pod the host
+//!    shows plumbed with the address of one of the node's NICs, or that the pod source
+//!    lists with one, keeps that address, adopted if the state does not know it. An
+//!    address a live pod holds is never given to another pod.
+//! 6. The host is the truth about plumbing: a NIC whose link or table is missing is
+//!    prepared again (after a reboot); a pod whose plumbing vanished is plumbed again.
+//!    Pod plumbing is removed only when it holds no address, when its address is no
+//!    NIC of this node in the cloud, or when its sandbox is proven dead; never merely
+//!    because the state does not know it.
+//! 7. When the pod source is authoritative, attachments of pods that are gone are released.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::pool::{CloudLink, NodeState, Usage};
+use crate::recovery::{RecoveredPod, Recovery};
 use crate::types::{
     AttachmentId, CloudNic, CloudNicStatus, HostInventory, NicId, PlumbedPod, PodInfo, Timestamp,
     managed_nic_name,
@@ -32,8 +39,34 @@ pub struct Observed<'a> {
     pub cloud: &'a [CloudNic],
     /// The host's hostnic plumbing.
     pub host: &'a HostInventory,
-    /// The pods that should exist on the node, when the source is authoritative.
-    pub pods: Option<&'a [PodInfo]>,
+    /// What the pod source says.
+    pub pods: PodsSeen<'a>,
+}
+
+/// What the pod source said for a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodsSeen<'a> {
+    /// There is no pod source (podman, `--pods none`): nothing says which pods exist.
+    NoSource,
+    /// The pod source did not answer: which pods exist is unknown.
+    Unavailable,
+    /// The pods that should exist on the node (the source is authoritative).
+    Listed(&'a [PodInfo]),
+}
+
+impl<'a> PodsSeen<'a> {
+    /// `Listed` for `Some`, `NoSource` for `None` (the engine's older API).
+    pub fn from_option(pods: Option<&'a [PodInfo]>) -> Self {
+        pods.map_or(PodsSeen::NoSource, PodsSeen::Listed)
+    }
+
+    /// The pods, when the source listed them.
+    pub fn listed(self) -> Option<&'a [PodInfo]> {
+        match self {
+            PodsSeen::Listed(pods) => Some(pods),
+            _ => None,
+        }
+    }
 }
 
 /// Host or pod work the reconcile leaves to the caller.
@@ -71,6 +104,21 @@ pub struct ReconcileReport {
     pub unprepared: Vec<NicId>,
     /// Host and pod work to do.
     pub actions: Vec<ReconcileAction>,
+    /// Live pods the state did not know, adopted from the host or the pod source.
+    #[serde(default)]
+    pub recovered: Vec<RecoveredPod>,
+    /// Attachments dropped because the host shows their address on another pod.
+    #[serde(default)]
+    pub superseded: Vec<AttachmentId>,
+    /// Pod plumbing left alone although no NIC of the state holds its address: the
+    /// address is a NIC of this node's in the cloud that is not usable here (attached
+    /// elsewhere, being deleted).
+    #[serde(default)]
+    pub left_alone: Vec<PlumbedPod>,
+    /// On the startup reconcile, when the checkpoint could not be trusted: what was
+    /// rebuilt from the witnesses, and why (set by the engine).
+    #[serde(default)]
+    pub recovery: Option<Recovery>,
 }
 
 impl ReconcileReport {
@@ -81,6 +129,10 @@ impl ReconcileReport {
             && self.corrected.is_empty()
             && self.unprepared.is_empty()
             && self.actions.is_empty()
+            && self.recovered.is_empty()
+            && self.superseded.is_empty()
+            && self.left_alone.is_empty()
+            && self.recovery.is_none()
     }
 }
 
@@ -220,14 +272,52 @@ impl NodeState {
             }
         }
 
-        // Host: pod plumbing against attachments.
+        // Witnesses: live pods keep their addresses, whatever the state remembers.
+        self.adopt_witnessed(observed.host, observed.pods, now, &mut report);
+        // A forgotten NIC's address may be a new NIC's now, on a live pod with the same
+        // veth name: the host's plumbing that an attachment holds is never removed.
+        let held_on_host: BTreeSet<(&str, std::net::Ipv4Addr)> = observed
+            .host
+            .pods
+            .iter()
+            .filter(|p| {
+                self.attachments
+                    .values()
+                    .any(|a| a.ip == p.ip && self.holds(a, p))
+            })
+            .map(|p| (p.host_veth.as_str(), p.ip))
+            .collect();
+        report.actions.retain(|a| match a {
+            ReconcileAction::Unplumb { plumbed } => {
+                !held_on_host.contains(&(plumbed.host_veth.as_str(), plumbed.ip))
+            }
+            _ => true,
+        });
+
+        // Host: pod plumbing against attachments. What no attachment holds now has no
+        // address, or an address that is no NIC of this node.
         let by_ip: BTreeMap<_, _> = self.attachments.values().map(|a| (a.ip, a)).collect();
-        let plumbed_ips: BTreeSet<_> = observed.host.pods.iter().map(|p| p.ip).collect();
+        let plumbed_ips: BTreeSet<_> = observed
+            .host
+            .pods
+            .iter()
+            .filter(|p| !p.ip.is_unspecified())
+            .map(|p| p.ip)
+            .collect();
+        let cloud_ips: BTreeSet<_> = observed
+            .cloud
+            .iter()
+            .filter(|n| n.name == ours && !n.primary)
+            .map(|n| n.ip)
+            .collect();
         for p in &observed.host.pods {
-            let held = by_ip
-                .get(&p.ip)
-                .is_some_and(|a| self.expected_plumbed(a).host_veth == p.host_veth);
-            if !held {
+            let held = by_ip.get(&p.ip).is_some_and(|a| self.holds(a, p));
+            if held {
+                continue;
+            }
+            if !p.ip.is_unspecified() && cloud_ips.contains(&p.ip) {
+                report.left_alone.push(p.clone());
+            } else {
                 report
                     .actions
                     .push(ReconcileAction::Unplumb { plumbed: p.clone() });
@@ -235,7 +325,7 @@ impl NodeState {
         }
 
         // Pods: release what is gone, replumb what lost its plumbing.
-        let live: Option<BTreeSet<(&str, &str)>> = observed.pods.map(|pods| {
+        let live: Option<BTreeSet<(&str, &str)>> = observed.pods.listed().map(|pods| {
             pods.iter()
                 .map(|p| (p.namespace.as_str(), p.name.as_str()))
                 .collect()
@@ -255,6 +345,23 @@ impl NodeState {
                         att.pod.display_name()
                     ),
                 });
+                continue;
+            }
+            if id.is_recovered() {
+                // Its sandbox is unknown, so it cannot be plumbed again: released once
+                // proven dead.
+                let on_host = plumbed_ips.contains(&att.ip);
+                if NodeState::recovered_is_dead(att, on_host, observed.pods) {
+                    report.actions.push(ReconcileAction::Release {
+                        attachment: id.clone(),
+                        reason: format!(
+                            "recovered pod {} ({}): its sandbox is gone and no pod of \
+                             this node holds the address",
+                            att.pod.display_name(),
+                            att.ip
+                        ),
+                    });
+                }
                 continue;
             }
             if att.plumbed.is_some() && !plumbed_ips.contains(&att.ip) {
@@ -368,7 +475,7 @@ mod tests {
         let observed = Observed {
             cloud: &cloud,
             host: &host,
-            pods: None,
+            pods: PodsSeen::NoSource,
         };
         s.reconcile(observed, true, Timestamp(0));
         s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
@@ -395,7 +502,7 @@ mod tests {
             Observed {
                 cloud: &cloud,
                 host: &host,
-                pods: None,
+                pods: PodsSeen::NoSource,
             },
             true,
             Timestamp(0),
@@ -427,7 +534,7 @@ mod tests {
             Observed {
                 cloud: &[],
                 host: &host,
-                pods: None,
+                pods: PodsSeen::NoSource,
             },
             false,
             Timestamp(2),
@@ -456,7 +563,7 @@ mod tests {
             Observed {
                 cloud: &cloud,
                 host: &rebooted,
-                pods: None,
+                pods: PodsSeen::NoSource,
             },
             true,
             Timestamp(2),
@@ -477,7 +584,7 @@ mod tests {
         let observed = Observed {
             cloud: &cloud,
             host: &host,
-            pods: Some(&[]),
+            pods: PodsSeen::Listed(&[]),
         };
         // A fresh ADD may precede the pod watch: not released yet.
         let r = s.reconcile(observed, false, Timestamp(2));

@@ -240,6 +240,33 @@ pub struct AttachmentId {
     pub ifname: String,
 }
 
+impl AttachmentId {
+    /// The key of a pod adopted from the witnesses (see [`crate::recovery`]): the
+    /// runtime's container id is not known, the pod's address is, and is unique.
+    pub fn recovered(ip: Ipv4Addr) -> Self {
+        AttachmentId {
+            container_id: format!("{RECOVERED_PREFIX}{ip}"),
+            ifname: "eth0".to_string(),
+        }
+    }
+
+    /// True for the key of a pod adopted from the witnesses.
+    pub fn is_recovered(&self) -> bool {
+        self.container_id.starts_with(RECOVERED_PREFIX)
+    }
+
+    /// The lowest key a recovered pod can have (keys sort by container id first).
+    pub(crate) fn recovered_start() -> Self {
+        AttachmentId {
+            container_id: RECOVERED_PREFIX.to_string(),
+            ifname: String::new(),
+        }
+    }
+}
+
+/// The container id given to pods adopted from the witnesses, before their address.
+const RECOVERED_PREFIX: &str = "hostnic-recovered-";
+
 impl fmt::Display for AttachmentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.container_id, self.ifname)
@@ -416,6 +443,11 @@ pub struct PodInfo {
     pub name: String,
     /// The pod is scheduled here but has no sandbox network yet: a NIC will be needed soon.
     pub pending: bool,
+    /// The pod's address as the pod source reports it (`status.podIP`), once it has one.
+    /// A witness for recovery: an address a pod of this node holds is never given to
+    /// another pod (see [`crate::recovery`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// A change reported by a pod source.

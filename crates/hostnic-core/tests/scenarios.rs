@@ -140,6 +140,7 @@ fn pods_deleted_while_the_agent_was_down_are_released() {
         namespace: "default".into(),
         name: "pod-1".into(),
         pending: false,
+        ip: None,
     }];
     block_on(world.engine.reconcile(Some(&pods), false)).unwrap();
     let remaining: Vec<_> = world
@@ -295,4 +296,26 @@ fn churn_does_not_stall_adds_behind_cooling_nics() {
     let start = world.now();
     world.add(&pod(99)).expect("served");
     assert_eq!(world.now(), start, "the ADD had to wait for the pool");
+}
+
+#[test]
+fn a_full_disk_fails_the_add_naming_it_but_not_the_del_and_the_next_write_records_the_del() {
+    let mut world = World::new(PoolConfig::default());
+    world.settle();
+    world.add(&pod(1)).unwrap();
+    world.store.fail_next(1);
+    let err = world.add(&pod(2)).unwrap_err();
+    assert!(err.to_string().contains("disk"), "{err}");
+    assert!(world.engine.store_failure().is_some());
+    // DEL goes on in memory: a deleted pod must not hold its address.
+    world.store.fail_next(1);
+    world.del(&pod(1)).expect("DEL on a full disk");
+    assert!(world.engine.store_failure().is_some(), "its write failed");
+    assert!(world.engine.with_state(|s| s.attachments().is_empty()));
+    assert!(world.host.plumbed().is_empty());
+    // Room again: the next write (a pool round) records the DEL.
+    world.tick(1);
+    assert!(world.engine.store_failure().is_none());
+    world.crash_and_restart();
+    assert!(world.engine.with_state(|s| s.attachments().is_empty()));
 }

@@ -1,4 +1,5 @@
-//! [`PodEvents`]: Kubernetes Events on a pod when its CNI ADD could not get a NIC.
+//! [`PodEvents`]: Kubernetes Events on a pod when its CNI ADD could not get a NIC,
+//! or when the agent rebuilt it from the node after losing its checkpoint.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -32,12 +33,17 @@ impl NicShortage {
     }
 }
 
+/// The reason of the event on a pod whose address the agent recovered from the node
+/// (its checkpoint was missing, damaged or older than the node).
+pub const CHECKPOINT_RECOVERED: &str = "CheckpointRecovered";
+
 #[derive(Debug)]
 struct Pending {
     namespace: String,
     name: String,
     uid: Option<String>,
-    shortage: NicShortage,
+    reason: &'static str,
+    action: &'static str,
     message: String,
 }
 
@@ -87,13 +93,37 @@ impl PodEvents {
         shortage: NicShortage,
         message: impl Into<String>,
     ) {
-        let pending = Pending {
+        self.send(Pending {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             uid,
-            shortage,
+            reason: shortage.reason(),
+            action: "AllocateNic",
             message: message.into(),
-        };
+        });
+    }
+
+    /// Records that the agent recovered the pod `namespace/name` (UID if known) from
+    /// the node: its checkpoint could not be trusted (reason `CheckpointRecovered`).
+    pub fn checkpoint_recovered(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<String>,
+        message: impl Into<String>,
+    ) {
+        self.send(Pending {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid,
+            reason: CHECKPOINT_RECOVERED,
+            action: "RecoverCheckpoint",
+            message: message.into(),
+        });
+    }
+
+    fn send(&self, pending: Pending) {
+        let (namespace, name) = (pending.namespace.clone(), pending.name.clone());
         if self.tx.try_send(pending).is_err() {
             tracing::debug!(namespace, name, "event queue full; event dropped");
         }
@@ -114,9 +144,9 @@ async fn send_loop(recorder: Recorder, mut rx: mpsc::Receiver<Pending>) {
         let note: String = p.message.chars().take(1000).collect();
         let event = Event {
             type_: EventType::Warning,
-            reason: p.shortage.reason().to_owned(),
+            reason: p.reason.to_owned(),
             note: Some(note),
-            action: "AllocateNic".to_owned(),
+            action: p.action.to_owned(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {

@@ -79,6 +79,21 @@ impl KubeAdapter {
     }
 }
 
+impl KubeAdapter {
+    /// Records on `namespace/name` (with its UID when the pod watch knows it) that the
+    /// agent recovered the pod's address from the node after losing its checkpoint.
+    pub fn record_checkpoint_recovered(
+        &self,
+        namespace: &str,
+        name: &str,
+        message: impl Into<String>,
+    ) {
+        let uid = self.pods.uid_of(namespace, name);
+        self.events
+            .checkpoint_recovered(namespace, name, uid, message);
+    }
+}
+
 /// Longest silence on a connection before it is considered dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(330);
 

@@ -31,18 +31,27 @@ pub fn node_field_selector(node: &str) -> String {
 /// tears their sandbox down, so their NIC can go back to the pool).
 ///
 /// `pending` is true while the pod has no IP yet (no sandbox network): a NIC will be
-/// asked for soon, so the pool should warm up for it.
+/// asked for soon, so the pool should warm up for it. `ip` is the pod's IPv4 address
+/// (`status.podIP`, else the first IPv4 of `status.podIPs`): the agent never gives an
+/// address a pod of its node holds to another pod, whatever its checkpoint says.
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     pod_network_spec(pod)?;
-    let has_ip = pod
-        .status
-        .as_ref()
+    let status = pod.status.as_ref();
+    let has_ip = status
         .and_then(|s| s.pod_ip.as_deref())
         .is_some_and(|ip| !ip.is_empty());
+    let ip = status.and_then(|s| {
+        s.pod_ip
+            .iter()
+            .map(String::as_str)
+            .chain(s.pod_ips.iter().flatten().map(|p| p.ip.as_str()))
+            .find_map(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+    });
     Some(PodInfo {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         pending: !has_ip,
+        ip,
     })
 }
 
@@ -332,11 +341,28 @@ mod tests {
             Some(PodInfo {
                 namespace: "default".into(),
                 name: "web".into(),
-                pending: true
+                pending: true,
+                ip: None,
             })
         );
         p.status.as_mut().unwrap().pod_ip = Some("10.0.0.7".into());
         p.status.as_mut().unwrap().phase = Some("Running".into());
-        assert!(!pod_info(&p).unwrap().pending);
+        let info = pod_info(&p).unwrap();
+        assert!(!info.pending);
+        assert_eq!(info.ip, Some(std::net::Ipv4Addr::new(10, 0, 0, 7)));
+    }
+
+    #[test]
+    fn the_ipv4_address_comes_from_pod_ip_or_the_first_ipv4_of_pod_ips() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "dual", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "podIP": "fd00::7",
+                       "podIPs": [{"ip": "fd00::7"}, {"ip": "10.0.0.8"}]},
+        }));
+        assert_eq!(
+            pod_info(&p).unwrap().ip,
+            Some(std::net::Ipv4Addr::new(10, 0, 0, 8))
+        );
     }
 }

@@ -14,11 +14,12 @@ use hostnic_k8s::{Capacity, KubeAdapter, NicShortage};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn info(name: &str, pending: bool) -> PodInfo {
+fn info(name: &str, ip: Option<&str>) -> PodInfo {
     PodInfo {
         namespace: "default".into(),
         name: name.into(),
-        pending,
+        pending: ip.is_none(),
+        ip: ip.map(|ip| ip.parse().unwrap()),
     }
 }
 
@@ -69,15 +70,15 @@ async fn pods_of_the_node_and_their_changes() {
     assert!(k8s.pods.wait_synced(WAIT).await);
     assert_eq!(
         k8s.pods.pods().await.unwrap(),
-        vec![info("pending", true), info("running", false)]
+        vec![info("pending", None), info("running", Some("10.0.0.5"))]
     );
     let mut initial = vec![next(&mut changes).await, next(&mut changes).await];
     initial.sort_by_key(|e| format!("{e:?}"));
     assert_eq!(
         initial,
         vec![
-            PodEvent::Upserted(info("pending", true)),
-            PodEvent::Upserted(info("running", false))
+            PodEvent::Upserted(info("pending", None)),
+            PodEvent::Upserted(info("running", Some("10.0.0.5")))
         ]
     );
 
@@ -87,12 +88,12 @@ async fn pods_of_the_node_and_their_changes() {
     server.add_pod("default", "new", "node-1", None);
     assert_eq!(
         next(&mut changes).await,
-        PodEvent::Upserted(info("new", true))
+        PodEvent::Upserted(info("new", None))
     );
     server.add_pod("default", "new", "node-1", Some("10.0.0.7"));
     assert_eq!(
         next(&mut changes).await,
-        PodEvent::Upserted(info("new", false))
+        PodEvent::Upserted(info("new", Some("10.0.0.7")))
     );
     server.delete_pod("default", "running").unwrap();
     assert_eq!(
@@ -143,7 +144,7 @@ async fn an_outage_is_retryable_and_deletions_during_it_are_reported_after() {
         }
     );
     let pods = eventually("pods() to answer", || async { k8s.pods.pods().await.ok() }).await;
-    assert_eq!(pods, vec![info("running", false)]);
+    assert_eq!(pods, vec![info("running", Some("10.0.0.5"))]);
 }
 
 #[tokio::test]
@@ -185,6 +186,30 @@ async fn node_vxnets_capacity_and_events() {
     assert_eq!(event["regarding"]["kind"], "Pod");
     assert_eq!(event["regarding"]["uid"], pod_uid);
     assert_eq!(event["reportingController"], "hostnic");
+
+    // A pod the agent recovered from the node after losing its checkpoint.
+    k8s.record_checkpoint_recovered(
+        "default",
+        "running",
+        "the hostnic agent's checkpoint was missing; this pod keeps its address 10.0.0.5",
+    );
+    let running_uid =
+        server.get("v1", "Pod", "default", "running").unwrap()["metadata"]["uid"].clone();
+    let event = eventually("the recovery event", || async {
+        server
+            .events()
+            .into_iter()
+            .find(|e| e["reason"] == "CheckpointRecovered")
+    })
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["action"], "RecoverCheckpoint");
+    assert_eq!(event["regarding"]["name"], "running");
+    assert_eq!(event["regarding"]["uid"], running_uid);
+    assert!(
+        event["note"].as_str().unwrap().contains("10.0.0.5"),
+        "{event}"
+    );
 }
 
 #[tokio::test]

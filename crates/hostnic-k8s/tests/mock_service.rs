@@ -81,6 +81,7 @@ async fn lists_and_watches_only_this_nodes_pods_and_skips_host_network() {
         namespace: "default".into(),
         name: "web".into(),
         pending: true,
+        ip: None,
     };
     let first = tokio::time::timeout(Duration::from_secs(5), changes.next())
         .await
@@ -110,7 +111,8 @@ async fn lists_and_watches_only_this_nodes_pods_and_skips_host_network() {
             PodEvent::Upserted(PodInfo {
                 namespace: "default".into(),
                 name: "web".into(),
-                pending: false
+                pending: false,
+                ip: Some("10.0.0.9".parse().unwrap()),
             }),
             PodEvent::Deleted {
                 namespace: "default".into(),

@@ -128,6 +128,17 @@ impl World {
         nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
         policy: Option<hostnic_agent::policy::PolicyDeps>,
     ) -> Agent {
+        self.start_reporting(pods, nic_events, policy, None)
+    }
+
+    /// [`World::start_full`] with a reporter of the node's state.
+    pub fn start_reporting(
+        &self,
+        pods: Option<Arc<dyn hostnic_core::ports::PodSource>>,
+        nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
+        policy: Option<hostnic_agent::policy::PolicyDeps>,
+        reporter: Option<Arc<dyn hostnic_agent::NodeReporter>>,
+    ) -> Agent {
         let deps = Deps {
             cloud: self.cloud.clone(),
             host: self.host.clone(),
@@ -135,7 +146,7 @@ impl World {
             pods,
             nic_events,
             metrics: Arc::new(Metrics::default()),
-            reporter: None,
+            reporter,
             policy,
         };
         let metrics = deps.metrics.clone();

@@ -154,10 +154,12 @@ impl NodeState {
     }
 
     /// GC: the attachments not listed in `valid`, which the caller releases like DELs.
+    /// Pods rebuilt from the witnesses are never stale here: the runtime cannot list
+    /// their container id, and the reconcile releases them once proven dead.
     pub fn stale_attachments(&self, valid: &BTreeSet<AttachmentId>) -> Vec<AttachmentId> {
         self.attachments
             .keys()
-            .filter(|id| !valid.contains(id))
+            .filter(|id| !valid.contains(id) && !id.is_recovered())
             .cloned()
             .collect()
     }

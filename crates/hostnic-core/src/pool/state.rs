@@ -179,6 +179,11 @@ impl<K: Ord, V> Entries<K, V> {
         self.0.values().map(|v| &**v)
     }
 
+    /// The first key at or after `from`.
+    pub(crate) fn first_from(&self, from: &K) -> Option<&K> {
+        self.0.range(from..).next().map(|(k, _)| k)
+    }
+
     /// The shared values, for a checkpoint.
     pub(crate) fn shared_values(&self) -> impl Iterator<Item = &Arc<V>> {
         self.0.values()

@@ -59,11 +59,21 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
-    /// What plumbing `pod` gets: its veth name, fixed MACs, the NIC's address and table.
+    /// What plumbing `pod` gets: its veth name, a host MAC derived from the sandbox's
+    /// container id (as the Linux host does, so sandboxes of one pod differ), the
+    /// NIC's address and table.
     fn planned(&self, pod: &PodPlumbing) -> PlumbedPod {
+        let h = pod
+            .pod
+            .container_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+            .to_le_bytes();
         PlumbedPod {
             host_veth: pod.pod.host_veth_name(&self.veth_prefix),
-            host_mac: Some([0xee, 0xee, 0xee, 0xee, 0xee, 0xee]),
+            host_mac: Some([0xee, h[0], h[1], h[2], h[3], h[4]]),
             sandbox_mac: Some([0x0a, 0x58, 0, 0, 0, pod.nic.ip.octets()[3]]),
             ip: pod.nic.ip,
             table: pod.nic.table,
@@ -108,13 +118,12 @@ impl FakeHost {
         inner.prepared.remove(nic);
     }
 
-    /// The sandbox network namespace `netns` disappears (its pod died).
+    /// The sandbox network namespace `netns` disappears (its pod died), and with it
+    /// the pod's veth pair and the routes through it, as the kernel does.
     pub fn remove_netns(&self, netns: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .gone_netns
-            .insert(netns.to_string());
+        let mut inner = self.inner.lock().unwrap();
+        inner.gone_netns.insert(netns.to_string());
+        inner.pods.retain(|_, p| p.netns != netns);
     }
 
     /// A reboot: NIC preparation and pod plumbing are gone, and so are the sandboxes.
@@ -136,6 +145,12 @@ impl FakeHost {
             .values()
             .map(|p| (p.plumbed.ip, p.plumbed.host_veth.clone()))
             .collect()
+    }
+
+    /// The plumbing of every pod, as [`HostNetwork::inventory`] reports it.
+    pub fn plumbed_pods(&self) -> Vec<PlumbedPod> {
+        let inner = self.inner.lock().unwrap();
+        inner.pods.values().map(|p| p.plumbed.clone()).collect()
     }
 
     /// NICs prepared for pod traffic.
@@ -197,16 +212,11 @@ impl HostNetwork for FakeHost {
                 format!("no link with MAC {} on the node yet", nic.nic),
             ));
         }
-        if let Some(other) = inner
+        // The table now routes through this NIC: a NIC that used it before is no longer
+        // prepared (its pods' CHECK fails), as on a real host.
+        inner
             .prepared
-            .values()
-            .find(|p| p.table == nic.table && p.nic != nic.nic)
-        {
-            return Err(HostError::new(
-                HostErrorKind::Permanent,
-                format!("table {} already used by NIC {}", nic.table, other.nic),
-            ));
-        }
+            .retain(|id, p| !(p.table == nic.table && id != &nic.nic));
         inner.prepared.insert(nic.nic.clone(), nic.clone());
         Ok(())
     }
@@ -253,11 +263,11 @@ impl HostNetwork for FakeHost {
 
     async fn unplumb_pod(&self, pod: &PlumbedPod, _netns: Option<&str>) -> Result<(), HostError> {
         let mut inner = self.enter(HostOp::UnplumbPod)?;
-        if inner
-            .pods
-            .get(&pod.host_veth)
-            .is_some_and(|p| p.plumbed.ip == pod.ip)
-        {
+        // Found by name and, when given, MAC (as the Linux host does): a newer sandbox
+        // of the same pod has the same veth name and another MAC.
+        if inner.pods.get(&pod.host_veth).is_some_and(|p| {
+            p.plumbed.ip == pod.ip && (pod.host_mac.is_none() || p.plumbed.host_mac == pod.host_mac)
+        }) {
             inner.pods.remove(&pod.host_veth);
         }
         Ok(())

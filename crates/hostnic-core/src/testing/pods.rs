@@ -91,6 +91,7 @@ mod tests {
             namespace: "a".into(),
             name: "b".into(),
             pending: true,
+            ip: None,
         };
         pods.upsert(pod.clone());
         pods.delete("a", "b");

@@ -11,9 +11,10 @@ use hostnic_core::config::PoolConfig;
 use hostnic_core::engine::{Engine, EngineError};
 use hostnic_core::pool::{AllocError, Usage};
 use hostnic_core::ports::Clock;
+use hostnic_core::reconcile::PodsSeen;
 use hostnic_core::testing::{FakeCloud, FakeCloudConfig, FakeHost, ManualClock, MemoryStore};
 use hostnic_core::types::{
-    CloudNicStatus, InstanceId, NicId, PodKey, Timestamp, Vxnet, managed_nic_name,
+    CloudNicStatus, InstanceId, NicId, PodInfo, PodKey, Timestamp, Vxnet, managed_nic_name,
 };
 
 pub type TestEngine = Engine<FakeCloud, FakeHost, ManualClock, MemoryStore>;
@@ -136,11 +137,34 @@ impl World {
     }
 
     pub fn del(&self, p: &PodKey) -> Result<(), EngineError> {
-        block_on(self.engine.del(
-            &p.attachment(),
-            Some(&format!("/run/netns/{}", p.container_id)),
-        ))
+        block_on(
+            self.engine
+                .del_pod(p, Some(&format!("/run/netns/{}", p.container_id))),
+        )
         .map(|_| ())
+    }
+
+    /// The agent dies and starts again from whatever the store now holds, reconciling
+    /// with the pod source's `pods` (`None`: no pod source).
+    pub fn restart_with_pods(&mut self, pods: Option<&[PodInfo]>) {
+        self.store.revive();
+        self.engine = Self::open(
+            &self.cloud,
+            &self.host,
+            &self.clock,
+            &self.store,
+            &self.config,
+            &self.instance,
+            &self.vxnets,
+        );
+        self.restarts += 1;
+        let seen = PodsSeen::from_option(pods);
+        for _ in 0..5 {
+            if block_on(self.engine.reconcile_witnessed(seen, true, async {})).is_ok() {
+                break;
+            }
+            self.clock.advance(Duration::from_secs(1));
+        }
     }
 
     pub fn tick(&self, secs: u64) {
