@@ -290,7 +290,7 @@ async fn conflist_is_written_only_once_the_agent_can_serve() {
     }
     let text = std::fs::read_to_string(world.conflist()).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["cniVersion"], "1.1.0");
+    assert_eq!(v["cniVersion"], "1.0.0");
     assert_eq!(
         v["plugins"][0]["agentSocket"],
         world.socket().display().to_string()
