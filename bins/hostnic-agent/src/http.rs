@@ -209,7 +209,7 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|r| r.failures.clone())
+            .map(|r| r.failures.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         last_reconcile_at_ms: shared
             .last_reconcile

@@ -28,7 +28,6 @@
 mod agent;
 pub mod cniconf;
 mod http;
-pub mod introspect;
 pub mod metrics;
 mod pending;
 pub mod pods;
@@ -47,6 +46,7 @@ use hostnic_core::types::InstanceId;
 
 pub use agent::AgentError;
 pub use cniconf::CONFLIST_NAME;
+pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
 pub use metrics::Metrics;
 pub use settings::Settings;

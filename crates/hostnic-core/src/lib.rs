@@ -11,6 +11,7 @@
 //! - [`types`]: identifiers and domain values (`NicId`, `PodKey`, `CloudNic`, …).
 //! - [`ports`]: the traits `CloudNics`, `CloudNetwork`, `HostNetwork`, `PodSource`,
 //!   `Clock`, `CheckpointStore` and their error types, each saying whether to retry.
+//! - [`backoff`]: [`ExponentialBackoff`](backoff::ExponentialBackoff), the one retry-delay rule.
 //! - [`config`]: `PoolConfig`, the pool's settings with the original hostnic's defaults.
 //! - [`pool`]: `NodeState` — the NIC table and attachments; the allocator (ADD/DEL/GC),
 //!   the batched warm-pool planner and backoff.
@@ -28,6 +29,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;

@@ -12,18 +12,27 @@
 //! | [`HostNetwork`] | rtnetlink + nftables, `FakeHost` | prepare NICs, plumb/unplumb/verify pods, inventory, node rules |
 //! | [`PodSource`] | kube-rs, static file, `FakePods` | the pods that should exist on this node, and changes |
 //! | [`Clock`] | system clock, `ManualClock` | the current time, so every decision is deterministic in tests |
+//! | [`CheckpointStore`] | the agent's file store, `MemoryStore` | durable snapshots of the node's state |
+//! | [`NodeReporter`] | kube-rs (node annotations, pod events) | tell the cluster the node's capacity and NIC shortages |
+//! | [`PolicySource`] | kube-rs (cluster-wide watches) | NetworkPolicies, namespaces and pods as a [`ClusterView`] |
+//! | [`PolicyDataplane`] | nftables renderer | program a [`CompiledPolicy`] for this node's pods |
+//!
+//! The policy ports are used by [`policy::PolicyEnforcer`](crate::policy::PolicyEnforcer),
+//! the pool's by [`Engine`](crate::engine::Engine).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{ClusterView, CompiledPolicy, LocalPod, PolicyPod, Programmed};
 use crate::types::{
     CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, NicId, NicPlumbing,
-    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodPlumbing, Timestamp, Vxnet,
-    VxnetId,
+    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing, Timestamp,
+    Vxnet, VxnetId,
 };
 
 /// How a cloud failure should be handled.
@@ -315,4 +324,73 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
     ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
         (**self).save_in_background(checkpoint)
     }
+}
+
+/// Reports the node's state to the cluster. Calls must not block: implementations queue.
+pub trait NodeReporter: Send + Sync {
+    /// After every pool round: NICs free now, and pods the node can still get a NIC for.
+    fn capacity(&self, free_nics: u32, assignable_pods: u32);
+
+    /// An ADD failed for lack of a NIC; `quota` when the node or the cloud refuses more
+    /// (full node, NIC or address quota), else the pool had none ready in time.
+    fn nic_shortage(&self, pod: &PodKey, quota: bool, message: &str);
+}
+
+/// A [`PolicySource`] lookup failed. Always worth retrying: the ADD that needed
+/// it answers "try again later".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PolicySourceError {
+    /// What failed.
+    pub message: String,
+}
+
+/// Where the cluster's NetworkPolicies, namespaces and pods come from.
+#[async_trait]
+pub trait PolicySource: Send + Sync {
+    /// True once the source has listed everything at least once: before that, an
+    /// empty view would wrongly mean "no policy".
+    fn is_synced(&self) -> bool;
+
+    /// The current view.
+    fn view(&self) -> Arc<ClusterView>;
+
+    /// The current view and the arrival time of the oldest change no earlier
+    /// `take_view` returned (for the event-to-enforcement latency).
+    fn take_view(&self) -> (Arc<ClusterView>, Option<Instant>);
+
+    /// Yields once for every change of the view (or of [`is_synced`](Self::is_synced))
+    /// after this call; changes may coalesce. Ends when the source shuts down.
+    fn changes(&self) -> BoxStream<'static, ()>;
+
+    /// One pod as the source's cache has it.
+    fn cached_pod(&self, namespace: &str, name: &str) -> Option<PolicyPod>;
+
+    /// One pod read from the origin (for a pod the cache does not have yet);
+    /// `Ok(None)` when it does not exist.
+    async fn pod(&self, namespace: &str, name: &str)
+    -> Result<Option<PolicyPod>, PolicySourceError>;
+}
+
+/// A [`PolicyDataplane::sync`] failed; nothing is known to be programmed. Always
+/// retried (with backoff) by the policy task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyDataplaneError(pub String);
+
+/// Programs NetworkPolicy on this node.
+#[async_trait]
+pub trait PolicyDataplane: Send {
+    /// Makes the node enforce `compiled` for the `local` pods (all at once, or
+    /// nothing on error).
+    async fn sync(
+        &mut self,
+        compiled: &CompiledPolicy,
+        local: &[LocalPod],
+    ) -> Result<Programmed, PolicyDataplaneError>;
+
+    /// Forgets what earlier syncs programmed, so the next sync checks the real
+    /// state instead of sending a difference (called every few minutes, to heal
+    /// changes made behind the agent's back). Default: nothing to forget.
+    fn forget(&mut self) {}
 }

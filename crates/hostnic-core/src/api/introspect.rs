@@ -1,5 +1,7 @@
-//! The JSON documents of the introspection endpoints (`/v1/status`, `/v1/nics`,
-//! `/v1/pods`), which `hostnicctl status|pool|nics|pods` prints as tables.
+//! The JSON documents of the agent's introspection endpoints (`/v1/status`,
+//! `/v1/nics`, `/v1/pods`, `/v1/policy`, `/v1/policy/pods/{namespace}/{name}`):
+//! the agent serves them, `hostnicctl` reads them with these same types and
+//! prints tables. Adding a field is compatible; renaming one is not.
 
 use serde::{Deserialize, Serialize};
 
@@ -147,24 +149,8 @@ pub struct PolicyStatus {
     pub last_error: Option<String>,
 }
 
-/// What one sync changed in nftables.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicySyncStats {
-    /// Commands in the transaction (0: nothing to do).
-    pub commands: usize,
-    /// Set elements added.
-    pub elements_added: usize,
-    /// Set elements removed.
-    pub elements_removed: usize,
-    /// Per pod chains written.
-    pub chains_written: usize,
-    /// Per pod chains deleted.
-    pub chains_deleted: usize,
-    /// Sets created.
-    pub sets_created: usize,
-    /// Sets deleted.
-    pub sets_deleted: usize,
-}
+/// What one sync changed in nftables (the dataplane's [`ProgramStats`](crate::policy::ProgramStats)).
+pub type PolicySyncStats = crate::policy::ProgramStats;
 
 /// `/v1/policy/pods/{namespace}/{name}`: a pod's effective policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,10 +189,10 @@ pub struct AllowedPeers {
 
 /// The effective policy of `pod` in `compiled`, if it knows the pod.
 pub fn pod_policy(
-    compiled: &hostnic_core::policy::CompiledPolicy,
-    pod: &hostnic_core::policy::PodRef,
+    compiled: &crate::policy::CompiledPolicy,
+    pod: &crate::policy::PodRef,
 ) -> Option<PodPolicy> {
-    use hostnic_core::policy::{Allow, DirectionRules, PeerMatch};
+    use crate::policy::{Allow, DirectionRules, PeerMatch};
     let rules = compiled.pods.get(pod)?;
     let name_of = |ip: &std::net::Ipv4Addr| match compiled.by_ip.get(ip) {
         Some(p) => format!("{ip} ({p})"),
