@@ -156,22 +156,8 @@ pub struct Gauges {
     pub policy: Option<PolicyGauges>,
 }
 
-/// NetworkPolicy numbers of the last committed sync.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyGauges {
-    /// NetworkPolicies.
-    pub policies: usize,
-    /// Namespaces.
-    pub namespaces: usize,
-    /// Pods policies can refer to.
-    pub cluster_pods: usize,
-    /// This node's pods under enforcement.
-    pub local_pods: usize,
-    /// Rules in per pod chains.
-    pub rules: usize,
-    /// Elements in peer sets.
-    pub elements: usize,
-}
+/// NetworkPolicy numbers of the last committed sync (the core enforcer's).
+pub use hostnic_core::policy::PolicyGauges;
 
 /// The agent's metrics. Cheap to update from any task.
 #[derive(Debug, Default)]

@@ -119,8 +119,8 @@ mod tests {
 
     #[test]
     fn reset_starts_over() {
-        let mut d = ExponentialBackoff::new(Duration::from_millis(200), Duration::from_secs(10))
-            .delays();
+        let mut d =
+            ExponentialBackoff::new(Duration::from_millis(200), Duration::from_secs(10)).delays();
         assert!(!d.failing());
         d.next_delay();
         d.next_delay();
@@ -135,7 +135,10 @@ mod tests {
         for attempt in 0..8 {
             let nominal = b.delay(attempt).as_millis() as u64;
             let d = b.spread(attempt, 42).as_millis() as u64;
-            assert!(d >= nominal * 8 / 10 && d <= nominal * 12 / 10, "{d} vs {nominal}");
+            assert!(
+                d >= nominal * 8 / 10 && d <= nominal * 12 / 10,
+                "{d} vs {nominal}"
+            );
             assert_eq!(b.spread(attempt, 42), b.spread(attempt, 42));
         }
     }

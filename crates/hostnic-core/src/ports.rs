@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{ClusterView, CompiledPolicy, LocalPod, PolicyPod, Programmed};
 use crate::types::{
     CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, NicId, NicPlumbing,
-    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing, Timestamp,
-    Vxnet, VxnetId,
+    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing, Timestamp, Vxnet,
+    VxnetId,
 };
 
 /// How a cloud failure should be handled.
@@ -146,6 +146,57 @@ pub trait CloudNetwork: Send + Sync {
     async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError>;
 }
 
+/// Both cloud ports in one object (the QingCloud client and `FakeCloud` are
+/// both), so a caller that chooses its cloud at run time holds one
+/// `Arc<dyn Cloud>`.
+pub trait Cloud: CloudNics + CloudNetwork {}
+
+impl<T: CloudNics + CloudNetwork + ?Sized> Cloud for T {}
+
+#[async_trait]
+impl<T: CloudNics + ?Sized> CloudNics for Arc<T> {
+    async fn describe_nics(&self, filter: &NicFilter) -> Result<Vec<CloudNic>, CloudError> {
+        (**self).describe_nics(filter).await
+    }
+    async fn create_nics(
+        &self,
+        vxnet: &VxnetId,
+        count: u32,
+        name: &str,
+    ) -> Result<Vec<CloudNic>, CloudError> {
+        (**self).create_nics(vxnet, count, name).await
+    }
+    async fn attach_nics(
+        &self,
+        instance: &InstanceId,
+        nics: &[NicId],
+    ) -> Result<JobId, CloudError> {
+        (**self).attach_nics(instance, nics).await
+    }
+    async fn detach_nics(&self, nics: &[NicId]) -> Result<JobId, CloudError> {
+        (**self).detach_nics(nics).await
+    }
+    async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError> {
+        (**self).delete_nics(nics).await
+    }
+    async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError> {
+        (**self).wait_job(job, timeout).await
+    }
+}
+
+#[async_trait]
+impl<T: CloudNetwork + ?Sized> CloudNetwork for Arc<T> {
+    async fn describe_instance(&self, instance: &InstanceId) -> Result<Instance, CloudError> {
+        (**self).describe_instance(instance).await
+    }
+    async fn describe_vxnets(&self, vxnets: &[VxnetId]) -> Result<Vec<Vxnet>, CloudError> {
+        (**self).describe_vxnets(vxnets).await
+    }
+    async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError> {
+        (**self).vpc_cidrs(vxnet).await
+    }
+}
+
 /// How a host failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -231,6 +282,37 @@ pub trait HostNetwork: Send + Sync {
     }
 }
 
+#[async_trait]
+impl<T: HostNetwork + ?Sized> HostNetwork for Arc<T> {
+    async fn ensure_node(&self, node: &NodePlumbing) -> Result<NodeReport, HostError> {
+        (**self).ensure_node(node).await
+    }
+    async fn prepare_nic(&self, nic: &NicPlumbing) -> Result<(), HostError> {
+        (**self).prepare_nic(nic).await
+    }
+    async fn release_nic(&self, nic: &NicPlumbing) -> Result<(), HostError> {
+        (**self).release_nic(nic).await
+    }
+    async fn plumb_pod(&self, pod: &PodPlumbing) -> Result<PlumbedPod, HostError> {
+        (**self).plumb_pod(pod).await
+    }
+    fn plan_pod(&self, pod: &PodPlumbing) -> Option<PlumbedPod> {
+        (**self).plan_pod(pod)
+    }
+    async fn unplumb_pod(&self, pod: &PlumbedPod, netns: Option<&str>) -> Result<(), HostError> {
+        (**self).unplumb_pod(pod, netns).await
+    }
+    async fn verify_pod(&self, pod: &PodPlumbing, plumbed: &PlumbedPod) -> Result<(), HostError> {
+        (**self).verify_pod(pod, plumbed).await
+    }
+    async fn inventory(&self) -> Result<HostInventory, HostError> {
+        (**self).inventory().await
+    }
+    async fn settle(&self) -> Result<(), HostError> {
+        (**self).settle().await
+    }
+}
+
 /// A failure of the pod source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("pod source{}: {message}", if *retryable { " (retryable)" } else { "" })]
@@ -271,7 +353,7 @@ impl Clock for SystemClock {
     }
 }
 
-impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+impl<T: Clock + ?Sized> Clock for Arc<T> {
     fn now(&self) -> Timestamp {
         (**self).now()
     }
@@ -311,7 +393,7 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
-impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
         (**self).load()
     }
@@ -368,8 +450,11 @@ pub trait PolicySource: Send + Sync {
 
     /// One pod read from the origin (for a pod the cache does not have yet);
     /// `Ok(None)` when it does not exist.
-    async fn pod(&self, namespace: &str, name: &str)
-    -> Result<Option<PolicyPod>, PolicySourceError>;
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PolicyPod>, PolicySourceError>;
 }
 
 /// A [`PolicyDataplane::sync`] failed; nothing is known to be programmed. Always

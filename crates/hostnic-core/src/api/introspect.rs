@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PoolConfig;
+use crate::pool::{CloudLink, NodeState, Usage};
+use crate::reconcile::UsageCounts;
+
 /// `/v1/status`: the node and its pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -57,6 +61,25 @@ pub struct Pool {
     pub waiting_adds: u32,
     /// Pods pending on the node.
     pub pending_pods: u32,
+}
+
+impl Pool {
+    /// The pool's numbers from its counts, its settings and the agent's demand.
+    pub fn new(c: &UsageCounts, cfg: &PoolConfig, waiting_adds: u32, pending_pods: u32) -> Self {
+        Self {
+            free: c.free,
+            assigned: c.assigned,
+            cooling: c.cooling,
+            preparing: c.preparing,
+            retiring: c.retiring,
+            creating: c.creating,
+            min_free: cfg.min_free,
+            max_free: cfg.max_free,
+            max_nics: cfg.max_nics,
+            waiting_adds,
+            pending_pods,
+        }
+    }
 }
 
 /// One NIC in `/v1/nics`.
@@ -263,4 +286,69 @@ pub fn pod_policy(
         ingress: direction(&rules.ingress),
         egress: direction(&rules.egress),
     })
+}
+
+fn link_name(link: CloudLink) -> &'static str {
+    match link {
+        CloudLink::Unattached => "unattached",
+        CloudLink::Attaching => "attaching",
+        CloudLink::Attached => "attached",
+        CloudLink::Detaching => "detaching",
+        CloudLink::Deleting => "deleting",
+        CloudLink::Uncertain { .. } => "uncertain",
+    }
+}
+
+/// The `/v1/nics` document of `state`.
+pub fn nics(state: &NodeState) -> Vec<Nic> {
+    state
+        .nics()
+        .values()
+        .map(|n| {
+            let (usage, pod) = match &n.usage {
+                Usage::Free { .. } => ("free", None),
+                Usage::Cooling { .. } => ("cooling", None),
+                Usage::Retiring => ("retiring", None),
+                Usage::Assigned { to } => (
+                    "assigned",
+                    Some(
+                        state
+                            .attachment(to)
+                            .map(|a| a.pod.display_name())
+                            .unwrap_or_else(|| to.to_string()),
+                    ),
+                ),
+            };
+            Nic {
+                id: n.id.to_string(),
+                ip: n.ip.to_string(),
+                vxnet: n.vxnet.to_string(),
+                table: n.table,
+                link: link_name(n.link).into(),
+                host_ready: n.host_ready,
+                usage: usage.into(),
+                pod,
+            }
+        })
+        .collect()
+}
+
+/// The `/v1/pods` document of `state`.
+pub fn pods(state: &NodeState) -> Vec<Pod> {
+    state
+        .attachments()
+        .values()
+        .map(|a| Pod {
+            namespace: a.pod.namespace.clone(),
+            name: a.pod.name.clone(),
+            container_id: a.pod.container_id.clone(),
+            ifname: a.pod.ifname.clone(),
+            ip: a.ip.to_string(),
+            nic: a.nic.to_string(),
+            table: a.table,
+            host_veth: a.plumbed.as_ref().map(|p| p.host_veth.clone()),
+            netns: a.netns.clone(),
+            assigned_at_ms: a.assigned_at.0,
+        })
+        .collect()
 }

@@ -194,7 +194,12 @@ mod tests {
             codes::CHECK_MISMATCH
         );
         assert_eq!(
-            code(StoreError { message: "disk".into() }.into()),
+            code(
+                StoreError {
+                    message: "disk".into()
+                }
+                .into()
+            ),
             codes::TRY_AGAIN_LATER
         );
         assert_eq!(
@@ -233,7 +238,14 @@ mod tests {
         };
         let ok = status_reply(Readiness::of(&counts, 2, true), &counts, 1).unwrap();
         assert_eq!(ok.free_nics, 0);
-        let full = status_reply(Readiness::NodeFull { assigned: 2, max: 2 }, &counts, 2);
+        let full = status_reply(
+            Readiness::NodeFull {
+                assigned: 2,
+                max: 2,
+            },
+            &counts,
+            2,
+        );
         assert_eq!(full.unwrap_err().code, codes::PLUGIN_NOT_AVAILABLE);
     }
 }

@@ -29,14 +29,14 @@ pub mod program;
 
 pub use cluster::{ClusterView, ContainerPort, PodRef, PolicyNamespace, PolicyPod};
 pub use compile::compile;
-pub use enforcer::{PolicyEnforcer, PolicyGauges, SyncReport};
-pub use program::{LocalAssignment, LocalPod, ProgramStats, Programmed};
 pub use compiled::{
     Allow, CompiledPolicy, Direction, DirectionRules, Endpoint, PeerMatch, PodRules, PortRange,
     SetId, evaluate,
 };
+pub use enforcer::{PolicyEnforcer, PolicyGauges, SyncReport};
 pub use model::{
     EgressRule, IngressRule, IpBlock, LabelSelector, LabelSelectorRequirement, NetworkPolicy,
     NetworkPolicySpec, ObjectMeta, Peer, PolicyPort, PolicyType, PortRef, Protocol,
     SelectorOperator,
 };
+pub use program::{LocalAssignment, LocalPod, ProgramStats, Programmed};

@@ -21,10 +21,10 @@ mod plan;
 mod readiness;
 mod state;
 
-pub use alloc::{AllocError, Assignment};
-pub use backoff::Backoff;
 #[cfg(feature = "testing")]
 pub(crate) use crate::backoff::splitmix64 as splitmix;
+pub use alloc::{AllocError, Assignment};
+pub use backoff::Backoff;
 pub use plan::{ActionKind, PoolAction};
 pub use readiness::Readiness;
 pub use state::{CloudLink, Entries, NicEntry, NodeState, PodAttachment, Usage};

@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn a_free_nic_is_ready_even_on_a_full_node_with_the_cloud_down() {
-        assert_eq!(Readiness::of(&counts(1, 62, 0), 62, false), Readiness::Ready);
+        assert_eq!(
+            Readiness::of(&counts(1, 62, 0), 62, false),
+            Readiness::Ready
+        );
     }
 
     #[test]
