@@ -2,6 +2,7 @@
 //! [`hostnic_agent::run`]. The flags are [`hostnic_agent::cli::Cli`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -9,7 +10,7 @@ use futures::StreamExt;
 use hostnic_agent::cli::{Cli, CloudKind, HostKind};
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
 use hostnic_agent::policy::PolicyDeps;
-use hostnic_agent::settings::{LogFormat, Settings};
+use hostnic_agent::settings::LogFormat;
 use hostnic_agent::{Deps, HostEvent, Metrics};
 use hostnic_core::ports::{NodeReporter, PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
@@ -114,12 +115,15 @@ async fn main() -> anyhow::Result<()> {
                     dataplane: Box::new(renderer),
                 });
             } else {
-                // Enforcement turned off: chains an earlier run programmed must not
-                // keep isolating pods nobody enforces policy for any more.
-                remove_policy_chains(renderer).await;
+                // Enforcement turned off: chains an earlier run programmed go.
+                match renderer.remove_all().await {
+                    Ok(()) => tracing::info!("NetworkPolicy off; policy chains removed"),
+                    Err(e) => tracing::warn!(error = %e, "cannot remove policy chains"),
+                }
             }
             if settings.vxnets.is_empty() {
-                vxnets_from_node(&k8s, &mut settings).await;
+                // An unreachable API server delays the start by at most 30 s.
+                settings.vxnets = k8s.node.annotated_vxnets(Duration::from_secs(30)).await;
             }
             reporter = Some(k8s.clone() as Arc<dyn NodeReporter>);
             pods = Some(k8s);
@@ -138,29 +142,4 @@ async fn main() -> anyhow::Result<()> {
     };
     hostnic_agent::run(deps, settings, InstanceId::new(instance), shutdown_signal()).await?;
     Ok(())
-}
-
-/// The node annotation chooses the vxnets when the config names none; an
-/// unreachable API server delays the start by at most 30 s.
-async fn vxnets_from_node(k8s: &hostnic_k8s::KubeAdapter, settings: &mut Settings) {
-    match k8s
-        .node
-        .vxnets_with_retry(std::time::Duration::from_secs(30))
-        .await
-    {
-        Ok(vxnets) if !vxnets.is_empty() => {
-            tracing::info!(?vxnets, "vxnets from the node annotation");
-            settings.vxnets = vxnets;
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "node vxnet annotation unreadable"),
-    }
-}
-
-async fn remove_policy_chains(mut renderer: PolicyRenderer) {
-    match tokio::task::spawn_blocking(move || renderer.remove_all_blocking()).await {
-        Ok(Ok(())) => tracing::info!("NetworkPolicy off; policy chains removed"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove policy chains"),
-        Err(e) => tracing::warn!(error = %e, "cannot remove policy chains"),
-    }
 }

@@ -11,8 +11,8 @@ use common::*;
 use hostnic_core::api::{
     Outcome, PENDING_DEL_DIR, PendingDel, Reply, Response, codes, pending_del_file_name,
 };
-use hostnic_core::ports::Clock;
 use hostnic_core::config::PoolConfig;
+use hostnic_core::ports::Clock;
 use hostnic_core::types::Timestamp;
 use serde_json::json;
 
@@ -519,6 +519,9 @@ async fn readyz_and_status_agree_when_the_only_spare_nic_is_cooling() {
     let status = call(&socket, status_req()).await;
     assert!(is_ok(&status), "STATUS: {status:?}");
     let (line, body) = http_get(addr, "/readyz").await;
-    assert!(line.contains("200"), "/readyz disagrees with STATUS: {line}: {body}");
+    assert!(
+        line.contains("200"),
+        "/readyz disagrees with STATUS: {line}: {body}"
+    );
     agent.stop().unwrap();
 }

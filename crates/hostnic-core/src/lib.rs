@@ -18,6 +18,8 @@
 //! - [`checkpoint`]: the versioned durable snapshot of the state.
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
+//! - [`metrics`]: a counter and histogram registry in the Prometheus text format
+//!   (the binaries serve it).
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
@@ -33,6 +35,7 @@ pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod ports;

@@ -28,6 +28,7 @@
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
+//! - `static_pods.rs` — [`StaticPods`], pods listed in a file (a node without an API server).
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
 //!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
 //!   process.
@@ -42,6 +43,7 @@ pub mod fake_apiserver;
 pub mod node;
 pub mod pods;
 pub mod policy;
+pub mod static_pods;
 
 use std::path::Path;
 use std::time::Duration;
@@ -56,6 +58,7 @@ pub use kube::Client;
 pub use node::{Capacity, CapacityPublisher, KubeNode};
 pub use pods::{KubePods, pod_info};
 pub use policy::KubePolicySource;
+pub use static_pods::StaticPods;
 
 /// Everything the agent needs from Kubernetes for one node. See [`connect`].
 #[derive(Debug)]

@@ -99,6 +99,24 @@ impl KubeNode {
         }
     }
 
+    /// The vxnets of the annotation for an agent whose configuration names none:
+    /// [`vxnets_with_retry`](Self::vxnets_with_retry) within `deadline`, logged;
+    /// empty when the annotation is missing or unreadable.
+    pub async fn annotated_vxnets(&self, deadline: Duration) -> Vec<VxnetId> {
+        match self.vxnets_with_retry(deadline).await {
+            Ok(vxnets) => {
+                if !vxnets.is_empty() {
+                    tracing::info!(?vxnets, "vxnets from the node annotation");
+                }
+                vxnets
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node vxnet annotation unreadable");
+                Vec::new()
+            }
+        }
+    }
+
     /// Merge-patches the capacity annotations onto the node (one request).
     pub async fn patch_capacity(&self, capacity: Capacity) -> Result<(), K8sError> {
         let patch = serde_json::json!({

@@ -103,6 +103,15 @@ impl PolicyRenderer {
         Ok(())
     }
 
+    /// Async form of [`PolicyRenderer::remove_all_blocking`] (for an agent whose
+    /// enforcement is off: chains an earlier run programmed must not keep
+    /// isolating pods nobody enforces policy for any more).
+    pub async fn remove_all(mut self) -> Result<(), LinuxError> {
+        tokio::task::spawn_blocking(move || self.remove_all_blocking())
+            .await
+            .map_err(|e| LinuxError::Nftables(format!("policy removal worker: {e}")))?
+    }
+
     /// Policy chains and sets currently in the kernel's `hostnic` table.
     fn existing_blocking(&self) -> Result<Existing, LinuxError> {
         let listing = match self.nft_blocking(&["-j", "list", "table", "inet", NFT_TABLE], None) {
