@@ -16,30 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::*;
 use hostnic_agent::settings::Settings;
 use hostnic_agent::{Deps, Metrics};
 use hostnic_core::api::Outcome;
 use hostnic_core::config::PoolConfig;
 use hostnic_core::ports::SystemClock;
-use hostnic_core::testing::{AttachHook as _, FakeHost};
 use hostnic_core::types::InstanceId;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
-use hostnic_qingcloud::{ClientOptions, QingCloudClient, Secret};
-
-struct Links(FakeHost);
-
-#[async_trait]
-impl AttachHook for Links {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let instance = InstanceId::new(event.instance.clone());
-        match event.kind {
-            NicEventKind::Attached => self.0.attached(&event.nic, &instance),
-            _ => self.0.detached(&event.nic, &instance),
-        }
-    }
-}
+use hostnic_testkit::sim::SimCloud;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -189,28 +173,8 @@ struct SimAgent {
 }
 
 async fn sim_agent(attach_latency: Duration, pool: PoolConfig) -> SimAgent {
-    let host = FakeHost::new(InstanceId::new(INSTANCE), &pool.veth_prefix);
-    let sim = Simulator::start(
-        SimConfig {
-            attach_latency,
-            ..SimConfig::new("AKID", "SECRET")
-        },
-        Some(Arc::new(Links(host.clone()))),
-    )
-    .await
-    .unwrap();
-    let client = QingCloudClient::for_url(
-        &sim.url(),
-        "AKID",
-        Secret::new("SECRET"),
-        &sim.zone(),
-        ClientOptions {
-            job_poll_initial: Duration::from_millis(200),
-            job_poll_max: Duration::from_millis(500),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
+    let SimCloud { sim, client, host } =
+        SimCloud::start(INSTANCE, &pool.veth_prefix, attach_latency).await;
     let metrics = Arc::new(Metrics::default());
     client.add_observer(metrics.clone());
     let dir = tempfile::tempdir().unwrap();

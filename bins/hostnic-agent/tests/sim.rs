@@ -8,33 +8,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::*;
 use hostnic_agent::settings::Settings;
 use hostnic_agent::{Deps, Metrics};
 use hostnic_core::api::{Outcome, Reply};
 use hostnic_core::config::PoolConfig;
 use hostnic_core::ports::SystemClock;
-use hostnic_core::testing::{AttachHook as _, FakeHost};
+use hostnic_core::testing::FakeHost;
 use hostnic_core::types::InstanceId;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, SimHandle, Simulator};
-use hostnic_qingcloud::{ClientOptions, QingCloudClient, Secret};
-
-/// Makes the fake host's links follow the simulator's attachments.
-struct Links(FakeHost);
-
-#[async_trait]
-impl AttachHook for Links {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let instance = InstanceId::new(event.instance.clone());
-        match event.kind {
-            NicEventKind::Attached => self.0.attached(&event.nic, &instance),
-            NicEventKind::Detached | NicEventKind::Vanished => {
-                self.0.detached(&event.nic, &instance)
-            }
-        }
-    }
-}
+use hostnic_qingcloud::QingCloudClient;
+use hostnic_qingcloud::sim::SimHandle;
+use hostnic_testkit::sim::SimCloud;
 
 async fn start(
     attach_latency: Duration,
@@ -47,28 +31,8 @@ async fn start(
     Settings,
     tempfile::TempDir,
 ) {
-    let host = FakeHost::new(InstanceId::new(INSTANCE), &pool.veth_prefix);
-    let sim = Simulator::start(
-        SimConfig {
-            attach_latency,
-            ..SimConfig::new("AKID", "SECRET")
-        },
-        Some(Arc::new(Links(host.clone()))),
-    )
-    .await
-    .unwrap();
-    let client = QingCloudClient::for_url(
-        &sim.url(),
-        "AKID",
-        Secret::new("SECRET"),
-        &sim.zone(),
-        ClientOptions {
-            job_poll_initial: Duration::from_millis(200),
-            job_poll_max: Duration::from_millis(500),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
+    let SimCloud { sim, client, host } =
+        SimCloud::start(INSTANCE, &pool.veth_prefix, attach_latency).await;
     let metrics = Arc::new(Metrics::default());
     client.add_observer(metrics.clone());
     let dir = tempfile::tempdir().unwrap();
