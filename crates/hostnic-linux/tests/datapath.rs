@@ -757,7 +757,7 @@ async fn a_new_sandbox_of_the_same_pod_replaces_the_old_veth_and_a_late_del_spar
     let old = topo.pod("same", nic.clone());
     let old_plumbed = host.plumb_pod(&old).await.unwrap();
     // The runtime starts a new sandbox for the same pod before DEL of the old one.
-    let (ns, _) = topo.guard.create("pod");
+    let (ns, _) = topo.guard.create_ns("pod");
     let mut new = old.clone();
     new.netns = format!("/run/netns/{ns}");
     new.pod.container_id = format!("cid-{ns}");
