@@ -8,14 +8,24 @@ use hostnic_linux::NetNs;
 
 /// Runs `ip` with `args`, panicking with its stderr on failure; returns stdout.
 pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    try_ip(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `ip` with `args`; its stdout, or what failed (with its stderr).
+pub fn try_ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("run ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 /// `ip -n NS -j ARGS…`, parsed (an empty answer is an empty array).
