@@ -6,16 +6,19 @@
 
 pub mod kube_lab;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hostnic_agent::settings::Settings;
 use hostnic_agent::{Deps, Metrics};
 use hostnic_core::config::PoolConfig;
+use hostnic_core::ports::SystemClock;
 use hostnic_core::testing::{FakeCloud, FakeCloudConfig, FakeHost, ManualClock};
 use hostnic_core::types::{InstanceId, Timestamp};
+use hostnic_qingcloud::sim::SimHandle;
 pub use hostnic_testkit::requests::*;
+use hostnic_testkit::sim::SimCloud;
 
 pub const INSTANCE: &str = "i-sim00001";
 
@@ -26,6 +29,99 @@ pub struct World {
     pub host: FakeHost,
     pub dir: tempfile::TempDir,
     pub settings: Settings,
+}
+
+/// The settings of an agent under test whose files live in `dir`.
+pub fn settings_in(dir: &Path, pool: PoolConfig) -> Settings {
+    Settings {
+        pool,
+        socket: dir.join("hostnic.sock"),
+        state_dir: dir.join("state"),
+        cni_conf_dir: dir.join("net.d"),
+        cni_bin_dir: dir.join("bin"),
+        metrics_addr: free_port(),
+        ..Settings::default()
+    }
+}
+
+/// The agent in-process on the caller's runtime, with the real QingCloud client
+/// against the simulator and the fake host whose NIC links follow it.
+pub struct SimAgent {
+    pub sim: SimHandle,
+    pub host: FakeHost,
+    pub socket: PathBuf,
+    pub metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), hostnic_agent::AgentError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl SimAgent {
+    /// Starts the simulator (`attach_latency`) and the agent (`pool`, a pool
+    /// round every `pool_interval_secs`), and waits until it serves.
+    pub async fn start(
+        attach_latency: Duration,
+        pool: PoolConfig,
+        pool_interval_secs: f64,
+    ) -> Self {
+        let SimCloud { sim, client, host } =
+            SimCloud::start(INSTANCE, &pool.veth_prefix, attach_latency).await;
+        let metrics = Arc::new(Metrics::default());
+        client.add_observer(metrics.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            pool_interval_secs,
+            ..settings_in(dir.path(), pool)
+        };
+        let socket = settings.socket.clone();
+        let deps = Deps {
+            cloud: client,
+            host: host.clone(),
+            clock: SystemClock,
+            pods: None,
+            nic_events: None,
+            reporter: None,
+            policy: None,
+            metrics: metrics.clone(),
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hostnic_agent::run(
+            deps,
+            settings,
+            InstanceId::new(INSTANCE),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        for _ in 0..500 {
+            if try_call(&socket, status_req()).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            sim,
+            host,
+            socket,
+            metrics,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Cloud API calls so far.
+    pub fn calls(&self) -> u64 {
+        self.metrics.counter_total("hostnic_cloud_api_calls_total")
+    }
+
+    /// Stops the agent, then the simulator; the agent's result.
+    pub async fn stop(self) -> Result<(), hostnic_agent::AgentError> {
+        let _ = self.stop.send(());
+        let result = self.task.await.expect("the agent task");
+        self.sim.shutdown().await;
+        result
+    }
 }
 
 impl World {
@@ -43,16 +139,10 @@ impl World {
         cloud.set_hook(Arc::new(host.clone()));
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
-            pool,
-            socket: dir.path().join("hostnic.sock"),
-            state_dir: dir.path().join("state"),
-            cni_conf_dir: dir.path().join("net.d"),
-            cni_bin_dir: dir.path().join("bin"),
-            metrics_addr: free_port(),
             plugin_binary: None,
             pool_interval_secs: 0.2,
             reconcile_interval_secs: 3600.0,
-            ..Settings::default()
+            ..settings_in(dir.path(), pool)
         };
         Self {
             clock,
