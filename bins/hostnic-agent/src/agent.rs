@@ -13,13 +13,13 @@ use hostnic_core::ports::{Clock, Cloud, CloudNetwork, CloudNics, HostNetwork};
 use hostnic_core::types::InstanceId;
 use tokio::sync::Notify;
 
-use crate::identity::Identity;
 use crate::policy::Enforcement;
 use crate::settings::Settings;
 use crate::shared::Shared;
 use crate::shutdown::{self, AbortOnDrop, retry};
 use crate::store::FileStore;
 use crate::{Deps, http, pending, pool_loop, server};
+use hostnic_core::identity::NodeIdentity as Identity;
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,13 @@ where
 
     tracing::info!(instance = %instance_id, "resolving the node's identity");
     let Some(identity) = retry("resolving the instance", &mut stop, || {
-        Identity::resolve(cloud.as_ref(), &settings, &instance_id)
+        Identity::resolve(
+            cloud.as_ref(),
+            &instance_id,
+            &settings.vxnets,
+            &settings.snat_exclusions,
+            settings.external_snat,
+        )
     })
     .await
     else {

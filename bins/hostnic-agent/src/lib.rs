@@ -16,7 +16,6 @@
 //! - `agent`: the composition: start-up, the tasks, wind-down ([`run`]).
 //! - `shared`: the state the tasks share and the readiness, demand and gauge
 //!   decisions on it.
-//! - `identity`: the node's instance, vxnets and plumbing, from the cloud.
 //! - `shutdown`: the stop signal, start-up retries, the wind-down order.
 //! - `server`: the Unix socket and the verbs (replies and codes from `hostnic_core::api::reply`).
 //! - `pool_loop`: the pool task (tick, wake-ups), the periodic reconcile, event tasks.
@@ -34,7 +33,6 @@ mod agent;
 pub mod cli;
 pub mod cniconf;
 mod http;
-mod identity;
 pub mod metrics;
 mod pending;
 pub mod pods;

@@ -13,11 +13,11 @@ use hostnic_core::reconcile::{ReconcileReport, UsageCounts};
 use hostnic_core::types::PodInfo;
 use tokio::sync::{Notify, watch};
 
-use crate::identity::Identity;
 use crate::metrics::{Gauges, Metrics};
 use crate::policy::Enforcement;
 use crate::settings::Settings;
 use crate::store::FileStore;
+use hostnic_core::identity::NodeIdentity as Identity;
 
 /// The engine as the agent runs it: ports chosen at start, behind `Arc<dyn …>`.
 pub(crate) type AgentEngine =

@@ -17,6 +17,7 @@
 //!   the batched warm-pool planner and backoff.
 //! - [`checkpoint`]: the versioned durable snapshot of the state.
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
+//! - [`identity`]: the node's instance, pod vxnets and plumbing, from the cloud.
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
 //! - [`metrics`]: a counter and histogram registry in the Prometheus text format
 //!   (the binaries serve it).
@@ -35,6 +36,7 @@ pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
