@@ -19,6 +19,7 @@ use hostnic_linux::{LinuxHost, LinuxHostConfig};
 use hostnic_qingcloud::sim::{SimConfig, Simulator};
 use hostnic_testkit::hooks::VethLinks;
 use hostnic_testkit::netns::{Namespaces, ip};
+use hostnic_testkit::probe;
 use hostnic_testkit::process::{self, AgentFiles, ChildProcess, agent_command, plug_primary};
 
 const ROOT: &str = "needs root: cargo test -- --include-ignored";
@@ -266,15 +267,9 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
             hostnic_linux::NetNs::open(netns(to)).unwrap(),
         );
         let addr = std::net::SocketAddr::from((ip_of(to), 8080));
-        let listener = to_ns
-            .run_blocking(move || std::net::TcpListener::bind(addr))
-            .expect("enter the pod's namespace")
+        let listener = probe::listen_in(&to_ns, addr)
             .unwrap_or_else(|e| panic!("listen in pod {to} on {addr}: {e}"));
-        let connected = from_ns
-            .run_blocking(move || {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            })
-            .expect("enter the pod's namespace");
+        let connected = probe::connect_from(&from_ns, addr, Duration::from_secs(3));
         assert!(
             connected.is_ok(),
             "pod {from} cannot reach live pod {to} at {addr}: {connected:?}"
