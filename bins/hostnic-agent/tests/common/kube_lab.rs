@@ -63,12 +63,16 @@ impl Lab {
 
         let dir = tempfile::tempdir().unwrap();
         // No free NIC is kept for nobody: any NIC the agent prepares is for demand.
+        // A pod missing from the pod source is released once its attachment is 5 s
+        // old: with 0, a periodic reconcile whose pod list was read just before an
+        // ADD released that ADD's fresh attachment (the race `pod_gone_grace`
+        // exists for), and root_policy failed about every other run.
         let files = AgentFiles::write(
             dir.path(),
             &sim,
             ("AKIDK8S", "k8s-secret"),
             &node,
-            "  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 0\n",
+            "  min_free: 0\n  max_free: 2\n  batch_size: 1\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  pod_gone_grace: 5\n",
             2,
         );
         let (socket, metrics_addr) = (files.socket.clone(), files.metrics_addr);
