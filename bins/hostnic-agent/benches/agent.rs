@@ -13,33 +13,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::*;
 use hostnic_agent::settings::Settings;
-use hostnic_agent::{Deps, Metrics};
 use hostnic_core::api::Outcome;
 use hostnic_core::config::PoolConfig;
-use hostnic_core::ports::SystemClock;
-use hostnic_core::testing::{AttachHook as _, FakeHost};
 use hostnic_core::types::InstanceId;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, Simulator};
-use hostnic_qingcloud::{ClientOptions, QingCloudClient, Secret};
-
-struct Links(FakeHost);
-
-#[async_trait]
-impl AttachHook for Links {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let instance = InstanceId::new(event.instance.clone());
-        match event.kind {
-            NicEventKind::Attached => self.0.attached(&event.nic, &instance),
-            _ => self.0.detached(&event.nic, &instance),
-        }
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -179,101 +159,9 @@ fn checkpoint_writes(iterations: usize, disk: &StateDisk, state_dir: &Path) {
     );
 }
 
-struct SimAgent {
-    socket: std::path::PathBuf,
-    metrics: Arc<Metrics>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), hostnic_agent::AgentError>>,
-    _dir: tempfile::TempDir,
-    sim: hostnic_qingcloud::sim::SimHandle,
-}
-
-async fn sim_agent(attach_latency: Duration, pool: PoolConfig) -> SimAgent {
-    let host = FakeHost::new(InstanceId::new(INSTANCE), &pool.veth_prefix);
-    let sim = Simulator::start(
-        SimConfig {
-            attach_latency,
-            ..SimConfig::new("AKID", "SECRET")
-        },
-        Some(Arc::new(Links(host.clone()))),
-    )
-    .await
-    .unwrap();
-    let client = QingCloudClient::for_url(
-        &sim.url(),
-        "AKID",
-        Secret::new("SECRET"),
-        &sim.zone(),
-        ClientOptions {
-            job_poll_initial: Duration::from_millis(200),
-            job_poll_max: Duration::from_millis(500),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    client.add_observer(metrics.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        pool,
-        socket: dir.path().join("hostnic.sock"),
-        state_dir: dir.path().join("state"),
-        cni_conf_dir: dir.path().join("net.d"),
-        cni_bin_dir: dir.path().join("bin"),
-        metrics_addr: free_port(),
-        ..Settings::default()
-    };
-    let socket = settings.socket.clone();
-    let deps = Deps {
-        cloud: client,
-        host,
-        clock: SystemClock,
-        pods: None,
-        nic_events: None,
-        reporter: None,
-        policy: None,
-        metrics: metrics.clone(),
-    };
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(hostnic_agent::run(
-        deps,
-        settings,
-        InstanceId::new(INSTANCE),
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    for _ in 0..500 {
-        if try_call(&socket, status_req()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    SimAgent {
-        socket,
-        metrics,
-        stop,
-        task,
-        _dir: dir,
-        sim,
-    }
-}
-
-impl SimAgent {
-    fn calls(&self) -> u64 {
-        self.metrics.counter_total("hostnic_cloud_api_calls_total")
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-        self.sim.shutdown().await;
-    }
-}
-
 async fn cold_start() {
     let latency = Duration::from_secs(1);
-    let a = sim_agent(
+    let a = SimAgent::start(
         latency,
         PoolConfig {
             min_free: 0,
@@ -281,6 +169,7 @@ async fn cold_start() {
             batch_size: 10,
             ..PoolConfig::default()
         },
+        Settings::default().pool_interval_secs,
     )
     .await;
     let before = a.calls();
@@ -302,11 +191,11 @@ async fn cold_start() {
         elapsed.as_secs_f64() / latency.as_secs_f64(),
         a.calls() - before
     );
-    a.stop().await;
+    let _ = a.stop().await;
 }
 
 async fn churn(cycles: usize) {
-    let a = sim_agent(
+    let a = SimAgent::start(
         Duration::from_millis(200),
         PoolConfig {
             min_free: 5,
@@ -315,6 +204,7 @@ async fn churn(cycles: usize) {
             ip_cooldown: Duration::from_secs(1),
             ..PoolConfig::default()
         },
+        Settings::default().pool_interval_secs,
     )
     .await;
     let live = 20;
@@ -337,7 +227,7 @@ async fn churn(cycles: usize) {
         t.elapsed().as_secs_f64(),
         calls as f64 / cycles as f64
     );
-    a.stop().await;
+    let _ = a.stop().await;
 }
 
 fn main() {

@@ -7,8 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hostnic_core::pool::{CloudLink, Usage};
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork};
+use hostnic_core::api::introspect::{self, Pool, Status};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
@@ -17,25 +16,19 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::agent::Shared;
-use crate::introspect::{Nic, Pod, Pool, Status};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 
 /// The agent's state once startup is done; until then the endpoint answers
 /// `/healthz` (alive) and `/metrics` (counters), and 503 elsewhere.
-pub(crate) type Slot<C, H, K> = Arc<std::sync::OnceLock<Arc<Shared<C, H, K>>>>;
+pub(crate) type Slot = Arc<std::sync::OnceLock<Arc<Shared>>>;
 
 /// Binds `addr` and serves in a task, from the agent's start on.
-pub(crate) async fn spawn<C, H, K>(
+pub(crate) async fn spawn(
     addr: std::net::SocketAddr,
     metrics: Arc<Metrics>,
-    slot: Slot<C, H, K>,
-) -> Result<JoinHandle<()>, (String, std::io::Error)>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+    slot: Slot,
+) -> Result<JoinHandle<()>, (String, std::io::Error)> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| (addr.to_string(), e))?;
@@ -97,12 +90,7 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     )
 }
 
-fn route<C, H, K, B>(shared: &Shared<C, H, K>, req: &Request<B>) -> Response<Full<Bytes>>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
@@ -129,11 +117,11 @@ where
             }
         }
         "/v1/status" => json(&status(shared)),
-        "/v1/nics" => json(&nics(shared)),
-        "/v1/pods" => json(&pods(shared)),
+        "/v1/nics" => json(&shared.engine.with_state(introspect::nics)),
+        "/v1/pods" => json(&shared.engine.with_state(introspect::pods)),
         "/v1/policy" => json(&match &shared.policy {
-            Some(p) => p.status(),
-            None => crate::introspect::PolicyStatus::default(),
+            Some(p) => p.enforcer.status(),
+            None => introspect::PolicyStatus::default(),
         }),
         path => match path.strip_prefix("/v1/policy/pods/") {
             Some(rest) => pod_policy(shared, rest),
@@ -143,12 +131,7 @@ where
 }
 
 /// `/v1/policy/pods/{namespace}/{name}`: 404 for a pod the last sync did not know.
-fn pod_policy<C, H, K>(shared: &Shared<C, H, K>, rest: &str) -> Response<Full<Bytes>>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+fn pod_policy(shared: &Shared, rest: &str) -> Response<Full<Bytes>> {
     let Some(enforcer) = &shared.policy else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -163,7 +146,7 @@ where
             "expected /v1/policy/pods/NAMESPACE/NAME\n".into(),
         );
     };
-    match crate::introspect::pod_policy(&enforcer.compiled(), &pod) {
+    match enforcer.enforcer.pod_policy(&pod) {
         Some(doc) => json(&doc),
         None => reply(
             StatusCode::NOT_FOUND,
@@ -174,20 +157,9 @@ where
 }
 
 /// The `/v1/status` document.
-pub(crate) fn status<C, H, K>(shared: &Shared<C, H, K>) -> Status
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    let now = shared.engine.clock().now();
-    let (c, cfg, pods) = shared.engine.with_state(|s| {
-        (
-            s.usage_counts(now),
-            s.config().clone(),
-            s.attachments().len() as u32,
-        )
-    });
+pub(crate) fn status(shared: &Shared) -> Status {
+    let (c, _, pods) = shared.usage();
+    let cfg = shared.engine.with_state(|s| s.config().clone());
     let id = &shared.identity;
     Status {
         instance: id.instance.id.to_string(),
@@ -197,26 +169,19 @@ where
         ready: shared.ready.load(Ordering::SeqCst),
         cloud_ok: shared.cloud_ok.load(Ordering::SeqCst),
         uptime_secs: shared.started.elapsed().as_secs(),
-        pool: Pool {
-            free: c.free,
-            assigned: c.assigned,
-            cooling: c.cooling,
-            preparing: c.preparing,
-            retiring: c.retiring,
-            creating: c.creating,
-            min_free: cfg.min_free,
-            max_free: cfg.max_free,
-            max_nics: cfg.max_nics,
-            waiting_adds: shared.waiting_adds.load(Ordering::SeqCst),
-            pending_pods: shared.pending_pods.load(Ordering::SeqCst),
-        },
+        pool: Pool::new(
+            &c,
+            &cfg,
+            shared.waiting_adds.load(Ordering::SeqCst),
+            shared.pending_pods.load(Ordering::SeqCst),
+        ),
         pods,
         last_round_failures: shared
             .last_round
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|r| r.failures.clone())
+            .map(|r| r.failures.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         last_reconcile_at_ms: shared
             .last_reconcile
@@ -225,80 +190,4 @@ where
             .as_ref()
             .map(|(_, at)| *at),
     }
-}
-
-fn link_name(link: CloudLink) -> &'static str {
-    match link {
-        CloudLink::Unattached => "unattached",
-        CloudLink::Attaching => "attaching",
-        CloudLink::Attached => "attached",
-        CloudLink::Detaching => "detaching",
-        CloudLink::Deleting => "deleting",
-        CloudLink::Uncertain { .. } => "uncertain",
-    }
-}
-
-/// The `/v1/nics` document.
-pub(crate) fn nics<C, H, K>(shared: &Shared<C, H, K>) -> Vec<Nic>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    shared.engine.with_state(|s| {
-        s.nics()
-            .values()
-            .map(|n| {
-                let (usage, pod) = match &n.usage {
-                    Usage::Free { .. } => ("free", None),
-                    Usage::Cooling { .. } => ("cooling", None),
-                    Usage::Retiring => ("retiring", None),
-                    Usage::Assigned { to } => (
-                        "assigned",
-                        Some(
-                            s.attachment(to)
-                                .map(|a| a.pod.display_name())
-                                .unwrap_or_else(|| to.to_string()),
-                        ),
-                    ),
-                };
-                Nic {
-                    id: n.id.to_string(),
-                    ip: n.ip.to_string(),
-                    vxnet: n.vxnet.to_string(),
-                    table: n.table,
-                    link: link_name(n.link).into(),
-                    host_ready: n.host_ready,
-                    usage: usage.into(),
-                    pod,
-                }
-            })
-            .collect()
-    })
-}
-
-/// The `/v1/pods` document.
-pub(crate) fn pods<C, H, K>(shared: &Shared<C, H, K>) -> Vec<Pod>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    shared.engine.with_state(|s| {
-        s.attachments()
-            .values()
-            .map(|a| Pod {
-                namespace: a.pod.namespace.clone(),
-                name: a.pod.name.clone(),
-                container_id: a.pod.container_id.clone(),
-                ifname: a.pod.ifname.clone(),
-                ip: a.ip.to_string(),
-                nic: a.nic.to_string(),
-                table: a.table,
-                host_veth: a.plumbed.as_ref().map(|p| p.host_veth.clone()),
-                netns: a.netns.clone(),
-                assigned_at_ms: a.assigned_at.0,
-            })
-            .collect()
-    })
 }

@@ -12,25 +12,29 @@
 //! in-process with the core's fakes and the binary with the real adapters.
 //!
 //! ## Layout
-//! - [`settings`]: the YAML configuration and its validation.
-//! - [`store`]: the checkpoint file (atomic writes).
-//! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
-//! - `agent`: identity, startup, the shared state of the tasks.
-//! - `server`: the Unix socket and the verbs.
-//! - `pool_loop`: the pool task (tick, wake-ups) and the periodic reconcile.
+//! - [`cli`]: the command line and its overrides of the configuration file.
+//! - `agent`: the composition: start-up, the tasks, wind-down ([`run`]).
+//! - `shared`: the state the tasks share and the readiness, demand and gauge
+//!   decisions on it.
+//! - `shutdown`: the stop signal, start-up retries, the wind-down order.
+//! - `server`: the Unix socket and the verbs (replies and codes from `hostnic_core::api::reply`).
+//! - `pool_loop`: the pool task (tick, wake-ups), the periodic reconcile, event tasks.
 //! - `pending`: pending-DEL replay.
 //! - `recovery`: says loudly what the startup rebuilt when the checkpoint could not
 //!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
-//! - `cniconf`: the readiness-gated conflist and the plugin install.
+//! - [`policy`]: the task driving the core's NetworkPolicy enforcer.
+//! - [`cniconf`]: the readiness-gated conflist and the plugin install.
+//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/*` (documents in
+//!   `hostnic_core::api::introspect`).
 //! - [`metrics`]: Prometheus text exposition.
-//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/status|nics|pods|policy`.
-//! - [`introspect`]: the JSON documents of `/v1/*` (shared with `hostnicctl`).
-//! - [`policy`]: NetworkPolicy enforcement (its two traits and the policy task).
+//! - [`settings`]: the YAML configuration and its validation.
+//! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
+//! - [`store`]: the checkpoint file (snapshot + journal).
 
 mod agent;
+pub mod cli;
 pub mod cniconf;
 mod http;
-pub mod introspect;
 pub mod metrics;
 mod pending;
 pub mod pods;
@@ -39,17 +43,20 @@ mod pool_loop;
 mod recovery;
 mod server;
 pub mod settings;
+mod shared;
+mod shutdown;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, PodSource};
+use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeReporter, PodSource};
 use hostnic_core::types::InstanceId;
 
 pub use agent::AgentError;
 pub use cniconf::CONFLIST_NAME;
+pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
 pub use metrics::Metrics;
 pub use settings::Settings;
@@ -72,20 +79,6 @@ pub struct Deps<C, H, K> {
     pub reporter: Option<Arc<dyn NodeReporter>>,
     /// NetworkPolicy enforcement; `None` turns it off.
     pub policy: Option<policy::PolicyDeps>,
-}
-
-/// Reports the node's state to the cluster. Calls must not block: implementations queue.
-pub trait NodeReporter: Send + Sync {
-    /// After every pool round: NICs free now, and pods the node can still get a NIC for.
-    fn capacity(&self, free_nics: u32, assignable_pods: u32);
-    /// An ADD failed for lack of a NIC; `quota` when the node or the cloud refuses more
-    /// (full node, NIC or address quota), else the pool had none ready in time.
-    fn nic_shortage(&self, pod: &hostnic_core::types::PodKey, quota: bool, message: &str);
-    /// The agent started from a checkpoint it could not trust and rebuilt the node from
-    /// the host, the pod source and the cloud. The default reports nothing.
-    fn checkpoint_recovered(&self, recovery: &hostnic_core::recovery::Recovery) {
-        let _ = recovery;
-    }
 }
 
 /// Runs the agent until `shutdown` completes: resolves the node's identity,

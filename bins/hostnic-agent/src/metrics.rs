@@ -1,21 +1,13 @@
-//! Prometheus metrics in the text exposition format (0.0.4), written by hand:
-//! a few counters and histograms behind one mutex, gauges computed from the
-//! engine's state when `/metrics` is scraped.
+//! The agent's metrics: the families it exposes, the gauges it computes from
+//! the engine's state at scrape time, and the QingCloud client's calls. The
+//! registry and the text format are the core's [`Registry`].
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::Duration;
 
-use hostnic_qingcloud::stats::{CallObserver, CallRecord};
-
-/// Upper bounds (seconds) of the latency histograms' buckets.
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+use hostnic_core::metrics::{Family, Registry};
 
 /// Names, types and help of every metric, in output order.
-const FAMILIES: &[(&str, &str, &str)] = &[
+const FAMILIES: &[Family] = &[
     ("hostnic_nics", "gauge", "NICs of the node by state"),
     ("hostnic_pool_free", "gauge", "NICs ready for a pod now"),
     (
@@ -112,36 +104,6 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len()];
-        }
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
-}
-
-type Key = (&'static str, String);
-
-#[derive(Debug, Default)]
-struct Inner {
-    counters: BTreeMap<Key, u64>,
-    histograms: BTreeMap<Key, Histogram>,
-}
-
 /// Gauges read from the engine at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -161,176 +123,78 @@ pub struct Gauges {
     pub policy: Option<PolicyGauges>,
 }
 
-/// NetworkPolicy numbers of the last committed sync.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyGauges {
-    /// NetworkPolicies.
-    pub policies: usize,
-    /// Namespaces.
-    pub namespaces: usize,
-    /// Pods policies can refer to.
-    pub cluster_pods: usize,
-    /// This node's pods under enforcement.
-    pub local_pods: usize,
-    /// Rules in per pod chains.
-    pub rules: usize,
-    /// Elements in peer sets.
-    pub elements: usize,
-}
+/// NetworkPolicy numbers of the last committed sync (the core enforcer's).
+pub use hostnic_core::policy::PolicyGauges;
 
-/// The agent's metrics. Cheap to update from any task.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    inner: Mutex<Inner>,
-}
+/// The agent's metrics. Cheap to update from any task (the registry's
+/// `inc`, `add`, `observe`, `counter`).
+#[derive(Debug)]
+pub struct Metrics(Registry);
 
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let v = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(out, "{k}=\"{v}\"");
+impl Default for Metrics {
+    fn default() -> Self {
+        Self(Registry::new(FAMILIES))
     }
-    out
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        &self.0
+    }
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds `n` to the counter `name{labels}`.
-    pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        *self
-            .lock()
-            .counters
-            .entry((name, labels(pairs)))
-            .or_default() += n;
-    }
-
-    /// Adds one to the counter `name{labels}`.
-    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
-        self.add(name, pairs, 1);
-    }
-
-    /// Records `d` in the histogram `name{labels}`.
-    pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], d: Duration) {
-        self.lock()
-            .histograms
-            .entry((name, labels(pairs)))
-            .or_default()
-            .observe(d.as_secs_f64());
-    }
-
-    /// The value of a counter (tests, benchmarks).
-    pub fn counter(&self, name: &str, pairs: &[(&str, &str)]) -> u64 {
-        let key = labels(pairs);
-        self.lock()
-            .counters
-            .iter()
-            .filter(|((n, l), _)| *n == name && *l == key)
-            .map(|(_, v)| *v)
-            .sum()
-    }
-
-    /// The sum of a counter over all its label sets.
-    pub fn counter_total(&self, name: &str) -> u64 {
-        self.lock()
-            .counters
-            .iter()
-            .filter(|((n, _), _)| *n == name)
-            .map(|(_, v)| *v)
-            .sum()
-    }
-
-    /// Renders everything in the Prometheus text format.
+    /// Renders everything in the Prometheus text format, with `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let inner = self.lock();
-        let mut out = String::with_capacity(4096);
-        for (name, kind, help) in FAMILIES {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            match *name {
-                "hostnic_nics" => {
-                    for (state, n) in &gauges.nics {
-                        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
-                    }
+        self.0.render(|name, out| match name {
+            "hostnic_nics" => {
+                for (state, n) in &gauges.nics {
+                    let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
                 }
-                "hostnic_pool_free" => {
-                    let _ = writeln!(out, "{name} {}", gauges.free);
-                }
-                "hostnic_pool_target" => {
-                    let _ = writeln!(out, "{name} {}", gauges.target);
-                }
-                "hostnic_pool_max_nics" => {
-                    let _ = writeln!(out, "{name} {}", gauges.max_nics);
-                }
-                "hostnic_pods" => {
-                    let _ = writeln!(out, "{name} {}", gauges.pods);
-                }
-                "hostnic_ready" => {
-                    let _ = writeln!(out, "{name} {}", u8::from(gauges.ready));
-                }
-                "hostnic_policy_objects" => {
-                    if let Some(p) = &gauges.policy {
-                        for (kind, n) in [
-                            ("policies", p.policies),
-                            ("namespaces", p.namespaces),
-                            ("cluster_pods", p.cluster_pods),
-                            ("local_pods", p.local_pods),
-                        ] {
-                            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
-                        }
-                    }
-                }
-                "hostnic_policy_programmed" => {
-                    if let Some(p) = &gauges.policy {
-                        for (kind, n) in [("rules", p.rules), ("set_elements", p.elements)] {
-                            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
-                        }
-                    }
-                }
-                _ if *kind == "counter" => {
-                    for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
-                        if l.is_empty() {
-                            let _ = writeln!(out, "{n} {v}");
-                        } else {
-                            let _ = writeln!(out, "{n}{{{l}}} {v}");
-                        }
-                    }
-                }
-                _ => {
-                    for ((n, l), h) in inner.histograms.iter().filter(|((n, _), _)| n == name) {
-                        let sep = if l.is_empty() { "" } else { "," };
-                        for (i, bound) in BUCKETS.iter().enumerate() {
-                            let _ = writeln!(
-                                out,
-                                "{n}_bucket{{{l}{sep}le=\"{bound}\"}} {}",
-                                h.counts.get(i).copied().unwrap_or(0)
-                            );
-                        }
-                        let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
-                        let braces = if l.is_empty() {
-                            String::new()
-                        } else {
-                            format!("{{{l}}}")
-                        };
-                        let _ = writeln!(out, "{n}_sum{braces} {}", h.sum);
-                        let _ = writeln!(out, "{n}_count{braces} {}", h.count);
+            }
+            "hostnic_pool_free" => {
+                let _ = writeln!(out, "{name} {}", gauges.free);
+            }
+            "hostnic_pool_target" => {
+                let _ = writeln!(out, "{name} {}", gauges.target);
+            }
+            "hostnic_pool_max_nics" => {
+                let _ = writeln!(out, "{name} {}", gauges.max_nics);
+            }
+            "hostnic_pods" => {
+                let _ = writeln!(out, "{name} {}", gauges.pods);
+            }
+            "hostnic_ready" => {
+                let _ = writeln!(out, "{name} {}", u8::from(gauges.ready));
+            }
+            "hostnic_policy_objects" => {
+                if let Some(p) = &gauges.policy {
+                    for (kind, n) in [
+                        ("policies", p.policies),
+                        ("namespaces", p.namespaces),
+                        ("cluster_pods", p.cluster_pods),
+                        ("local_pods", p.local_pods),
+                    ] {
+                        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
                     }
                 }
             }
-        }
-        out
+            "hostnic_policy_programmed" => {
+                if let Some(p) = &gauges.policy {
+                    for (kind, n) in [("rules", p.rules), ("set_elements", p.elements)] {
+                        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
+                    }
+                }
+            }
+            _ => {}
+        })
     }
 }
 
-impl CallObserver for Metrics {
-    fn observe(&self, record: &CallRecord) {
+impl hostnic_qingcloud::stats::CallObserver for Metrics {
+    fn observe(&self, record: &hostnic_qingcloud::stats::CallRecord) {
         let code = record
             .ret_code
             .map_or_else(|| "none".to_string(), |c| c.to_string());
@@ -338,8 +202,7 @@ impl CallObserver for Metrics {
             "hostnic_cloud_api_calls_total",
             &[("action", &record.action), ("ret_code", &code)],
         );
-        Metrics::observe(
-            self,
+        self.0.observe(
             "hostnic_cloud_api_duration_seconds",
             &[("action", &record.action)],
             record.duration,
@@ -352,6 +215,8 @@ impl CallObserver for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -403,10 +268,5 @@ mod tests {
         assert!(on.contains("hostnic_policy_objects{kind=\"local_pods\"} 5\n"));
         assert!(on.contains("hostnic_policy_programmed{kind=\"set_elements\"} 17\n"));
         assert!(on.contains("# TYPE hostnic_policy_programmed gauge\n"));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(labels(&[("a", "x\"y\\")]), "a=\"x\\\"y\\\\\"");
     }
 }

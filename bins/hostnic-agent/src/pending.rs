@@ -5,9 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use hostnic_core::api::{PENDING_DEL_DIR, PendingDel};
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork};
 
-use crate::agent::Shared;
+use crate::shared::Shared;
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +33,7 @@ impl Outcome {
 }
 
 /// Performs every pending DEL of the state directory, removing the files it completed.
-pub(crate) async fn replay<C, H, K>(shared: &Shared<C, H, K>)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn replay(shared: &Shared) {
     let dir = shared.settings.state_dir.join(PENDING_DEL_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -73,12 +67,7 @@ where
     }
 }
 
-async fn replay_one<C, H, K>(shared: &Shared<C, H, K>, path: &Path) -> Outcome
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+async fn replay_one(shared: &Shared, path: &Path) -> Outcome {
     let record: PendingDel = match fs::read(path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))

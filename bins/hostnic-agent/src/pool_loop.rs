@@ -8,25 +8,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hostnic_core::engine::EngineError;
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, PodSource};
+use hostnic_core::ports::PodSource;
 use hostnic_core::reconcile::{ReconcileAction, ReconcileReport};
 
 use crate::HostEvent;
 use hostnic_core::types::PodEvent;
 
-use crate::agent::{Shared, stopped};
 use crate::pending;
+use crate::shared::Shared;
+use crate::shutdown::stopped;
 
 /// One reconcile with the pods (when the source is authoritative); records metrics.
-pub(crate) async fn reconcile_once<C, H, K>(
-    shared: &Shared<C, H, K>,
+pub(crate) async fn reconcile_once(
+    shared: &Shared,
     startup: bool,
-) -> Result<ReconcileReport, EngineError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+) -> Result<ReconcileReport, EngineError> {
     let pods = shared.authoritative_pods().await;
     // ADD and DEL are kept off the host only while it is compared and repaired,
     // not while the engine waits for a pool round or for the cloud.
@@ -109,12 +105,7 @@ where
 
 /// Runs pool rounds: after a round that did something at once, else on the tick
 /// or when woken. Waiting ADDs are woken after every round.
-pub(crate) async fn pool_task<C, H, K>(shared: Arc<Shared<C, H, K>>)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn pool_task(shared: Arc<Shared>) {
     let interval = Duration::from_secs_f64(shared.settings.pool_interval_secs);
     let mut stop = shared.shutdown.clone();
     loop {
@@ -170,12 +161,7 @@ where
 
 /// Periodic work: reconcile (with the pods when authoritative), pending DELs that
 /// timed out while the agent was alive, and the node setup (default-route guard).
-pub(crate) async fn periodic_task<C, H, K>(shared: Arc<Shared<C, H, K>>)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn periodic_task(shared: Arc<Shared>) {
     let interval = Duration::from_secs_f64(shared.settings.reconcile_interval_secs);
     let mut stop = shared.shutdown.clone();
     loop {
@@ -214,14 +200,7 @@ where
 /// Reacts to the kernel's NIC link events: a link appearing wakes the pool (it
 /// prepares attached NICs), one of the node's NICs vanishing triggers a reconcile, an
 /// address put on a pod NIC is stripped by preparing the NIC again.
-pub(crate) async fn event_task<C, H, K>(
-    shared: Arc<Shared<C, H, K>>,
-    mut events: BoxStream<'static, HostEvent>,
-) where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn event_task(shared: Arc<Shared>, mut events: BoxStream<'static, HostEvent>) {
     while let Some(event) = events.next().await {
         match event {
             HostEvent::NicAppeared => shared.pool_wake.notify_one(),
@@ -253,14 +232,7 @@ pub(crate) async fn event_task<C, H, K>(
 }
 
 /// Follows the pod source: a pending pod raises demand and wakes the pool.
-pub(crate) async fn pod_event_task<C, H, K>(
-    shared: Arc<Shared<C, H, K>>,
-    source: Arc<dyn PodSource>,
-) where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn pod_event_task(shared: Arc<Shared>, source: Arc<dyn PodSource>) {
     let mut changes = source.changes();
     while let Some(event) = changes.next().await {
         if let PodEvent::Upserted(pod) = &event

@@ -4,19 +4,13 @@
 //! store's. Here: one ERROR line with everything found and done, the counter
 //! `hostnic_checkpoint_recovered_total{reason}`, and the reporter's events.
 
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork};
 use hostnic_core::reconcile::PodsSeen;
 use hostnic_core::types::PodInfo;
 
-use crate::agent::Shared;
+use crate::shared::Shared;
 
 /// Reports what the startup reconcile rebuilt, if it rebuilt anything.
-pub(crate) fn report<C, H, K>(shared: &Shared<C, H, K>)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) fn report(shared: &Shared) {
     let Some(recovery) = shared.engine.recovery() else {
         return;
     };

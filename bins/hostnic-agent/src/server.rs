@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 
 use hostnic_core::api::{
     self, AddReply, AddRequest, AgentError as WireError, CheckReply, CheckRequest, DelReply,
-    DelRequest, GcReply, GcRequest, HostInterface, MacAddr, PROTOCOL_VERSION, Reply, Request,
-    RequestBody, Response, Route, SandboxInterface, StatusReply, codes,
+    DelRequest, GcReply, GcRequest, Reply, Request, RequestBody, Response, StatusReply, codes,
+    reply,
 };
 use hostnic_core::engine::EngineError;
 use hostnic_core::pool::AllocError;
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostErrorKind, HostNetwork};
-use ipnet::Ipv4Net;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::agent::{AgentError, Shared, stopped};
+use crate::agent::AgentError;
+use crate::shared::Shared;
+use crate::shutdown::stopped;
 
 /// How long in-flight requests may take to finish after shutdown was asked.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -36,12 +36,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the socket (mode 0600, a stale one removed) and serves until shutdown,
 /// then waits for in-flight requests.
-pub(crate) async fn serve<C, H, K>(shared: Arc<Shared<C, H, K>>) -> Result<(), AgentError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), AgentError> {
     let path = shared.settings.socket.clone();
     let listen_err = |source| AgentError::Listen {
         what: path.display().to_string(),
@@ -93,12 +88,7 @@ where
     Ok(())
 }
 
-async fn connection<C, H, K>(shared: Arc<Shared<C, H, K>>, mut stream: UnixStream)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+async fn connection(shared: Arc<Shared>, mut stream: UnixStream) {
     let body = match tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream)).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => {
@@ -137,39 +127,15 @@ async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io
 }
 
 /// Decodes one request body and answers it.
-pub(crate) async fn handle_bytes<C, H, K>(shared: &Shared<C, H, K>, body: &[u8]) -> Response
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    #[derive(serde::Deserialize)]
-    struct VersionOnly {
-        version: u32,
-    }
-    match serde_json::from_slice::<VersionOnly>(body) {
-        Ok(v) if v.version != PROTOCOL_VERSION => {
-            return Response::error(WireError::incompatible_protocol(v.version));
-        }
-        _ => {}
-    }
-    match serde_json::from_slice::<Request>(body) {
+pub(crate) async fn handle_bytes(shared: &Shared, body: &[u8]) -> Response {
+    match reply::decode_request(body) {
         Ok(request) => handle(shared, request).await,
-        Err(e) => Response::error(WireError::new(
-            codes::DECODE_FAILED,
-            "undecodable request",
-            e.to_string(),
-        )),
+        Err(e) => Response::error(e),
     }
 }
 
 /// Answers one request, with metrics.
-pub(crate) async fn handle<C, H, K>(shared: &Shared<C, H, K>, request: Request) -> Response
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
     let started = Instant::now();
     let verb = request.body.verb().to_string();
     let timeout = Duration::from_millis(request.body.timeout_ms().clamp(1, 600_000));
@@ -208,56 +174,24 @@ where
 
 /// An engine failure as the plugin's error.
 fn wire_error(e: &EngineError) -> WireError {
-    match e {
-        EngineError::Alloc(a @ AllocError::NodeFull { .. }) => WireError::new(
-            codes::TRY_AGAIN_LATER,
-            "node is full",
-            format!("{a}; a NIC is freed when a pod on this node is deleted"),
-        ),
-        EngineError::UnknownAttachment(id) => WireError::new(
-            codes::UNKNOWN_CONTAINER,
-            "unknown container",
-            id.to_string(),
-        ),
-        EngineError::Host(h) if h.kind == HostErrorKind::Mismatch => {
-            WireError::new(codes::CHECK_MISMATCH, "plumbing differs", h.message.clone())
-        }
-        e if e.is_retryable() => {
-            WireError::new(codes::TRY_AGAIN_LATER, "try again later", e.to_string())
-        }
-        e => WireError::new(codes::INTERNAL, "hostnic agent failed", e.to_string()),
-    }
+    reply::engine_error(e)
 }
 
 /// Counts an ADD as waiting for a NIC while alive (also when the request is dropped).
-struct Waiting<'a, C, H, K>(&'a Shared<C, H, K>)
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static;
+struct Waiting<'a>(&'a Shared);
 
-impl<C, H, K> Drop for Waiting<'_, C, H, K>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting_adds.fetch_sub(1, Ordering::SeqCst);
         self.0.update_demand();
     }
 }
 
-async fn add<C, H, K>(
-    shared: &Shared<C, H, K>,
+async fn add(
+    shared: &Shared,
     r: AddRequest,
     deadline: tokio::time::Instant,
-) -> Result<AddReply, WireError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+) -> Result<AddReply, WireError> {
     // Policy-aware ADD: the pod's labels must be known before it gets an address,
     // so that its chains can be programmed before this ADD answers (fail closed).
     let enforcer = shared
@@ -268,9 +202,7 @@ where
         enforcer
             .learn(&r.pod.namespace, &r.pod.name, deadline)
             .await
-            .map_err(|e| {
-                WireError::new(codes::TRY_AGAIN_LATER, "pod's network policy unknown", e)
-            })?;
+            .map_err(reply::policy_unknown)?;
     }
     let mut waiting = None;
     let added = loop {
@@ -293,24 +225,17 @@ where
                 }
                 shared.pool_wake.notify_one();
                 if tokio::time::timeout_at(deadline, round).await.is_err() {
-                    let message = format!(
-                        "no NIC became ready within {} ms ({coming} on the way, {cooling} cooling down); the pool is growing",
-                        r.timeout_ms
-                    );
+                    let message = reply::no_free_nic_message(r.timeout_ms, coming, cooling);
                     if let Some(reporter) = &shared.reporter {
                         reporter.nic_shortage(&r.pod, false, &message);
                     }
-                    return Err(WireError::new(
-                        codes::TRY_AGAIN_LATER,
-                        "no free NIC",
-                        message,
-                    ));
+                    return Err(reply::no_free_nic(message));
                 }
             }
             Err(e) => {
-                let quota = matches!(e, EngineError::Alloc(AllocError::NodeFull { .. }))
-                    || matches!(&e, EngineError::Cloud(c) if c.kind == hostnic_core::ports::CloudErrorKind::QuotaExceeded);
-                if quota && let Some(reporter) = &shared.reporter {
+                if reply::is_quota(&e)
+                    && let Some(reporter) = &shared.reporter
+                {
                     reporter.nic_shortage(&r.pod, true, &e.to_string());
                 }
                 return Err(wire_error(&e));
@@ -319,52 +244,27 @@ where
     };
     drop(waiting);
     if let Some(enforcer) = enforcer {
-        if enforcer.selects(&r.pod.namespace, &r.pod.name) {
+        if enforcer.enforcer.selects(&r.pod.namespace, &r.pod.name) {
             // The plumbing stays on failure: a retried ADD finds it and syncs again,
             // and a DEL releases it.
-            enforcer.sync_now(deadline).await.map_err(|e| {
-                WireError::new(codes::TRY_AGAIN_LATER, "network policy not programmed", e)
-            })?;
+            enforcer
+                .sync_now(deadline)
+                .await
+                .map_err(reply::policy_not_programmed)?;
         } else {
             // Selected by no policy: nothing to enforce on the pod itself; peers'
             // sets learn its address with the next sync.
             enforcer.request();
         }
     }
-    let p = &added.plumbed;
-    Ok(AddReply {
-        host: HostInterface {
-            name: p.host_veth.clone(),
-            mac: MacAddr(p.host_mac.unwrap_or_default()),
-        },
-        sandbox: SandboxInterface {
-            name: r.pod.ifname.clone(),
-            mac: MacAddr(p.sandbox_mac.unwrap_or_default()),
-            netns: r.netns.clone(),
-        },
-        ip: Ipv4Net::new(p.ip, 32).expect("/32 is valid"),
-        gateway: api::POD_GATEWAY,
-        routes: vec![Route {
-            dst: Ipv4Net::default(),
-            gw: Some(api::POD_GATEWAY),
-        }],
-        mtu: Some(shared.settings.mtu),
-        dns: None,
-        nic: added.attachment.nic.clone(),
-        table: added.attachment.table,
-    })
+    Ok(reply::add_reply(&r, &added, shared.settings.mtu))
 }
 
-async fn del<C, H, K>(
-    shared: &Shared<C, H, K>,
+async fn del(
+    shared: &Shared,
     r: DelRequest,
     deadline: tokio::time::Instant,
-) -> Result<DelReply, WireError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+) -> Result<DelReply, WireError> {
     let released = {
         let _shared = shared.plumbing.read().await;
         shared
@@ -383,8 +283,8 @@ where
     {
         // Remove the pod's chains now; a failure is retried by the policy task, and
         // the released NIC's address stays in cooldown meanwhile.
-        enforcer.forget(&r.pod.namespace, &r.pod.name);
-        if enforcer.enforced(&r.pod.namespace, &r.pod.name) {
+        enforcer.enforcer.forget(&r.pod.namespace, &r.pod.name);
+        if enforcer.enforcer.enforced(&r.pod.namespace, &r.pod.name) {
             // Bounded: a broken dataplane must not hold every DEL for its whole timeout.
             let until = deadline.min(tokio::time::Instant::now() + DEL_POLICY_WAIT);
             if let Err(e) = enforcer.sync_now(until).await {
@@ -401,12 +301,7 @@ where
     })
 }
 
-async fn check<C, H, K>(shared: &Shared<C, H, K>, r: CheckRequest) -> Result<CheckReply, WireError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+async fn check(shared: &Shared, r: CheckRequest) -> Result<CheckReply, WireError> {
     let att = {
         let _shared = shared.plumbing.read().await;
         shared
@@ -415,35 +310,10 @@ where
             .await
             .map_err(|e| wire_error(&e))?
     };
-    let ip = Ipv4Net::new(att.ip, 32).expect("/32 is valid");
-    if !r.expected.ips.is_empty() && !r.expected.ips.contains(&ip) {
-        return Err(WireError::new(
-            codes::CHECK_MISMATCH,
-            "pod address differs",
-            format!("prevResult has {:?}, the pod holds {ip}", r.expected.ips),
-        ));
-    }
-    if let (Some(host), Some(plumbed)) = (&r.expected.host, &att.plumbed)
-        && host.name != plumbed.host_veth
-    {
-        return Err(WireError::new(
-            codes::CHECK_MISMATCH,
-            "host veth differs",
-            format!(
-                "prevResult names {}, the pod's veth is {}",
-                host.name, plumbed.host_veth
-            ),
-        ));
-    }
-    Ok(CheckReply {})
+    reply::check_reply(&r.expected, &att)
 }
 
-async fn gc<C, H, K>(shared: &Shared<C, H, K>, r: GcRequest) -> Result<GcReply, WireError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
+async fn gc(shared: &Shared, r: GcRequest) -> Result<GcReply, WireError> {
     let valid: BTreeSet<_> = r.valid_attachments.into_iter().collect();
     let released = {
         let _shared = shared.plumbing.read().await;
@@ -455,41 +325,7 @@ where
     Ok(GcReply { released })
 }
 
-fn status<C, H, K>(shared: &Shared<C, H, K>) -> Result<StatusReply, WireError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    let now = shared.engine.clock().now();
-    let (counts, pods, max) = shared.engine.with_state(|s| {
-        (
-            s.usage_counts(now),
-            s.attachments().len() as u32,
-            s.config().max_nics,
-        )
-    });
-    if counts.free == 0 {
-        if counts.assigned >= max {
-            return Err(WireError::new(
-                codes::PLUGIN_NOT_AVAILABLE,
-                "no NIC available",
-                format!(
-                    "0 free NICs and {} of {max} pod NICs are assigned",
-                    counts.assigned
-                ),
-            ));
-        }
-        if !shared.cloud_ok.load(Ordering::SeqCst) {
-            return Err(WireError::new(
-                codes::PLUGIN_NOT_AVAILABLE,
-                "cloud API unavailable",
-                "0 free NICs and the last pool round failed",
-            ));
-        }
-    }
-    Ok(StatusReply {
-        free_nics: counts.free,
-        attached_pods: pods,
-    })
+fn status(shared: &Shared) -> Result<StatusReply, WireError> {
+    let (readiness, counts, pods) = shared.readiness();
+    reply::status_reply(readiness, &counts, pods)
 }

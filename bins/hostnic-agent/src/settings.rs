@@ -11,10 +11,8 @@ use hostnic_core::types::VxnetId;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-/// Default agent socket, as the plugin's `agentSocket` default.
-pub const DEFAULT_SOCKET: &str = "/run/hostnic/hostnic.sock";
-/// Default state directory, as the plugin's `stateDir` default.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostnic";
+use hostnic_core::api::{DEFAULT_AGENT_SOCKET, DEFAULT_STATE_DIR};
+
 /// Default metrics and introspection address (the AWS VPC CNI's metrics port).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:61678";
 
@@ -95,7 +93,7 @@ impl Default for Settings {
             snat_exclusions: Vec::new(),
             external_snat: false,
             vxnets: Vec::new(),
-            socket: DEFAULT_SOCKET.into(),
+            socket: DEFAULT_AGENT_SOCKET.into(),
             state_dir: DEFAULT_STATE_DIR.into(),
             metrics_addr: DEFAULT_METRICS_ADDR.parse().expect("literal"),
             cni_conf_dir: "/etc/cni/net.d".into(),

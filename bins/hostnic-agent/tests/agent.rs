@@ -11,8 +11,10 @@ use common::*;
 use hostnic_core::api::{
     Outcome, PENDING_DEL_DIR, PendingDel, Reply, Response, codes, pending_del_file_name,
 };
+use hostnic_core::config::PoolConfig;
 use hostnic_core::ports::Clock;
 use hostnic_core::types::Timestamp;
+use serde_json::json;
 
 fn ok_ip(r: &Response) -> Ipv4Addr {
     match &r.outcome {
@@ -469,6 +471,57 @@ async fn a_vanished_nic_link_makes_the_agent_reconcile_at_once() {
     assert_eq!(
         err_code(&call(&socket, check_req(1)).await),
         codes::UNKNOWN_CONTAINER
+    );
+    agent.stop().unwrap();
+}
+
+/// The readiness fix: `/readyz` (and the conflist gate) and CNI STATUS apply one
+/// rule. With no free NIC, one NIC cooling down and fewer pods than `max_nics`,
+/// the node can serve the next ADD (once the cooldown ends, without the cloud);
+/// the agent used to report it not ready while STATUS answered OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_status_agree_when_the_only_spare_nic_is_cooling() {
+    let world = World::new(PoolConfig {
+        min_free: 0,
+        max_free: 2,
+        max_nics: 2,
+        batch_size: 1,
+        // The manual clock never reaches the end of the cooldown.
+        ip_cooldown: Duration::from_secs(3600),
+        min_lifetime: Duration::ZERO,
+        ..PoolConfig::default()
+    });
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    ok_ip(&call(&socket, add_req(0, 30_000)).await);
+    ok_ip(&call(&socket, add_req(1, 30_000)).await);
+    assert!(is_ok(&call(&socket, del_req(1)).await));
+
+    // Wait for the pool round after the DEL: 1 assigned, 1 cooling, none free.
+    let addr = world.settings.metrics_addr;
+    let mut pool = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, body) = http_get(addr, "/v1/status").await;
+        pool = serde_json::from_str::<serde_json::Value>(&body).unwrap()["pool"].clone();
+        if pool["cooling"] == 1 && pool["assigned"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (&pool["free"], &pool["assigned"], &pool["cooling"]),
+        (&json!(0), &json!(1), &json!(1)),
+        "{pool}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let status = call(&socket, status_req()).await;
+    assert!(is_ok(&status), "STATUS: {status:?}");
+    let (line, body) = http_get(addr, "/readyz").await;
+    assert!(
+        line.contains("200"),
+        "/readyz disagrees with STATUS: {line}: {body}"
     );
     agent.stop().unwrap();
 }

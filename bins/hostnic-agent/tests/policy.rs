@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use hostnic_agent::introspect::{PodPolicy, PolicyStatus};
-use hostnic_agent::policy::{
-    PolicyDataplane, PolicyDataplaneError, PolicyDeps, PolicySource, PolicySourceError, Programmed,
-};
+use hostnic_agent::policy::PolicyDeps;
 use hostnic_core::api::{Outcome, Reply, Response, codes};
 use hostnic_core::policy::{
-    ClusterView, CompiledPolicy, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod,
+    ClusterView, CompiledPolicy, LocalPod, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod,
+    ProgramStats as SyncStats, Programmed,
 };
-use hostnic_linux::policy::{LocalPod, SyncStats};
+use hostnic_core::ports::{PolicyDataplane, PolicyDataplaneError, PolicySource, PolicySourceError};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -69,8 +70,15 @@ impl PolicySource for FakeSource {
     fn take_view(&self) -> (Arc<ClusterView>, Option<Instant>) {
         (self.view(), Some(Instant::now()))
     }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    fn changes(&self) -> BoxStream<'static, ()> {
+        let mut rx = self.changes.subscribe();
+        rx.borrow_and_update();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            rx.borrow_and_update();
+            Some(((), rx))
+        })
+        .boxed()
     }
     fn cached_pod(&self, namespace: &str, name: &str) -> Option<PolicyPod> {
         let key = PodRef::new(namespace, name);

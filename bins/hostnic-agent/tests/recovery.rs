@@ -34,7 +34,7 @@ fn is_ok(r: &Response) -> bool {
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Recovery>>);
 
-impl hostnic_agent::NodeReporter for Recorder {
+impl hostnic_core::ports::NodeReporter for Recorder {
     fn capacity(&self, _: u32, _: u32) {}
     fn nic_shortage(&self, _: &PodKey, _: bool, _: &str) {}
     fn checkpoint_recovered(&self, recovery: &Recovery) {
@@ -113,7 +113,7 @@ async fn survives(damage: Damage) {
             Some(source.clone()),
             None,
             None,
-            Some(reporter.clone() as Arc<dyn hostnic_agent::NodeReporter>),
+            Some(reporter.clone() as Arc<dyn hostnic_core::ports::NodeReporter>),
         )
     };
     let agent = start();

@@ -9,75 +9,23 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netlab::{AgentFiles, Namespaces, VethLinks, ip, plug_primary};
 use common::*;
 use hostnic_core::api::{AddRequest, DelRequest, Outcome, RequestBody};
 use hostnic_core::types::PodKey;
 use hostnic_linux::{LinuxHost, LinuxHostConfig};
 use hostnic_qingcloud::sim::{SimConfig, Simulator};
+use hostnic_testkit::hooks::VethLinks;
+use hostnic_testkit::netns::{Namespaces, ip};
+use hostnic_testkit::probe;
+use hostnic_testkit::process::{self, AgentFiles, ChildProcess, agent_command, plug_primary};
 
 const ROOT: &str = "needs root: cargo test -- --include-ignored";
 
-struct AgentProcess {
-    child: Child,
-}
-
-impl AgentProcess {
-    fn start(binary: &Path, config: &Path, credentials: &Path, log: &Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(binary)
-            .args([
-                "--cloud",
-                "qingcloud",
-                "--instance-id",
-                INSTANCE,
-                "--pods",
-                "none",
-            ])
-            .arg("--config")
-            .arg(config)
-            .arg("--credentials")
-            .arg(credentials)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start hostnic-agent");
-        Self { child }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn wait_serving(socket: &Path, log: &Path) {
-    for _ in 0..1000 {
-        if try_call(socket, status_req()).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "agent not serving; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    process::wait_serving(socket, log, Duration::from_secs(20)).await;
 }
 
 fn pod_key(i: usize) -> PodKey {
@@ -154,8 +102,7 @@ struct Lab {
     _dir: tempfile::TempDir,
     socket: PathBuf,
     metrics_addr: std::net::SocketAddr,
-    config: PathBuf,
-    credentials: PathBuf,
+    files: AgentFiles,
     log: PathBuf,
     sandboxes: Vec<String>,
 }
@@ -181,16 +128,10 @@ impl Lab {
         .await
         .unwrap();
         // The node's primary NIC, as the simulator knows it, with a default route.
-        plug_primary(&sim, &node, &vpc, &inet);
+        plug_primary(&sim, INSTANCE, &node, &vpc, &inet);
 
         let dir = tempfile::tempdir().unwrap();
-        let AgentFiles {
-            config,
-            credentials,
-            socket,
-            metrics_addr,
-            ..
-        } = AgentFiles::write(
+        let files = AgentFiles::write(
             dir.path(),
             &sim,
             ("AKIDE2E", "e2e-secret"),
@@ -198,6 +139,7 @@ impl Lab {
             "  min_free: 2\n  max_free: 4\n  batch_size: 5\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n  missing_link_grace: 5\n",
             5,
         );
+        let (socket, metrics_addr) = (files.socket.clone(), files.metrics_addr);
         let log = dir.path().join("agent.log");
         let sandboxes: Vec<String> = (0..pods).map(|i| ns.create(&format!("p{i}"))).collect();
 
@@ -208,8 +150,7 @@ impl Lab {
             _dir: dir,
             socket,
             metrics_addr,
-            config,
-            credentials,
+            files,
             log,
             sandboxes,
         }
@@ -219,8 +160,10 @@ impl Lab {
         format!("/run/netns/{}", self.sandboxes[i])
     }
 
-    fn start_agent(&self, binary: &Path) -> AgentProcess {
-        AgentProcess::start(binary, &self.config, &self.credentials, &self.log)
+    fn start_agent(&self, binary: &Path) -> ChildProcess {
+        let mut command = agent_command(binary, INSTANCE, &self.files);
+        command.args(["--pods", "none"]);
+        ChildProcess::spawn(command, &self.log)
     }
 }
 
@@ -324,15 +267,9 @@ async fn kill_9_during_a_burst_of_pod_adds_and_dels_leaks_nothing() {
             hostnic_linux::NetNs::open(netns(to)).unwrap(),
         );
         let addr = std::net::SocketAddr::from((ip_of(to), 8080));
-        let listener = to_ns
-            .run_blocking(move || std::net::TcpListener::bind(addr))
-            .expect("enter the pod's namespace")
+        let listener = probe::listen_in(&to_ns, addr)
             .unwrap_or_else(|e| panic!("listen in pod {to} on {addr}: {e}"));
-        let connected = from_ns
-            .run_blocking(move || {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            })
-            .expect("enter the pod's namespace");
+        let connected = probe::connect_from(&from_ns, addr, Duration::from_secs(3));
         assert!(
             connected.is_ok(),
             "pod {from} cannot reach live pod {to} at {addr}: {connected:?}"
@@ -461,7 +398,7 @@ async fn a_full_node_of_62_pods_is_served() {
         matches!(r.outcome, Outcome::Ok(_)),
         "a repeated ADD is idempotent"
     );
-    let rss = rss_kib(agent.child.id());
+    let rss = rss_kib(agent.0.id());
     eprintln!(
         "agent RSS with 62 pods: {:.1} MiB ({})",
         rss as f64 / 1024.0,

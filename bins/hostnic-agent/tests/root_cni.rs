@@ -19,97 +19,39 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use common::netlab::{AgentFiles, ip};
-use common::{INSTANCE, http_get, status_req, try_call};
+use common::{INSTANCE, http_get};
 use hostnic_agent::introspect;
 use hostnic_linux::NetNs;
-use hostnic_linux::lab::probe::{PeerServer, tcp_peer};
-use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
-use hostnic_qingcloud::sim::{
-    AttachHook, InstanceSpec, NicEvent, NicEventKind, SimConfig, SimHandle, SimState, Simulator,
-    Topology,
+use hostnic_linux::lab::{Fabric, fabric};
+use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimHandle, Topology};
+use hostnic_testkit::cni::{self, CniCall, Invocation};
+use hostnic_testkit::netns::ip;
+use hostnic_testkit::probe::{PeerServer, tcp_peer};
+use hostnic_testkit::process::{
+    AgentFiles, ChildProcess, agent_command, wait_serving, workspace_binary,
 };
+use hostnic_testkit::vpc::Vpc;
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 const CLIENT_INSTANCE: &str = "i-simclient";
 const NETWORK: &str = "hostnic";
 
 /// The `hostnic` binary: `HOSTNIC_CNI_BIN`, else next to the agent binary.
 fn plugin_binary() -> PathBuf {
-    let path = std::env::var_os("HOSTNIC_CNI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_BIN_EXE_hostnic-agent")).with_file_name("hostnic")
-        });
-    assert!(
-        path.is_file(),
-        "the hostnic CNI plugin binary {} is missing: build it first \
-         (`cargo build --workspace`, or `cargo build -p hostnic`), or point HOSTNIC_CNI_BIN at one",
-        path.display()
-    );
-    path
-}
-
-/// Plugs a NIC into the fabric when the simulator attaches it (before the job
-/// reports success, as a hot-plugged NIC appears), unplugs it when detached.
-struct FabricLinks {
-    fabric: Fabric,
-    hosts: BTreeMap<String, String>,
-}
-
-#[async_trait]
-impl AttachHook for FabricLinks {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let mac = event.nic.as_str();
-        let result = match event.kind {
-            NicEventKind::Attached => match self.hosts.get(&event.instance) {
-                Some(host) => self.fabric.plug_nic(host, mac, event.ip).await,
-                None => Ok(()),
-            },
-            NicEventKind::Detached | NicEventKind::Vanished => self.fabric.unplug_nic(mac).await,
-        };
-        if let Err(e) = result {
-            eprintln!("fabric could not follow {:?} of {mac}: {e}", event.kind);
-        }
-    }
-}
-
-/// MAC, address and vxnet network of an instance's primary NIC.
-fn primary_nic(state: &SimState, instance: &str) -> (String, Ipv4Addr, Ipv4Net) {
-    let inst = &state.instances[instance];
-    let nic = state
-        .nics
-        .values()
-        .find(|n| n.nic_id.eq_ignore_ascii_case(&inst.primary_nic))
-        .expect("primary NIC");
-    (
-        nic.nic_id.clone(),
-        nic.private_ip,
-        state.vxnets[&nic.vxnet_id].ip_network,
+    workspace_binary(
+        env!("CARGO_BIN_EXE_hostnic-agent"),
+        "hostnic",
+        "HOSTNIC_CNI_BIN",
     )
-}
-
-/// The agent process, killed on drop.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The VPC, the simulator, a running agent and its files. Drop order: agent,
 /// simulator, then every namespace with the lab's prefix.
 struct Lab {
-    agent: Option<AgentProcess>,
+    agent: Option<ChildProcess>,
     sim: Option<SimHandle>,
     fabric: Fabric,
     dir: tempfile::TempDir,
@@ -149,17 +91,6 @@ impl Lab {
             ],
             ..Topology::default()
         };
-        let fabric = Fabric::create(&FabricSpec {
-            prefix: prefix.clone(),
-            vxnets: topology
-                .vxnets
-                .iter()
-                .map(|v| VxnetGateway { cidr: v.cidr })
-                .collect(),
-            internet: "198.51.100.0/24".parse().unwrap(),
-        })
-        .await
-        .expect("build the VPC fabric");
         let hosts: BTreeMap<String, String> = [
             (INSTANCE.to_string(), "node".to_string()),
             (CLIENT_INSTANCE.to_string(), "client".to_string()),
@@ -169,41 +100,31 @@ impl Lab {
         config.topology = topology;
         config.attach_latency = Duration::from_millis(200);
         config.job_latency = Duration::from_millis(50);
-        let hook = Arc::new(FabricLinks {
-            fabric: fabric.clone(),
-            hosts: hosts.clone(),
-        });
-        let sim = Simulator::start(config, Some(hook)).await.unwrap();
-        let state = sim.state();
-        for (instance, host) in &hosts {
-            let (mac, ip, cidr) = primary_nic(&state, instance);
-            fabric
-                .add_host(&HostSpec {
-                    name: host.clone(),
-                    mac,
-                    ip,
-                    vxnet: VxnetGateway { cidr },
-                })
-                .await
-                .unwrap_or_else(|e| panic!("create host {host}: {e}"));
-        }
-        let (_, client_ip, _) = primary_nic(&state, CLIENT_INSTANCE);
+        let internet = "198.51.100.0/24".parse().unwrap();
+        let vpc = match Vpc::build(&prefix, internet, config, hosts).await {
+            Ok(vpc) => vpc,
+            Err(e) => {
+                fabric::destroy(&prefix).await;
+                panic!("{e}");
+            }
+        };
+        let client_ip = vpc.primary_ip(CLIENT_INSTANCE).unwrap();
+        let Vpc { fabric, sim, .. } = vpc;
 
         let dir = tempfile::tempdir().unwrap();
         let node = fabric.netns_name("node");
-        let AgentFiles {
-            config,
-            credentials,
-            socket,
-            state_dir,
-            metrics_addr,
-        } = AgentFiles::write(
+        let files = AgentFiles::write(
             dir.path(),
             &sim,
             ("AKIDCNI", "cni-e2e-secret"),
             &node,
             "  min_free: 2\n  max_free: 4\n  batch_size: 4\n  ip_cooldown: 0\n  min_lifetime: 0\n  backoff_base: 0.2\n  backoff_max: 2\n",
             30,
+        );
+        let (socket, state_dir, metrics_addr) = (
+            files.socket.clone(),
+            files.state_dir.clone(),
+            files.metrics_addr,
         );
         let log = dir.path().join("agent.log");
         let mut lab = Lab {
@@ -218,34 +139,15 @@ impl Lab {
             node,
             client_ip,
         };
-        let log_file = std::fs::File::create(&lab.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
-            .args(["--cloud", "qingcloud", "--instance-id", INSTANCE])
-            .args(["--pods", "none"])
-            .arg("--config")
-            .arg(&config)
-            .arg("--credentials")
-            .arg(&credentials)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start hostnic-agent");
-        lab.agent = Some(AgentProcess(child));
-        lab.wait_serving().await;
+        let mut command = agent_command(
+            Path::new(env!("CARGO_BIN_EXE_hostnic-agent")),
+            INSTANCE,
+            &files,
+        );
+        command.args(["--pods", "none"]);
+        lab.agent = Some(ChildProcess::spawn(command, &lab.log));
+        wait_serving(&lab.socket, &lab.log, Duration::from_secs(30)).await;
         lab
-    }
-
-    async fn wait_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while try_call(&self.socket, status_req()).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "agent not serving after 30 s; log:\n{}",
-                self.agent_log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     fn agent_log(&self) -> String {
@@ -309,31 +211,6 @@ impl Lab {
     }
 }
 
-/// What one plugin invocation printed and how it exited.
-#[derive(Debug)]
-struct Invocation {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Invocation {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn assert_silent_success(&self, what: &str) {
-        assert!(
-            self.code == 0 && self.stdout.trim().is_empty(),
-            "{what}: expected exit 0 and no output: exit {}, stdout {:?}, stderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-    }
-}
-
 /// A pod as the runtime knows it.
 struct Pod {
     name: &'static str,
@@ -343,40 +220,14 @@ struct Pod {
 
 /// Runs the plugin as a runtime does.
 async fn cni(verb: &str, pod: &Pod, netconf: &Value) -> Invocation {
-    let mut child = tokio::process::Command::new(plugin_binary())
-        .env_clear()
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", &pod.container_id)
-        .env("CNI_NETNS", &pod.netns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                pod.name, pod.container_id
-            ),
-        )
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the hostnic plugin");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(netconf.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the plugin did not exit within 60 s")
-        .unwrap();
-    Invocation {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let call = CniCall {
+        verb,
+        container_id: &pod.container_id,
+        netns: &pod.netns,
+        pod: ("default", pod.name),
+        cni_path: Path::new("/usr/lib/cni"),
+    };
+    cni::invoke(&plugin_binary(), &call, netconf, Duration::from_secs(60)).await
 }
 
 /// What the test needs from an ADD result, after checking it is a valid result

@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::kube_lab::{Lab, NODE};
@@ -17,6 +16,7 @@ use hostnic_core::api::{AddRequest, Outcome, Reply, RequestBody};
 use hostnic_core::types::PodKey;
 use hostnic_k8s::fake_apiserver::FakeApiServer;
 use hostnic_linux::NetNs;
+use hostnic_testkit::probe;
 use serde_json::json;
 
 fn add(name: &str, netns: &str) -> RequestBody {
@@ -47,36 +47,13 @@ fn labelled_pod(api: &FakeApiServer, name: &str) {
 /// True when a TCP connection from the sandbox `from` to `to` opens and echoes.
 fn can_connect(from: &str, to: SocketAddr, timeout: Duration) -> bool {
     let ns = NetNs::open(format!("/run/netns/{from}")).unwrap();
-    let stream = ns
-        .run_blocking(move || TcpStream::connect_timeout(&to, timeout))
-        .expect("enter the pod namespace");
-    let Ok(mut s) = stream else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut buf = [0u8; 4];
-    s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+    probe::echoes(&ns, to, timeout, Duration::from_secs(3))
 }
 
 /// An echo listener on `addr` inside the sandbox `ns`.
 fn listen(ns: &str, addr: SocketAddr) {
     let ns = NetNs::open(format!("/run/netns/{ns}")).unwrap();
-    let listener = ns
-        .run_blocking(move || TcpListener::bind(addr))
-        .expect("enter the pod namespace")
-        .expect("bind");
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    probe::serve_echo(probe::listen_in(&ns, addr).expect("bind in the pod namespace"));
 }
 
 fn rv(obj: &serde_json::Value) -> u64 {

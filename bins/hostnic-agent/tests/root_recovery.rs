@@ -28,62 +28,21 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use common::netlab::AgentFiles;
 use common::{INSTANCE, http_get, status_req, try_call};
 use hostnic_core::api::{AddRequest, DelRequest, Outcome, Reply, RequestBody};
 use hostnic_core::types::PodKey;
 use hostnic_linux::NetNs;
 use hostnic_linux::lab::probe::{PeerServer, tcp_peer};
-use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
-use hostnic_qingcloud::sim::{
-    AttachHook, InstanceSpec, NicEvent, NicEventKind, SimConfig, SimHandle, SimState, Simulator,
-    Topology,
-};
-use ipnet::Ipv4Net;
+use hostnic_linux::lab::{Fabric, fabric};
+use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimHandle, Topology};
+use hostnic_testkit::netns::ip;
+use hostnic_testkit::process::AgentFiles;
+use hostnic_testkit::vpc::Vpc;
 
 const ROOT: &str = "needs root: cargo test -- --include-ignored";
 const CLIENT_INSTANCE: &str = "i-simclient";
-
-/// Plugs a NIC into the fabric when the simulator attaches it, unplugs it when detached.
-struct FabricLinks {
-    fabric: Fabric,
-    hosts: BTreeMap<String, String>,
-}
-
-#[async_trait]
-impl AttachHook for FabricLinks {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let mac = event.nic.as_str();
-        let result = match event.kind {
-            NicEventKind::Attached => match self.hosts.get(&event.instance) {
-                Some(host) => self.fabric.plug_nic(host, mac, event.ip).await,
-                None => Ok(()),
-            },
-            NicEventKind::Detached | NicEventKind::Vanished => self.fabric.unplug_nic(mac).await,
-        };
-        if let Err(e) = result {
-            eprintln!("fabric could not follow {:?} of {mac}: {e}", event.kind);
-        }
-    }
-}
-
-fn primary_nic(state: &SimState, instance: &str) -> (String, Ipv4Addr, Ipv4Net) {
-    let inst = &state.instances[instance];
-    let nic = state
-        .nics
-        .values()
-        .find(|n| n.nic_id.eq_ignore_ascii_case(&inst.primary_nic))
-        .expect("primary NIC");
-    (
-        nic.nic_id.clone(),
-        nic.private_ip,
-        state.vxnets[&nic.vxnet_id].ip_network,
-    )
-}
 
 /// A private mount namespace with a tmpfs of a given size on the state directory,
 /// held by an `unshare … sleep` process (killed on drop, which ends the namespace
@@ -199,17 +158,6 @@ impl Lab {
             ],
             ..Topology::default()
         };
-        let fabric = Fabric::create(&FabricSpec {
-            prefix,
-            vxnets: topology
-                .vxnets
-                .iter()
-                .map(|v| VxnetGateway { cidr: v.cidr })
-                .collect(),
-            internet: "198.51.100.0/24".parse().unwrap(),
-        })
-        .await
-        .expect("build the VPC fabric");
         let hosts: BTreeMap<String, String> = [
             (INSTANCE.to_string(), "node".to_string()),
             (CLIENT_INSTANCE.to_string(), "client".to_string()),
@@ -219,25 +167,19 @@ impl Lab {
         config.topology = topology;
         config.attach_latency = Duration::from_millis(200);
         config.job_latency = Duration::from_millis(50);
-        let hook = Arc::new(FabricLinks {
-            fabric: fabric.clone(),
-            hosts: hosts.clone(),
-        });
-        let sim = Simulator::start(config, Some(hook)).await.unwrap();
-        let state = sim.state();
-        for (instance, host) in &hosts {
-            let (mac, ip, cidr) = primary_nic(&state, instance);
-            fabric
-                .add_host(&HostSpec {
-                    name: host.clone(),
-                    mac,
-                    ip,
-                    vxnet: VxnetGateway { cidr },
-                })
-                .await
-                .unwrap_or_else(|e| panic!("create host {host}: {e}"));
-        }
-        let (_, client_ip, _) = primary_nic(&state, CLIENT_INSTANCE);
+        let Vpc { fabric, sim, .. } =
+            match Vpc::build(&prefix, "198.51.100.0/24".parse().unwrap(), config, hosts).await {
+                Ok(vpc) => vpc,
+                Err(e) => {
+                    for name in fabric::lab_namespaces(&prefix) {
+                        let _ = NetNs::delete_named(&name);
+                    }
+                    panic!("{e}");
+                }
+            };
+        let client_ip = hostnic_testkit::vpc::primary_nic(&sim.state(), CLIENT_INSTANCE)
+            .expect("client primary NIC")
+            .1;
         let dir = tempfile::tempdir().unwrap();
         let node = fabric.netns_name("node");
         let files = AgentFiles::write(
@@ -252,7 +194,7 @@ impl Lab {
         for i in 0..8 {
             let name = fabric.netns_name(&format!("p{i}"));
             NetNs::create_named(&name).expect("create sandbox namespace");
-            common::netlab::ip(&["-n", &name, "link", "set", "lo", "up"]);
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
         }
         let volume = volume.map(|size| Volume::mount(&files.state_dir, size));
         Lab {

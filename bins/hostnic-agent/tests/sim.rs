@@ -5,85 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::*;
-use hostnic_agent::settings::Settings;
-use hostnic_agent::{Deps, Metrics};
 use hostnic_core::api::{Outcome, Reply};
 use hostnic_core::config::PoolConfig;
-use hostnic_core::ports::SystemClock;
-use hostnic_core::testing::{AttachHook as _, FakeHost};
-use hostnic_core::types::InstanceId;
-use hostnic_qingcloud::sim::{AttachHook, NicEvent, NicEventKind, SimConfig, SimHandle, Simulator};
-use hostnic_qingcloud::{ClientOptions, QingCloudClient, Secret};
-
-/// Makes the fake host's links follow the simulator's attachments.
-struct Links(FakeHost);
-
-#[async_trait]
-impl AttachHook for Links {
-    async fn on_nic_event(&self, event: &NicEvent) {
-        let instance = InstanceId::new(event.instance.clone());
-        match event.kind {
-            NicEventKind::Attached => self.0.attached(&event.nic, &instance),
-            NicEventKind::Detached | NicEventKind::Vanished => {
-                self.0.detached(&event.nic, &instance)
-            }
-        }
-    }
-}
-
-async fn start(
-    attach_latency: Duration,
-    pool: PoolConfig,
-) -> (
-    SimHandle,
-    QingCloudClient,
-    FakeHost,
-    Arc<Metrics>,
-    Settings,
-    tempfile::TempDir,
-) {
-    let host = FakeHost::new(InstanceId::new(INSTANCE), &pool.veth_prefix);
-    let sim = Simulator::start(
-        SimConfig {
-            attach_latency,
-            ..SimConfig::new("AKID", "SECRET")
-        },
-        Some(Arc::new(Links(host.clone()))),
-    )
-    .await
-    .unwrap();
-    let client = QingCloudClient::for_url(
-        &sim.url(),
-        "AKID",
-        Secret::new("SECRET"),
-        &sim.zone(),
-        ClientOptions {
-            job_poll_initial: Duration::from_millis(200),
-            job_poll_max: Duration::from_millis(500),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    client.add_observer(metrics.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        pool,
-        socket: dir.path().join("hostnic.sock"),
-        state_dir: dir.path().join("state"),
-        cni_conf_dir: dir.path().join("net.d"),
-        cni_bin_dir: dir.path().join("bin"),
-        metrics_addr: free_port(),
-        pool_interval_secs: 1.0,
-        ..Settings::default()
-    };
-    (sim, client, host, metrics, settings, dir)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_of_40_pods_with_1s_attach_latency_serves_them_all() {
@@ -93,33 +19,8 @@ async fn cold_start_of_40_pods_with_1s_attach_latency_serves_them_all() {
         batch_size: 10,
         ..PoolConfig::default()
     };
-    let (sim, client, host, metrics, settings, _dir) = start(Duration::from_secs(1), pool).await;
-    let socket = settings.socket.clone();
-    let deps = Deps {
-        cloud: client,
-        host: host.clone(),
-        clock: SystemClock,
-        pods: None,
-        nic_events: None,
-        reporter: None,
-        policy: None,
-        metrics: metrics.clone(),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(hostnic_agent::run(
-        deps,
-        settings,
-        InstanceId::new(INSTANCE),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    for _ in 0..500 {
-        if try_call(&socket, status_req()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let agent = SimAgent::start(Duration::from_secs(1), pool, 1.0).await;
+    let (socket, metrics, host) = (agent.socket.clone(), agent.metrics.clone(), &agent.host);
     let calls_before = metrics.counter_total("hostnic_cloud_api_calls_total");
     let started = Instant::now();
     let adds: Vec<_> = (0..40)
@@ -145,11 +46,9 @@ async fn cold_start_of_40_pods_with_1s_attach_latency_serves_them_all() {
         elapsed.as_secs_f64()
     );
     // Every NIC the simulator has for this node is known to the agent.
-    let state = sim.state();
+    let state = agent.sim.state();
     let named = format!("hostnic_{INSTANCE}");
     let cloud_nics = state.nics.values().filter(|n| n.nic_name == named).count();
     assert!(cloud_nics >= 40, "{cloud_nics}");
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
-    sim.shutdown().await;
+    agent.stop().await.unwrap();
 }

@@ -18,7 +18,6 @@
 mod agents;
 mod apiserver;
 mod commands;
-mod hook;
 mod http;
 mod labfile;
 

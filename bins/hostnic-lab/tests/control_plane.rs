@@ -7,11 +7,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hostnic_linux::NetNs;
+use hostnic_testkit::netns::Namespaces;
+use hostnic_testkit::probe;
 use serde_json::Value;
 
 use common::{LAB, LabGuard, lab, read_json};
@@ -140,21 +141,11 @@ fn up_serves_an_api_server_that_ns_apply_and_delete_write_to() {
     assert!(lab(&["down", "--dir", guard.path()]).0);
 }
 
-/// Removes a test namespace however the test ends.
-struct NsGuard(String);
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        let _ = NetNs::delete_named(&self.0);
-    }
-}
-
 #[test]
 #[ignore = "needs root: cargo test -- --include-ignored"]
 fn the_pod_listener_serves_inside_the_pod_namespace_only() {
-    let name = format!("hlt-listen-{}", std::process::id());
-    let ns = NetNs::create_named(&name).unwrap();
-    let _guard = NsGuard(name.clone());
+    let mut guard = Namespaces::new("hlt");
+    let (name, ns) = guard.create_ns("listen");
     assert!(
         Command::new("ip")
             .args(["-n", &name, "link", "set", "lo", "up"])
@@ -181,18 +172,9 @@ fn the_pod_listener_serves_inside_the_pod_namespace_only() {
         .unwrap();
     assert!(String::from_utf8_lossy(&pids.stdout).contains(&child.id().to_string()));
     for port in [8081, 8082] {
-        let seen = ns
-            .run_blocking(move || {
-                let mut s = TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], port)),
-                    Duration::from_secs(1),
-                )?;
-                let mut text = String::new();
-                s.read_to_string(&mut text)?;
-                std::io::Result::Ok(text)
-            })
+        let seen = probe::tcp_peer(ns.path(), Ipv4Addr::LOCALHOST, port, Duration::from_secs(1))
             .unwrap()
-            .unwrap();
+            .to_string();
         assert_eq!(
             seen, "127.0.0.1",
             "port {port} answers with the peer address"

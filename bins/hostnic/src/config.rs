@@ -15,10 +15,9 @@ use crate::error::CniError;
 use crate::log::Level;
 use crate::version::{CniVersion, SUPPORTED_VERSIONS};
 
-/// Where the agent listens unless `agentSocket` says otherwise.
-pub const DEFAULT_AGENT_SOCKET: &str = "/run/hostnic/hostnic.sock";
-/// The agent's state directory unless `stateDir` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostnic";
+/// Where the agent listens unless `agentSocket` says otherwise, and its state
+/// directory unless `stateDir` does (the agent's defaults, defined once in the core).
+pub use hostnic_core::api::{DEFAULT_AGENT_SOCKET, DEFAULT_STATE_DIR};
 /// The longest Unix socket path Linux accepts (`sun_path` minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 

@@ -19,6 +19,7 @@ use hostnic_core::api::{
     RequestBody, Response, Route, SandboxInterface, codes, decode_frame, encode_frame, frame_len,
 };
 use hostnic_core::types::NicId;
+use hostnic_testkit::netns::{Namespaces, try_ip as ip};
 
 const POD_IP: &str = "172.16.1.5";
 
@@ -33,25 +34,9 @@ fn sh(cmd: &mut Command) -> Output {
     out
 }
 
-fn ip(args: &[&str]) -> Result<Output, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 fn mac_of(ns: &str, dev: &str) -> Result<String, String> {
     let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
     v[0]["address"]
         .as_str()
         .map(str::to_string)
@@ -190,15 +175,6 @@ fn answer(request: &Request, host_ns: &str) -> Response {
     }
 }
 
-/// Deletes the test's namespace even when an assertion fails.
-struct NetnsGuard(String);
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root, podman, runc and busybox-static: cargo test -- --include-ignored"]
 fn podman_container_sees_its_ip_and_default_route() {
@@ -208,7 +184,9 @@ fn podman_container_sees_its_ip_and_default_route() {
     let network = format!("hostnic-e2e-{id}");
     let host_ns = format!("hnt-host-{id}");
     sh(Command::new("ip").args(["netns", "add", &host_ns]));
-    let _guard = NetnsGuard(host_ns.clone());
+    // Deleted even when an assertion fails.
+    let mut guard = Namespaces::new("unused");
+    guard.adopt(&host_ns);
 
     // The agent double.
     let socket = d.join("agent.sock");

@@ -45,10 +45,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Cloud(args) => commands::cloud::exec(args).await,
-        Command::Status(args) => commands::status::exec(args),
-        Command::Pool(args) => commands::pool::exec(args),
-        Command::Pods(args) => commands::pods::exec(args),
-        Command::Nics(args) => commands::nics::exec(args),
-        Command::Policy(args) => commands::policy::exec(args),
+        Command::Status(args) => commands::status::exec(args).await,
+        Command::Pool(args) => commands::pool::exec(args).await,
+        Command::Pods(args) => commands::pods::exec(args).await,
+        Command::Nics(args) => commands::nics::exec(args).await,
+        Command::Policy(args) => commands::policy::exec(args).await,
     }
 }

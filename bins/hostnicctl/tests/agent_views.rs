@@ -119,9 +119,9 @@ fn an_unreachable_agent_is_a_clear_error() {
     assert!(err.contains("cannot reach the hostnic agent"), "{err}");
 }
 
-/// `/v1/policy` and one pod's document, built from the agent's own types.
+/// `/v1/policy` and one pod's document, built from the agent's own types (the core's).
 fn policy_documents() -> Vec<(&'static str, String)> {
-    use hostnic_agent::introspect::{
+    use hostnic_core::api::introspect::{
         AllowedPeers, DirectionPolicy, PodPolicy, PolicyStatus, PolicySyncStats,
     };
     let status = PolicyStatus {

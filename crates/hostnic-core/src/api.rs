@@ -13,10 +13,23 @@
 //!   maximum frame size.
 //! - [`pending_del`]: the record the plugin leaves under
 //!   `<stateDir>/pending-del/` when a DEL cannot reach the agent, and its file name.
+//! - [`reply`]: the agent's side of the verbs that is pure: engine errors as CNI
+//!   error codes, the ADD reply, the CHECK comparison, the STATUS answer.
+//! - [`introspect`]: the JSON documents of the agent's `/v1/*` endpoints.
 
 pub mod framing;
+pub mod introspect;
 pub mod messages;
 pub mod pending_del;
+pub mod reply;
+
+/// Where the agent listens for the plugin unless configured otherwise (the
+/// agent's `socket`, the plugin's `agentSocket`).
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/hostnic/hostnic.sock";
+
+/// The agent's checkpoint and the plugin's pending DELs live here unless
+/// configured otherwise (the agent's `state_dir`, the plugin's `stateDir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostnic";
 
 pub use framing::{FrameError, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame, frame_len};
 pub use messages::*;

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::join_all;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointDamage, CheckpointError, Loaded, RecoveryReason};
 use crate::config::PoolConfig;
@@ -80,12 +79,12 @@ pub struct Added {
 }
 
 /// What one pool round did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolRound {
     /// Actions executed.
     pub actions: usize,
-    /// Failures, described.
-    pub failures: Vec<String>,
+    /// Failures, each saying whether a retry can help ([`EngineError::is_retryable`]).
+    pub failures: Vec<EngineError>,
 }
 
 /// The node's state machine wired to its ports.
@@ -624,7 +623,7 @@ where
         max_rounds
     }
 
-    async fn execute(&self, action: PoolAction) -> Result<(), String> {
+    async fn execute(&self, action: PoolAction) -> Result<(), EngineError> {
         let instance = self.lock().instance().clone();
         match action {
             PoolAction::Create { vxnet, count } => {
@@ -632,37 +631,33 @@ where
                     .cloud
                     .create_nics(&vxnet, count, &managed_nic_name(&instance))
                     .await;
-                let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate_durably(|s| s.create_done(&vxnet, count, result, self.clock.now()))
-                    .map_err(|e| e.to_string())?;
-                err.map_or(Ok(()), Err)
+                let err = result.as_ref().err().cloned();
+                self.mutate_durably(|s| s.create_done(&vxnet, count, result, self.clock.now()))?;
+                err.map_or(Ok(()), |e| Err(e.into()))
             }
             PoolAction::Attach { nics } => {
                 let job = match self.cloud.attach_nics(&instance, &nics).await {
                     Ok(job) => Ok(job),
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
                         // The answer may have been lost after the job started.
-                        self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))
-                            .map_err(|e| e.to_string())?;
-                        return Err(e.to_string());
+                        self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))?;
+                        return Err(e.into());
                     }
                     Err(e) => Err(e),
                 };
                 let result = match job {
                     Ok(job) => match self.wait(&job, "AttachNics").await {
                         Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))
-                                .map_err(|e| e.to_string())?;
-                            return Err(e.to_string());
+                            self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))?;
+                            return Err(e.into());
                         }
                         other => other,
                     },
                     Err(e) => Err(e),
                 };
-                let err = result.as_ref().err().map(ToString::to_string);
+                let err = result.as_ref().err().cloned();
                 let attached = result.is_ok();
-                self.mutate_durably(|s| s.attach_done(&nics, result, self.clock.now()))
-                    .map_err(|e| e.to_string())?;
+                self.mutate_durably(|s| s.attach_done(&nics, result, self.clock.now()))?;
                 if attached {
                     // Prepare at once: the link usually appears together with the job's end.
                     let plumbing: Vec<_> = {
@@ -673,18 +668,16 @@ where
                     };
                     for nic in plumbing {
                         let r = self.host.prepare_nic(&nic).await;
-                        self.mutate_durably(|s| s.prepare_done(&nic.nic, r, self.clock.now()))
-                            .map_err(|e| e.to_string())?;
+                        self.mutate_durably(|s| s.prepare_done(&nic.nic, r, self.clock.now()))?;
                     }
                 }
-                err.map_or(Ok(()), Err)
+                err.map_or(Ok(()), |e| Err(e.into()))
             }
             PoolAction::Prepare { nic } => {
                 let result = self.host.prepare_nic(&nic).await;
-                let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate_durably(|s| s.prepare_done(&nic.nic, result, self.clock.now()))
-                    .map_err(|e| e.to_string())?;
-                err.map_or(Ok(()), Err)
+                let err = result.as_ref().err().cloned();
+                self.mutate_durably(|s| s.prepare_done(&nic.nic, result, self.clock.now()))?;
+                err.map_or(Ok(()), |e| Err(e.into()))
             }
             PoolAction::Detach { nics } => {
                 for nic in &nics {
@@ -696,30 +689,26 @@ where
                 let result = match self.cloud.detach_nics(&ids).await {
                     Ok(job) => match self.wait(&job, "DetachNics").await {
                         Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))
-                                .map_err(|e| e.to_string())?;
-                            return Err(e.to_string());
+                            self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))?;
+                            return Err(e.into());
                         }
                         other => other,
                     },
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
-                        self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))
-                            .map_err(|e| e.to_string())?;
-                        return Err(e.to_string());
+                        self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))?;
+                        return Err(e.into());
                     }
                     Err(e) => Err(e),
                 };
-                let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate_durably(|s| s.detach_done(&ids, result, self.clock.now()))
-                    .map_err(|e| e.to_string())?;
-                err.map_or(Ok(()), Err)
+                let err = result.as_ref().err().cloned();
+                self.mutate_durably(|s| s.detach_done(&ids, result, self.clock.now()))?;
+                err.map_or(Ok(()), |e| Err(e.into()))
             }
             PoolAction::Delete { nics } => {
                 let result = self.cloud.delete_nics(&nics).await;
-                let err = result.as_ref().err().map(ToString::to_string);
-                self.mutate_durably(|s| s.delete_done(&nics, result, self.clock.now()))
-                    .map_err(|e| e.to_string())?;
-                err.map_or(Ok(()), Err)
+                let err = result.as_ref().err().cloned();
+                self.mutate_durably(|s| s.delete_done(&nics, result, self.clock.now()))?;
+                err.map_or(Ok(()), |e| Err(e.into()))
             }
         }
     }

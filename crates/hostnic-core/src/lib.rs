@@ -11,6 +11,7 @@
 //! - [`types`]: identifiers and domain values (`NicId`, `PodKey`, `CloudNic`, …).
 //! - [`ports`]: the traits `CloudNics`, `CloudNetwork`, `HostNetwork`, `PodSource`,
 //!   `Clock`, `CheckpointStore` and their error types, each saying whether to retry.
+//! - [`backoff`]: [`ExponentialBackoff`](backoff::ExponentialBackoff), the one retry-delay rule.
 //! - [`config`]: `PoolConfig`, the pool's settings with the original hostnic's defaults.
 //! - [`pool`]: `NodeState` — the NIC table and attachments; the allocator (ADD/DEL/GC),
 //!   the batched warm-pool planner and backoff.
@@ -18,7 +19,10 @@
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
 //! - [`recovery`]: what the node rebuilds from its witnesses (host, pod source, cloud)
 //!   when its checkpoint is missing, damaged or older than the host.
+//! - [`identity`]: the node's instance, pod vxnets and plumbing, from the cloud.
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
+//! - [`metrics`]: a counter and histogram registry in the Prometheus text format
+//!   (the binaries serve it).
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
@@ -30,9 +34,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod ports;

@@ -12,17 +12,26 @@
 //! | [`HostNetwork`] | rtnetlink + nftables, `FakeHost` | prepare NICs, plumb/unplumb/verify pods, inventory, node rules |
 //! | [`PodSource`] | kube-rs, static file, `FakePods` | the pods that should exist on this node, and changes |
 //! | [`Clock`] | system clock, `ManualClock` | the current time, so every decision is deterministic in tests |
+//! | [`CheckpointStore`] | the agent's file store, `MemoryStore` | durable snapshots of the node's state |
+//! | [`NodeReporter`] | kube-rs (node annotations, pod events) | tell the cluster the node's capacity and NIC shortages |
+//! | [`PolicySource`] | kube-rs (cluster-wide watches) | NetworkPolicies, namespaces and pods as a [`ClusterView`] |
+//! | [`PolicyDataplane`] | nftables renderer | program a [`CompiledPolicy`] for this node's pods |
+//!
+//! The policy ports are used by [`policy::PolicyEnforcer`](crate::policy::PolicyEnforcer),
+//! the pool's by [`Engine`](crate::engine::Engine).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{ClusterView, CompiledPolicy, LocalPod, PolicyPod, Programmed};
 use crate::types::{
     CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, NicId, NicPlumbing,
-    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodPlumbing, Timestamp, Vxnet,
+    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing, Timestamp, Vxnet,
     VxnetId,
 };
 
@@ -142,6 +151,57 @@ pub trait CloudNetwork: Send + Sync {
     async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError>;
 }
 
+/// Both cloud ports in one object (the QingCloud client and `FakeCloud` are
+/// both), so a caller that chooses its cloud at run time holds one
+/// `Arc<dyn Cloud>`.
+pub trait Cloud: CloudNics + CloudNetwork {}
+
+impl<T: CloudNics + CloudNetwork + ?Sized> Cloud for T {}
+
+#[async_trait]
+impl<T: CloudNics + ?Sized> CloudNics for Arc<T> {
+    async fn describe_nics(&self, filter: &NicFilter) -> Result<Vec<CloudNic>, CloudError> {
+        (**self).describe_nics(filter).await
+    }
+    async fn create_nics(
+        &self,
+        vxnet: &VxnetId,
+        count: u32,
+        name: &str,
+    ) -> Result<Vec<CloudNic>, CloudError> {
+        (**self).create_nics(vxnet, count, name).await
+    }
+    async fn attach_nics(
+        &self,
+        instance: &InstanceId,
+        nics: &[NicId],
+    ) -> Result<JobId, CloudError> {
+        (**self).attach_nics(instance, nics).await
+    }
+    async fn detach_nics(&self, nics: &[NicId]) -> Result<JobId, CloudError> {
+        (**self).detach_nics(nics).await
+    }
+    async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError> {
+        (**self).delete_nics(nics).await
+    }
+    async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError> {
+        (**self).wait_job(job, timeout).await
+    }
+}
+
+#[async_trait]
+impl<T: CloudNetwork + ?Sized> CloudNetwork for Arc<T> {
+    async fn describe_instance(&self, instance: &InstanceId) -> Result<Instance, CloudError> {
+        (**self).describe_instance(instance).await
+    }
+    async fn describe_vxnets(&self, vxnets: &[VxnetId]) -> Result<Vec<Vxnet>, CloudError> {
+        (**self).describe_vxnets(vxnets).await
+    }
+    async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError> {
+        (**self).vpc_cidrs(vxnet).await
+    }
+}
+
 /// How a host failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -227,6 +287,37 @@ pub trait HostNetwork: Send + Sync {
     }
 }
 
+#[async_trait]
+impl<T: HostNetwork + ?Sized> HostNetwork for Arc<T> {
+    async fn ensure_node(&self, node: &NodePlumbing) -> Result<NodeReport, HostError> {
+        (**self).ensure_node(node).await
+    }
+    async fn prepare_nic(&self, nic: &NicPlumbing) -> Result<(), HostError> {
+        (**self).prepare_nic(nic).await
+    }
+    async fn release_nic(&self, nic: &NicPlumbing) -> Result<(), HostError> {
+        (**self).release_nic(nic).await
+    }
+    async fn plumb_pod(&self, pod: &PodPlumbing) -> Result<PlumbedPod, HostError> {
+        (**self).plumb_pod(pod).await
+    }
+    fn plan_pod(&self, pod: &PodPlumbing) -> Option<PlumbedPod> {
+        (**self).plan_pod(pod)
+    }
+    async fn unplumb_pod(&self, pod: &PlumbedPod, netns: Option<&str>) -> Result<(), HostError> {
+        (**self).unplumb_pod(pod, netns).await
+    }
+    async fn verify_pod(&self, pod: &PodPlumbing, plumbed: &PlumbedPod) -> Result<(), HostError> {
+        (**self).verify_pod(pod, plumbed).await
+    }
+    async fn inventory(&self) -> Result<HostInventory, HostError> {
+        (**self).inventory().await
+    }
+    async fn settle(&self) -> Result<(), HostError> {
+        (**self).settle().await
+    }
+}
+
 /// A failure of the pod source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("pod source{}: {message}", if *retryable { " (retryable)" } else { "" })]
@@ -267,7 +358,7 @@ impl Clock for SystemClock {
     }
 }
 
-impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+impl<T: Clock + ?Sized> Clock for Arc<T> {
     fn now(&self) -> Timestamp {
         (**self).now()
     }
@@ -367,7 +458,7 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
-impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     fn load(&self) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
         (**self).load()
     }
@@ -386,4 +477,82 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
     ) -> Option<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
         (**self).save_in_background(checkpoint)
     }
+}
+
+/// Reports the node's state to the cluster. Calls must not block: implementations queue.
+pub trait NodeReporter: Send + Sync {
+    /// After every pool round: NICs free now, and pods the node can still get a NIC for.
+    fn capacity(&self, free_nics: u32, assignable_pods: u32);
+
+    /// An ADD failed for lack of a NIC; `quota` when the node or the cloud refuses more
+    /// (full node, NIC or address quota), else the pool had none ready in time.
+    fn nic_shortage(&self, pod: &PodKey, quota: bool, message: &str);
+
+    /// The agent started from a checkpoint it could not trust and rebuilt the node from
+    /// the host, the pod source and the cloud. The default reports nothing.
+    fn checkpoint_recovered(&self, recovery: &crate::recovery::Recovery) {
+        let _ = recovery;
+    }
+}
+
+/// A [`PolicySource`] lookup failed. Always worth retrying: the ADD that needed
+/// it answers "try again later".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PolicySourceError {
+    /// What failed.
+    pub message: String,
+}
+
+/// Where the cluster's NetworkPolicies, namespaces and pods come from.
+#[async_trait]
+pub trait PolicySource: Send + Sync {
+    /// True once the source has listed everything at least once: before that, an
+    /// empty view would wrongly mean "no policy".
+    fn is_synced(&self) -> bool;
+
+    /// The current view.
+    fn view(&self) -> Arc<ClusterView>;
+
+    /// The current view and the arrival time of the oldest change no earlier
+    /// `take_view` returned (for the event-to-enforcement latency).
+    fn take_view(&self) -> (Arc<ClusterView>, Option<Instant>);
+
+    /// Yields once for every change of the view (or of [`is_synced`](Self::is_synced))
+    /// after this call; changes may coalesce. Ends when the source shuts down.
+    fn changes(&self) -> BoxStream<'static, ()>;
+
+    /// One pod as the source's cache has it.
+    fn cached_pod(&self, namespace: &str, name: &str) -> Option<PolicyPod>;
+
+    /// One pod read from the origin (for a pod the cache does not have yet);
+    /// `Ok(None)` when it does not exist.
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PolicyPod>, PolicySourceError>;
+}
+
+/// A [`PolicyDataplane::sync`] failed; nothing is known to be programmed. Always
+/// retried (with backoff) by the policy task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyDataplaneError(pub String);
+
+/// Programs NetworkPolicy on this node.
+#[async_trait]
+pub trait PolicyDataplane: Send {
+    /// Makes the node enforce `compiled` for the `local` pods (all at once, or
+    /// nothing on error).
+    async fn sync(
+        &mut self,
+        compiled: &CompiledPolicy,
+        local: &[LocalPod],
+    ) -> Result<Programmed, PolicyDataplaneError>;
+
+    /// Forgets what earlier syncs programmed, so the next sync checks the real
+    /// state instead of sending a difference (called every few minutes, to heal
+    /// changes made behind the agent's back). Default: nothing to forget.
+    fn forget(&mut self) {}
 }

@@ -11,9 +11,12 @@
 //!   comma-separated), and [`CapacityPublisher`], which publishes what the node can
 //!   still give as node annotations;
 //! - [`PodEvents`]: Warning events on a pod whose ADD found no NIC or hit a quota;
+//! - [`KubeAdapter`] as the core's [`PodSource`] and
+//!   [`NodeReporter`] (capacity annotations, shortage events);
 //! - [`KubePolicySource`]: NetworkPolicies, Namespaces and Pods of the whole cluster
 //!   (cluster-wide watches, started separately by [`KubePolicySource::spawn`]), as the
-//!   policy compiler's [`ClusterView`](hostnic_core::policy::ClusterView).
+//!   policy compiler's [`ClusterView`](hostnic_core::policy::ClusterView): the core's
+//!   [`PolicySource`](hostnic_core::ports::PolicySource).
 //!
 //! Every background task retries API errors with backoff and nothing blocks the
 //! caller, so the agent keeps serving CNI requests while the API server is unreachable.
@@ -25,6 +28,7 @@
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
+//! - `static_pods.rs` — [`StaticPods`], pods listed in a file (a node without an API server).
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
 //!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
 //!   process.
@@ -39,9 +43,14 @@ pub mod fake_apiserver;
 pub mod node;
 pub mod pods;
 pub mod policy;
+pub mod static_pods;
 
 use std::path::Path;
 use std::time::Duration;
+
+use futures::stream::BoxStream;
+use hostnic_core::ports::{NodeReporter, PodSource, PodSourceError};
+use hostnic_core::types::{PodEvent, PodInfo, PodKey};
 
 pub use error::K8sError;
 pub use events::{NicShortage, PodEvents};
@@ -49,6 +58,7 @@ pub use kube::Client;
 pub use node::{Capacity, CapacityPublisher, KubeNode};
 pub use pods::{KubePods, pod_info};
 pub use policy::KubePolicySource;
+pub use static_pods::StaticPods;
 
 /// Everything the agent needs from Kubernetes for one node. See [`connect`].
 #[derive(Debug)]
@@ -76,6 +86,61 @@ impl KubeAdapter {
         let uid = self.pods.uid_of(namespace, name);
         self.events
             .nic_shortage(namespace, name, uid, shortage, message);
+    }
+}
+
+/// The node's pod watch as the core's pod source (what [`KubeAdapter::pods`] reports).
+#[async_trait::async_trait]
+impl PodSource for KubeAdapter {
+    async fn pods(&self) -> Result<Vec<PodInfo>, PodSourceError> {
+        self.pods.pods().await
+    }
+
+    fn changes(&self) -> BoxStream<'static, PodEvent> {
+        self.pods.changes()
+    }
+}
+
+/// The core's node reporter: capacity as node annotations, NIC shortages as
+/// Warning events on the pod.
+impl NodeReporter for KubeAdapter {
+    fn capacity(&self, free_nics: u32, assignable_pods: u32) {
+        self.capacity.publish(Capacity {
+            free_nics,
+            assignable_pods,
+        });
+    }
+
+    fn nic_shortage(&self, pod: &PodKey, quota: bool, message: &str) {
+        // Pods the runtime did not name (podman, ctr) have nowhere to put an event.
+        if pod.namespace.is_empty() || pod.name.is_empty() {
+            return;
+        }
+        let shortage = if quota {
+            NicShortage::QuotaExceeded
+        } else {
+            NicShortage::NoFreeNic
+        };
+        self.record_nic_shortage(&pod.namespace, &pod.name, shortage, message);
+    }
+
+    fn checkpoint_recovered(&self, recovery: &hostnic_core::recovery::Recovery) {
+        for pod in &recovery.pods {
+            let Some((namespace, name)) = pod.pod.as_deref().and_then(|p| p.split_once('/')) else {
+                continue;
+            };
+            self.record_checkpoint_recovered(
+                namespace,
+                name,
+                format!(
+                    "the hostnic agent's checkpoint was {}; this pod keeps its address {} \
+                     (NIC {}), recovered from the node",
+                    recovery.reason.describe(),
+                    pod.ip,
+                    pod.nic
+                ),
+            );
+        }
     }
 }
 

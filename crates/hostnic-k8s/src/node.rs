@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hostnic_core::backoff::ExponentialBackoff;
 use hostnic_core::types::VxnetId;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
@@ -84,15 +85,34 @@ impl KubeNode {
     /// (0.5 s doubling up to 10 s) until `deadline` has passed.
     pub async fn vxnets_with_retry(&self, deadline: Duration) -> Result<Vec<VxnetId>, K8sError> {
         let until = tokio::time::Instant::now() + deadline;
-        let mut delay = Duration::from_millis(500);
+        let mut delays =
+            ExponentialBackoff::new(Duration::from_millis(500), Duration::from_secs(10)).delays();
         loop {
+            let delay = delays.next_delay();
             match self.vxnets().await {
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < until => {
                     tracing::warn!(error = %e, retry_in = ?delay, "reading the node's vxnet annotation");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// The vxnets of the annotation for an agent whose configuration names none:
+    /// [`vxnets_with_retry`](Self::vxnets_with_retry) within `deadline`, logged;
+    /// empty when the annotation is missing or unreadable.
+    pub async fn annotated_vxnets(&self, deadline: Duration) -> Vec<VxnetId> {
+        match self.vxnets_with_retry(deadline).await {
+            Ok(vxnets) => {
+                if !vxnets.is_empty() {
+                    tracing::info!(?vxnets, "vxnets from the node annotation");
+                }
+                vxnets
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node vxnet annotation unreadable");
+                Vec::new()
             }
         }
     }
@@ -161,7 +181,8 @@ impl Drop for CapacityPublisher {
 
 async fn publish_loop(node: KubeNode, mut rx: watch::Receiver<Option<Capacity>>) {
     let mut published: Option<Capacity> = None;
-    let mut delay = Duration::from_secs(1);
+    let mut delays =
+        ExponentialBackoff::new(Duration::from_secs(1), Duration::from_secs(60)).delays();
     loop {
         let wanted = *rx.borrow_and_update();
         if let Some(capacity) = wanted
@@ -171,12 +192,12 @@ async fn publish_loop(node: KubeNode, mut rx: watch::Receiver<Option<Capacity>>)
                 Ok(()) => {
                     tracing::debug!(?capacity, "published node capacity");
                     published = Some(capacity);
-                    delay = Duration::from_secs(1);
+                    delays.reset();
                 }
                 Err(e) => {
+                    let delay = delays.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "publishing node capacity");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(60));
                     continue;
                 }
             }

@@ -20,10 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::StreamExt;
+use futures::stream::BoxStream;
+use hostnic_core::backoff::{Delays, ExponentialBackoff};
 use hostnic_core::policy::{
     ClusterView, ContainerPort, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, Protocol,
 };
+use hostnic_core::ports::{PolicySource, PolicySourceError};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy as KubeNetworkPolicy;
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -304,6 +308,50 @@ impl KubePolicySource {
     }
 }
 
+/// The core's policy source: the inherent methods, with the watch receiver as a
+/// stream of changes.
+#[async_trait]
+impl PolicySource for KubePolicySource {
+    fn is_synced(&self) -> bool {
+        KubePolicySource::is_synced(self)
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        KubePolicySource::view(self)
+    }
+
+    fn take_view(&self) -> (Arc<ClusterView>, Option<Instant>) {
+        KubePolicySource::take_view(self)
+    }
+
+    fn changes(&self) -> BoxStream<'static, ()> {
+        let mut rx = self.subscribe();
+        rx.borrow_and_update();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            rx.borrow_and_update();
+            Some(((), rx))
+        })
+        .boxed()
+    }
+
+    fn cached_pod(&self, namespace: &str, name: &str) -> Option<PolicyPod> {
+        KubePolicySource::cached_pod(self, namespace, name)
+    }
+
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PolicyPod>, PolicySourceError> {
+        KubePolicySource::pod(self, namespace, name)
+            .await
+            .map_err(|e| PolicySourceError {
+                message: e.to_string(),
+            })
+    }
+}
+
 impl Drop for KubePolicySource {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -371,33 +419,27 @@ fn rv_of<K: Resource>(obj: &K) -> u64 {
 /// Exponential backoff of one watch, logging the first failure of a streak.
 struct Backoff {
     kind: String,
-    delay: Duration,
-    failing: bool,
+    delays: Delays,
 }
 
 impl Backoff {
     fn new(kind: String) -> Self {
         Self {
             kind,
-            delay: BACKOFF_MIN,
-            failing: false,
+            delays: ExponentialBackoff::new(BACKOFF_MIN, BACKOFF_MAX).delays(),
         }
     }
 
     /// Records a failure; returns how long to wait before retrying.
     fn failed(&mut self, e: &dyn std::fmt::Display) -> Duration {
-        if !self.failing {
+        if !self.delays.failing() {
             tracing::warn!(kind = %self.kind, error = %e, "policy watch failed; retrying with backoff");
         }
-        self.failing = true;
-        let delay = self.delay;
-        self.delay = (self.delay * 2).min(BACKOFF_MAX);
-        delay
+        self.delays.next_delay()
     }
 
     fn succeeded(&mut self) {
-        self.failing = false;
-        self.delay = BACKOFF_MIN;
+        self.delays.reset();
     }
 }
 
@@ -444,6 +486,8 @@ async fn watch_kind<K>(
         });
         if !shared.synced[index].swap(true, Ordering::AcqRel) {
             tracing::info!(%kind, "policy watch synced");
+            // Waiters for `is_synced` learn of it now, not with the next event.
+            shared.changes.send_modify(|n| *n += 1);
         }
         loop {
             let params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);

@@ -20,24 +20,10 @@ use std::time::{Duration, Instant};
 use hostnic_core::ports::HostNetwork;
 use hostnic_core::types::{NicId, NicPlumbing, PodKey, PodPlumbing};
 use hostnic_linux::{LinuxHost, LinuxHostConfig, NetNs};
+use hostnic_testkit::netns::{Namespaces, ip};
 
 const PTP: &str = "/usr/lib/cni/ptp";
 const NIC_MAC: &str = "52:54:00:bb:00:01";
-
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.0.drain(..) {
-            let _ = NetNs::delete_named(&name);
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("run ip");
-    assert!(status.success(), "ip {}", args.join(" "));
-}
 
 fn median_and_p90(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
@@ -109,13 +95,13 @@ async fn main() {
         .filter(|_| benchmarking)
         .unwrap_or(if benchmarking { 50 } else { 2 });
     let tag = format!("hnb-{}", std::process::id());
-    let mut namespaces = Namespaces(Vec::new());
+    let mut namespaces = Namespaces::new(&tag);
     let node_name = format!("{tag}-node");
     let node = NetNs::create_named(&node_name).expect("node namespace");
-    namespaces.0.push(node_name.clone());
+    namespaces.adopt(&node_name.clone());
     let vpc_name = format!("{tag}-vpc");
     NetNs::create_named(&vpc_name).expect("vpc namespace");
-    namespaces.0.push(vpc_name.clone());
+    namespaces.adopt(&vpc_name.clone());
     ip(&[
         "-n", &node_name, "link", "add", "eth1", "address", NIC_MAC, "type", "veth", "peer",
         "name", "vnic1", "netns", &vpc_name,
@@ -146,7 +132,7 @@ async fn main() {
     for i in 0..iters {
         let pod_name = format!("{tag}-p{i}");
         NetNs::create_named(&pod_name).expect("pod namespace");
-        namespaces.0.push(pod_name.clone());
+        namespaces.adopt(&pod_name.clone());
         let request = PodPlumbing {
             pod: PodKey {
                 namespace: "bench".into(),
@@ -173,7 +159,7 @@ async fn main() {
         if reference {
             let ref_name = format!("{tag}-r{i}");
             NetNs::create_named(&ref_name).expect("reference pod namespace");
-            namespaces.0.push(ref_name.clone());
+            namespaces.adopt(&ref_name.clone());
             let path = format!("/run/netns/{ref_name}");
             let container = format!("ref{i}");
             ref_add.push(run_ptp(&node, "ADD", &path, &container, &conf));

@@ -24,8 +24,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hostnic_core::policy::{
     CompiledPolicy, NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, compile,
 };
-use hostnic_linux::NetNs;
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
+use hostnic_testkit::netns::Namespaces;
 
 const SIZES: [usize; 3] = [10, 100, 1000];
 
@@ -120,22 +120,13 @@ fn busy_cluster() -> (
     (pods, namespaces, policies, local)
 }
 
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = NetNs::delete_named(&self.0);
-    }
-}
-
 fn bench(c: &mut Criterion) {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("policy bench: needs root (network namespaces, nft); nothing measured");
         return;
     }
-    let name = format!("hnpol-bench-{}", std::process::id());
-    let ns = NetNs::create_named(&name).expect("create namespace");
-    let _guard = Namespace(name);
+    let mut guard = Namespaces::new("hnpol-bench");
+    let (_, ns) = guard.create_ns("node");
     let local = local();
 
     let mut group = c.benchmark_group("policy-add-nth-pod");

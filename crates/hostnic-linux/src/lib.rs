@@ -28,6 +28,7 @@
 //! - [`nic`]: NIC preparation and release.
 //! - [`pod`]: pod plumbing, teardown and verification.
 //! - [`node`]: forwarding, the `hostnic` nftables table, the default-route guard.
+//! - `nft`: the one runner of the `nft` binary.
 //! - [`events`]: link and address notifications ([`LinkEvent`]).
 //! - [`names`]: host veth names.
 //! - `reap`: deferred, batched deletion of the veths of deleted pods ([`ReapTiming`]).
@@ -43,6 +44,7 @@ pub mod events;
 pub mod host;
 pub mod names;
 pub mod netns;
+mod nft;
 pub mod nic;
 mod nl;
 pub mod node;

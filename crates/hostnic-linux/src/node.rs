@@ -52,21 +52,16 @@ impl LinuxHost {
     }
 
     async fn apply_nft(&self, ruleset: Value) -> Result<(), LinuxError> {
+        // The nftables crate's schema checks the ruleset's shape before nft sees it.
         let parsed: nftables::schema::Nftables<'static> = serde_json::from_value(ruleset)
             .map_err(|e| LinuxError::Nftables(format!("ruleset does not fit the schema: {e}")))?;
+        let ruleset = serde_json::to_value(&parsed)
+            .map_err(|e| LinuxError::Nftables(format!("ruleset does not serialize: {e}")))?;
         let program = self.config.nft_binary.clone();
         // `nft` must run in the host namespace: spawn it from a thread inside it.
-        let applied = self
-            .host_ns
-            .run(move || {
-                nftables::helper::apply_ruleset_with_args(
-                    &parsed,
-                    Some(program.as_str()),
-                    std::iter::empty::<&str>(),
-                )
-            })
-            .await?;
-        applied.map_err(|e| LinuxError::Nftables(e.to_string()))
+        self.host_ns
+            .run(move || crate::nft::apply_json(&program, &ruleset))
+            .await?
     }
 
     /// Restores the main default route onto the primary NIC when another link

@@ -29,7 +29,7 @@ use crate::netns::{NetNs, NetlinkConn};
 use crate::nl::{self, RuleSpec, ok_if_missing};
 
 /// The on-link gateway every pod routes through (answered by the host veth's MAC).
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub use hostnic_core::api::POD_GATEWAY;
 
 impl LinuxHost {
     /// The two rules of a pod: `to <ip> lookup main` and `from <ip> [fwmark] lookup <table>`.

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use hostnic_core::ports::{HostErrorKind, HostNetwork};
 use hostnic_core::types::NicId;
 use hostnic_linux::{LinkEvent, NetNs};
+use hostnic_testkit::probe;
 
 const ROOT: &str = "needs root: cargo test -- --include-ignored";
 
@@ -245,12 +246,7 @@ async fn del_cuts_the_pod_off_at_once_and_reaps_its_veth_in_a_batch_when_quiet()
     );
     assert!(host.inventory().await.unwrap().pods.is_empty());
     let target = std::net::SocketAddr::from((ip_a, port));
-    let refused = topo
-        .vpc_ns
-        .run_blocking(move || {
-            std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500))
-        })
-        .unwrap();
+    let refused = probe::connect_from(&topo.vpc_ns, target, Duration::from_millis(500));
     assert!(refused.is_err(), "the deleted pod still answers");
 
     // Once the node is quiet, the reaper deletes both pairs (one group deletion).
@@ -757,7 +753,7 @@ async fn a_new_sandbox_of_the_same_pod_replaces_the_old_veth_and_a_late_del_spar
     let old = topo.pod("same", nic.clone());
     let old_plumbed = host.plumb_pod(&old).await.unwrap();
     // The runtime starts a new sandbox for the same pod before DEL of the old one.
-    let (ns, _) = topo.guard.create("pod");
+    let (ns, _) = topo.guard.create_ns("pod");
     let mut new = old.clone();
     new.netns = format!("/run/netns/{ns}");
     new.pod.container_id = format!("cid-{ns}");

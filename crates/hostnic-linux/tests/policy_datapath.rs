@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
@@ -16,14 +16,16 @@ use hostnic_core::policy::{NetworkPolicy, PodRef, PolicyNamespace, PolicyPod, co
 use hostnic_core::ports::HostNetwork;
 use hostnic_linux::NetNs;
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
+use hostnic_testkit::probe;
 use serde_json::json;
 
 /// True when a TCP connection from inside `from` to `to:port` completes in time.
 fn connects(from: &NetNs, to: Ipv4Addr, port: u16) -> bool {
-    let target = SocketAddr::from((to, port));
-    from.run_blocking(move || TcpStream::connect_timeout(&target, Duration::from_millis(700)))
-        .expect("enter namespace")
-        .is_ok()
+    probe::connects(
+        from,
+        SocketAddr::from((to, port)),
+        Duration::from_millis(700),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,24 +5,20 @@
 #![allow(dead_code)]
 
 pub mod kube_lab;
-pub mod netlab;
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hostnic_agent::settings::Settings;
 use hostnic_agent::{Deps, Metrics};
-use hostnic_core::api::{
-    AddRequest, DelRequest, ExpectedAttachment, Request, RequestBody, Response, StatusRequest,
-    decode_frame, encode_frame,
-};
 use hostnic_core::config::PoolConfig;
+use hostnic_core::ports::SystemClock;
 use hostnic_core::testing::{FakeCloud, FakeCloudConfig, FakeHost, ManualClock};
-use hostnic_core::types::{InstanceId, PodKey, Timestamp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use hostnic_core::types::{InstanceId, Timestamp};
+use hostnic_qingcloud::sim::SimHandle;
+pub use hostnic_testkit::requests::*;
+use hostnic_testkit::sim::SimCloud;
 
 pub const INSTANCE: &str = "i-sim00001";
 
@@ -35,9 +31,97 @@ pub struct World {
     pub settings: Settings,
 }
 
-pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// The settings of an agent under test whose files live in `dir`.
+pub fn settings_in(dir: &Path, pool: PoolConfig) -> Settings {
+    Settings {
+        pool,
+        socket: dir.join("hostnic.sock"),
+        state_dir: dir.join("state"),
+        cni_conf_dir: dir.join("net.d"),
+        cni_bin_dir: dir.join("bin"),
+        metrics_addr: free_port(),
+        ..Settings::default()
+    }
+}
+
+/// The agent in-process on the caller's runtime, with the real QingCloud client
+/// against the simulator and the fake host whose NIC links follow it.
+pub struct SimAgent {
+    pub sim: SimHandle,
+    pub host: FakeHost,
+    pub socket: PathBuf,
+    pub metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), hostnic_agent::AgentError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl SimAgent {
+    /// Starts the simulator (`attach_latency`) and the agent (`pool`, a pool
+    /// round every `pool_interval_secs`), and waits until it serves.
+    pub async fn start(
+        attach_latency: Duration,
+        pool: PoolConfig,
+        pool_interval_secs: f64,
+    ) -> Self {
+        let SimCloud { sim, client, host } =
+            SimCloud::start(INSTANCE, &pool.veth_prefix, attach_latency).await;
+        let metrics = Arc::new(Metrics::default());
+        client.add_observer(metrics.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            pool_interval_secs,
+            ..settings_in(dir.path(), pool)
+        };
+        let socket = settings.socket.clone();
+        let deps = Deps {
+            cloud: client,
+            host: host.clone(),
+            clock: SystemClock,
+            pods: None,
+            nic_events: None,
+            reporter: None,
+            policy: None,
+            metrics: metrics.clone(),
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hostnic_agent::run(
+            deps,
+            settings,
+            InstanceId::new(INSTANCE),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        for _ in 0..500 {
+            if try_call(&socket, status_req()).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            sim,
+            host,
+            socket,
+            metrics,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Cloud API calls so far.
+    pub fn calls(&self) -> u64 {
+        self.metrics.counter_total("hostnic_cloud_api_calls_total")
+    }
+
+    /// Stops the agent, then the simulator; the agent's result.
+    pub async fn stop(self) -> Result<(), hostnic_agent::AgentError> {
+        let _ = self.stop.send(());
+        let result = self.task.await.expect("the agent task");
+        self.sim.shutdown().await;
+        result
+    }
 }
 
 impl World {
@@ -55,16 +139,10 @@ impl World {
         cloud.set_hook(Arc::new(host.clone()));
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
-            pool,
-            socket: dir.path().join("hostnic.sock"),
-            state_dir: dir.path().join("state"),
-            cni_conf_dir: dir.path().join("net.d"),
-            cni_bin_dir: dir.path().join("bin"),
-            metrics_addr: free_port(),
             plugin_binary: None,
             pool_interval_secs: 0.2,
             reconcile_interval_secs: 3600.0,
-            ..Settings::default()
+            ..settings_in(dir.path(), pool)
         };
         Self {
             clock,
@@ -137,7 +215,7 @@ impl World {
         pods: Option<Arc<dyn hostnic_core::ports::PodSource>>,
         nic_events: Option<futures::stream::BoxStream<'static, hostnic_agent::HostEvent>>,
         policy: Option<hostnic_agent::policy::PolicyDeps>,
-        reporter: Option<Arc<dyn hostnic_agent::NodeReporter>>,
+        reporter: Option<Arc<dyn hostnic_core::ports::NodeReporter>>,
     ) -> Agent {
         let deps = Deps {
             cloud: self.cloud.clone(),
@@ -226,99 +304,4 @@ impl Drop for Agent {
             let _ = t.join();
         }
     }
-}
-
-pub fn pod(i: usize) -> PodKey {
-    PodKey {
-        namespace: "default".into(),
-        name: format!("pod-{i}"),
-        container_id: format!("c{i:04}"),
-        ifname: "eth0".into(),
-    }
-}
-
-pub fn add_req(i: usize, timeout_ms: u64) -> RequestBody {
-    RequestBody::Add(AddRequest {
-        pod: pod(i),
-        pod_uid: None,
-        netns: format!("/var/run/netns/cni-{i}"),
-        network: "hostnic".into(),
-        cni_version: "1.1.0".into(),
-        veth_prefix: None,
-        mtu: None,
-        runtime_config: None,
-        timeout_ms,
-    })
-}
-
-pub fn del_req(i: usize) -> RequestBody {
-    RequestBody::Del(DelRequest {
-        pod: pod(i),
-        netns: Some(format!("/var/run/netns/cni-{i}")),
-        network: "hostnic".into(),
-        cni_version: "1.1.0".into(),
-        prev_result: None,
-        timeout_ms: 20_000,
-    })
-}
-
-pub fn check_req(i: usize) -> RequestBody {
-    RequestBody::Check(hostnic_core::api::CheckRequest {
-        pod: pod(i),
-        netns: format!("/var/run/netns/cni-{i}"),
-        network: "hostnic".into(),
-        cni_version: "1.1.0".into(),
-        expected: ExpectedAttachment::default(),
-        prev_result: serde_json::json!({}),
-        timeout_ms: 10_000,
-    })
-}
-
-pub fn status_req() -> RequestBody {
-    RequestBody::Status(StatusRequest {
-        network: "hostnic".into(),
-        cni_version: "1.1.0".into(),
-        timeout_ms: 3_000,
-    })
-}
-
-/// Sends raw bytes and reads the raw answer.
-pub async fn raw_call(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = UnixStream::connect(socket).await?;
-    s.write_all(bytes).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    Ok(buf)
-}
-
-pub async fn try_call(socket: &Path, body: RequestBody) -> std::io::Result<Response> {
-    let frame = encode_frame(&Request::new(body)).unwrap();
-    let buf = raw_call(socket, &frame).await?;
-    decode_frame::<Response>(&buf)
-        .map(|(r, _)| r)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-pub async fn call(socket: &Path, body: RequestBody) -> Response {
-    try_call(socket, body).await.expect("the agent answers")
-}
-
-/// Plain HTTP GET on the agent's metrics address; returns (status line, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    try_http_get(addr, path).await.unwrap()
-}
-
-/// Like [`http_get`], but a refused connection is an error.
-pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
 }

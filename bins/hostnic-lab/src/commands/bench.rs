@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hostnic_linux::NetNs;
 use hostnic_linux::lab::cmd;
+use hostnic_testkit::cni::{self, CniCall};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
@@ -285,16 +286,13 @@ async fn run_plugin(
         .arg(format!("--net={}", host_ns.display()))
         .arg(plugin)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={id}"),
-        )
-        .env("CNI_PATH", cni_path)
+        .envs(cni::env(&CniCall {
+            verb,
+            container_id: id,
+            netns,
+            pod: ("bench", id),
+            cni_path,
+        }))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

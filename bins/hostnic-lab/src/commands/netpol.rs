@@ -13,7 +13,7 @@
 //! a label patch, and only the policies that differ are written.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use clap::Args;
 use hostnic_core::policy::Protocol;
 use hostnic_core::policy::cases::{self, TruthCase, parse_cases};
 use hostnic_linux::NetNs;
+use hostnic_testkit::probe;
 use serde_json::{Value, json};
 
 use super::pod::{self, PodSpec};
@@ -286,12 +287,7 @@ fn connects(from: &Path, to: Ipv4Addr, port: u16, timeout: Duration) -> bool {
     let Ok(ns) = NetNs::open(from) else {
         return false;
     };
-    let attempt = || {
-        ns.run_blocking(|| {
-            TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout).is_ok()
-        })
-        .unwrap_or(false)
-    };
+    let attempt = || probe::connects(&ns, SocketAddr::from((to, port)), timeout);
     attempt() || attempt()
 }
 

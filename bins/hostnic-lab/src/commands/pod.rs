@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hostnic_linux::NetNs;
+use hostnic_testkit::cni::{self, CniCall};
 use tokio::io::AsyncWriteExt;
 
 use crate::apiserver::{self, ApiServer, Strictness};
@@ -414,21 +415,14 @@ async fn cni(
     let config = plugin_config(&conflist)?;
     let plugin = config["type"].as_str().context("plugin without type")?;
     let binary = node.cni_bin_dir.join(plugin);
-    let mut child = tokio::process::Command::new(&binary)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id}"),
-        )
-        .env("CNI_PATH", &node.cni_bin_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let call = CniCall {
+        verb,
+        container_id,
+        netns,
+        pod: (namespace, name),
+        cni_path: &node.cni_bin_dir,
+    };
+    let mut child = cni::command(&binary, &call)
         .spawn()
         .with_context(|| format!("run {}", binary.display()))?;
     if let Some(mut stdin) = child.stdin.take() {

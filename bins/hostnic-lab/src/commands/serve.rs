@@ -6,20 +6,19 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use hostnic_k8s::fake_apiserver::FakeApiServer;
 use hostnic_k8s::node::VXNET_ANNOTATION;
-use hostnic_linux::lab::{Fabric, FabricSpec, HostSpec, VxnetGateway, fabric};
-use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimState, Simulator, Topology};
+use hostnic_linux::lab::fabric;
+use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimState, Topology};
+use hostnic_testkit::vpc::Vpc;
 use ipnet::Ipv4Net;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::up::UpArgs;
 use crate::agents::{self, NodeFiles};
-use crate::hook::FabricHook;
 use crate::labfile::{self, HostEntry, LabFile, LabState, NodeEntry};
 
 const ACCESS_KEY: &str = "HOSTNICLABKEY";
@@ -66,17 +65,6 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             .collect(),
         ..Topology::default()
     };
-    let fabric = Fabric::create(&FabricSpec {
-        prefix: prefix.clone(),
-        vxnets: topology
-            .vxnets
-            .iter()
-            .map(|v| VxnetGateway { cidr: v.cidr })
-            .collect(),
-        internet,
-    })
-    .await
-    .context("build the VPC fabric")?;
     let mut hosts: BTreeMap<String, String> = (1..=args.nodes)
         .map(|i| (format!("i-sim{i:05}"), format!("node{i}")))
         .collect();
@@ -91,26 +79,12 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
     config.attach_latency = Duration::from_millis(args.attach_latency_ms);
     config.job_latency = Duration::from_millis(args.job_latency_ms);
     config.fault_rate = args.fault_rate;
-    let hook = Arc::new(FabricHook {
-        fabric: fabric.clone(),
-        hosts: hosts.clone(),
-    });
-    let sim = Simulator::start(config, Some(hook)).await?;
+    let Vpc { fabric, sim, hosts } = Vpc::build(&prefix, internet, config, hosts)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let state = sim.state();
 
     let mut nodes = Vec::new();
-    for (instance, host) in &hosts {
-        let (mac, ip, cidr) = primary_nic(&state, instance)?;
-        fabric
-            .add_host(&HostSpec {
-                name: host.clone(),
-                mac,
-                ip,
-                vxnet: VxnetGateway { cidr },
-            })
-            .await
-            .with_context(|| format!("create host {host}"))?;
-    }
     let credentials = dir.join("credentials.yaml");
     let addr = sim.addr();
     write_secret_file(
@@ -347,20 +321,7 @@ async fn wait_ready(lab: &LabFile, timeout: Duration) -> anyhow::Result<()> {
 
 /// MAC, address and vxnet network of an instance's primary NIC.
 fn primary_nic(state: &SimState, instance: &str) -> anyhow::Result<(String, Ipv4Addr, Ipv4Net)> {
-    let inst = state
-        .instances
-        .get(instance)
-        .with_context(|| format!("the simulator has no instance {instance}"))?;
-    let nic = state
-        .nics
-        .values()
-        .find(|n| n.nic_id.eq_ignore_ascii_case(&inst.primary_nic))
-        .with_context(|| format!("the simulator has no primary NIC for {instance}"))?;
-    let vxnet = state
-        .vxnets
-        .get(&nic.vxnet_id)
-        .with_context(|| format!("unknown vxnet {}", nic.vxnet_id))?;
-    Ok((nic.nic_id.clone(), nic.private_ip, vxnet.ip_network))
+    hostnic_testkit::vpc::primary_nic(state, instance).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// What a crashed (or still running) previous lab in this directory left.

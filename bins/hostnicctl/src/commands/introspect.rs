@@ -1,12 +1,12 @@
-//! Reading the agent's introspection endpoint (`/v1/*`) and printing tables;
-//! shared by `status`, `pool`, `pods` and `nics`.
+//! Reading the agent's introspection endpoint (`/v1/*`) as the typed documents
+//! of `hostnic_core::api::introspect` (reqwest), and printing tables; shared by
+//! `status`, `pool`, `pods`, `nics` and `policy`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Where the agent's introspection endpoint is, and how to print.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,48 +23,52 @@ pub struct AgentArgs {
     pub json: bool,
 }
 
-/// GETs `path` (e.g. `/v1/status`) from the agent and parses the JSON body.
-pub fn get(url: &str, path: &str) -> anyhow::Result<Value> {
-    let rest = url
+/// GETs `path` (e.g. `/v1/status`) from the agent and decodes its document.
+pub async fn get<T: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<T> {
+    let base = url.trim_end_matches('/');
+    let authority = base
         .strip_prefix("http://")
-        .with_context(|| format!("--url {url:?} must start with http://"))?;
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let mut stream = TcpStream::connect(authority)
+        .with_context(|| format!("--url {url:?} must start with http://"))?
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    hostnic_qingcloud::transport::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let response = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
         .with_context(|| format!("cannot reach the hostnic agent at {authority}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let request =
-        format!("GET {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("the agent sent no HTTP answer");
-    };
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200") {
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("{path}: reading the answer"))?;
+    if !status.is_success() {
         bail!("{path}: {status}: {}", body.trim());
     }
-    serde_json::from_str(body).with_context(|| format!("{path}: not JSON"))
+    serde_json::from_str(&body).with_context(|| format!("{path}: not the agent's document"))
 }
 
 /// Prints `value` as pretty JSON.
-pub fn print_json(value: &Value) -> anyhow::Result<()> {
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-/// A JSON value as a table cell (`-` for null).
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A table cell: `-` for nothing.
+pub fn cell(v: impl ToString) -> String {
+    let s = v.to_string();
+    if s.is_empty() { "-".into() } else { s }
+}
+
+/// An optional table cell: `-` for `None`.
+pub fn opt(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".into(), cell)
 }
 
 /// Renders rows under `headers` with aligned columns.
@@ -92,21 +96,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Prints a list document (`/v1/nics`, `/v1/pods`) as a table of `columns` (key, header).
-pub fn print_list(value: &Value, columns: &[(&str, &str)]) {
-    let rows: Vec<Vec<String>> = value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| columns.iter().map(|(k, _)| cell(&item[*k])).collect())
-                .collect()
-        })
-        .unwrap_or_default();
-    let headers: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
-    print!("{}", table(&headers, &rows));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,8 +111,8 @@ mod tests {
 
     #[test]
     fn cells_show_null_and_empty_as_dash() {
-        assert_eq!(cell(&Value::Null), "-");
-        assert_eq!(cell(&Value::String(String::new())), "-");
-        assert_eq!(cell(&serde_json::json!(3)), "3");
+        assert_eq!(opt(None::<String>), "-");
+        assert_eq!(cell(""), "-");
+        assert_eq!(cell(3), "3");
     }
 }

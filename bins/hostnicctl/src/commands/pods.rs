@@ -1,25 +1,40 @@
 //! `hostnicctl pods`: the pod attachments of the node (`/v1/pods`).
 
-use super::introspect::{AgentArgs, get, print_json, print_list};
+use hostnic_core::api::introspect::Pod;
+
+use super::introspect::{AgentArgs, cell, get, opt, print_json, table};
 
 /// Prints the pods.
-pub fn exec(args: AgentArgs) -> anyhow::Result<()> {
-    let v = get(&args.url, "/v1/pods")?;
+pub async fn exec(args: AgentArgs) -> anyhow::Result<()> {
+    let pods: Vec<Pod> = get(&args.url, "/v1/pods").await?;
     if args.json {
-        return print_json(&v);
+        return print_json(&pods);
     }
-    print_list(
-        &v,
-        &[
-            ("namespace", "NAMESPACE"),
-            ("name", "NAME"),
-            ("container_id", "CONTAINER"),
-            ("ifname", "IF"),
-            ("ip", "IP"),
-            ("nic", "NIC"),
-            ("table", "TABLE"),
-            ("host_veth", "VETH"),
-        ],
-    );
+    let rows: Vec<Vec<String>> = pods
+        .iter()
+        .map(|p| {
+            vec![
+                cell(&p.namespace),
+                cell(&p.name),
+                cell(&p.container_id),
+                cell(&p.ifname),
+                cell(&p.ip),
+                cell(&p.nic),
+                cell(p.table),
+                opt(p.host_veth.as_ref()),
+            ]
+        })
+        .collect();
+    let headers = [
+        "NAMESPACE",
+        "NAME",
+        "CONTAINER",
+        "IF",
+        "IP",
+        "NIC",
+        "TABLE",
+        "VETH",
+    ];
+    print!("{}", table(&headers, &rows));
     Ok(())
 }

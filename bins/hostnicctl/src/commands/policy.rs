@@ -2,9 +2,9 @@
 //! (`/v1/policy`), or one pod's effective allow sets
 //! (`/v1/policy/pods/{namespace}/{name}`).
 
-use serde_json::Value;
+use hostnic_core::api::introspect::{PodPolicy, PolicyStatus};
 
-use super::introspect::{AgentArgs, cell, get, print_json, table};
+use super::introspect::{AgentArgs, cell, get, opt, print_json, table};
 
 /// Arguments of `hostnicctl policy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,9 +17,9 @@ pub struct PolicyArgs {
 }
 
 /// Prints the status or the pod's allow sets.
-pub fn exec(args: PolicyArgs) -> anyhow::Result<()> {
+pub async fn exec(args: PolicyArgs) -> anyhow::Result<()> {
     let Some(pod) = &args.pod else {
-        let s = get(&args.agent.url, "/v1/policy")?;
+        let s: PolicyStatus = get(&args.agent.url, "/v1/policy").await?;
         if args.agent.json {
             return print_json(&s);
         }
@@ -30,7 +30,7 @@ pub fn exec(args: PolicyArgs) -> anyhow::Result<()> {
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
         .ok_or_else(|| anyhow::anyhow!("expected NAMESPACE/NAME, got {pod:?}"))?;
-    let doc = get(&args.agent.url, &format!("/v1/policy/pods/{ns}/{name}"))?;
+    let doc: PodPolicy = get(&args.agent.url, &format!("/v1/policy/pods/{ns}/{name}")).await?;
     if args.agent.json {
         return print_json(&doc);
     }
@@ -39,127 +39,93 @@ pub fn exec(args: PolicyArgs) -> anyhow::Result<()> {
 }
 
 /// The `/v1/policy` document as lines of text.
-fn status(s: &Value) -> String {
+fn status(s: &PolicyStatus) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<26}{v}\n"));
-    line("enabled:", cell(&s["enabled"]));
-    line("source synced:", cell(&s["source_synced"]));
+    line("enabled:", s.enabled.to_string());
+    line("source synced:", s.source_synced.to_string());
     line(
         "cluster:",
         format!(
             "{} policies, {} namespaces, {} pods",
-            cell(&s["policies"]),
-            cell(&s["namespaces"]),
-            cell(&s["cluster_pods"])
+            s.policies, s.namespaces, s.cluster_pods
         ),
     );
     line(
         "local pods enforced:",
-        format!(
-            "{} ({} isolated)",
-            cell(&s["local_pods"]),
-            cell(&s["isolated_local_pods"])
-        ),
+        format!("{} ({} isolated)", s.local_pods, s.isolated_local_pods),
     );
     line(
         "programmed:",
-        format!(
-            "{} rules, {} set elements",
-            cell(&s["rules"]),
-            cell(&s["set_elements"])
-        ),
+        format!("{} rules, {} set elements", s.rules, s.set_elements),
     );
     line(
         "resource version:",
         format!(
             "{} synced of {} seen",
-            cell(&s["synced_resource_version"]),
-            cell(&s["source_resource_version"])
+            s.synced_resource_version, s.source_resource_version
         ),
     );
-    line(
-        "syncs:",
-        format!("{} ({} failed)", cell(&s["syncs"]), cell(&s["sync_errors"])),
-    );
-    if let Some(ms) = s["last_sync_duration_ms"].as_f64() {
+    line("syncs:", format!("{} ({} failed)", s.syncs, s.sync_errors));
+    if let Some(ms) = s.last_sync_duration_ms {
         line("last sync:", format!("{ms:.2} ms"));
     }
-    let l = &s["last_sync"];
-    if l.is_object() {
+    if let Some(l) = &s.last_sync {
         line(
             "last sync changed:",
             format!(
                 "{} commands, +{}/-{} elements, {} chains written, {} deleted",
-                cell(&l["commands"]),
-                cell(&l["elements_added"]),
-                cell(&l["elements_removed"]),
-                cell(&l["chains_written"]),
-                cell(&l["chains_deleted"])
+                l.commands,
+                l.elements_added,
+                l.elements_removed,
+                l.chains_written,
+                l.chains_deleted
             ),
         );
     }
-    if !s["last_error"].is_null() {
-        line("last error:", cell(&s["last_error"]));
+    if let Some(e) = &s.last_error {
+        line("last error:", cell(e));
     }
     out
 }
 
 /// A pod's effective policy as a header and one table row per allow.
-fn pod_policy(doc: &Value) -> String {
-    let mut out = format!(
-        "pod:      {}\nip:       {}\n",
-        cell(&doc["pod"]),
-        cell(&doc["ip"])
-    );
-    let policies: Vec<String> = doc["policies"]
-        .as_array()
-        .map(|p| p.iter().map(cell).collect())
-        .unwrap_or_default();
-    let policies = if policies.is_empty() {
+fn pod_policy(doc: &PodPolicy) -> String {
+    let policies = if doc.policies.is_empty() {
         "-".to_string()
     } else {
-        policies.join(", ")
+        doc.policies.join(", ")
     };
-    out.push_str(&format!("policies: {policies}\n"));
+    let mut out = format!(
+        "pod:      {}\nip:       {}\npolicies: {policies}\n",
+        cell(&doc.pod),
+        opt(doc.ip.as_ref())
+    );
     let mut rows = Vec::new();
-    for direction in ["ingress", "egress"] {
-        let d = &doc[direction];
-        if d["isolated"] != Value::Bool(true) {
-            rows.push(vec![
-                direction.to_string(),
-                "everything (not isolated)".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+    for (direction, d) in [("ingress", &doc.ingress), ("egress", &doc.egress)] {
+        let row = |peer: &str, addresses: String, ports: String| {
+            vec![direction.to_string(), peer.to_string(), addresses, ports]
+        };
+        if !d.isolated {
+            rows.push(row("everything (not isolated)", "-".into(), "-".into()));
             continue;
         }
-        let allows = d["allow"].as_array().cloned().unwrap_or_default();
-        if allows.is_empty() {
-            rows.push(vec![
-                direction.to_string(),
-                "nothing (isolated)".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+        if d.allow.is_empty() {
+            rows.push(row("nothing (isolated)", "-".into(), "-".into()));
         }
-        for a in allows {
-            let list = |k: &str, empty: &str| {
-                let items: Vec<String> = a[k]
-                    .as_array()
-                    .map(|v| v.iter().map(cell).collect())
-                    .unwrap_or_default();
-                if items.is_empty() {
-                    empty.to_string()
-                } else {
-                    items.join(", ")
-                }
-            };
-            rows.push(vec![
-                direction.to_string(),
-                cell(&a["peer"]),
-                list("addresses", "-"),
-                list("ports", "all"),
-            ]);
+        let list = |items: &[String], empty: &str| {
+            if items.is_empty() {
+                empty.to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        for a in &d.allow {
+            rows.push(row(
+                &cell(&a.peer),
+                list(&a.addresses, "-"),
+                list(&a.ports, "all"),
+            ));
         }
     }
     out.push_str(&table(&["DIRECTION", "PEER", "ADDRESSES", "PORTS"], &rows));
@@ -179,7 +145,7 @@ mod tests {
             ]},
             "egress": {"isolated": false, "allow": []},
         });
-        let text = pod_policy(&doc);
+        let text = pod_policy(&serde_json::from_value(doc).unwrap());
         assert!(text.contains("policies: x/allow-a\n"), "{text}");
         assert!(
             text.contains("ingress    pods                       10.0.0.1 (x/a)  TCP/80"),

@@ -1,44 +1,34 @@
 //! `hostnicctl status`: the node, readiness and pool summary (`/v1/status`).
 
+use hostnic_core::api::introspect::Status;
+
 use super::introspect::{AgentArgs, cell, get, print_json};
 
 /// Prints the agent's status.
-pub fn exec(args: AgentArgs) -> anyhow::Result<()> {
-    let s = get(&args.url, "/v1/status")?;
+pub async fn exec(args: AgentArgs) -> anyhow::Result<()> {
+    let s: Status = get(&args.url, "/v1/status").await?;
     if args.json {
         return print_json(&s);
     }
-    let p = &s["pool"];
-    println!("instance:     {}", cell(&s["instance"]));
+    let p = &s.pool;
+    println!("instance:     {}", cell(&s.instance));
     println!(
         "primary:      {} ({})",
-        cell(&s["primary_ip"]),
-        cell(&s["primary_nic"])
+        cell(&s.primary_ip),
+        cell(&s.primary_nic)
     );
-    let vxnets: Vec<String> = s["vxnets"]
-        .as_array()
-        .map(|v| v.iter().map(cell).collect())
-        .unwrap_or_default();
-    println!("pod vxnets:   {}", vxnets.join(", "));
-    println!("ready:        {}", cell(&s["ready"]));
-    println!("cloud ok:     {}", cell(&s["cloud_ok"]));
-    println!("uptime:       {} s", cell(&s["uptime_secs"]));
-    println!("pods:         {}", cell(&s["pods"]));
+    println!("pod vxnets:   {}", s.vxnets.join(", "));
+    println!("ready:        {}", s.ready);
+    println!("cloud ok:     {}", s.cloud_ok);
+    println!("uptime:       {} s", s.uptime_secs);
+    println!("pods:         {}", s.pods);
     println!(
         "NICs:         {} free, {} assigned, {} cooling, {} preparing, {} retiring, {} creating (max {})",
-        cell(&p["free"]),
-        cell(&p["assigned"]),
-        cell(&p["cooling"]),
-        cell(&p["preparing"]),
-        cell(&p["retiring"]),
-        cell(&p["creating"]),
-        cell(&p["max_nics"]),
+        p.free, p.assigned, p.cooling, p.preparing, p.retiring, p.creating, p.max_nics,
     );
-    if let Some(failures) = s["last_round_failures"].as_array()
-        && !failures.is_empty()
-    {
+    if !s.last_round_failures.is_empty() {
         println!("last pool round failures:");
-        for f in failures {
+        for f in &s.last_round_failures {
             println!("  - {}", cell(f));
         }
     }

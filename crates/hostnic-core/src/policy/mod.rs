@@ -14,12 +14,18 @@
 //! - [`cluster`]: the compiler's view of pods and namespaces.
 //! - [`compiled`]: the output types and [`evaluate`].
 //! - [`compile`](mod@compile): the compiler.
+//! - [`program`]: what a dataplane is given and reports ([`LocalPod`], [`ProgramStats`]).
+//! - [`enforcer`]: [`PolicyEnforcer`], enforcement on one node over the policy ports
+//!   ([`PolicySource`](crate::ports::PolicySource),
+//!   [`PolicyDataplane`](crate::ports::PolicyDataplane)), runtime-agnostic.
 
 pub mod cases;
 pub mod cluster;
 pub mod compile;
 pub mod compiled;
+pub mod enforcer;
 pub mod model;
+pub mod program;
 
 pub use cluster::{ClusterView, ContainerPort, PodRef, PolicyNamespace, PolicyPod};
 pub use compile::compile;
@@ -27,8 +33,10 @@ pub use compiled::{
     Allow, CompiledPolicy, Direction, DirectionRules, Endpoint, PeerMatch, PodRules, PortRange,
     SetId, evaluate,
 };
+pub use enforcer::{PolicyEnforcer, PolicyGauges, SyncReport};
 pub use model::{
     EgressRule, IngressRule, IpBlock, LabelSelector, LabelSelectorRequirement, NetworkPolicy,
     NetworkPolicySpec, ObjectMeta, Peer, PolicyPort, PolicyType, PortRef, Protocol,
     SelectorOperator,
 };
+pub use program::{LocalAssignment, LocalPod, ProgramStats, Programmed};

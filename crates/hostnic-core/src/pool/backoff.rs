@@ -1,9 +1,11 @@
-//! Exponential backoff with deterministic jitter.
+//! The pool's retry state per kind of operation, checkpointed with the node.
+//! The delays themselves are [`ExponentialBackoff::spread`]'s.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::ExponentialBackoff;
 use crate::types::Timestamp;
 
 /// Retry state of one kind of operation: consecutive failures and the earliest
@@ -27,26 +29,14 @@ impl Backoff {
     /// while many nodes do not retry in lockstep).
     pub fn fail(&mut self, now: Timestamp, base: Duration, max: Duration, seed: u64) {
         self.failures = self.failures.saturating_add(1);
-        let exp = base.saturating_mul(1u32 << (self.failures - 1).min(16));
-        let delay = exp.min(max);
-        let jitter = splitmix64(seed ^ u64::from(self.failures)) % 401; // 0..=400 ‰
-        let factor = 800 + jitter; // 0.8..=1.2
-        let ms = (delay.as_millis() as u64).saturating_mul(factor) / 1000;
-        self.not_before = now.plus(Duration::from_millis(ms));
+        let delay = ExponentialBackoff::new(base, max).spread(self.failures - 1, seed);
+        self.not_before = now.plus(delay);
     }
 
     /// Records a success: the next attempt may happen at once.
     pub fn succeed(&mut self) {
         *self = Backoff::default();
     }
-}
-
-/// A small, well-mixed hash (SplitMix64), used for jitter.
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

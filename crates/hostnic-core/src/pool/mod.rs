@@ -12,16 +12,19 @@
 //! - `state`: [`NodeState`], the NIC table and the attachments.
 //! - `alloc`: ADD/DEL/CHECK/GC decisions on the state.
 //! - `plan`: the warm-pool planner ([`PoolAction`]s) and the completion of actions.
-//! - `backoff`: deterministic exponential backoff with jitter.
+//! - `backoff`: the retry state of each kind of pool operation.
+//! - `readiness`: [`Readiness`], the one rule for "can the node serve an ADD".
 
 mod alloc;
 mod backoff;
 mod plan;
+mod readiness;
 mod state;
 
+#[cfg(feature = "testing")]
+pub(crate) use crate::backoff::splitmix64 as splitmix;
 pub use alloc::{AllocError, Assignment};
 pub use backoff::Backoff;
-#[cfg(feature = "testing")]
-pub(crate) use backoff::splitmix64 as splitmix;
 pub use plan::{ActionKind, PoolAction};
+pub use readiness::Readiness;
 pub use state::{CloudLink, Entries, NicEntry, NodeState, PodAttachment, Usage};

@@ -248,7 +248,7 @@ impl NodeState {
         let seed = instance
             .as_str()
             .bytes()
-            .fold(0u64, |h, b| super::backoff::splitmix64(h ^ u64::from(b)));
+            .fold(0u64, |h, b| crate::backoff::splitmix64(h ^ u64::from(b)));
         Self {
             config,
             instance,

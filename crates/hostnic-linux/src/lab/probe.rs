@@ -124,3 +124,59 @@ pub fn tcp_peer(
         .parse()
         .map_err(|_| LabError::Invalid(format!("{}: peer server answered {text:?}", what())))
 }
+
+/// Opens a TCP connection from inside `ns` to `to` (the socket belongs to the
+/// namespace of the thread that creates it); the one way the lab and the tests
+/// probe a path with TCP.
+pub fn connect_from(ns: &NetNs, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    ns.run_blocking(move || TcpStream::connect_timeout(&to, timeout))
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
+/// True when a TCP connection from inside `ns` to `to` completes within `timeout`
+/// (a denied SYN is dropped, so `timeout` bounds the wait).
+pub fn connects(ns: &NetNs, to: SocketAddr, timeout: Duration) -> bool {
+    connect_from(ns, to, timeout).is_ok()
+}
+
+/// A TCP listener bound to `addr` inside `ns`.
+pub fn listen_in(ns: &NetNs, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    ns.run_blocking(move || TcpListener::bind(addr))
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
+/// Echoes what a connection sends until it closes.
+pub fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// Serves TCP echo on `listener` (bound in whatever namespace) from background
+/// threads, for as long as the process lives.
+pub fn serve_echo(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || echo(stream));
+        }
+    });
+}
+
+/// True when `stream` echoes `ping` back within `timeout`.
+pub fn round_trip(stream: &mut TcpStream, timeout: Duration) -> bool {
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut buf = [0u8; 4];
+    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+/// True when a TCP connection from inside `ns` to an echo server at `to` opens
+/// within `timeout` and echoes within `read_timeout`.
+pub fn echoes(ns: &NetNs, to: SocketAddr, timeout: Duration, read_timeout: Duration) -> bool {
+    match connect_from(ns, to, timeout) {
+        Ok(mut stream) => round_trip(&mut stream, read_timeout),
+        Err(_) => false,
+    }
+}

@@ -5,42 +5,13 @@
 
 use std::collections::BTreeSet;
 
+use hostnic_core::policy::ProgramStats;
 use serde_json::{Value, json};
 
 use super::ruleset::{
     EGRESS_MAP, INGRESS_MAP, POLICY_CHAIN, PolicyRuleset, SetElements, base_commands, obj,
 };
 use crate::node::NFT_TABLE;
-
-/// What a transaction changes, for logs, metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    /// nftables commands in the transaction.
-    pub commands: usize,
-    /// Set elements added.
-    pub elements_added: usize,
-    /// Set elements removed.
-    pub elements_removed: usize,
-    /// Pod chains created or rewritten.
-    pub chains_written: usize,
-    /// Pod chains deleted.
-    pub chains_deleted: usize,
-    /// Named sets created.
-    pub sets_created: usize,
-    /// Named sets deleted.
-    pub sets_deleted: usize,
-}
-
-impl SyncStats {
-    /// True when the transaction only touched set elements (no chain, set or
-    /// map entry was created, rewritten or deleted).
-    pub fn only_elements(&self) -> bool {
-        self.chains_written == 0
-            && self.chains_deleted == 0
-            && self.sets_created == 0
-            && self.sets_deleted == 0
-    }
-}
 
 /// Kernel objects that exist before the first sync (names only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,14 +25,14 @@ pub struct Existing {
 /// A transaction being assembled.
 pub(crate) struct Transaction {
     pub(crate) commands: Vec<Value>,
-    pub(crate) stats: SyncStats,
+    pub(crate) stats: ProgramStats,
 }
 
 impl Transaction {
     fn new() -> Self {
         Self {
             commands: Vec::new(),
-            stats: SyncStats::default(),
+            stats: ProgramStats::default(),
         }
     }
 
@@ -110,7 +81,7 @@ impl Transaction {
         );
     }
 
-    pub(crate) fn finish(mut self) -> (Value, SyncStats) {
+    pub(crate) fn finish(mut self) -> (Value, ProgramStats) {
         self.stats.commands = self.commands.len();
         (json!({"nftables": self.commands}), self.stats)
     }
@@ -225,7 +196,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::policy::ruleset::{LocalPod, POLICY_CHAIN};
+    use crate::policy::ruleset::POLICY_CHAIN;
+    use hostnic_core::policy::LocalPod;
 
     fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: [u8; 4]) -> PolicyPod {
         PolicyPod {
@@ -289,7 +261,7 @@ mod tests {
     fn no_change_is_an_empty_transaction() {
         let r = PolicyRuleset::build(&compiled(3), &local());
         let (_, stats) = incremental(&r, &r).finish();
-        assert_eq!(stats, SyncStats::default());
+        assert_eq!(stats, ProgramStats::default());
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //!
 //! ## Layout
 //! - [`ruleset`]: the desired objects ([`PolicyRuleset`]) and their JSON.
-//! - [`diff`]: the transaction from one ruleset to the next ([`SyncStats`]).
-//! - [`renderer`]: [`PolicyRenderer`], which runs `nft`.
+//! - [`diff`]: the transaction from one ruleset to the next (its [`ProgramStats`]).
+//! - [`renderer`]: [`PolicyRenderer`], which runs `nft`; the core's
+//!   [`PolicyDataplane`](hostnic_core::ports::PolicyDataplane).
 
 pub mod diff;
 pub mod renderer;
 pub mod ruleset;
 
-pub use diff::SyncStats;
+pub use hostnic_core::policy::{LocalPod, ProgramStats};
 pub use renderer::PolicyRenderer;
-pub use ruleset::{LocalPod, PolicyRuleset};
+pub use ruleset::PolicyRuleset;

@@ -1,14 +1,16 @@
 //! [`PolicyRenderer`]: keeps the policy objects of the `hostnic` table in step
-//! with a [`CompiledPolicy`], one `nft -j -f -` transaction per sync.
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+//! with a [`CompiledPolicy`], one `nft -j -f -` transaction per sync; the
+//! core's [`PolicyDataplane`] port.
 
 use hostnic_core::policy::CompiledPolicy;
 use serde_json::Value;
 
-use super::diff::{self, Existing, SyncStats};
-use super::ruleset::{LocalPod, POLICY_CHAIN, PolicyRuleset, is_policy_object};
+use async_trait::async_trait;
+use hostnic_core::policy::{LocalPod, ProgramStats, Programmed};
+use hostnic_core::ports::{PolicyDataplane, PolicyDataplaneError};
+
+use super::diff::{self, Existing};
+use super::ruleset::{POLICY_CHAIN, PolicyRuleset, is_policy_object};
 use crate::error::LinuxError;
 use crate::netns::NetNs;
 use crate::node::NFT_TABLE;
@@ -47,13 +49,13 @@ impl PolicyRenderer {
         &mut self,
         compiled: &CompiledPolicy,
         local: &[LocalPod],
-    ) -> Result<SyncStats, LinuxError> {
+    ) -> Result<ProgramStats, LinuxError> {
         let desired = PolicyRuleset::build(compiled, local);
         self.apply_blocking(desired)
     }
 
     /// Makes the kernel hold exactly `desired` (see [`PolicyRuleset::build`]).
-    pub fn apply_blocking(&mut self, desired: PolicyRuleset) -> Result<SyncStats, LinuxError> {
+    pub fn apply_blocking(&mut self, desired: PolicyRuleset) -> Result<ProgramStats, LinuxError> {
         let tx = match &self.programmed {
             Some(old) => diff::incremental(old, &desired),
             None => diff::full(&self.existing_blocking()?, &desired),
@@ -75,7 +77,7 @@ impl PolicyRenderer {
         &mut self,
         compiled: &CompiledPolicy,
         local: &[LocalPod],
-    ) -> Result<SyncStats, LinuxError> {
+    ) -> Result<ProgramStats, LinuxError> {
         let desired = PolicyRuleset::build(compiled, local);
         let mut worker = PolicyRenderer {
             ns: self.ns.clone(),
@@ -101,6 +103,15 @@ impl PolicyRenderer {
         Ok(())
     }
 
+    /// Async form of [`PolicyRenderer::remove_all_blocking`] (for an agent whose
+    /// enforcement is off: chains an earlier run programmed must not keep
+    /// isolating pods nobody enforces policy for any more).
+    pub async fn remove_all(mut self) -> Result<(), LinuxError> {
+        tokio::task::spawn_blocking(move || self.remove_all_blocking())
+            .await
+            .map_err(|e| LinuxError::Nftables(format!("policy removal worker: {e}")))?
+    }
+
     /// Policy chains and sets currently in the kernel's `hostnic` table.
     fn existing_blocking(&self) -> Result<Existing, LinuxError> {
         let listing = match self.nft_blocking(&["-j", "list", "table", "inet", NFT_TABLE], None) {
@@ -116,42 +127,12 @@ impl PolicyRenderer {
 
     fn nft_blocking(&self, args: &[&str], stdin: Option<&Value>) -> Result<String, LinuxError> {
         let input = stdin.map(|v| v.to_string());
-        let work = || run_nft(&self.nft, args, input.as_deref());
+        let work = || crate::nft::run(&self.nft, args, input.as_deref());
         match &self.ns {
             Some(ns) => ns.run_blocking(work)?,
             None => work(),
         }
     }
-}
-
-fn run_nft(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, LinuxError> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LinuxError::Nftables(format!("run {program}: {e}")))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| LinuxError::Nftables(format!("write to {program}: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LinuxError::Nftables(format!("wait for {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(LinuxError::Nftables(format!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Policy chains (not the base chain) and sets named in `nft -j list table` output.
@@ -172,4 +153,33 @@ fn parse_existing(listing: &str) -> Existing {
         }
     }
     existing
+}
+
+/// The core's policy dataplane: [`PolicyDataplane::forget`] drops what the
+/// renderer believes is programmed, so its next sync reads what the kernel
+/// really has and replaces it (healing a table someone else changed).
+#[async_trait]
+impl PolicyDataplane for PolicyRenderer {
+    async fn sync(
+        &mut self,
+        compiled: &CompiledPolicy,
+        local: &[LocalPod],
+    ) -> Result<Programmed, PolicyDataplaneError> {
+        let stats = PolicyRenderer::sync(self, compiled, local)
+            .await
+            .map_err(|e| PolicyDataplaneError(e.to_string()))?;
+        let (rules, elements) = self
+            .programmed()
+            .map(|p| (p.rule_count(), p.element_count()))
+            .unwrap_or_default();
+        Ok(Programmed {
+            stats,
+            rules,
+            elements,
+        })
+    }
+
+    fn forget(&mut self) {
+        self.programmed = None;
+    }
 }

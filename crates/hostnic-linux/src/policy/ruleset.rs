@@ -20,7 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use hostnic_core::policy::{
-    Allow, CompiledPolicy, Direction, Endpoint, PeerMatch, PodRef, PortRange, Protocol, SetId,
+    Allow, CompiledPolicy, Direction, Endpoint, LocalPod, PeerMatch, PodRef, PortRange, Protocol,
+    SetId,
 };
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
@@ -35,15 +36,6 @@ pub const INGRESS_MAP: &str = "policy-ingress";
 pub const EGRESS_MAP: &str = "policy-egress";
 /// Priority of [`POLICY_CHAIN`]: `filter`.
 pub const POLICY_PRIORITY: i32 = 0;
-
-/// A pod running on this node, with its host veth.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LocalPod {
-    /// The pod.
-    pub pod: PodRef,
-    /// Its host-side veth name.
-    pub veth: String,
-}
 
 /// The elements of one named set.
 #[derive(Debug, Clone, PartialEq, Eq)]

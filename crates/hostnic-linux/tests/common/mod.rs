@@ -19,9 +19,7 @@
 pub mod policy;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use hostnic_core::types::{NicId, NicPlumbing, NodePlumbing, PodKey, PodPlumbing};
@@ -34,52 +32,13 @@ pub const VPC_CLIENT: Ipv4Addr = Ipv4Addr::new(172, 20, 9, 9);
 pub const NIC1_MAC: &str = "52:54:00:bb:00:01";
 pub const NIC2_MAC: &str = "52:54:00:bb:00:02";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+#[allow(unused_imports)] // each test target uses a different part
+pub use hostnic_testkit::netns::{Namespaces as NsGuard, ip, ip_json};
+use hostnic_testkit::probe;
 
 /// A unique namespace name for this process and test.
 pub fn unique(role: &str) -> String {
-    format!(
-        "hn-{}-{}-{role}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Namespaces that are deleted on drop.
-#[derive(Default)]
-pub struct NsGuard {
-    names: Vec<String>,
-}
-
-impl NsGuard {
-    pub fn create(&mut self, role: &str) -> (String, NetNs) {
-        let name = unique(role);
-        let ns = NetNs::create_named(&name).expect("create namespace");
-        self.names.push(name.clone());
-        (name, ns)
-    }
-}
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        for name in self.names.drain(..).rev() {
-            if let Err(e) = NetNs::delete_named(&name) {
-                eprintln!("cleanup of namespace {name} failed: {e}");
-            }
-        }
-    }
-}
-
-/// Runs `ip` with `args`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    hostnic_testkit::netns::unique("hn", role)
 }
 
 pub struct Topology {
@@ -94,10 +53,10 @@ pub struct Topology {
 
 impl Topology {
     pub fn new() -> Self {
-        let mut guard = NsGuard::default();
-        let (node, node_ns) = guard.create("node");
-        let (vpc, vpc_ns) = guard.create("vpc");
-        let (inet, inet_ns) = guard.create("inet");
+        let mut guard = NsGuard::new("hn");
+        let (node, node_ns) = guard.create_ns("node");
+        let (vpc, vpc_ns) = guard.create_ns("vpc");
+        let (inet, inet_ns) = guard.create_ns("inet");
         for ns in [&node, &vpc, &inet] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -209,7 +168,7 @@ impl Topology {
 
     /// A fresh sandbox and the plumbing request for it.
     pub fn pod(&mut self, name: &str, nic: NicPlumbing) -> PodPlumbing {
-        let (ns, _) = self.guard.create("pod");
+        let (ns, _) = self.guard.create_ns("pod");
         PodPlumbing {
             pod: PodKey {
                 namespace: "default".into(),
@@ -241,9 +200,7 @@ fn ip_cmd_neigh(ns: &str, dev: &str, addr: Ipv4Addr, mac: &str) {
 
 /// A TCP listener bound inside `ns`.
 pub fn listen(ns: &NetNs, addr: Ipv4Addr) -> TcpListener {
-    ns.run_blocking(move || TcpListener::bind(SocketAddr::from((addr, 0))))
-        .expect("enter namespace")
-        .expect("bind")
+    probe::listen_in(ns, SocketAddr::from((addr, 0))).expect("bind in the namespace")
 }
 
 /// Connects from inside `ns` to `listener` at `to`, sends a line, and returns the
@@ -252,9 +209,7 @@ pub fn tcp_roundtrip(from: &NetNs, listener: &TcpListener, to: Ipv4Addr) -> Ipv4
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let target = SocketAddr::from((to, port));
-    let mut stream = from
-        .run_blocking(move || TcpStream::connect_timeout(&target, Duration::from_secs(5)))
-        .expect("enter namespace")
+    let mut stream = probe::connect_from(from, target, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to {target}: {e}"));
     stream.write_all(b"hostnic\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -287,15 +242,4 @@ pub fn rx_packets(ns: &str, dev: &str) -> u64 {
     v[0]["stats64"]["rx"]["packets"]
         .as_u64()
         .expect("rx packets")
-}
-
-/// The `ip -j` output of `args` in namespace `ns`, parsed.
-pub fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["-n", ns, "-j"];
-    all.extend_from_slice(args);
-    let out = ip(&all);
-    if out.trim().is_empty() {
-        return serde_json::Value::Array(vec![]);
-    }
-    serde_json::from_str(&out).unwrap()
 }

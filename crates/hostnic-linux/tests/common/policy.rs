@@ -5,8 +5,7 @@
 //! created fresh and removed on drop.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +15,8 @@ use hostnic_core::policy::{
 };
 use hostnic_linux::NetNs;
 use hostnic_linux::policy::{LocalPod, PolicyRenderer};
+
+use hostnic_testkit::probe;
 
 use super::{NsGuard, ip};
 
@@ -56,8 +57,8 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> Self {
-        let mut guard = NsGuard::default();
-        let (name, netns) = guard.create("node");
+        let mut guard = NsGuard::new("hn");
+        let (name, netns) = guard.create_ns("node");
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         let out = Command::new("ip")
             .args([
@@ -95,7 +96,7 @@ impl Node {
     ) {
         let pod: PodRef = key.parse().unwrap();
         let index = self.pods.len();
-        let (ns_name, netns) = self.guard.create("pod");
+        let (ns_name, netns) = self.guard.create_ns("pod");
         let veth = format!("nicp{index:010x}");
         ip(&[
             "-n", &self.name, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
@@ -157,15 +158,9 @@ impl Node {
             "-n", &self.name, "route", "add", &addr, "dev", &veth, "scope", "link",
         ]);
         for &port in ports {
-            let listener = netns
-                .run_blocking(move || TcpListener::bind((ip_addr, port)))
-                .expect("enter pod namespace")
-                .expect("bind listener");
-            std::thread::spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    std::thread::spawn(move || echo(stream));
-                }
-            });
+            let listener = probe::listen_in(&netns, SocketAddr::from((ip_addr, port)))
+                .expect("bind listener in the pod namespace");
+            probe::serve_echo(listener);
         }
         self.pods.insert(
             pod,
@@ -223,12 +218,7 @@ impl Node {
     pub fn connect(&self, from: &str, to: &str, port: u16, timeout: Duration) -> Option<TcpStream> {
         let src = &self.pods[&from.parse::<PodRef>().unwrap()];
         let dst = SocketAddr::from((self.pods[&to.parse::<PodRef>().unwrap()].ip, port));
-        let stream = src
-            .netns
-            .run_blocking(move || TcpStream::connect_timeout(&dst, timeout))
-            .expect("enter pod namespace")
-            .ok()?;
-        Some(stream)
+        probe::connect_from(&src.netns, dst, timeout).ok()
     }
 
     /// True when `from` can open a TCP connection to `to:port` and exchange
@@ -259,19 +249,9 @@ impl Node {
     }
 }
 
-pub fn echo(mut stream: TcpStream) {
-    let mut buf = [0u8; 64];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 || stream.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-}
-
+/// True when `stream` echoes within [`ALLOW_TIMEOUT`].
 pub fn round_trip(stream: &mut TcpStream) -> bool {
-    stream.set_read_timeout(Some(ALLOW_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 4];
-    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"ping"
+    probe::round_trip(stream, ALLOW_TIMEOUT)
 }
 
 /// Every object of table `inet hostnic` that the policy renderer does not own, as JSON.

@@ -1,7 +1,13 @@
-//! The JSON documents of the introspection endpoints (`/v1/status`, `/v1/nics`,
-//! `/v1/pods`), which `hostnicctl status|pool|nics|pods` prints as tables.
+//! The JSON documents of the agent's introspection endpoints (`/v1/status`,
+//! `/v1/nics`, `/v1/pods`, `/v1/policy`, `/v1/policy/pods/{namespace}/{name}`):
+//! the agent serves them, `hostnicctl` reads them with these same types and
+//! prints tables. Adding a field is compatible; renaming one is not.
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::PoolConfig;
+use crate::pool::{CloudLink, NodeState, Usage};
+use crate::reconcile::UsageCounts;
 
 /// `/v1/status`: the node and its pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +61,25 @@ pub struct Pool {
     pub waiting_adds: u32,
     /// Pods pending on the node.
     pub pending_pods: u32,
+}
+
+impl Pool {
+    /// The pool's numbers from its counts, its settings and the agent's demand.
+    pub fn new(c: &UsageCounts, cfg: &PoolConfig, waiting_adds: u32, pending_pods: u32) -> Self {
+        Self {
+            free: c.free,
+            assigned: c.assigned,
+            cooling: c.cooling,
+            preparing: c.preparing,
+            retiring: c.retiring,
+            creating: c.creating,
+            min_free: cfg.min_free,
+            max_free: cfg.max_free,
+            max_nics: cfg.max_nics,
+            waiting_adds,
+            pending_pods,
+        }
+    }
 }
 
 /// One NIC in `/v1/nics`.
@@ -147,24 +172,8 @@ pub struct PolicyStatus {
     pub last_error: Option<String>,
 }
 
-/// What one sync changed in nftables.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicySyncStats {
-    /// Commands in the transaction (0: nothing to do).
-    pub commands: usize,
-    /// Set elements added.
-    pub elements_added: usize,
-    /// Set elements removed.
-    pub elements_removed: usize,
-    /// Per pod chains written.
-    pub chains_written: usize,
-    /// Per pod chains deleted.
-    pub chains_deleted: usize,
-    /// Sets created.
-    pub sets_created: usize,
-    /// Sets deleted.
-    pub sets_deleted: usize,
-}
+/// What one sync changed in nftables (the dataplane's [`ProgramStats`](crate::policy::ProgramStats)).
+pub type PolicySyncStats = crate::policy::ProgramStats;
 
 /// `/v1/policy/pods/{namespace}/{name}`: a pod's effective policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,10 +212,10 @@ pub struct AllowedPeers {
 
 /// The effective policy of `pod` in `compiled`, if it knows the pod.
 pub fn pod_policy(
-    compiled: &hostnic_core::policy::CompiledPolicy,
-    pod: &hostnic_core::policy::PodRef,
+    compiled: &crate::policy::CompiledPolicy,
+    pod: &crate::policy::PodRef,
 ) -> Option<PodPolicy> {
-    use hostnic_core::policy::{Allow, DirectionRules, PeerMatch};
+    use crate::policy::{Allow, DirectionRules, PeerMatch};
     let rules = compiled.pods.get(pod)?;
     let name_of = |ip: &std::net::Ipv4Addr| match compiled.by_ip.get(ip) {
         Some(p) => format!("{ip} ({p})"),
@@ -277,4 +286,69 @@ pub fn pod_policy(
         ingress: direction(&rules.ingress),
         egress: direction(&rules.egress),
     })
+}
+
+fn link_name(link: CloudLink) -> &'static str {
+    match link {
+        CloudLink::Unattached => "unattached",
+        CloudLink::Attaching => "attaching",
+        CloudLink::Attached => "attached",
+        CloudLink::Detaching => "detaching",
+        CloudLink::Deleting => "deleting",
+        CloudLink::Uncertain { .. } => "uncertain",
+    }
+}
+
+/// The `/v1/nics` document of `state`.
+pub fn nics(state: &NodeState) -> Vec<Nic> {
+    state
+        .nics()
+        .values()
+        .map(|n| {
+            let (usage, pod) = match &n.usage {
+                Usage::Free { .. } => ("free", None),
+                Usage::Cooling { .. } => ("cooling", None),
+                Usage::Retiring => ("retiring", None),
+                Usage::Assigned { to } => (
+                    "assigned",
+                    Some(
+                        state
+                            .attachment(to)
+                            .map(|a| a.pod.display_name())
+                            .unwrap_or_else(|| to.to_string()),
+                    ),
+                ),
+            };
+            Nic {
+                id: n.id.to_string(),
+                ip: n.ip.to_string(),
+                vxnet: n.vxnet.to_string(),
+                table: n.table,
+                link: link_name(n.link).into(),
+                host_ready: n.host_ready,
+                usage: usage.into(),
+                pod,
+            }
+        })
+        .collect()
+}
+
+/// The `/v1/pods` document of `state`.
+pub fn pods(state: &NodeState) -> Vec<Pod> {
+    state
+        .attachments()
+        .values()
+        .map(|a| Pod {
+            namespace: a.pod.namespace.clone(),
+            name: a.pod.name.clone(),
+            container_id: a.pod.container_id.clone(),
+            ifname: a.pod.ifname.clone(),
+            ip: a.ip.to_string(),
+            nic: a.nic.to_string(),
+            table: a.table,
+            host_veth: a.plumbed.as_ref().map(|p| p.host_veth.clone()),
+            netns: a.netns.clone(),
+            assigned_at_ms: a.assigned_at.0,
+        })
+        .collect()
 }

@@ -1,0 +1,101 @@
+//! The one rule for "can this node serve an ADD", used by the agent's
+//! `/readyz`, the gating of the CNI configuration and the CNI STATUS answer.
+//!
+//! A node can serve an ADD when a NIC is free now, or when one will be without
+//! the node being full: some pod NIC slot is not held by a pod, and the cloud
+//! answers (so the pool can create, attach or wait out a cooldown for one). An
+//! ADD that finds no free NIC then waits for the pool, within its deadline.
+//! NICs in their IP cooldown count as coming, not as held: a node whose NICs are
+//! all assigned or cooling serves the next ADD once a cooldown ends.
+
+use crate::reconcile::UsageCounts;
+
+/// Whether the node can serve an ADD, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A NIC is free, or one can be made ready.
+    Ready,
+    /// No NIC is free and every pod NIC the node may hold is assigned.
+    NodeFull {
+        /// Assigned pod NICs.
+        assigned: u32,
+        /// The node's limit (`max_nics`).
+        max: u32,
+    },
+    /// No NIC is free and the cloud did not answer the last pool round.
+    CloudUnavailable,
+}
+
+impl Readiness {
+    /// The rule, from the pool's counts, its `max_nics` and whether the cloud
+    /// answered the last pool round that called it.
+    pub fn of(counts: &UsageCounts, max_nics: u32, cloud_ok: bool) -> Self {
+        if counts.free > 0 {
+            Readiness::Ready
+        } else if counts.assigned >= max_nics {
+            Readiness::NodeFull {
+                assigned: counts.assigned,
+                max: max_nics,
+            }
+        } else if !cloud_ok {
+            Readiness::CloudUnavailable
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    /// True for [`Readiness::Ready`].
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(free: u32, assigned: u32, cooling: u32) -> UsageCounts {
+        UsageCounts {
+            free,
+            assigned,
+            cooling,
+            ..UsageCounts::default()
+        }
+    }
+
+    #[test]
+    fn a_free_nic_is_ready_even_on_a_full_node_with_the_cloud_down() {
+        assert_eq!(
+            Readiness::of(&counts(1, 62, 0), 62, false),
+            Readiness::Ready
+        );
+    }
+
+    #[test]
+    fn cooling_nics_with_slots_left_are_ready() {
+        // The case the agent's two rules disagreed on: no free NIC, NICs cooling
+        // down, fewer pods than max_nics, held (assigned + cooling) == max. The
+        // readiness flag said "not ready" while CNI STATUS said OK.
+        assert_eq!(Readiness::of(&counts(0, 1, 1), 2, true), Readiness::Ready);
+    }
+
+    #[test]
+    fn all_slots_assigned_is_full() {
+        assert_eq!(
+            Readiness::of(&counts(0, 2, 0), 2, true),
+            Readiness::NodeFull {
+                assigned: 2,
+                max: 2
+            }
+        );
+    }
+
+    #[test]
+    fn no_free_nic_and_no_cloud_is_unavailable() {
+        assert_eq!(
+            Readiness::of(&counts(0, 0, 0), 2, false),
+            Readiness::CloudUnavailable
+        );
+        assert!(!Readiness::CloudUnavailable.is_ready());
+    }
+}
