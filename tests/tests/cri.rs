@@ -433,8 +433,17 @@ async fn bad_input_through_cri_gets_the_answers_containerd_expects() {
         })
         .await
     };
+    // The runtime's bin_dir has `portmap`, as most nodes' /opt/cni/bin does: the
+    // agent chains it (`portmap: auto` looks in the agent's own bin dir, which in
+    // the lab is not the runtime's).
     lab.lab
-        .reconfigure_agent("node2", &[("cni_version", serde_json::json!("1.1.0"))])
+        .reconfigure_agent(
+            "node2",
+            &[
+                ("cni_version", serde_json::json!("1.1.0")),
+                ("portmap", serde_json::json!("always")),
+            ],
+        )
         .unwrap();
     assert!(
         conflist_says(&lab, "1.1.0").await,

@@ -217,6 +217,14 @@ impl NodeState {
                 self.adopt_recovered(nic, plumbed.ip, named, Some(plumbed.clone()), now);
             report.recovered.push(recovered);
         }
+        if let Some(pods) = listed {
+            // A DEL's address stays remembered only while the pod source still
+            // lists that pod with it.
+            self.released_by_del.retain(|ip, (namespace, name)| {
+                pods.iter()
+                    .any(|p| p.ip == Some(*ip) && &p.namespace == namespace && &p.name == name)
+            });
+        }
         for pod in listed.unwrap_or_default() {
             let Some(ip) = pod.ip.filter(|_| !pod.pending) else {
                 continue;
@@ -225,6 +233,14 @@ impl NodeState {
                 continue;
             };
             if self.attachments.values().any(|a| a.ip == ip) {
+                continue;
+            }
+            if self
+                .released_by_del
+                .get(&ip)
+                .is_some_and(|(namespace, name)| namespace == &pod.namespace && name == &pod.name)
+            {
+                // The runtime deleted this sandbox here; the listing has not caught up.
                 continue;
             }
             let recovered = self.adopt_recovered(nic, ip, Some(pod), None, now);
@@ -622,6 +638,63 @@ mod tests {
             "{:?}",
             r.actions
         );
+    }
+
+    /// Found by the CRI suite: kubelet's DEL comes before the API server forgets
+    /// the pod's address; a reconcile in between must not hold it again.
+    #[test]
+    fn an_address_released_by_del_is_not_held_for_the_pods_stale_listing() {
+        let mut s = NodeState::new(PoolConfig::default(), InstanceId::new("i-1"), vec![]);
+        let cloud = cloud();
+        let host = HostInventory::default();
+        let observe = |s: &mut NodeState, listed: &[PodInfo], at: u64| {
+            s.reconcile(
+                Observed {
+                    cloud: &cloud,
+                    host: &host,
+                    pods: PodsSeen::Listed(listed),
+                },
+                false,
+                Timestamp(at),
+            )
+        };
+        observe(&mut s, &[], 0);
+        for nic in &cloud {
+            s.prepare_done(&nic.id, Ok(()), Timestamp(0));
+        }
+        let pod = PodKey {
+            namespace: "default".into(),
+            name: "web".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
+        let ip = s
+            .assign(&pod, "/run/netns/x", Timestamp(1))
+            .unwrap()
+            .attachment
+            .ip;
+        s.release(&pod.attachment(), Timestamp(2));
+        let mut listed = vec![PodInfo {
+            namespace: "default".into(),
+            name: "web".into(),
+            pending: false,
+            ip: Some(ip),
+        }];
+        let r = observe(&mut s, &listed, 3);
+        assert!(r.recovered.is_empty(), "{:?}", r.recovered);
+        assert!(s.attachments().values().all(|a| a.ip != ip));
+        // Once the listing moves on, the memory goes; a later listing of the address
+        // (a pod the node does not know of) is held again.
+        listed.clear();
+        observe(&mut s, &listed, 4);
+        listed.push(PodInfo {
+            namespace: "default".into(),
+            name: "other".into(),
+            pending: false,
+            ip: Some(ip),
+        });
+        let r = observe(&mut s, &listed, 5);
+        assert_eq!(r.recovered.len(), 1, "{:?}", r.recovered);
     }
 
     #[test]

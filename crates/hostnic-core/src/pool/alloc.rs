@@ -102,6 +102,7 @@ impl NodeState {
             assigned_at: now,
             plumbed: None,
         };
+        self.released_by_del.remove(&attachment.ip);
         self.attachments.insert(id, attachment.clone());
         Ok(Assignment {
             attachment,
@@ -135,6 +136,10 @@ impl NodeState {
     /// NIC is free again at once (no cooldown).
     pub fn abort_assign(&mut self, id: &AttachmentId, now: Timestamp) -> Option<PodAttachment> {
         let att = self.attachments.remove(id)?;
+        if !att.pod.namespace.is_empty() && !att.pod.name.is_empty() {
+            self.released_by_del
+                .insert(att.ip, (att.pod.namespace.clone(), att.pod.name.clone()));
+        }
         if let Some(entry) = self.nics.get_mut(&att.nic) {
             entry.usage = Usage::Free { since: now };
         }
@@ -145,6 +150,10 @@ impl NodeState {
     /// Returns `None` for an unknown attachment (DEL is idempotent).
     pub fn release(&mut self, id: &AttachmentId, now: Timestamp) -> Option<PodAttachment> {
         let att = self.attachments.remove(id)?;
+        if !att.pod.namespace.is_empty() && !att.pod.name.is_empty() {
+            self.released_by_del
+                .insert(att.ip, (att.pod.namespace.clone(), att.pod.name.clone()));
+        }
         if let Some(entry) = self.nics.get_mut(&att.nic) {
             entry.usage = Usage::Cooling {
                 until: now.plus(self.config.ip_cooldown),

@@ -239,6 +239,11 @@ pub struct NodeState {
     pub(crate) backoff: BTreeMap<ActionKind, Backoff>,
     /// Vxnets whose addresses ran out, and until when to avoid them.
     pub(crate) exhausted: BTreeMap<VxnetId, Timestamp>,
+    /// Addresses this node released by a DEL, with the pod (`namespace`, `name`)
+    /// that had them, while the pod source may still list that pod with the
+    /// address (its status lags behind the runtime): such a listing is stale, not
+    /// a live pod to hold the address for (recovery's rule 2). In memory only.
+    pub(crate) released_by_del: BTreeMap<std::net::Ipv4Addr, (String, String)>,
     pub(crate) seed: u64,
 }
 
@@ -259,6 +264,7 @@ impl NodeState {
             demand: 0,
             backoff: BTreeMap::new(),
             exhausted: BTreeMap::new(),
+            released_by_del: BTreeMap::new(),
             seed,
         }
     }
