@@ -24,8 +24,11 @@
 //!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
 //! - [`policy`]: the task driving the core's NetworkPolicy enforcer.
 //! - [`cniconf`]: the readiness-gated conflist and the plugin install.
-//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/*` (documents in
-//!   `hostnic_core::api::introspect`).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
+//!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
+//!   on loopback only), with bounded connections.
+//! - [`startup`]: each start-up step retried with what holds it up (cause, fix,
+//!   permanent or not) on `/readyz`, `/v1/status` and in the log.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`settings`]: the YAML configuration and its validation.
 //! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
@@ -34,7 +37,7 @@
 mod agent;
 pub mod cli;
 pub mod cniconf;
-mod http;
+pub mod http;
 pub mod metrics;
 mod pending;
 pub mod pods;
@@ -45,6 +48,7 @@ mod server;
 pub mod settings;
 mod shared;
 mod shutdown;
+pub mod startup;
 pub mod store;
 
 use std::future::Future;
@@ -55,6 +59,8 @@ use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeRepor
 use hostnic_core::types::InstanceId;
 
 pub use agent::AgentError;
+pub use http::Endpoint;
+pub use startup::{Failed, Startup};
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
@@ -98,6 +104,23 @@ where
     K: Clock + 'static,
 {
     agent::run(deps, settings, instance, shutdown).await
+}
+
+/// [`run`] with an [`Endpoint`] the caller started first (the binary does, so
+/// that failures while it builds the adapters show on `/readyz` too).
+pub async fn run_started<C, H, K>(
+    deps: Deps<C, H, K>,
+    settings: Settings,
+    instance: InstanceId,
+    endpoint: Endpoint,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    agent::run_started(deps, settings, instance, endpoint, shutdown).await
 }
 
 /// A kernel event about a NIC link, as the agent reacts to it.

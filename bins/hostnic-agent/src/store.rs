@@ -86,6 +86,82 @@ pub const JOURNAL_BYTES: u64 = 4 << 20;
 pub const MIN_JOURNAL_BYTES: u64 = 16 << 10;
 
 const MAGIC: [u8; 4] = *b"HNJ1";
+
+/// The state directory's mode: the checkpoint and the pending DELs are root's only.
+pub const STATE_DIR_MODE: u32 = 0o700;
+
+/// The format number of a checkpoint version (`hostnic/1` → 1).
+fn format_number(version: &str) -> Option<u32> {
+    version.strip_prefix("hostnic/")?.parse().ok()
+}
+
+/// The `version` a snapshot claims, read leniently (the document may be damaged:
+/// damage is the recovery's business, not this check's).
+fn claimed_version(bytes: &[u8]) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return v.get("version")?.as_str().map(str::to_string);
+    }
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    let after = head.split_once("\"version\"")?.1;
+    let value = after.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    Some(value.split('"').next()?.to_string())
+}
+
+/// Refuses a state directory whose checkpoint was written by a newer hostnic (a
+/// higher `hostnic/N` in `state.json`, or a newer journal magic `HNJ<n>`).
+///
+/// A damaged or lost checkpoint is rebuilt from the node's witnesses
+/// (`hostnic_core::recovery`), but a *newer* one is not damage: it may record
+/// what this agent cannot see (another mode's addresses, say), and rebuilding
+/// over it could cut pods off or give their addresses away. So an older agent
+/// refuses, permanently, and says how to go on (docs/upgrade.md).
+pub fn refuse_newer_checkpoint(state_dir: &Path) -> Result<(), crate::startup::Failed> {
+    let ours = format_number(hostnic_core::checkpoint::CHECKPOINT_VERSION).unwrap_or(1);
+    let snapshot = state_dir.join(CHECKPOINT_FILE);
+    let journal = state_dir.join(JOURNAL_FILE);
+    let mut newer = None;
+    if let Ok(bytes) = fs::read(&snapshot)
+        && let Some(version) = claimed_version(&bytes)
+        && format_number(&version).is_some_and(|n| n > ours)
+    {
+        newer = Some((snapshot.clone(), version));
+    }
+    if newer.is_none()
+        && let Ok(mut file) = File::open(&journal)
+    {
+        let mut magic = [0u8; 4];
+        if std::io::Read::read_exact(&mut file, &mut magic).is_ok()
+            && magic[..3] == MAGIC[..3]
+            && magic[3].is_ascii_digit()
+            && magic[3] > MAGIC[3]
+        {
+            newer = Some((
+                journal.clone(),
+                format!("journal {}", String::from_utf8_lossy(&magic)),
+            ));
+        }
+    }
+    let Some((path, version)) = newer else {
+        return Ok(());
+    };
+    Err(crate::startup::Failed::new(
+        format!(
+            "{} was written by a newer hostnic (format {version}); this agent ({}) reads {}",
+            path.display(),
+            env!("CARGO_PKG_VERSION"),
+            hostnic_core::checkpoint::CHECKPOINT_VERSION,
+        ),
+        "an older agent cannot know what a newer checkpoint records, so it does not \
+         start over it (rebuilding could cut pods off)",
+        &format!(
+            "run the newer hostnic again (roll the DaemonSet's image forward); to downgrade \
+             anyway, drain the node and move {} aside: the agent then rebuilds from the \
+             node (docs/upgrade.md)",
+            state_dir.display()
+        ),
+        true,
+    ))
+}
 const HEADER_LEN: usize = 28;
 
 /// The journal's size when `available` bytes are free where it is created: a
@@ -190,6 +266,12 @@ impl FileStore {
 
     fn build(state_dir: &Path, fixed_capacity: Option<u64>) -> std::io::Result<Self> {
         fs::create_dir_all(state_dir)?;
+        // The checkpoint names every pod and address of the node: root's only (the
+        // kubelet creates a hostPath directory 0755).
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = fs::set_permissions(state_dir, fs::Permissions::from_mode(STATE_DIR_MODE)) {
+            tracing::warn!(dir = %state_dir.display(), error = %e, "cannot make the state directory 0700");
+        }
         Ok(Self {
             dir: state_dir.to_path_buf(),
             path: state_dir.join(CHECKPOINT_FILE),
@@ -1101,6 +1183,53 @@ mod tests {
             .unwrap();
         assert_eq!(loaded.checkpoint, Some(cp(1, 0)), "the snapshot");
         assert_eq!(loaded.damage.unwrap().reason, RecoveryReason::Corrupt);
+    }
+
+    #[test]
+    fn the_state_directory_is_made_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("a/state");
+        FileStore::new(&fresh).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o700);
+        // As the kubelet creates a hostPath directory.
+        let existing = dir.path().join("hostpath");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o755)).unwrap();
+        FileStore::new(&existing).unwrap();
+        assert_eq!(mode(&existing), 0o700);
+    }
+
+    #[test]
+    fn a_checkpoint_of_a_newer_hostnic_is_refused_but_damage_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        assert!(refuse_newer_checkpoint(state).is_ok(), "no checkpoint");
+        let store = FileStore::new(state).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        assert!(refuse_newer_checkpoint(state).is_ok(), "our own format");
+        let text = fs::read_to_string(state.join(CHECKPOINT_FILE)).unwrap();
+        let newer = text.replace("\"hostnic/1\"", "\"hostnic/2\"");
+        assert_ne!(newer, text);
+        fs::write(state.join(CHECKPOINT_FILE), &newer).unwrap();
+        let e = refuse_newer_checkpoint(state).unwrap_err();
+        assert!(e.0.permanent);
+        assert!(e.0.message.contains("hostnic/2") && e.0.message.contains("newer"), "{e:?}");
+        assert!(e.0.fix.contains("docs/upgrade.md"), "{e:?}");
+        // Cut in half it still names its version: refused, not rebuilt over.
+        fs::write(state.join(CHECKPOINT_FILE), &newer[..newer.len() / 2]).unwrap();
+        assert!(refuse_newer_checkpoint(state).is_err());
+        // Garbage is damage, for the recovery to handle.
+        fs::write(state.join(CHECKPOINT_FILE), b"\x00\x01garbage").unwrap();
+        assert!(refuse_newer_checkpoint(state).is_ok());
+        // A newer journal format.
+        fs::remove_file(state.join(CHECKPOINT_FILE)).unwrap();
+        let mut journal = fs::read(state.join(JOURNAL_FILE)).unwrap_or_default();
+        journal.resize(journal.len().max(8), 0);
+        journal[..4].copy_from_slice(b"HNJ2");
+        fs::write(state.join(JOURNAL_FILE), &journal).unwrap();
+        assert!(refuse_newer_checkpoint(state).is_err());
     }
 
     #[test]
