@@ -167,7 +167,10 @@ mod tests {
     fn the_version_names_the_commit() {
         let err = Cli::try_parse_from(["hostnic-agent", "--version"]).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("hostnic-agent 0.") && text.contains("(commit "), "{text}");
+        assert!(
+            text.starts_with("hostnic-agent 0.") && text.contains("(commit "),
+            "{text}"
+        );
     }
 
     #[test]

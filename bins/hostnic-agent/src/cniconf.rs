@@ -140,9 +140,7 @@ pub fn shadowing(settings: &Settings) -> Vec<PathBuf> {
             let is_conf = p
                 .extension()
                 .is_some_and(|e| e == "conf" || e == "conflist" || e == "json");
-            is_conf
-                && name.is_some_and(|n| n.as_str() < CONFLIST_NAME)
-                && p.is_file()
+            is_conf && name.is_some_and(|n| n.as_str() < CONFLIST_NAME) && p.is_file()
         })
         .collect();
     found.sort();
@@ -319,8 +317,14 @@ mod tests {
         };
         install(&move_aside).unwrap();
         assert!(shadowing(&move_aside).is_empty());
-        assert!(conf.join("10-ahostnic.conflist.hostnic-moved-aside").is_file());
-        assert!(conf.join("99-loopback.conf").is_file(), "sorts after: left alone");
+        assert!(
+            conf.join("10-ahostnic.conflist.hostnic-moved-aside")
+                .is_file()
+        );
+        assert!(
+            conf.join("99-loopback.conf").is_file(),
+            "sorts after: left alone"
+        );
     }
 
     #[test]
@@ -345,11 +349,17 @@ mod tests {
                 portmap: true
             }
         );
-        assert_eq!(fs::read(dir.path().join("bin/portmap")).unwrap(), b"debian portmap");
+        assert_eq!(
+            fs::read(dir.path().join("bin/portmap")).unwrap(),
+            b"debian portmap"
+        );
         // The node's own portmap is never replaced.
         fs::write(dir.path().join("bin/portmap"), b"node portmap").unwrap();
         assert!(!install_binaries(&settings).unwrap().portmap);
-        assert_eq!(fs::read(dir.path().join("bin/portmap")).unwrap(), b"node portmap");
+        assert_eq!(
+            fs::read(dir.path().join("bin/portmap")).unwrap(),
+            b"node portmap"
+        );
         let never = Settings {
             portmap: ChainPortmap::Never,
             cni_bin_dir: dir.path().join("bin2"),

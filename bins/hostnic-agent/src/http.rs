@@ -225,8 +225,7 @@ fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            ctx.metrics
-                .render(&startup_gauges(ctx, Gauges::default())),
+            ctx.metrics.render(&startup_gauges(ctx, Gauges::default())),
         ),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, ctx.startup.readyz_text()),
         "/v1/status" => reply(

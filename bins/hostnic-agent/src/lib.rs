@@ -59,13 +59,13 @@ use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeRepor
 use hostnic_core::types::InstanceId;
 
 pub use agent::AgentError;
-pub use http::Endpoint;
-pub use startup::{Failed, Startup};
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
+pub use http::Endpoint;
 pub use metrics::Metrics;
 pub use settings::Settings;
+pub use startup::{Failed, Startup};
 
 /// Everything the agent talks to.
 pub struct Deps<C, H, K> {

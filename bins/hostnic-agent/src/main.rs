@@ -88,7 +88,11 @@ fn main() -> std::process::ExitCode {
                 println!(
                     "installed into {}: hostnic {}, portmap {}",
                     settings.cni_bin_dir.display(),
-                    if installed.hostnic { "yes" } else { "no (no plugin next to the agent)" },
+                    if installed.hostnic {
+                        "yes"
+                    } else {
+                        "no (no plugin next to the agent)"
+                    },
                     if installed.portmap {
                         "yes"
                     } else {

@@ -288,7 +288,10 @@ pub fn process_metrics(out: &mut String) {
         return;
     };
     let mut family = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     family(
         "process_cpu_seconds_total",
@@ -485,7 +488,10 @@ mod tests {
             "process_open_fds",
             "process_start_time_seconds",
         ] {
-            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
         }
         let p = ProcessStats::read().unwrap();
         assert!(p.resident_bytes > 1 << 20, "{p:?}");

@@ -103,7 +103,11 @@ fn claimed_version(bytes: &[u8]) -> Option<String> {
     }
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
     let after = head.split_once("\"version\"")?.1;
-    let value = after.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let value = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
     Some(value.split('"').next()?.to_string())
 }
 
@@ -1215,7 +1219,10 @@ mod tests {
         fs::write(state.join(CHECKPOINT_FILE), &newer).unwrap();
         let e = refuse_newer_checkpoint(state).unwrap_err();
         assert!(e.0.permanent);
-        assert!(e.0.message.contains("hostnic/2") && e.0.message.contains("newer"), "{e:?}");
+        assert!(
+            e.0.message.contains("hostnic/2") && e.0.message.contains("newer"),
+            "{e:?}"
+        );
         assert!(e.0.fix.contains("docs/upgrade.md"), "{e:?}");
         // Cut in half it still names its version: refused, not rebuilt over.
         fs::write(state.join(CHECKPOINT_FILE), &newer[..newer.len() / 2]).unwrap();
