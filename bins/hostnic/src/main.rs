@@ -16,7 +16,10 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let cni_vars = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("CNI_"));
     if !cni_vars {
-        if args.iter().any(|a| a == "--version" || a == "-V" || a == "version") {
+        if args
+            .iter()
+            .any(|a| a == "--version" || a == "-V" || a == "version")
+        {
             print!("{}", hostnic_cni::about::version_text());
             std::process::exit(0);
         }

@@ -1,17 +1,27 @@
 //! `hostnicctl`: operator diagnostics for hostnic.
 //!
 //! Subcommands live one per file in `commands/`, each with an `exec()`.
-//! `cloud` checks credentials and connectivity against the QingCloud API;
-//! `status`, `pool`, `pods`, `nics` and `policy` read the agent's introspection
-//! endpoint.
+//! `cloud` checks credentials and connectivity against the QingCloud API
+//! (tables, or `--json`); `cleanup` removes a node's leftover NICs (dry run by
+//! default); `status`, `pool`, `pods`, `nics` and `policy` read the agent's
+//! introspection endpoint (loopback); `cluster` shows every node through the API
+//! server and the agents' metrics; `completions` prints a shell completion script.
 
 mod commands;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOSTNIC_COMMIT"),
+    ")"
+);
+
 /// Operator diagnostics for hostnic.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +31,13 @@ struct Cli {
 enum Command {
     /// Talk to the QingCloud API with the agent's client and credentials file.
     Cloud(commands::cloud::CloudArgs),
+    /// A node's leftover hostnic_<instance> NICs after uninstall: list them, and
+    /// with --yes detach and delete them.
+    Cleanup(commands::cleanup::CleanupArgs),
+    /// Every node of the cluster: version, mode, readiness, pods, NICs, free, errors.
+    Cluster(commands::cluster::ClusterArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::CompletionsArgs),
     /// The agent's node, readiness and pool summary.
     Status(commands::introspect::AgentArgs),
     /// The agent's warm pool against its settings.
@@ -45,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Cloud(args) => commands::cloud::exec(args).await,
+        Command::Cleanup(args) => commands::cleanup::exec(args).await,
+        Command::Cluster(args) => commands::cluster::exec(args).await,
+        Command::Completions(args) => commands::completions::exec::<Cli>(args),
         Command::Status(args) => commands::status::exec(args).await,
         Command::Pool(args) => commands::pool::exec(args).await,
         Command::Pods(args) => commands::pods::exec(args).await,

@@ -128,7 +128,10 @@ impl Transport for HttpTransport {
             });
         }
         response.text().await.map_err(|e| TransportError {
-            message: format!("{endpoint}: reading the answer: {}", chain(&e.without_url())),
+            message: format!(
+                "{endpoint}: reading the answer: {}",
+                chain(&e.without_url())
+            ),
             retryable: true,
         })
     }
@@ -158,9 +161,15 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.retryable);
-        assert!(e.message.starts_with(&format!("GET {url}: ")), "{}", e.message);
         assert!(
-            e.message.to_ascii_lowercase().contains("connection refused"),
+            e.message.starts_with(&format!("GET {url}: ")),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .to_ascii_lowercase()
+                .contains("connection refused"),
             "the cause: {}",
             e.message
         );

@@ -1,0 +1,20 @@
+//! `hostnicctl completions SHELL`: the shell completion script on stdout
+//! (clap_complete), e.g. `hostnicctl completions bash > /etc/bash_completion.d/hostnicctl`.
+
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+
+/// Arguments of `hostnicctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: Shell,
+}
+
+/// Prints the completion script of `C` for the shell.
+pub fn exec<C: CommandFactory>(args: CompletionsArgs) -> anyhow::Result<()> {
+    let mut command = C::command();
+    let name = command.get_name().to_string();
+    clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
+    Ok(())
+}
