@@ -179,7 +179,7 @@ async fn cleanup_lists_a_nodes_leftover_nics_and_deletes_them_only_when_told() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cleanup_refuses_while_an_agent_answers() {
+async fn cleanup_refuses_to_delete_while_an_agent_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -190,23 +190,31 @@ async fn cleanup_refuses_while_an_agent_answers() {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
         }
     });
+    let sim = Simulator::start(SimConfig::new("AK", "SK"), None)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let creds = credentials(&dir, 9, "SK");
-    let (ok, _, err) = ctl(
-        vec![
-            "cleanup".into(),
-            "--instance".into(),
-            "i-1".into(),
-            "--credentials".into(),
-            creds.display().to_string(),
-            "--agent-url".into(),
-            url,
-        ],
-        vec![],
-    )
-    .await;
-    assert!(!ok);
+    let creds = credentials(&dir, sim.addr().port(), "SK");
+    let args = vec![
+        "cleanup".to_string(),
+        "--instance".into(),
+        "i-sim00001".into(),
+        "--credentials".into(),
+        creds.display().to_string(),
+        "--agent-url".into(),
+        url,
+    ];
+    // A dry run only warns.
+    let (ok, out, err) = ctl(args.clone(), vec![]).await;
+    assert!(ok, "{err}");
     assert!(err.contains("agent answers"), "{err}");
+    assert!(out.contains("nothing to clean up"), "{out}");
+    let mut yes = args;
+    yes.push("--yes".into());
+    let (ok, _, err) = ctl(yes, vec![]).await;
+    assert!(!ok);
+    assert!(err.contains("agent answers") && err.contains("--force"), "{err}");
+    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

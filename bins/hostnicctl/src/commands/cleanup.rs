@@ -6,8 +6,8 @@
 //! `hostnic_<instance>` NICs are left. `cleanup` lists them with what it would do,
 //! and only with `--yes` detaches the attached ones (one DetachNics, waiting for
 //! the job) and deletes them (DeleteNics). The instance's primary NIC and NICs
-//! attached to another instance are never touched. It refuses while an agent
-//! answers on this node: the agent owns those NICs and would recreate them.
+//! attached to another instance are never touched. `--yes` is refused while an
+//! agent answers on this node: the agent owns those NICs and would recreate them.
 //!
 //! The `TAGS` column tells hostnic's NICs (tagged `hostnic`) from the original
 //! hostnic-cni's (no tag), which carry the same name.
@@ -41,7 +41,7 @@ pub struct CleanupArgs {
     /// Detach and delete them. Without it nothing is changed: a dry run.
     #[arg(long)]
     yes: bool,
-    /// Where this node's agent would answer; cleanup refuses while one does.
+    /// Where this node's agent would answer; `--yes` is refused while one does.
     #[arg(
         long,
         env = "HOSTNIC_AGENT_URL",
@@ -102,10 +102,18 @@ pub async fn exec(args: CleanupArgs) -> anyhow::Result<()> {
     }
     let config = args.credentials.load()?;
     hostnic_qingcloud::transport::install_crypto_provider();
-    if !args.force && agent_answers(&args.agent_url).await {
+    let agent = agent_answers(&args.agent_url).await;
+    if agent && args.yes && !args.force {
         bail!(
             "a hostnic agent answers at {}: it owns this node's NICs and would recreate them. \
              Uninstall hostnic (or stop the agent) first, or pass --force",
+            args.agent_url
+        );
+    }
+    if agent {
+        eprintln!(
+            "note: a hostnic agent answers at {}: these NICs are in use; uninstall hostnic \
+             before cleaning up with --yes",
             args.agent_url
         );
     }
