@@ -157,8 +157,17 @@ async fn scrape(http: &reqwest::Client, node: String, url: &str) -> NodeRow {
     let text = match http.get(format!("{url}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(e) => {
-            row.errors
-                .push(format!("agent unreachable at {url}: {}", e.without_url()));
+            let e = e.without_url();
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !why.contains(&text) {
+                    why.push_str(&format!(": {text}"));
+                }
+                source = s.source();
+            }
+            row.errors.push(format!("agent unreachable at {url}: {why}"));
             return row;
         }
     };

@@ -44,7 +44,8 @@ pub async fn exec(args: AgentArgs) -> anyhow::Result<()> {
         cell(&s.primary_nic)
     );
     println!("pod vxnets:   {}", s.vxnets.join(", "));
-    println!("ready:        {}", s.ready);
+    // Ready as /readyz says it: the pool can serve and nothing else stands in the way.
+    println!("ready:        {}", s.ready && s.not_ready.is_empty());
     println!("cloud ok:     {}", s.cloud_ok);
     println!("uptime:       {} s", s.uptime_secs);
     println!("pods:         {}", s.pods);
