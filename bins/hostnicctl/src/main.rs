@@ -51,8 +51,28 @@ enum Command {
     Policy(commands::policy::PolicyArgs),
 }
 
+/// Output read by a pipe that closes early (`| head`, `| grep -q`) ends the
+/// command quietly, as other command-line tools do, instead of panicking in
+/// `println!` (Rust ignores SIGPIPE, and `unsafe` to restore it is not allowed here).
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    quiet_broken_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

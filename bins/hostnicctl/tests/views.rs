@@ -150,3 +150,31 @@ async fn cluster_shows_every_node_with_its_agents_numbers_and_problems() {
         "{out}"
     );
 }
+
+/// `hostnicctl … | head -1` used to panic ("failed printing to stdout: Broken pipe").
+#[test]
+fn output_into_a_pipe_that_closes_early_ends_quietly() {
+    use std::process::Stdio;
+    let status = serde_json::json!({
+        "instance": "i-1", "primary_nic": "52:54:00:00:01:00", "primary_ip": "172.16.1.254",
+        "vxnets": ["vxnet-sim1"], "ready": true, "cloud_ok": true, "uptime_secs": 1,
+        "pool": {"free": 1, "assigned": 0, "cooling": 0, "preparing": 0, "retiring": 0, "creating": 0,
+                 "min_free": 1, "max_free": 2, "max_nics": 62, "waiting_adds": 0, "pending_pods": 0},
+        "pods": 0, "last_round_failures": [], "last_reconcile_at_ms": 1
+    });
+    let port = serve(vec![("/v1/status", 200, status.to_string())]);
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [vec!["completions", "bash"], vec!["status", "--url", &url]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hostnicctl"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
+}

@@ -334,7 +334,11 @@ fn print_table(cells: &[Cell]) {
             c.kind,
             c.from,
             format!("{} {}", c.to, c.to_ip),
-            if c.icmp { "ok" } else { "FAIL" },
+            match (c.icmp, c.policy.icmp) {
+                (true, true) => "ok",
+                (false, false) => "deny",
+                _ => "FAIL",
+            },
             c.seen_as.map_or("-".to_string(), |ip| ip.to_string()),
             c.expect.to_string(),
             c.result()

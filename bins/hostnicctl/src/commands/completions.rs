@@ -13,8 +13,13 @@ pub struct CompletionsArgs {
 
 /// Prints the completion script of `C` for the shell.
 pub fn exec<C: CommandFactory>(args: CompletionsArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let mut command = C::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, name, &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
