@@ -213,7 +213,10 @@ async fn cleanup_refuses_to_delete_while_an_agent_answers() {
     yes.push("--yes".into());
     let (ok, _, err) = ctl(yes, vec![]).await;
     assert!(!ok);
-    assert!(err.contains("agent answers") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("agent answers") && err.contains("--force"),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 

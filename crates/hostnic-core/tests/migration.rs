@@ -40,7 +40,10 @@ fn nics_named_after_the_node_are_adopted_and_reused_and_no_other_is_touched() {
     adopted.sort();
     let mut expected = vec![theirs[0].id.clone(), theirs[1].id.clone()];
     expected.sort();
-    assert_eq!(adopted, expected, "both NICs named after the node are adopted");
+    assert_eq!(
+        adopted, expected,
+        "both NICs named after the node are adopted"
+    );
 
     // The attached one is prepared and given to the first pod that asks.
     world.settle();

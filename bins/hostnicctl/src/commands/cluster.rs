@@ -167,7 +167,8 @@ async fn scrape(http: &reqwest::Client, node: String, url: &str) -> NodeRow {
                 }
                 source = s.source();
             }
-            row.errors.push(format!("agent unreachable at {url}: {why}"));
+            row.errors
+                .push(format!("agent unreachable at {url}: {why}"));
             return row;
         }
     };
