@@ -1,4 +1,8 @@
-//! The checkpoint on disk, and atomic file writes.
+//! # hostnic-store
+//!
+//! The node agent's checkpoint on disk (the core's `CheckpointStore` port), and
+//! atomic file writes. An adapter like the others: it depends on `hostnic-core`
+//! only.
 //!
 //! [`write_atomic`]: a write goes to a temporary file in the same directory, is
 //! `fsync`ed, renamed over the target and the directory is `fsync`ed: after a
@@ -666,11 +670,13 @@ fn encode_record(base: u64, checkpoint: &Checkpoint) -> Result<Vec<u8>, String> 
     Ok(record)
 }
 
-/// 64-bit FNV-1a: names a snapshot in the records that follow it.
+/// 64-bit FNV-1a (the `fnv` crate): names a snapshot in the records that follow
+/// it. Part of the on-disk format: journals written by earlier agents use it too.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 /// CRC-32 (IEEE 802.3) of a record's header fields and payload.
@@ -788,6 +794,15 @@ impl CheckpointStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The journal names its snapshot by this hash: journals written before the
+    /// store used the `fnv` crate must still match (FNV-1a's published vectors).
+    #[test]
+    fn the_snapshot_hash_is_fnv1a_64() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
     use hostnic_core::checkpoint::CHECKPOINT_VERSION;
     use hostnic_core::types::{InstanceId, Timestamp};
 
@@ -1215,19 +1230,21 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let mut acked: Option<(u64, u64)> = None;
         for round in 0..12u64 {
-            let mut child = KillOnDrop(Command::new(&exe)
-                .args([
-                    "--exact",
-                    "store::tests::a_process_killed_while_saving_loses_no_acknowledged_checkpoint",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(CHILD, dir.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap());
+            let mut child = KillOnDrop(
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "tests::a_process_killed_while_saving_loses_no_acknowledged_checkpoint",
+                        "--nocapture",
+                        "--test-threads",
+                        "1",
+                    ])
+                    .env(CHILD, dir.path())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
             let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
             // Let it save a varying number of times, then kill it mid-loop.
             let wanted = 20 + round * 37 % 200;
