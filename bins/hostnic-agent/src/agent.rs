@@ -94,16 +94,15 @@ where
         "opening the state directory",
         &mut stop,
         || {
-            std::future::ready(
-                crate::store::refuse_newer_checkpoint(&settings.state_dir).and_then(|()| {
-                    FileStore::new(&settings.state_dir).map_err(|e| {
-                        Failed::io(
-                            &format!("state directory {}", settings.state_dir.display()),
-                            &e,
-                        )
-                    })
+            std::future::ready(match crate::store::newer_checkpoint(&settings.state_dir) {
+                Some(found) => Err(Failed::newer_checkpoint(&settings.state_dir, &found)),
+                None => FileStore::new(&settings.state_dir).map_err(|e| {
+                    Failed::io(
+                        &format!("state directory {}", settings.state_dir.display()),
+                        &e,
+                    )
                 }),
-            )
+            })
         },
     )
     .await

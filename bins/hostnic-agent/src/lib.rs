@@ -32,7 +32,7 @@
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`settings`]: the YAML configuration and its validation.
 //! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
-//! - [`store`]: the checkpoint file (snapshot + journal).
+//! - [`store`]: re-exports `hostnic-store`, the checkpoint file (snapshot + journal).
 
 mod agent;
 pub mod cli;
@@ -49,7 +49,7 @@ pub mod settings;
 mod shared;
 mod shutdown;
 pub mod startup;
-pub mod store;
+pub use hostnic_store as store;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -261,6 +261,25 @@ impl Diagnose for Failed {
 }
 
 impl Failed {
+    /// `state_dir` holds a checkpoint of a newer hostnic: permanent, with the way on.
+    pub fn newer_checkpoint(
+        state_dir: &std::path::Path,
+        found: &hostnic_store::NewerCheckpoint,
+    ) -> Self {
+        Self::new(
+            format!("{found} (this agent is {})", env!("CARGO_PKG_VERSION")),
+            "an older agent cannot know what a newer checkpoint records, so it does not \
+             start over it (rebuilding could cut pods off)",
+            &format!(
+                "run the newer hostnic again (roll the DaemonSet's image forward); to \
+                 downgrade anyway, drain the node and move {} aside: the agent then \
+                 rebuilds from the node (docs/upgrade.md)",
+                state_dir.display()
+            ),
+            true,
+        )
+    }
+
     /// `message` with its cause, its fix and whether it is permanent.
     pub fn new(message: impl ToString, cause: &str, fix: &str, permanent: bool) -> Self {
         Self(Diagnosis::new(message, cause, fix, permanent))

@@ -11,41 +11,35 @@
 //! naming what is missing → DEL → no veth, address, rule or route of the pod is
 //! left, no pending-DEL record was needed, and the NIC is free in the pool again.
 //!
-//! The plugin binary is the one next to the agent binary (`cargo build
-//! --workspace` builds it); `HOSTNIC_CNI_BIN` selects another build.
-
-mod common;
+//! The binaries are the workspace's (`cargo build --workspace` builds them next
+//! to this test); `HOSTNIC_E2E_HOSTNIC` / `HOSTNIC_E2E_HOSTNIC_AGENT` select others.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{INSTANCE, http_get};
-use hostnic_agent::introspect;
+use hostnic_core::api::introspect;
+use hostnic_e2e::bins;
 use hostnic_linux::NetNs;
 use hostnic_linux::lab::{Fabric, fabric};
 use hostnic_qingcloud::sim::{InstanceSpec, SimConfig, SimHandle, Topology};
 use hostnic_testkit::cni::{self, CniCall, Invocation};
 use hostnic_testkit::netns::ip;
 use hostnic_testkit::probe::{PeerServer, tcp_peer};
-use hostnic_testkit::process::{
-    AgentFiles, ChildProcess, agent_command, wait_serving, workspace_binary,
-};
+use hostnic_testkit::process::{AgentFiles, ChildProcess, agent_command, wait_serving};
+use hostnic_testkit::requests::http_get;
 use hostnic_testkit::vpc::Vpc;
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
+const INSTANCE: &str = "i-sim00001";
 const CLIENT_INSTANCE: &str = "i-simclient";
 const NETWORK: &str = "hostnic";
 
-/// The `hostnic` binary: `HOSTNIC_CNI_BIN`, else next to the agent binary.
+/// The `hostnic` CNI plugin binary.
 fn plugin_binary() -> PathBuf {
-    workspace_binary(
-        env!("CARGO_BIN_EXE_hostnic-agent"),
-        "hostnic",
-        "HOSTNIC_CNI_BIN",
-    )
+    bins::binary("hostnic").expect("the hostnic plugin binary")
 }
 
 /// The VPC, the simulator, a running agent and its files. Drop order: agent,
@@ -139,11 +133,8 @@ impl Lab {
             node,
             client_ip,
         };
-        let mut command = agent_command(
-            Path::new(env!("CARGO_BIN_EXE_hostnic-agent")),
-            INSTANCE,
-            &files,
-        );
+        let agent = bins::binary("hostnic-agent").expect("the hostnic-agent binary");
+        let mut command = agent_command(&agent, INSTANCE, &files);
         command.args(["--pods", "none"]);
         lab.agent = Some(ChildProcess::spawn(command, &lab.log));
         wait_serving(&lab.socket, &lab.log, Duration::from_secs(30)).await;

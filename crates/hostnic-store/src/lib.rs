@@ -1,4 +1,8 @@
-//! The checkpoint on disk, and atomic file writes.
+//! # hostnic-store
+//!
+//! The node agent's checkpoint on disk (the core's `CheckpointStore` port), and
+//! atomic file writes. An adapter like the others: it depends on `hostnic-core`
+//! only.
 //!
 //! [`write_atomic`]: a write goes to a temporary file in the same directory, is
 //! `fsync`ed, renamed over the target and the directory is `fsync`ed: after a
@@ -111,60 +115,58 @@ fn claimed_version(bytes: &[u8]) -> Option<String> {
     Some(value.split('"').next()?.to_string())
 }
 
-/// Refuses a state directory whose checkpoint was written by a newer hostnic (a
-/// higher `hostnic/N` in `state.json`, or a newer journal magic `HNJ<n>`).
+/// A checkpoint of a newer hostnic found in a state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewerCheckpoint {
+    /// The file that says so (`state.json` or `state.journal`).
+    pub path: PathBuf,
+    /// The format it claims (`hostnic/2`, or `journal HNJ2`).
+    pub format: String,
+}
+
+impl std::fmt::Display for NewerCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was written by a newer hostnic (format {}); this one reads {}",
+            self.path.display(),
+            self.format,
+            hostnic_core::checkpoint::CHECKPOINT_VERSION
+        )
+    }
+}
+
+/// A checkpoint in `state_dir` written by a newer hostnic: a higher `hostnic/N` in
+/// `state.json`, or a newer journal magic `HNJ<n>`.
 ///
 /// A damaged or lost checkpoint is rebuilt from the node's witnesses
 /// (`hostnic_core::recovery`), but a *newer* one is not damage: it may record
-/// what this agent cannot see (another mode's addresses, say), and rebuilding
-/// over it could cut pods off or give their addresses away. So an older agent
-/// refuses, permanently, and says how to go on (docs/upgrade.md).
-pub fn refuse_newer_checkpoint(state_dir: &Path) -> Result<(), crate::startup::Failed> {
+/// what this version cannot see (another mode's addresses, say), and rebuilding
+/// over it could cut pods off or give their addresses away. The agent refuses
+/// to start on it (docs/upgrade.md). Damage (a document that names no version)
+/// is not reported here.
+pub fn newer_checkpoint(state_dir: &Path) -> Option<NewerCheckpoint> {
     let ours = format_number(hostnic_core::checkpoint::CHECKPOINT_VERSION).unwrap_or(1);
     let snapshot = state_dir.join(CHECKPOINT_FILE);
-    let journal = state_dir.join(JOURNAL_FILE);
-    let mut newer = None;
     if let Ok(bytes) = fs::read(&snapshot)
         && let Some(version) = claimed_version(&bytes)
         && format_number(&version).is_some_and(|n| n > ours)
     {
-        newer = Some((snapshot.clone(), version));
+        return Some(NewerCheckpoint {
+            path: snapshot,
+            format: version,
+        });
     }
-    if newer.is_none()
-        && let Ok(mut file) = File::open(&journal)
-    {
-        let mut magic = [0u8; 4];
-        if std::io::Read::read_exact(&mut file, &mut magic).is_ok()
-            && magic[..3] == MAGIC[..3]
-            && magic[3].is_ascii_digit()
-            && magic[3] > MAGIC[3]
-        {
-            newer = Some((
-                journal.clone(),
-                format!("journal {}", String::from_utf8_lossy(&magic)),
-            ));
+    let journal = state_dir.join(JOURNAL_FILE);
+    let mut file = File::open(&journal).ok()?;
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut file, &mut magic).ok()?;
+    (magic[..3] == MAGIC[..3] && magic[3].is_ascii_digit() && magic[3] > MAGIC[3]).then(|| {
+        NewerCheckpoint {
+            path: journal,
+            format: format!("journal {}", String::from_utf8_lossy(&magic)),
         }
-    }
-    let Some((path, version)) = newer else {
-        return Ok(());
-    };
-    Err(crate::startup::Failed::new(
-        format!(
-            "{} was written by a newer hostnic (format {version}); this agent ({}) reads {}",
-            path.display(),
-            env!("CARGO_PKG_VERSION"),
-            hostnic_core::checkpoint::CHECKPOINT_VERSION,
-        ),
-        "an older agent cannot know what a newer checkpoint records, so it does not \
-         start over it (rebuilding could cut pods off)",
-        &format!(
-            "run the newer hostnic again (roll the DaemonSet's image forward); to downgrade \
-             anyway, drain the node and move {} aside: the agent then rebuilds from the \
-             node (docs/upgrade.md)",
-            state_dir.display()
-        ),
-        true,
-    ))
+    })
 }
 const HEADER_LEN: usize = 28;
 
@@ -752,11 +754,13 @@ fn encode_record(base: u64, checkpoint: &Checkpoint) -> Result<Vec<u8>, String> 
     Ok(record)
 }
 
-/// 64-bit FNV-1a: names a snapshot in the records that follow it.
+/// 64-bit FNV-1a (the `fnv` crate): names a snapshot in the records that follow
+/// it. Part of the on-disk format: journals written by earlier agents use it too.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 /// CRC-32 (IEEE 802.3) of a record's header fields and payload.
@@ -874,6 +878,15 @@ impl CheckpointStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The journal names its snapshot by this hash: journals written before the
+    /// store used the `fnv` crate must still match (FNV-1a's published vectors).
+    #[test]
+    fn the_snapshot_hash_is_fnv1a_64() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
     use hostnic_core::checkpoint::CHECKPOINT_VERSION;
     use hostnic_core::types::{InstanceId, Timestamp};
 
@@ -1209,10 +1222,10 @@ mod tests {
     fn a_checkpoint_of_a_newer_hostnic_is_refused_but_damage_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path();
-        assert!(refuse_newer_checkpoint(state).is_ok(), "no checkpoint");
+        assert!(newer_checkpoint(state).is_none(), "no checkpoint");
         let store = FileStore::new(state).unwrap();
         store.save(&cp(1, 0)).unwrap();
-        assert!(refuse_newer_checkpoint(state).is_ok(), "our own format");
+        assert!(newer_checkpoint(state).is_none(), "our own format");
         let text = fs::read_to_string(state.join(CHECKPOINT_FILE)).unwrap();
         let newer = text.replace("\"hostnic/1\"", "\"hostnic/2\"");
         assert_ne!(newer, text);
@@ -1226,17 +1239,17 @@ mod tests {
         assert!(e.0.fix.contains("docs/upgrade.md"), "{e:?}");
         // Cut in half it still names its version: refused, not rebuilt over.
         fs::write(state.join(CHECKPOINT_FILE), &newer[..newer.len() / 2]).unwrap();
-        assert!(refuse_newer_checkpoint(state).is_err());
+        assert!(newer_checkpoint(state).is_some());
         // Garbage is damage, for the recovery to handle.
         fs::write(state.join(CHECKPOINT_FILE), b"\x00\x01garbage").unwrap();
-        assert!(refuse_newer_checkpoint(state).is_ok());
+        assert!(newer_checkpoint(state).is_none());
         // A newer journal format.
         fs::remove_file(state.join(CHECKPOINT_FILE)).unwrap();
         let mut journal = fs::read(state.join(JOURNAL_FILE)).unwrap_or_default();
         journal.resize(journal.len().max(8), 0);
         journal[..4].copy_from_slice(b"HNJ2");
         fs::write(state.join(JOURNAL_FILE), &journal).unwrap();
-        assert!(refuse_newer_checkpoint(state).is_err());
+        assert_eq!(newer_checkpoint(state).unwrap().format, "journal HNJ2");
     }
 
     #[test]
@@ -1351,19 +1364,21 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let mut acked: Option<(u64, u64)> = None;
         for round in 0..12u64 {
-            let mut child = KillOnDrop(Command::new(&exe)
-                .args([
-                    "--exact",
-                    "store::tests::a_process_killed_while_saving_loses_no_acknowledged_checkpoint",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(CHILD, dir.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap());
+            let mut child = KillOnDrop(
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "tests::a_process_killed_while_saving_loses_no_acknowledged_checkpoint",
+                        "--nocapture",
+                        "--test-threads",
+                        "1",
+                    ])
+                    .env(CHILD, dir.path())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
             let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
             // Let it save a varying number of times, then kill it mid-loop.
             let wanted = 20 + round * 37 % 200;
