@@ -27,6 +27,7 @@ const AGENT_KEYS: &[&str] = &[
     "external_snat",
     "vxnets",
     "socket",
+    "socket_limits",
     "state_dir",
     "metrics_addr",
     "cni_conf_dir",
