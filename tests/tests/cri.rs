@@ -619,6 +619,70 @@ async fn an_add_on_a_full_node_fails_and_containerds_cleanup_del_leaks_nothing()
     lab.finish().await.unwrap();
 }
 
+/// Two live sandboxes of one pod: a CRI client that runs a pod's sandbox attempt 1
+/// before it stops attempt 0 (kubelet stops first; another client, or a kubelet
+/// whose Stop ended in a DEL the plugin only recorded, need not). The veth the
+/// pod's name gives is the first sandbox's, so the second gets the one its
+/// container id gives: both work, and the first sandbox's Stop + Remove (two
+/// DELs, the second without netns) leave the second working. Before, the
+/// second ADD deleted the first sandbox's veth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces, a private containerd per lab node"]
+async fn a_second_live_sandbox_of_a_pod_gets_its_own_veth_and_the_first_ones_del_spares_it() {
+    let lab = CriLab::up("cri-twice", 1).await.unwrap();
+    let client = lab.lab.file.client.ip;
+    let first = lab
+        .run_pod("node1", "default", "twice", &[("app", "twice")])
+        .await
+        .unwrap();
+    let mut attempt = first.meta.clone();
+    attempt.attempt = 1;
+    let second = lab.start_pod("node1", &attempt, true).await.unwrap();
+    assert_ne!(first.ip, second.ip, "each sandbox has its own NIC");
+    assert!(
+        lab.client_pings(first.ip) && lab.pings(&first, client).await.unwrap(),
+        "the first sandbox lost its network to the second's ADD"
+    );
+    assert!(
+        lab.client_pings(second.ip) && lab.pings(&second, client).await.unwrap(),
+        "the second sandbox has no network"
+    );
+    let netns = lab.lab.node("node1").netns.clone();
+    assert_eq!(pod_veths(&netns).len(), 2, "{:?}", pod_veths(&netns));
+
+    let cri = lab.node("node1").cri();
+    cri.stop_pod_sandbox(&first.sandbox).await.unwrap();
+    cri.remove_pod_sandbox(&first.sandbox).await.unwrap();
+    let dels: Vec<_> = lab
+        .node("node1")
+        .calls_for(&first.sandbox)
+        .into_iter()
+        .filter(|c| c.command == "DEL")
+        .collect();
+    assert!(
+        dels.len() >= 2 && dels.iter().all(|c| c.exit_code == Some(0)),
+        "{dels:#?}"
+    );
+    assert!(
+        lab.client_pings(second.ip) && lab.pings(&second, client).await.unwrap(),
+        "the first sandbox's DELs cut the second off"
+    );
+    assert!(
+        !lab.client_pings(first.ip),
+        "the first sandbox still answers"
+    );
+    // The kernel deletes the first pair with its namespace, a moment after Stop.
+    assert!(
+        eventually(Duration::from_secs(10), async || pod_veths(&netns).len()
+            == 1)
+        .await,
+        "{:?}",
+        pod_veths(&netns)
+    );
+
+    lab.finish().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: network namespaces, a private containerd per lab node"]
 async fn twenty_sandboxes_at_once_through_a_runtime_restart_and_an_agent_kill() {

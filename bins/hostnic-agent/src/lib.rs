@@ -18,6 +18,7 @@
 //!   decisions on it.
 //! - `shutdown`: the stop signal, start-up retries, the wind-down order.
 //! - `server`: the Unix socket and the verbs (replies and codes from `hostnic_core::api::reply`).
+//! - `admission`: the socket's caps on connections and buffered request bytes.
 //! - `pool_loop`: the pool task (tick, wake-ups), the periodic reconcile, event tasks.
 //! - `pending`: pending-DEL replay.
 //! - `recovery`: says loudly what the startup rebuilt when the checkpoint could not
@@ -34,6 +35,7 @@
 //! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
 //! - [`store`]: re-exports `hostnic-store`, the checkpoint file (snapshot + journal).
 
+mod admission;
 mod agent;
 pub mod cli;
 pub mod cniconf;

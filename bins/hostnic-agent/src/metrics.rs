@@ -42,6 +42,11 @@ const FAMILIES: &[Family] = &[
         "Plugin requests by verb and result",
     ),
     (
+        "hostnic_socket_refused_total",
+        "counter",
+        "Plugin connections answered \"agent busy\" (code 11), by the cap they met: connections or bytes",
+    ),
+    (
         "hostnic_cni_request_duration_seconds",
         "histogram",
         "Time to answer a plugin request, by verb",

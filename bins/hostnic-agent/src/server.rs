@@ -5,6 +5,9 @@
 //! ADDs proceed in parallel while the pool task talks to the cloud. An ADD that
 //! finds no ready NIC raises the pool's demand, wakes it and waits for the end
 //! of a pool round, until its deadline.
+//!
+//! Connections and the request bytes they hold are capped (`admission`): one too
+//! many is answered "agent busy" (code 11) without its body being read.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +24,10 @@ use hostnic_core::engine::EngineError;
 use hostnic_core::pool::AllocError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use crate::admission::{self, Admission, HEADER_WAIT, Refusal, Reservation};
 use crate::agent::AgentError;
 use crate::shared::Shared;
 use crate::shutdown::stopped;
@@ -54,6 +59,7 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), AgentError> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
     tracing::info!(socket = %path.display(), "serving the CNI plugin");
 
+    let admission = Arc::new(Admission::new(shared.settings.socket_limits));
     let mut stop = shared.shutdown.clone();
     let mut inflight = JoinSet::new();
     loop {
@@ -61,7 +67,20 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), AgentError> {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
-                    inflight.spawn(async move { connection(shared, stream).await });
+                    let admission = admission.clone();
+                    if let Some(slot) = admission.slot() {
+                        inflight.spawn(async move {
+                            connection(&shared, &admission, stream, slot).await;
+                        });
+                    } else if let Some(waiting) = admission.refusing() {
+                        inflight.spawn(async move {
+                            refuse(&shared, &admission, stream, waiting).await;
+                        });
+                    } else {
+                        // Twice max_connections at once: closed unanswered (the
+                        // plugin says "agent did not answer").
+                        refused(&shared, &admission, Refusal::Connections);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept");
@@ -88,9 +107,22 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), AgentError> {
     Ok(())
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: UnixStream) {
-    let body = match tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream)).await {
-        Ok(Ok(body)) => body,
+/// Serves one connection in its slot.
+async fn connection(
+    shared: &Shared,
+    admission: &Admission,
+    mut stream: UnixStream,
+    _slot: OwnedSemaphorePermit,
+) {
+    let read = tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream, admission)).await;
+    // Held until the answer is written: the decoded request lives that long.
+    let (body, _reserved) = match read {
+        Ok(Ok(Frame::Read(body, reserved))) => (body, reserved),
+        Ok(Ok(Frame::NoRoom(len))) => {
+            refused(shared, admission, Refusal::Bytes);
+            answer_busy(&mut stream, admission.busy(Refusal::Bytes, Some(len))).await;
+            return;
+        }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "unreadable request");
             let reply = Response::error(WireError::new(
@@ -103,20 +135,59 @@ async fn connection(shared: Arc<Shared>, mut stream: UnixStream) {
         }
         Err(_) => return,
     };
-    let response = handle_bytes(&shared, &body).await;
+    let response = handle_bytes(shared, &body).await;
+    drop(body);
     if let Err(e) = write_response(&mut stream, &response).await {
         tracing::debug!(error = %e, "the plugin left before the answer");
     }
 }
 
-async fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, std::io::Error> {
+/// Answers a connection that found no slot "agent busy" once its header came
+/// (so that the plugin has written its request and reads the answer), without
+/// reading its body.
+async fn refuse(
+    shared: &Shared,
+    admission: &Admission,
+    mut stream: UnixStream,
+    _waiting: OwnedSemaphorePermit,
+) {
+    refused(shared, admission, Refusal::Connections);
+    let mut header = [0u8; api::HEADER_LEN];
+    if let Ok(Ok(_)) = tokio::time::timeout(HEADER_WAIT, stream.read_exact(&mut header)).await {
+        answer_busy(&mut stream, admission.busy(Refusal::Connections, None)).await;
+    }
+}
+
+fn refused(shared: &Shared, admission: &Admission, why: Refusal) {
+    shared
+        .metrics
+        .inc("hostnic_socket_refused_total", &[("reason", why.label())]);
+    admission.refused(why);
+}
+
+/// What reading a request gave.
+enum Frame {
+    /// The body, and the bytes it holds of the budget.
+    Read(Vec<u8>, Reservation),
+    /// The header announced a body of this length the budget cannot take now.
+    NoRoom(usize),
+}
+
+/// Reads one frame, its body only once the budget took its length.
+async fn read_frame(
+    stream: &mut UnixStream,
+    admission: &Admission,
+) -> Result<Frame, std::io::Error> {
     let mut header = [0u8; api::HEADER_LEN];
     stream.read_exact(&mut header).await?;
     let len = api::frame_len(header)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let Some(reserved) = admission.reserve(len) else {
+        return Ok(Frame::NoRoom(len));
+    };
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    Ok(body)
+    Ok(Frame::Read(body, reserved))
 }
 
 async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
@@ -124,6 +195,22 @@ async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     stream.write_all(&frame).await?;
     stream.shutdown().await
+}
+
+/// Answers a refused request "agent busy" without reading its body. What of the
+/// body has already arrived (all of an ordinary request) is read and dropped
+/// first, so that the close does not reset the connection under the client's
+/// read of the answer (the kernel resets a socket closed with unread data).
+async fn answer_busy(stream: &mut UnixStream, busy: WireError) {
+    let _ = write_response(stream, &Response::error(busy)).await;
+    let mut sink = [0u8; 4096];
+    let mut dropped = 0;
+    while dropped < admission::SMALL_BODY as usize {
+        match stream.try_read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
 }
 
 /// Decodes one request body and answers it.

@@ -75,6 +75,8 @@ pub struct Settings {
     pub vxnets: Vec<VxnetId>,
     /// The Unix socket the CNI plugin talks to.
     pub socket: PathBuf,
+    /// Caps on the socket's connections and the request bytes they hold.
+    pub socket_limits: SocketLimits,
     /// Where the checkpoint and pending DELs live.
     pub state_dir: PathBuf,
     /// Address of `/metrics`, `/healthz`, `/readyz` (and `/v1/*` when it is a
@@ -119,6 +121,7 @@ impl Default for Settings {
             external_snat: false,
             vxnets: Vec::new(),
             socket: DEFAULT_AGENT_SOCKET.into(),
+            socket_limits: SocketLimits::default(),
             state_dir: DEFAULT_STATE_DIR.into(),
             metrics_addr: DEFAULT_METRICS_ADDR.parse().expect("literal"),
             introspection_addr: None,
@@ -133,6 +136,30 @@ impl Default for Settings {
             host_netns: None,
             pool_interval_secs: 5.0,
             reconcile_interval_secs: 60.0,
+        }
+    }
+}
+
+/// Caps on the plugin socket, so that no client can take the agent past its
+/// memory limit (see the agent's `admission` module). The defaults hold request
+/// bodies under 16 MiB whatever clients send, well under the DaemonSet's 256 Mi.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketLimits {
+    /// Connections served at once; one more is answered "agent busy" (code 11).
+    /// Twice the most pods a node runs, so a cold start never meets it.
+    pub max_connections: u32,
+    /// Request bytes all connections may hold at once (each at most 1 MiB, the
+    /// protocol's frame limit); a body that does not fit is answered "agent busy".
+    /// Bodies over 64 KiB leave the last quarter to ordinary requests (~1 KiB).
+    pub max_buffered_bytes: u64,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            max_buffered_bytes: 16 << 20,
         }
     }
 }
@@ -252,6 +279,17 @@ impl Settings {
         {
             return invalid("network_name", "must be letters, digits, '-', '_', '.'");
         }
+        if self.socket_limits.max_connections == 0 {
+            return invalid("socket_limits.max_connections", "must be at least 1");
+        }
+        // What bodies over 64 KiB may use (three quarters) must hold one frame of
+        // the protocol's largest.
+        if self.socket_limits.max_buffered_bytes < 2 * hostnic_core::api::MAX_FRAME_LEN as u64 {
+            return invalid(
+                "socket_limits.max_buffered_bytes",
+                "must be at least 2097152 (2 MiB: two of the protocol's largest frames)",
+            );
+        }
         for (field, secs) in [
             ("pool_interval_secs", self.pool_interval_secs),
             ("reconcile_interval_secs", self.reconcile_interval_secs),
@@ -309,6 +347,17 @@ mod tests {
         assert!(err.to_string().contains("cni_version"), "{err}");
         let err = Settings::from_yaml("introspection_addr: 0.0.0.0:61679\n", "t").unwrap_err();
         assert!(err.to_string().contains("loopback"), "{err}");
+        let err =
+            Settings::from_yaml("socket_limits:\n  max_buffered_bytes: 65536\n", "t").unwrap_err();
+        assert!(
+            err.to_string().contains("socket_limits.max_buffered_bytes"),
+            "{err}"
+        );
+        let err = Settings::from_yaml("socket_limits:\n  max_connections: 0\n", "t").unwrap_err();
+        assert!(
+            err.to_string().contains("socket_limits.max_connections"),
+            "{err}"
+        );
     }
 
     #[test]

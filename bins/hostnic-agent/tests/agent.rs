@@ -349,6 +349,55 @@ async fn protocol_errors_are_answered_not_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_the_cap_is_answered_busy_until_a_slot_frees() {
+    let mut world = World::small();
+    world.settings.socket_limits.max_connections = 4;
+    let agent = world.start();
+    agent.serving().await;
+    let socket = world.socket();
+    // Four connections that say nothing hold every slot (for the read timeout).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    }
+    // Let the agent accept them all before the fifth.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = call(&socket, status_req()).await;
+    match &r.outcome {
+        Outcome::Error(e) => {
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (codes::TRY_AGAIN_LATER, "agent busy")
+            );
+            assert!(e.details.contains("max_connections"), "{e:?}");
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert_eq!(
+        agent
+            .metrics
+            .counter("hostnic_socket_refused_total", &[("reason", "connections")]),
+        1
+    );
+    // A client that leaves frees its slot at once.
+    drop(idle);
+    let busy = |r: &Response| matches!(&r.outcome, Outcome::Error(e) if e.msg == "agent busy");
+    let mut answered = false;
+    for _ in 0..50 {
+        if !busy(&call(&socket, status_req()).await) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answered,
+        "STATUS still busy after the idle connections left"
+    );
+    agent.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_introspection_show_the_pool_and_pods() {
     let world = World::small();
     let agent = world.start();

@@ -387,20 +387,22 @@ impl NodeState {
     }
 
     /// Rule 4: the recovered attachments that are `pod`'s. A recovered pod the host
-    /// showed plumbed is `pod`'s when its veth is the one `pod`'s name gives and, when
-    /// both are known, its host MAC is `planned_mac` (the MAC the host would give
-    /// `pod`'s sandbox); one held for the pod source, when it has `pod`'s name.
+    /// showed plumbed is `pod`'s when its veth is the one `pod`'s name gives (or, for a
+    /// second live sandbox of the pod, its container id: [`PodKey::sandbox_veth_name`])
+    /// and, when both are known, its host MAC is `planned_mac` (the MAC the host would
+    /// give `pod`'s sandbox); one held for the pod source, when it has `pod`'s name.
     pub fn recovered_for(&self, pod: &PodKey, planned_mac: Option<[u8; 6]>) -> Vec<AttachmentId> {
         if !self.has_recovered() {
             return Vec::new();
         }
         let veth = pod.host_veth_name(&self.config.veth_prefix);
+        let second = pod.sandbox_veth_name(&self.config.veth_prefix);
         self.attachments
             .iter()
             .filter(|(id, _)| id.is_recovered())
             .filter(|(_, a)| match &a.plumbed {
                 Some(p) => {
-                    p.host_veth == veth
+                    (p.host_veth == veth || p.host_veth == second)
                         && match (p.host_mac, planned_mac) {
                             (Some(have), Some(want)) => have == want,
                             _ => true,
@@ -729,5 +731,45 @@ mod tests {
         );
         assert!(!s.has_recovered());
         s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_second_live_sandbox_of_the_pod_is_found_by_its_container_id_veth() {
+        let mut s = NodeState::new(PoolConfig::default(), InstanceId::new("i-1"), vec![]);
+        let cloud = cloud();
+        let mut host = host_with_web();
+        // Sandbox c-web-2 of the same pod came up while c-web lived: its veth is
+        // named from its container id.
+        let second = PodKey {
+            container_id: "c-web-2".into(),
+            ..web()
+        };
+        host.pods.push(PlumbedPod {
+            host_veth: second.sandbox_veth_name("nic"),
+            host_mac: Some([2, 0, 0, 0, 0, 2]),
+            sandbox_mac: None,
+            ip: cloud[2].ip,
+            table: 1008,
+        });
+        host.tables.push(1008);
+        s.reconcile(
+            Observed {
+                cloud: &cloud,
+                host: &host,
+                pods: PodsSeen::NoSource,
+            },
+            true,
+            Timestamp(0),
+        );
+        assert_eq!(
+            s.recovered_for(&second, Some([2, 0, 0, 0, 0, 2])),
+            vec![AttachmentId::recovered(cloud[2].ip)],
+            "the second sandbox's DEL releases its own pod"
+        );
+        assert_eq!(
+            s.recovered_for(&web(), Some([2, 0, 0, 0, 0, 1])),
+            vec![AttachmentId::recovered(cloud[1].ip)],
+            "and the first sandbox's its own"
+        );
     }
 }

@@ -92,6 +92,19 @@ impl From<NicId> for String {
     }
 }
 
+/// `<prefix>` + the first 11 hex digits of SHA-1 of `seed`.
+fn veth_name(prefix: &str, seed: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(seed.as_bytes());
+    let mut name = String::with_capacity(prefix.len() + 12);
+    name.push_str(prefix);
+    for b in &digest[..6] {
+        push_hex(&mut name, *b);
+    }
+    name.truncate(prefix.len() + 11);
+    name
+}
+
 fn push_hex(s: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     s.push(HEX[usize::from(b >> 4)] as char);
@@ -208,15 +221,16 @@ impl PodKey {
     /// The host end of the pod's veth pair: `<prefix>` + the first 11 hex digits of
     /// SHA-1 of [`PodKey::veth_seed`] (at most 15 characters, the kernel's limit).
     pub fn host_veth_name(&self, prefix: &str) -> String {
-        use sha1::{Digest, Sha1};
-        let digest = Sha1::digest(self.veth_seed().as_bytes());
-        let mut name = String::with_capacity(prefix.len() + 12);
-        name.push_str(prefix);
-        for b in &digest[..6] {
-            push_hex(&mut name, *b);
-        }
-        name.truncate(prefix.len() + 11);
-        name
+        veth_name(prefix, &self.veth_seed())
+    }
+
+    /// The host end of the veth of a sandbox whose [`PodKey::host_veth_name`] another
+    /// live sandbox of the same pod holds: `<prefix>` + 11 hex digits of SHA-1 of the
+    /// container id (the name of a pod whose namespace and name are unknown). CNI
+    /// attachments of different container ids are independent, so a second sandbox
+    /// gets its own veth and the first keeps its network until its own DEL.
+    pub fn sandbox_veth_name(&self, prefix: &str) -> String {
+        veth_name(prefix, &self.container_id)
     }
 
     /// The string hashed into the host veth name: `<namespace>.<pod>` when the
@@ -522,6 +536,26 @@ mod tests {
         assert_eq!(name.len(), 14);
         assert!(name.starts_with("nic"));
         assert_eq!(name, format!("nic{}", &SHA1_DEFAULT_WEB[..11]));
+    }
+
+    #[test]
+    fn a_second_sandbox_name_hashes_the_container_id() {
+        let key = PodKey {
+            namespace: "default".into(),
+            name: "web".into(),
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+        };
+        let second = key.sandbox_veth_name("nic");
+        assert_ne!(second, key.host_veth_name("nic"));
+        let unnamed = PodKey {
+            namespace: String::new(),
+            name: String::new(),
+            ..key.clone()
+        };
+        // What a pod without a name gets: one scheme, two seeds.
+        assert_eq!(second, unnamed.host_veth_name("nic"));
+        assert_eq!(unnamed.sandbox_veth_name("nic"), second);
     }
 
     const SHA1_DEFAULT_WEB: &str = include_str!("../tests/data/sha1-default.web.txt");

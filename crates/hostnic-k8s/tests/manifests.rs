@@ -31,6 +31,7 @@ const AGENT_KEYS: &[&str] = &[
     "external_snat",
     "vxnets",
     "socket",
+    "socket_limits",
     "state_dir",
     "metrics_addr",
     "introspection_addr",

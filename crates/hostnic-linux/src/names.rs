@@ -14,6 +14,15 @@ pub fn host_veth_name(prefix: &str, pod: &PodKey) -> String {
     format!("{prefix}{}", &hex[..VETH_HASH_LEN])
 }
 
+/// The host veth of a sandbox of `pod` whose [`host_veth_name`] another live
+/// sandbox of the same pod holds: `<prefix><first 11 hex digits of
+/// sha1(container id)>` (the core's `PodKey::sandbox_veth_name`).
+pub fn sandbox_veth_name(prefix: &str, pod: &PodKey) -> String {
+    let digest = Sha1::digest(pod.container_id.as_bytes());
+    let hex = hex::encode(digest);
+    format!("{prefix}{}", &hex[..VETH_HASH_LEN])
+}
+
 /// The MACs of `pod`'s veth pair, host end first: locally administered unicast
 /// addresses from `sha1(container id, ifname)`. A sandbox always gets the same
 /// pair, so they are known before the kernel is asked (the agent records them
@@ -69,6 +78,14 @@ mod tests {
         assert_eq!(name, "nic68caf03a5f4");
         assert!(name.len() <= 15);
         assert!(is_host_veth_name("nic", &name));
+    }
+
+    #[test]
+    fn a_second_sandbox_name_is_the_cores() {
+        let p = pod("default", "web", "abc");
+        assert_eq!(sandbox_veth_name("nic", &p), p.sandbox_veth_name("nic"));
+        assert_eq!(host_veth_name("nic", &p), p.host_veth_name("nic"));
+        assert!(is_host_veth_name("nic", &sandbox_veth_name("nic", &p)));
     }
 
     #[test]

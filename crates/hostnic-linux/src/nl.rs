@@ -78,7 +78,6 @@ pub(crate) fn link_is_veth(link: &LinkMessage) -> bool {
     })
 }
 
-/// True when the link is administratively up.
 /// The link's group (0, the default group, when the kernel sent none).
 pub(crate) fn link_group(link: &LinkMessage) -> u32 {
     link.attributes
@@ -90,6 +89,15 @@ pub(crate) fn link_group(link: &LinkMessage) -> u32 {
         .unwrap_or(0)
 }
 
+/// The index of a veth's peer, in the peer's namespace (`IFLA_LINK`).
+pub(crate) fn link_peer_index(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// True when the link is administratively up.
 pub(crate) fn link_is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
@@ -161,6 +169,25 @@ pub(crate) async fn link_by_name(
         Ok(link) => Ok(link),
         Err(e) if matches!(errno_of(&e), Some(libc_errno::ENODEV)) => Ok(None),
         Err(e) => Err(LinuxError::netlink(format!("get link {name}"))(e)),
+    }
+}
+
+/// The link with index `index`, if it exists.
+pub(crate) async fn link_by_index(
+    handle: &Handle,
+    index: u32,
+) -> Result<Option<LinkMessage>, LinuxError> {
+    match handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(link) => Ok(link),
+        Err(e) if matches!(errno_of(&e), Some(libc_errno::ENODEV)) => Ok(None),
+        Err(e) => Err(LinuxError::netlink(format!("get link {index}"))(e)),
     }
 }
 

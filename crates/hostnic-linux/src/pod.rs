@@ -9,6 +9,15 @@
 //! ADD converges; the sandbox's dependent steps are pipelined on its socket.
 //!
 //! DEL cuts the pod off and leaves the veth's deletion to a batch (see `reap`).
+//!
+//! Two sandboxes of one pod: the host veth is named from `namespace.name`, so a
+//! second sandbox's ADD while the first still lives finds the name taken. CNI
+//! attachments of different container ids are independent: the second sandbox
+//! gets the veth its container id names and the first keeps its network (an
+//! older agent deleted the first one's veth). DEL acts only on a veth proven to
+//! be the deleted sandbox's, by its MAC (derived from the container id) or, when
+//! that is not known, by its peer being in the sandbox's namespace: a late DEL of
+//! an old sandbox never cuts off a newer one that holds the name.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -24,7 +33,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 
 use crate::error::{LinuxError, libc_errno};
 use crate::host::{LinuxHost, MAIN_TABLE};
-use crate::names::{host_veth_name, pod_macs};
+use crate::names::{host_veth_name, pod_macs, sandbox_veth_name};
 use crate::netns::{NetNs, NetlinkConn};
 use crate::nl::{self, RuleSpec, ok_if_missing};
 
@@ -53,7 +62,8 @@ impl LinuxHost {
     }
 
     /// What [`LinuxHost::plumb_pod_now`] reports when it creates the pair: the
-    /// veth's name and both MACs are chosen here, not by the kernel.
+    /// veth's name and both MACs are chosen here, not by the kernel. (When another
+    /// live sandbox of the pod holds the name, ADD reports the name it used.)
     pub fn plan_pod(&self, pod: &PodPlumbing) -> PlumbedPod {
         let (host_mac, sandbox_mac) = pod_macs(&pod.pod);
         PlumbedPod {
@@ -69,7 +79,7 @@ impl LinuxHost {
     pub async fn plumb_pod_now(&self, pod: &PodPlumbing) -> Result<PlumbedPod, LinuxError> {
         self.reaper.activity();
         let host = self.handle();
-        let veth = host_veth_name(&self.config.veth_prefix, &pod.pod);
+        let mut veth = host_veth_name(&self.config.veth_prefix, &pod.pod);
         let ifname = pod.pod.ifname.as_str();
         let ip = pod.nic.ip;
         let sandbox = NetNs::open(&pod.netns)?;
@@ -85,9 +95,11 @@ impl LinuxHost {
         let created = match created {
             Ok(created) => created,
             Err(e) if e.errno() == Some(libc_errno::EEXIST) => {
-                self.adopt_or_replace_veth(&veth, ifname, &sandbox, pod_h, macs)
+                let (used, created) = self
+                    .resolve_name_clash(pod, &veth, &sandbox, pod_h, macs)
                     .await?;
-                None
+                veth = used;
+                created
             }
             Err(e) => return Err(e),
         };
@@ -178,60 +190,91 @@ impl LinuxHost {
         }))
     }
 
-    /// ADD found a veth with our name: keep it when its peer is the sandbox's
-    /// `ifname` (a repeated ADD), else it is a leftover of an older sandbox of the
-    /// same pod: delete it and create ours.
-    async fn adopt_or_replace_veth(
+    /// ADD found the host veth's name or the sandbox's `ifname` taken. Returns the
+    /// host veth the sandbox is to be plumbed with, and the pair when it was created
+    /// here (`None`: adopted, look both ends up):
+    /// - one of the pod's host veths (the one its name gives, the one its container
+    ///   id gives) is in the dead group (the pod is back before its old veth was
+    ///   reaped): the group is reaped now, and ADD tries again;
+    /// - `ifname` in the sandbox is the peer of one of them: a repeated ADD, adopted;
+    /// - `ifname` is something else: an error;
+    /// - the host veth is another live sandbox's (its peer is in another namespace,
+    ///   which holds it): this sandbox gets the veth its container id names
+    ///   ([`sandbox_veth_name`]), and the other one keeps its network.
+    async fn resolve_name_clash(
         &self,
+        pod: &PodPlumbing,
         veth: &str,
-        ifname: &str,
         sandbox: &NetNs,
         pod_h: &Handle,
         macs: ([u8; 6], [u8; 6]),
-    ) -> Result<(), LinuxError> {
+    ) -> Result<(String, Option<CreatedVeth>), LinuxError> {
         let host = self.handle();
-        let (host_link, pod_link) = tokio::try_join!(
-            nl::link_by_name(host, veth),
-            nl::link_by_name(pod_h, ifname)
-        )?;
-        let Some(host_link) = host_link else {
-            // The name clash was inside the sandbox: its ifname is taken by something else.
-            return Err(LinuxError::Config(format!(
-                "interface {ifname} already exists in sandbox {}",
-                sandbox.path().display()
-            )));
-        };
-        if nl::link_group(&host_link) == self.reaper.group() {
-            // The same pod is back before its old veth was reaped: reap now.
-            tracing::info!(
-                veth,
-                "the veth of this pod's previous sandbox is reaped first"
-            );
-            self.reaper.reap_now().await?;
-            return self
-                .create_veth(veth, ifname, sandbox, macs)
-                .await
-                .map(drop);
-        }
-        let peer_index = host_link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Link(i) => Some(*i),
-            _ => None,
-        });
-        if let Some(pod_link) = pod_link {
-            if peer_index == Some(pod_link.header.index) && nl::link_is_veth(&pod_link) {
-                return Ok(());
+        let ifname = pod.pod.ifname.as_str();
+        let second = sandbox_veth_name(&self.config.veth_prefix, &pod.pod);
+        let dead = self.reaper.group();
+        let mut reaped = false;
+        loop {
+            let (host_link, second_link, pod_link) = tokio::try_join!(
+                nl::link_by_name(host, veth),
+                nl::link_by_name(host, &second),
+                nl::link_by_name(pod_h, ifname)
+            )?;
+            let is_dead =
+                |l: &Option<LinkMessage>| l.as_ref().is_some_and(|l| nl::link_group(l) == dead);
+            if !reaped && (is_dead(&host_link) || is_dead(&second_link)) {
+                tracing::info!(
+                    veth,
+                    "the veth of this pod's previous sandbox is reaped first"
+                );
+                self.reaper.reap_now().await?;
+                reaped = true;
+                match self.create_veth(veth, ifname, sandbox, macs).await {
+                    Ok(created) => return Ok((veth.to_string(), created)),
+                    Err(e) if e.errno() == Some(libc_errno::EEXIST) => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            return Err(LinuxError::Config(format!(
-                "interface {ifname} already exists in sandbox {} and is not the peer of {veth}",
-                sandbox.path().display()
-            )));
+            if let Some(pod_link) = pod_link {
+                for (name, link) in [(veth, &host_link), (second.as_str(), &second_link)] {
+                    if let Some(h) = link
+                        && nl::link_is_veth(&pod_link)
+                        && nl::link_peer_index(&pod_link) == Some(h.header.index)
+                        && nl::link_peer_index(h) == Some(pod_link.header.index)
+                    {
+                        return Ok((name.to_string(), None));
+                    }
+                }
+                return Err(LinuxError::Config(format!(
+                    "interface {ifname} already exists in sandbox {} and is not the peer of {veth}",
+                    sandbox.path().display()
+                )));
+            }
+            if host_link.is_none() {
+                // The clash is gone (its sandbox was deleted meanwhile): create ours.
+                let created = self.create_veth(veth, ifname, sandbox, macs).await?;
+                return Ok((veth.to_string(), created));
+            }
+            // Another sandbox of the pod is alive: its veth's peer is in a namespace
+            // that exists (the kernel deletes the pair with the namespace).
+            if second == veth || second_link.is_some() {
+                return Err(LinuxError::Config(format!(
+                    "the host veths of {} ({veth}, {second}) are held by other sandboxes",
+                    pod.pod.display_name()
+                )));
+            }
+            tracing::warn!(
+                pod = %pod.pod.display_name(),
+                container = %pod.pod.container_id,
+                held = veth,
+                veth = %second,
+                "another live sandbox of this pod holds its veth name: this sandbox gets \
+                 the veth its container id names, and the other keeps its network until \
+                 its own DEL"
+            );
+            let created = self.create_veth(&second, ifname, sandbox, macs).await?;
+            return Ok((second, created));
         }
-        tracing::info!(veth, "replacing a host veth left by an older sandbox");
-        ok_if_missing(host.link().del(host_link.header.index).execute().await)
-            .map_err(LinuxError::netlink(format!("delete stale veth {veth}")))?;
-        self.create_veth(veth, ifname, sandbox, macs)
-            .await
-            .map(drop)
     }
 
     async fn configure_host_side(
@@ -263,23 +306,23 @@ impl LinuxHost {
     }
 
     /// CNI DEL: cuts the pod off the node and leaves its veth to be deleted in a
-    /// batch (see `reap`). Works without the sandbox namespace, which is never
-    /// needed. Returns every error.
+    /// batch (see `reap`). Works without the sandbox namespace. Returns every error.
     ///
     /// The host veth is set down and moved to the dead link group in one message,
     /// then its `/32` route (if the kernel kept it) and the pod's rules go: from
     /// then on no packet reaches or leaves the pod through the node. The veth is
-    /// found by name and MAC, so a newer sandbox's veth of the same name is never
-    /// touched. After an error the veth is deleted at once, so that the caller's
-    /// retry finds the state the error describes.
-    pub async fn unplumb_pod_now(&self, pod: &PlumbedPod, _netns: Option<&str>) -> Vec<LinuxError> {
+    /// found by name and touched only when it is the sandbox's
+    /// ([`LinuxHost::veth_is_the_sandboxs`]), so another sandbox's veth of the same
+    /// name is never cut off. After an error the veth is deleted at once, so that
+    /// the caller's retry finds the state the error describes.
+    pub async fn unplumb_pod_now(&self, pod: &PlumbedPod, netns: Option<&str>) -> Vec<LinuxError> {
         self.reaper.activity();
         let host = self.handle();
         let mut errors = Vec::new();
         let mut parked = None;
         match nl::link_by_name(host, &pod.host_veth).await {
             Ok(Some(link)) => {
-                let ours = pod.host_mac.is_none() || nl::link_mac(&link) == pod.host_mac;
+                let ours = self.veth_is_the_sandboxs(&link, pod, netns).await;
                 if ours {
                     let index = link.header.index;
                     let dead = LinkUnspec::new_with_index(index)
@@ -294,8 +337,8 @@ impl LinuxHost {
                         ))(e)),
                     }
                 } else {
-                    // Same pod name, newer sandbox: its veth is not ours to delete.
-                    tracing::info!(veth = %pod.host_veth, "veth belongs to a newer sandbox; kept");
+                    // Same pod name, another sandbox: its veth is not ours to cut.
+                    tracing::info!(veth = %pod.host_veth, "veth belongs to another sandbox of the pod; kept");
                 }
             }
             Ok(None) => {}
@@ -346,6 +389,41 @@ impl LinuxHost {
             self.reaper.parked();
         }
         errors
+    }
+
+    /// Whether host veth `link` is the one `pod`'s sandbox was plumbed with: by its
+    /// MAC when the pod's is known (derived from the container id), else by its
+    /// peer being in the sandbox `netns`. Unproven (no MAC, no sandbox to look in)
+    /// is not the sandbox's: the veth exists, so its peer's namespace does too, and
+    /// some sandbox may use it.
+    async fn veth_is_the_sandboxs(
+        &self,
+        link: &LinkMessage,
+        pod: &PlumbedPod,
+        netns: Option<&str>,
+    ) -> bool {
+        if let Some(mac) = pod.host_mac {
+            return nl::link_mac(link) == Some(mac);
+        }
+        let Some(peer) = nl::link_peer_index(link) else {
+            return false;
+        };
+        let Some(sandbox) = netns
+            .filter(|n| !n.is_empty())
+            .and_then(|n| NetNs::open(n).ok())
+        else {
+            tracing::info!(veth = %pod.host_veth, "neither the MAC nor the sandbox of this veth is known: kept");
+            return false;
+        };
+        let Ok(conn) = sandbox.connect().await else {
+            return false;
+        };
+        match nl::link_by_index(&conn.handle, peer).await {
+            Ok(Some(p)) => {
+                nl::link_is_veth(&p) && nl::link_peer_index(&p) == Some(link.header.index)
+            }
+            _ => false,
+        }
     }
 
     /// After an error, the parked veth goes at once.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use hostnic_core::ports::{HostErrorKind, HostNetwork};
-use hostnic_core::types::NicId;
+use hostnic_core::types::{NicId, NicPlumbing, PlumbedPod, PodPlumbing};
 use hostnic_linux::{LinkEvent, NetNs};
 use hostnic_testkit::probe;
 
@@ -743,33 +743,147 @@ fn named_namespaces_are_created_and_deleted_without_forking() {
     NetNs::delete_named(&name).unwrap();
 }
 
+/// Whether the VPC connects to a listener at `ip` in sandbox `ns` within
+/// `timeout` (false when the sandbox lost its interface and the address with it).
+/// A fresh veth may drop packets for up to a second (the kernel's link watch
+/// turns its carrier on late), so a connection that must succeed gets 5 s, one
+/// that must fail 1 s.
+fn vpc_connects(topo: &Topology, ns: &NetNs, ip: Ipv4Addr, timeout: Duration) -> bool {
+    let Ok(l) = probe::listen_in(ns, std::net::SocketAddr::from((ip, 0))) else {
+        return false;
+    };
+    let port = l.local_addr().unwrap().port();
+    let target = std::net::SocketAddr::from((ip, port));
+    probe::connect_from(&topo.vpc_ns, target, timeout).is_ok()
+}
+
+fn vpc_reaches(topo: &Topology, ns: &NetNs, ip: Ipv4Addr) -> bool {
+    vpc_connects(topo, ns, ip, Duration::from_secs(5))
+}
+
+fn vpc_is_cut_off_from(topo: &Topology, ns: &NetNs, ip: Ipv4Addr) -> bool {
+    !vpc_connects(topo, ns, ip, Duration::from_secs(1))
+}
+
+/// Two sandboxes of one pod (kubelet replacing a sandbox, a runtime that starts the
+/// new one before the old one's DEL, a DEL replayed late): each keeps its own veth,
+/// and a DEL cuts off only the sandbox it is for, whatever it knows of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: cargo test -- --include-ignored"]
-async fn a_new_sandbox_of_the_same_pod_replaces_the_old_veth_and_a_late_del_spares_it() {
+async fn two_sandboxes_of_one_pod_keep_their_veths_and_a_del_cuts_off_only_its_own() {
     let mut topo = Topology::new();
-    let host = topo.host().await;
-    let nic = topo.nic(1, pod_ip(1, 60));
-    host.prepare_nic(&nic).await.unwrap();
-    let old = topo.pod("same", nic.clone());
-    let old_plumbed = host.plumb_pod(&old).await.unwrap();
-    // The runtime starts a new sandbox for the same pod before DEL of the old one.
-    let (ns, _) = topo.guard.create_ns("pod");
-    let mut new = old.clone();
-    new.netns = format!("/run/netns/{ns}");
-    new.pod.container_id = format!("cid-{ns}");
-    let new_plumbed = host.plumb_pod(&new).await.unwrap();
-    assert_eq!(
-        new_plumbed.host_veth, old_plumbed.host_veth,
-        "same pod, same name"
+    let never = Duration::from_secs(600);
+    let host = host_reaping(&topo.config(), never, never).await;
+    host.ensure_node(&topo.node_plumbing()).await.unwrap();
+    let (ip1, ip2) = (pod_ip(1, 60), pod_ip(2, 60));
+    let (nic1, nic2) = (topo.nic(1, ip1), topo.nic(2, ip2));
+    host.prepare_nic(&nic1).await.unwrap();
+    host.prepare_nic(&nic2).await.unwrap();
+    topo.vpc_knows_pod(1, ip1);
+    topo.vpc_knows_pod(2, ip2);
+    let sandbox_of = |topo: &mut Topology, first: &PodPlumbing, nic: &NicPlumbing| {
+        let (ns, _) = topo.guard.create_ns("pod");
+        let mut next = first.clone();
+        next.netns = format!("/run/netns/{ns}");
+        next.pod.container_id = format!("cid-{ns}");
+        next.nic = nic.clone();
+        next
+    };
+
+    // Sandbox 1, then sandbox 2 of the same pod while 1 lives.
+    let one = topo.pod("same", nic1.clone());
+    let one_plumbed = host.plumb_pod(&one).await.unwrap();
+    let two = sandbox_of(&mut topo, &one, &nic2);
+    let two_plumbed = host.plumb_pod(&two).await.unwrap();
+    let (ns1, ns2) = (
+        NetNs::open(&one.netns).unwrap(),
+        NetNs::open(&two.netns).unwrap(),
     );
-    assert_ne!(new_plumbed.host_mac, old_plumbed.host_mac, "a new veth");
-    host.verify_pod(&new, &new_plumbed).await.unwrap();
-    // The late DEL of the old sandbox leaves the new one intact.
-    host.unplumb_pod(&old_plumbed, Some(&old.netns))
+    assert!(
+        vpc_reaches(&topo, &ns1, ip1),
+        "sandbox 1 after sandbox 2's ADD"
+    );
+    assert!(vpc_reaches(&topo, &ns2, ip2), "sandbox 2");
+    host.verify_pod(&one, &one_plumbed)
+        .await
+        .expect("the first sandbox keeps its plumbing");
+    host.verify_pod(&two, &two_plumbed).await.unwrap();
+    assert_eq!(one_plumbed.host_veth, one.pod.host_veth_name("nic"));
+    assert_eq!(
+        two_plumbed.host_veth,
+        two.pod.sandbox_veth_name("nic"),
+        "the second sandbox's veth is named from its container id"
+    );
+    assert_eq!(
+        host.plumb_pod(&two).await.unwrap(),
+        two_plumbed,
+        "a repeated ADD of sandbox 2 finds its own veth"
+    );
+
+    // Sandbox 1's DEL cuts sandbox 1 off, not 2.
+    host.unplumb_pod(&one_plumbed, Some(&one.netns))
         .await
         .unwrap();
-    host.verify_pod(&new, &new_plumbed).await.unwrap();
-    host.unplumb_pod(&new_plumbed, Some(&new.netns))
+    assert!(
+        vpc_is_cut_off_from(&topo, &ns1, ip1),
+        "sandbox 1 after its DEL"
+    );
+    assert!(
+        vpc_reaches(&topo, &ns2, ip2),
+        "sandbox 2 after sandbox 1's DEL"
+    );
+    host.verify_pod(&two, &two_plumbed).await.unwrap();
+
+    // Sandbox 3 takes NIC 1 (its address) and, once sandbox 1's veth is reaped, the
+    // name the pod's name gives.
+    let three = sandbox_of(&mut topo, &one, &nic1);
+    let three_plumbed = host.plumb_pod(&three).await.unwrap();
+    assert_eq!(three_plumbed.host_veth, one_plumbed.host_veth);
+    let ns3 = NetNs::open(&three.netns).unwrap();
+    assert!(vpc_reaches(&topo, &ns3, ip1), "sandbox 3");
+
+    // Late DELs of sandbox 1 (kubelet's Remove, a DEL replayed after the agent was
+    // down), with everything, or nothing but the veth's name, known of it: the
+    // veth with that name and the address are sandbox 3's now.
+    let nameless = PlumbedPod {
+        host_mac: None,
+        sandbox_mac: None,
+        ..one_plumbed.clone()
+    };
+    for (what, plumbed, netns) in [
+        ("recorded plumbing", &one_plumbed, Some(one.netns.as_str())),
+        ("no MAC, its netns", &nameless, Some(one.netns.as_str())),
+        ("no MAC, no netns", &nameless, None),
+    ] {
+        host.unplumb_pod(plumbed, netns).await.unwrap();
+        host.verify_pod(&three, &three_plumbed)
+            .await
+            .unwrap_or_else(|e| panic!("sandbox 3 after a late DEL of 1 ({what}): {e}"));
+        assert!(
+            vpc_reaches(&topo, &ns3, ip1),
+            "sandbox 3 after a late DEL of 1 ({what})"
+        );
+    }
+
+    // A DEL knowing only the name and the sandbox (an ADD that failed before its
+    // plumbing was recorded) cuts that sandbox off: its veth's peer is there.
+    let three_nameless = PlumbedPod {
+        host_mac: None,
+        sandbox_mac: None,
+        ..three_plumbed.clone()
+    };
+    host.unplumb_pod(&three_nameless, Some(&three.netns))
+        .await
+        .unwrap();
+    assert!(
+        vpc_is_cut_off_from(&topo, &ns3, ip1),
+        "sandbox 3 after its DEL"
+    );
+    assert!(
+        vpc_reaches(&topo, &ns2, ip2),
+        "sandbox 2 after sandbox 3's DEL"
+    );
+    host.unplumb_pod(&two_plumbed, Some(&two.netns))
         .await
         .unwrap();
     assert!(host.inventory().await.unwrap().pods.is_empty());

@@ -67,7 +67,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
@@ -90,9 +90,6 @@ pub const JOURNAL_BYTES: u64 = 4 << 20;
 pub const MIN_JOURNAL_BYTES: u64 = 16 << 10;
 
 const MAGIC: [u8; 4] = *b"HNJ1";
-
-/// The state directory's mode: the checkpoint and the pending DELs are root's only.
-pub const STATE_DIR_MODE: u32 = 0o700;
 
 /// The format number of a checkpoint version (`hostnic/1` → 1).
 fn format_number(version: &str) -> Option<u32> {
@@ -177,6 +174,27 @@ const HEADER_LEN: usize = 28;
 pub fn journal_capacity(available: u64) -> Option<u64> {
     let capacity = (available / 4).min(JOURNAL_BYTES) & !4095;
     (capacity >= MIN_JOURNAL_BYTES).then_some(capacity)
+}
+
+/// Creates `dir` with mode 0700 (missing parents as usual), and takes group and
+/// other access away from an existing one (an earlier agent made it 0755): the
+/// checkpoint and the pending DELs name every pod of the node with its address.
+/// Its files are written 0600.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+        tracing::info!(dir = %dir.display(), was = format!("{mode:o}"), "state directory made private (0700)");
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically with file mode `mode`.
@@ -271,13 +289,7 @@ impl FileStore {
     }
 
     fn build(state_dir: &Path, fixed_capacity: Option<u64>) -> std::io::Result<Self> {
-        fs::create_dir_all(state_dir)?;
-        // The checkpoint names every pod and address of the node: root's only (the
-        // kubelet creates a hostPath directory 0755).
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = fs::set_permissions(state_dir, fs::Permissions::from_mode(STATE_DIR_MODE)) {
-            tracing::warn!(dir = %state_dir.display(), error = %e, "cannot make the state directory 0700");
-        }
+        create_private_dir(state_dir)?;
         Ok(Self {
             dir: state_dir.to_path_buf(),
             path: state_dir.join(CHECKPOINT_FILE),
@@ -914,6 +926,54 @@ mod tests {
         names
     }
 
+    /// The file's mode in octal, as `ls` and `chmod` say it.
+    fn mode(path: &Path) -> String {
+        format!(
+            "{:o}",
+            fs::metadata(path).unwrap().permissions().mode() & 0o7777
+        )
+    }
+
+    #[test]
+    fn the_state_directory_is_0700_and_its_files_0600() {
+        let root = tempfile::tempdir().unwrap();
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = root.path().join("var/lib/hostnic");
+        let store = FileStore::new(&dir).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        store.save(&cp(2, 0)).unwrap();
+        assert_eq!(mode(&dir), "700", "a new state directory");
+        assert_eq!(
+            mode(&root.path().join("var/lib")),
+            format!("{:o}", 0o777 & !umask()),
+            "parents are made as usual"
+        );
+        for file in [CHECKPOINT_FILE, JOURNAL_FILE] {
+            assert_eq!(mode(&dir.join(file)), "600", "{file}");
+        }
+        // A damaged snapshot is kept aside with the same mode.
+        fs::write(dir.join(CHECKPOINT_FILE), b"{torn").unwrap();
+        fs::set_permissions(dir.join(CHECKPOINT_FILE), fs::Permissions::from_mode(0o600)).unwrap();
+        let _ = FileStore::new(&dir).unwrap().load_verified().unwrap();
+        for name in names(&dir) {
+            assert_eq!(mode(&dir.join(&name)), "600", "{name}");
+        }
+        // One an earlier agent made 0755 is made private when the agent starts.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        FileStore::new(&dir).unwrap();
+        assert_eq!(mode(&dir), "700", "an existing state directory");
+    }
+
+    /// The process's umask (read without changing it, from /proc).
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap()
+    }
+
     #[test]
     fn save_then_load_round_trips_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
@@ -1200,22 +1260,6 @@ mod tests {
             .unwrap();
         assert_eq!(loaded.checkpoint, Some(cp(1, 0)), "the snapshot");
         assert_eq!(loaded.damage.unwrap().reason, RecoveryReason::Corrupt);
-    }
-
-    #[test]
-    fn the_state_directory_is_made_root_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join("a/state");
-        FileStore::new(&fresh).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&fresh), 0o700);
-        // As the kubelet creates a hostPath directory.
-        let existing = dir.path().join("hostpath");
-        fs::create_dir(&existing).unwrap();
-        fs::set_permissions(&existing, fs::Permissions::from_mode(0o755)).unwrap();
-        FileStore::new(&existing).unwrap();
-        assert_eq!(mode(&existing), 0o700);
     }
 
     #[test]
