@@ -1,5 +1,5 @@
 # Shortcuts for the commands the README and CI use.
-.PHONY: fmt lint test test-root bench e2e purity
+.PHONY: fmt lint test test-root bench e2e purity image
 
 fmt:
 	cargo fmt --all
@@ -24,3 +24,7 @@ bench:
 
 e2e:
 	sudo .ci/run
+
+# The node image with podman (no registry needed); IMAGE=… to name it.
+image:
+	sudo scripts/build-image.sh

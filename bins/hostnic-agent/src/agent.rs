@@ -1,6 +1,7 @@
 //! The composition of the agent: start the HTTP endpoint, resolve the node,
 //! open the engine from the checkpoint, reconcile, replay pending DELs, start
-//! the tasks, serve the plugin, wind down.
+//! the tasks, serve the plugin, wind down. Each start-up step runs through
+//! [`startup::retry`](crate::startup::retry), which reports what holds it up.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,12 +14,14 @@ use hostnic_core::ports::{Clock, Cloud, CloudNetwork, CloudNics, HostNetwork};
 use hostnic_core::types::InstanceId;
 use tokio::sync::Notify;
 
+use crate::http::Endpoint;
 use crate::policy::Enforcement;
 use crate::settings::Settings;
 use crate::shared::Shared;
-use crate::shutdown::{self, AbortOnDrop, retry};
+use crate::shutdown;
+use crate::startup::{Failed, Startup, retry};
 use crate::store::FileStore;
-use crate::{Deps, http, pending, pool_loop, server};
+use crate::{Deps, pending, pool_loop, server};
 use hostnic_core::identity::NodeIdentity as Identity;
 
 /// Why the agent could not start or stopped.
@@ -57,34 +60,76 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
+    // The HTTP endpoint first: liveness, metrics and the start's progress while the
+    // cloud may still be away.
+    let startup = Arc::new(Startup::default());
+    let endpoint = Endpoint::start(&settings, deps.metrics.clone(), startup).await?;
+    run_started(deps, settings, instance_id, endpoint, shutdown).await
+}
+
+/// [`run`] with the HTTP endpoint the binary started before it built the adapters
+/// (so a failure there shows on `/readyz` too).
+pub(crate) async fn run_started<C, H, K>(
+    deps: Deps<C, H, K>,
+    settings: Settings,
+    instance_id: InstanceId,
+    endpoint: Endpoint,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
     let cloud: Arc<dyn Cloud> = Arc::new(deps.cloud);
     let host: Arc<dyn HostNetwork> = Arc::new(deps.host);
     let clock: Arc<dyn Clock> = Arc::new(deps.clock);
     let (stop_tx, stop_rx) = shutdown::signal(shutdown);
     let mut stop = stop_rx.clone();
-    // The HTTP endpoint first: liveness and metrics while the cloud may still be away.
-    let slot: http::Slot = Arc::new(std::sync::OnceLock::new());
-    let http = AbortOnDrop(
-        http::spawn(settings.metrics_addr, deps.metrics.clone(), slot.clone())
-            .await
-            .map_err(|(what, source)| AgentError::Listen { what, source })?,
-    );
+    let startup = endpoint.startup.clone();
+    let metrics = deps.metrics.clone();
+    let Some(store) = retry(
+        &startup,
+        &metrics,
+        "opening the state directory",
+        &mut stop,
+        || {
+            std::future::ready(match crate::store::newer_checkpoint(&settings.state_dir) {
+                Some(found) => Err(Failed::newer_checkpoint(&settings.state_dir, &found)),
+                None => FileStore::new(&settings.state_dir).map_err(|e| {
+                    Failed::io(
+                        &format!("state directory {}", settings.state_dir.display()),
+                        &e,
+                    )
+                }),
+            })
+        },
+    )
+    .await
+    else {
+        return Ok(());
+    };
     let state_err = |message: String| AgentError::State {
         path: settings.state_dir.clone(),
         message,
     };
-    let store = FileStore::new(&settings.state_dir).map_err(|e| state_err(e.to_string()))?;
 
     tracing::info!(instance = %instance_id, "resolving the node's identity");
-    let Some(identity) = retry("resolving the instance", &mut stop, || {
-        Identity::resolve(
-            cloud.as_ref(),
-            &instance_id,
-            &settings.vxnets,
-            &settings.snat_exclusions,
-            settings.external_snat,
-        )
-    })
+    let Some(identity) = retry(
+        &startup,
+        &metrics,
+        "resolving the instance",
+        &mut stop,
+        || {
+            Identity::resolve(
+                cloud.as_ref(),
+                &instance_id,
+                &settings.vxnets,
+                &settings.snat_exclusions,
+                settings.external_snat,
+            )
+        },
+    )
     .await
     else {
         return Ok(());
@@ -95,7 +140,10 @@ where
         vxnets = ?identity.vxnets.iter().map(|v| v.id.to_string()).collect::<Vec<_>>(),
         "node identity"
     );
-    let Some(report) = retry("node setup", &mut stop, || host.ensure_node(&identity.node)).await
+    let Some(report) = retry(&startup, &metrics, "node setup", &mut stop, || {
+        host.ensure_node(&identity.node)
+    })
+    .await
     else {
         return Ok(());
     };
@@ -143,7 +191,7 @@ where
 
     // Startup reconcile: settles what a crash left in flight before anything is served.
     let s = shared.clone();
-    let reconciled = retry("startup reconcile", &mut stop, || {
+    let reconciled = retry(&startup, &metrics, "startup reconcile", &mut stop, || {
         let s = s.clone();
         async move { pool_loop::reconcile_once(&s, true).await }
     })
@@ -155,7 +203,9 @@ where
     // Pending DELs before the socket serves ADDs (an ADD of a reused id must not race them).
     pending::replay(&shared).await;
 
-    let _ = slot.set(shared.clone());
+    startup.done();
+    crate::cniconf::settle_shadowing(&shared.settings);
+    let _ = endpoint.slot.set(shared.clone());
     let pool = tokio::spawn(pool_loop::pool_task(shared.clone()));
     let mut others = vec![tokio::spawn(pool_loop::periodic_task(shared.clone()))];
     if let Some(events) = deps.nic_events {
@@ -173,6 +223,6 @@ where
 
     let served = server::serve(shared.clone()).await;
     // The server has drained.
-    shutdown::wind_down(&shared, &stop_tx, pool, others, http).await;
+    shutdown::wind_down(&shared, &stop_tx, pool, others, endpoint).await;
     served
 }

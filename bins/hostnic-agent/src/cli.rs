@@ -24,9 +24,33 @@ pub enum HostKind {
     Linux,
 }
 
+/// `--version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOSTNIC_COMMIT"),
+    ")"
+);
+
+/// What `--help` says after the flags: the endpoints, and the way from the
+/// original hostnic-cni.
+const AFTER_HELP: &str = "\
+Endpoints: metrics_addr (default 127.0.0.1:61678) serves /metrics, /healthz and /readyz;
+/v1/* (what hostnicctl reads) is served on loopback only (introspection_addr; with a
+non-loopback metrics_addr, 127.0.0.1:61679).
+
+Coming from the original hostnic-cni: its /etc/cni/net.d/10-ahostnic.conflist sorts
+before 10-hostnic.conflist, so the runtime would keep calling the old plugin. The
+agent reports such a file (log, /readyz, hostnic_cni_config_shadowed) and, with
+`other_conflists: move-aside`, renames it to *.hostnic-moved-aside once it can serve.
+Both projects name their NICs hostnic_<instance-id> and this agent adopts every NIC of
+that name it finds on its instance: drain each node and delete the old NICs
+(`hostnicctl cleanup`) before the agent starts there.
+See docs/migrate-from-hostnic-cni.md and docs/upgrade.md.";
+
 /// The hostnic node agent: owns the node's NICs and serves the hostnic CNI plugin.
 #[derive(Debug, Parser)]
-#[command(name = "hostnic-agent", version, about)]
+#[command(name = "hostnic-agent", version = VERSION, about, after_long_help = AFTER_HELP)]
 pub struct Cli {
     /// The agent's YAML configuration (see deploy/agent.example.yaml); defaults apply without it.
     #[arg(long, env = "HOSTNIC_CONFIG")]
@@ -95,6 +119,11 @@ pub struct Cli {
     /// configuration and what is in `cni_bin_dir`), then exits without starting.
     #[arg(long)]
     pub print_conflist: bool,
+    /// Installs the CNI plugins shipped with the agent (`hostnic`, and `portmap`
+    /// unless `cni_bin_dir` has one) into `cni_bin_dir`, then exits without
+    /// starting (an init container, or a check of the image).
+    #[arg(long)]
+    pub install_cni_only: bool,
 }
 
 impl Cli {
@@ -133,6 +162,16 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let err = Cli::try_parse_from(["hostnic-agent", "--version"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("hostnic-agent 0.") && text.contains("(commit "),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_simulator_is_no_cloud_of_the_production_binary() {

@@ -1,19 +1,32 @@
-//! The readiness-gated CNI configuration and the plugin binary install.
+//! The readiness-gated CNI configuration and the plugin binaries' install.
 //!
 //! Both are written with a temporary file and a rename, so a kubelet or
 //! container runtime never reads a half-written file, and neither is deleted
 //! when the agent stops: a node stays Ready across agent upgrades.
+//!
+//! The binaries come from the directory of the `hostnic` plugin the agent ships
+//! with (`plugin_binary`, by default next to the agent): `hostnic` always
+//! (replaced when it differs), and `portmap` when the image ships one and
+//! `cni_bin_dir` has none (a node's own `portmap` is never replaced).
+//!
+//! Runtimes (containerd's CRI, CRI-O) use the *first* configuration of
+//! `cni_conf_dir` by file name; another one sorting before `10-hostnic.conflist`
+//! (the original hostnic-cni's `10-ahostnic.conflist`) means hostnic is not used.
+//! [`shadowing`] finds them; `other_conflists: move-aside` renames them aside.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::settings::{ChainPortmap, Settings};
+use crate::settings::{ChainPortmap, OtherConflists, Settings};
 use crate::store::write_atomic;
 
 /// The conflist's file name in the CNI configuration directory.
 pub const CONFLIST_NAME: &str = "10-hostnic.conflist";
+
+/// The suffix `other_conflists: move-aside` gives the configurations it renames.
+pub const MOVED_ASIDE_SUFFIX: &str = ".hostnic-moved-aside";
 
 /// Whether the conflist for `settings` chains `portmap`, and why (for the log).
 pub fn chains_portmap(settings: &Settings) -> (bool, &'static str) {
@@ -23,6 +36,10 @@ pub fn chains_portmap(settings: &Settings) -> (bool, &'static str) {
         ChainPortmap::Auto if settings.cni_bin_dir.join("portmap").is_file() => {
             (true, "portmap: auto, found in cni_bin_dir")
         }
+        ChainPortmap::Auto if shipped_portmap(settings).is_some() => (
+            true,
+            "portmap: auto, shipped next to the plugin and installed into cni_bin_dir",
+        ),
         ChainPortmap::Auto => (
             false,
             "portmap: auto, not in cni_bin_dir (hostPort unsupported; a chained plugin \
@@ -70,14 +87,101 @@ fn plugin_source(settings: &Settings) -> Option<PathBuf> {
     }
 }
 
-/// Installs the plugin binary, then writes the conflist (in this order, so the
-/// runtime never finds a config whose plugin is missing).
-pub(crate) fn install(settings: &Settings) -> std::io::Result<()> {
+/// The `portmap` shipped next to the plugin, when `cni_bin_dir` lacks one and the
+/// settings may chain it.
+fn shipped_portmap(settings: &Settings) -> Option<PathBuf> {
+    if settings.portmap == ChainPortmap::Never || settings.cni_bin_dir.join("portmap").exists() {
+        return None;
+    }
+    let dir = plugin_source(settings)?.parent()?.to_path_buf();
+    Some(dir.join("portmap")).filter(|p| p.is_file())
+}
+
+/// What [`install_binaries`] put into `cni_bin_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// `hostnic` was installed (or already identical).
+    pub hostnic: bool,
+    /// `portmap` was installed from the image.
+    pub portmap: bool,
+}
+
+/// Installs the plugin binaries into `cni_bin_dir`: `hostnic` from the plugin
+/// source, and the shipped `portmap` when the node has none. Also what
+/// `hostnic-agent --install-cni-only` does.
+pub fn install_binaries(settings: &Settings) -> std::io::Result<Installed> {
+    let mut installed = Installed::default();
     if let Some(source) = plugin_source(settings) {
-        install_plugin(&source, &settings.cni_bin_dir)?;
+        install_plugin(&source, &settings.cni_bin_dir, "hostnic")?;
+        installed.hostnic = true;
     } else {
         tracing::info!("no hostnic plugin binary next to the agent; not installing it");
     }
+    if let Some(portmap) = shipped_portmap(settings) {
+        install_plugin(&portmap, &settings.cni_bin_dir, "portmap")?;
+        tracing::info!(dir = %settings.cni_bin_dir.display(), "installed the shipped portmap");
+        installed.portmap = true;
+    }
+    Ok(installed)
+}
+
+/// CNI configurations in `cni_conf_dir` that sort before hostnic's: the runtime
+/// would use the first of them instead (libcni reads `.conf`, `.conflist` and
+/// `.json` files in name order).
+pub fn shadowing(settings: &Settings) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(&settings.cni_conf_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let is_conf = p
+                .extension()
+                .is_some_and(|e| e == "conf" || e == "conflist" || e == "json");
+            is_conf && name.is_some_and(|n| n.as_str() < CONFLIST_NAME) && p.is_file()
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `/readyz`'s words for configurations that shadow hostnic's.
+pub fn shadowing_text(shadowing: &[PathBuf]) -> String {
+    let names: Vec<String> = shadowing.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "another CNI configuration sorts before {CONFLIST_NAME}, so the runtime uses it and \
+         not hostnic: {}; remove it (docs/migrate-from-hostnic-cni.md) or set \
+         other_conflists: move-aside",
+        names.join(", ")
+    )
+}
+
+/// Renames every configuration that shadows hostnic's to
+/// `<name>.hostnic-moved-aside`; the renamed paths.
+pub fn move_aside(settings: &Settings) -> std::io::Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    for path in shadowing(settings) {
+        let mut target = path.clone().into_os_string();
+        target.push(MOVED_ASIDE_SUFFIX);
+        let target = PathBuf::from(target);
+        fs::rename(&path, &target)?;
+        tracing::warn!(
+            from = %path.display(),
+            to = %target.display(),
+            "moved aside a CNI configuration that sorted before hostnic's (other_conflists: move-aside); rename it back to roll back"
+        );
+        moved.push(target);
+    }
+    Ok(moved)
+}
+
+/// Installs the plugin binaries, then writes the conflist (in this order, so the
+/// runtime never finds a config whose plugin is missing), then, with
+/// `other_conflists: move-aside`, moves aside what would shadow it.
+pub(crate) fn install(settings: &Settings) -> std::io::Result<()> {
+    install_binaries(settings)?;
     fs::create_dir_all(&settings.cni_conf_dir)?;
     let (_, why) = chains_portmap(settings);
     tracing::info!(cni_version = %settings.cni_version, "conflist: {why}");
@@ -85,13 +189,30 @@ pub(crate) fn install(settings: &Settings) -> std::io::Result<()> {
         &settings.cni_conf_dir.join(CONFLIST_NAME),
         &render(settings),
         0o644,
-    )
+    )?;
+    settle_shadowing(settings);
+    Ok(())
 }
 
-fn install_plugin(source: &Path, bin_dir: &Path) -> std::io::Result<()> {
+/// Reports configurations that shadow hostnic's, and moves them aside when the
+/// settings say so. The number still shadowing.
+pub(crate) fn settle_shadowing(settings: &Settings) -> usize {
+    if settings.other_conflists == OtherConflists::MoveAside
+        && let Err(e) = move_aside(settings)
+    {
+        tracing::error!(error = %e, "cannot move aside a CNI configuration that shadows hostnic's");
+    }
+    let left = shadowing(settings);
+    if !left.is_empty() {
+        tracing::warn!("{}", shadowing_text(&left));
+    }
+    left.len()
+}
+
+fn install_plugin(source: &Path, bin_dir: &Path, name: &str) -> std::io::Result<()> {
     fs::create_dir_all(bin_dir)?;
     let bytes = fs::read(source)?;
-    let target = bin_dir.join("hostnic");
+    let target = bin_dir.join(name);
     if fs::read(&target).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -163,6 +284,89 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&render(&shipped_settings())).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0", "{v}");
         assert_eq!(v["plugins"][0]["type"], "hostnic");
+    }
+
+    #[test]
+    fn the_original_hostnic_conflist_is_found_and_moved_aside_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("net.d");
+        fs::create_dir_all(&conf).unwrap();
+        fs::write(conf.join("10-ahostnic.conflist"), b"{}").unwrap();
+        fs::write(conf.join("05-old.conf"), b"{}").unwrap();
+        fs::write(conf.join("99-loopback.conf"), b"{}").unwrap();
+        fs::write(conf.join("00-notes.txt"), b"").unwrap();
+        let plugin = dir.path().join("hostnic");
+        fs::write(&plugin, b"plugin").unwrap();
+        let report = Settings {
+            cni_conf_dir: conf.clone(),
+            cni_bin_dir: dir.path().join("bin"),
+            plugin_binary: Some(plugin),
+            ..Settings::default()
+        };
+        let found = shadowing(&report);
+        assert_eq!(
+            found,
+            vec![conf.join("05-old.conf"), conf.join("10-ahostnic.conflist")]
+        );
+        assert!(shadowing_text(&found).contains("10-ahostnic.conflist"));
+        install(&report).unwrap();
+        assert_eq!(shadowing(&report).len(), 2, "report touches nothing");
+        let move_aside = Settings {
+            other_conflists: OtherConflists::MoveAside,
+            ..report
+        };
+        install(&move_aside).unwrap();
+        assert!(shadowing(&move_aside).is_empty());
+        assert!(
+            conf.join("10-ahostnic.conflist.hostnic-moved-aside")
+                .is_file()
+        );
+        assert!(
+            conf.join("99-loopback.conf").is_file(),
+            "sorts after: left alone"
+        );
+    }
+
+    #[test]
+    fn a_shipped_portmap_is_installed_unless_the_node_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        fs::create_dir_all(&image).unwrap();
+        fs::write(image.join("hostnic"), b"plugin").unwrap();
+        fs::write(image.join("portmap"), b"debian portmap").unwrap();
+        let settings = Settings {
+            cni_bin_dir: dir.path().join("bin"),
+            plugin_binary: Some(image.join("hostnic")),
+            ..Settings::default()
+        };
+        // Before the install, `auto` already knows it will chain the shipped one.
+        assert!(chains_portmap(&settings).0);
+        let installed = install_binaries(&settings).unwrap();
+        assert_eq!(
+            installed,
+            Installed {
+                hostnic: true,
+                portmap: true
+            }
+        );
+        assert_eq!(
+            fs::read(dir.path().join("bin/portmap")).unwrap(),
+            b"debian portmap"
+        );
+        // The node's own portmap is never replaced.
+        fs::write(dir.path().join("bin/portmap"), b"node portmap").unwrap();
+        assert!(!install_binaries(&settings).unwrap().portmap);
+        assert_eq!(
+            fs::read(dir.path().join("bin/portmap")).unwrap(),
+            b"node portmap"
+        );
+        let never = Settings {
+            portmap: ChainPortmap::Never,
+            cni_bin_dir: dir.path().join("bin2"),
+            ..settings
+        };
+        assert!(!install_binaries(&never).unwrap().portmap);
+        assert!(!dir.path().join("bin2/portmap").exists());
     }
 
     #[test]

@@ -1,76 +1,242 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
-//! introspection JSON `/v1/status`, `/v1/nics`, `/v1/pods`, `/v1/policy` and
-//! `/v1/policy/pods/{namespace}/{name}`. Plain HTTP/1.1 on
-//! loopback by default.
+//! The HTTP endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and
+//! the introspection JSON `/v1/status`, `/v1/nics`, `/v1/pods`, `/v1/policy` and
+//! `/v1/policy/pods/{namespace}/{name}`. Plain HTTP/1.1.
+//!
+//! Metrics and introspection are apart, as the AWS VPC CNI keeps them
+//! (`:61678`, loopback `:61679`): `/v1/*` has no authentication and names every
+//! pod, so it is answered only on a listener bound to a loopback address. The
+//! metrics listener (`metrics_addr`, which the cluster scrapes) answers `/v1/*`
+//! only when it is itself on loopback; otherwise a second listener serves
+//! introspection on [`Settings::introspection`].
+//!
+//! Every listener bounds what a client can hold: at most [`MAX_CONNECTIONS`]
+//! connections at once (more are closed at once), headers within
+//! [`HEADER_TIMEOUT`], a connection at most [`CONNECTION_LIFETIME`]; only `GET`
+//! and `HEAD` (anything else is 405).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hostnic_core::api::introspect::{self, Pool, Status};
+use hostnic_core::pool::Readiness;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 
-use crate::metrics::Metrics;
+use crate::agent::AgentError;
+use crate::metrics::{Gauges, Metrics};
+use crate::settings::Settings;
 use crate::shared::Shared;
+use crate::shutdown::AbortOnDrop;
+use crate::startup::Startup;
 
-/// The agent's state once startup is done; until then the endpoint answers
-/// `/healthz` (alive) and `/metrics` (counters), and 503 elsewhere.
+/// Connections one listener serves at once; more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The agent's state once startup is done; until then the endpoints answer from
+/// the [`Startup`] record.
 pub(crate) type Slot = Arc<std::sync::OnceLock<Arc<Shared>>>;
 
-/// Binds `addr` and serves in a task, from the agent's start on.
-pub(crate) async fn spawn(
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
+/// The running listeners; dropping it stops them.
+pub struct Endpoint {
+    pub(crate) slot: Slot,
+    pub(crate) startup: Arc<Startup>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+/// What a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Metrics and health only: `/v1/*` is refused with a pointer to loopback.
+    Public,
+    /// Everything (a loopback listener).
+    All,
+}
+
+#[derive(Clone)]
+struct Ctx {
     slot: Slot,
-) -> Result<JoinHandle<()>, (String, std::io::Error)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| (addr.to_string(), e))?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /v1/*");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let slot = slot.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let response = match slot.get() {
-                        Some(shared) => route(shared, &req),
-                        None => starting(&metrics, &req),
-                    };
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    metrics: Arc<Metrics>,
+    startup: Arc<Startup>,
+    scope: Scope,
+    introspection: SocketAddr,
+}
+
+impl Endpoint {
+    /// Binds the metrics listener (and the introspection listener when apart)
+    /// and serves from the agent's start on.
+    pub async fn start(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        startup: Arc<Startup>,
+    ) -> Result<Self, AgentError> {
+        let slot: Slot = Arc::new(std::sync::OnceLock::new());
+        let introspection = settings.introspection();
+        let mut binds = vec![settings.metrics_addr];
+        if introspection != settings.metrics_addr {
+            binds.push(introspection);
         }
-    }))
+        let mut tasks = Vec::new();
+        for addr in binds {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Listen {
+                    what: addr.to_string(),
+                    source,
+                })?;
+            let scope = if addr.ip().is_loopback() {
+                Scope::All
+            } else {
+                Scope::Public
+            };
+            let what = match (scope, addr == introspection) {
+                (Scope::All, true) if addr == settings.metrics_addr => {
+                    "/metrics, /healthz, /readyz, /v1/*"
+                }
+                (Scope::All, true) => "/v1/* (introspection), /healthz, /readyz, /metrics",
+                _ => "/metrics, /healthz, /readyz",
+            };
+            tracing::info!(%addr, "serving {what}");
+            let ctx = Ctx {
+                slot: slot.clone(),
+                metrics: metrics.clone(),
+                startup: startup.clone(),
+                scope,
+                introspection,
+            };
+            tasks.push(AbortOnDrop(tokio::spawn(serve(listener, ctx))));
+        }
+        Ok(Self {
+            slot,
+            startup,
+            _tasks: tasks,
+        })
+    }
+}
+
+async fn serve(listener: TcpListener, ctx: Ctx) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // At the limit: closed at once rather than queued.
+            drop(stream);
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let response = answer(&ctx, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn answer<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed: use GET\n", req.method()),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return healthz(ctx);
+    }
+    if path.starts_with("/v1/") && ctx.scope == Scope::Public {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "introspection is served on loopback only: http://{}{path} \
+                 (introspection_addr; hostnicctl --url http://{})\n",
+                ctx.introspection, ctx.introspection
+            ),
+        );
+    }
+    match ctx.slot.get() {
+        Some(shared) => route(shared, ctx, req),
+        None => starting(ctx, req),
+    }
+}
+
+/// Alive unless restarting would help (a permanent start-up failure, and a file
+/// the agent read at start changed since): then the kubelet restarts it.
+fn healthz(ctx: &Ctx) -> Response<Full<Bytes>> {
+    if let Some(why) = ctx.startup.restart_would_help() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("restart needed: {why}\n"),
+        );
+    }
+    if ctx.slot.get().is_some() {
+        text(StatusCode::OK, "ok\n".into())
+    } else {
+        text(StatusCode::OK, "ok (starting)\n".into())
+    }
+}
+
+fn startup_gauges(ctx: &Ctx, mut gauges: Gauges) -> Gauges {
+    gauges.starting = !ctx.startup.is_done();
+    if gauges.starting {
+        gauges.startup_error = ctx
+            .startup
+            .last_error()
+            .map(|e| (e.step.clone(), e.permanent));
+    }
+    gauges
 }
 
 /// Answers while the agent is still starting (resolving its identity, reconciling).
-fn starting<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
+fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok (starting)\n".into()),
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics.render(&crate::metrics::Gauges::default()),
+            ctx.metrics.render(&startup_gauges(ctx, Gauges::default())),
         ),
-        "/readyz" | "/v1/status" | "/v1/nics" | "/v1/pods" | "/v1/policy" => reply(
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, ctx.startup.readyz_text()),
+        "/v1/status" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "starting: resolving the node and reconciling\n".into(),
+            "application/json",
+            serde_json::to_string_pretty(&ctx.startup.status()).unwrap_or_default(),
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        "/v1/nics" | "/v1/pods" | "/v1/policy" => {
+            text(StatusCode::SERVICE_UNAVAILABLE, ctx.startup.readyz_text())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
@@ -82,6 +248,10 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
         .expect("static headers are valid")
 }
 
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    reply(status, "text/plain", body)
+}
+
 fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     reply(
         StatusCode::OK,
@@ -90,29 +260,46 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     )
 }
 
-fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Why the node is not ready, in words; empty when it is.
+pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(e) = shared.engine.store_failure() {
+        // An ADD's answer must be durable: none can succeed until room is made.
+        why.push(format!("pods cannot be recorded: {e}"));
+    }
+    if !shared.ready.load(Ordering::SeqCst) {
+        why.push(match shared.readiness().0 {
+            Readiness::NodeFull { assigned, max } => format!(
+                "the node is full: {assigned} of its {max} pod NICs are assigned (max_nics)"
+            ),
+            Readiness::CloudUnavailable => {
+                "no NIC ready and the cloud did not answer the last pool round".into()
+            }
+            Readiness::Ready => "no NIC ready and none can be created".into(),
+        });
+    }
+    let shadowing = crate::cniconf::shadowing(&shared.settings);
+    if !shadowing.is_empty() {
+        why.push(crate::cniconf::shadowing_text(&shadowing));
+    }
+    why
+}
+
+fn route<B>(shared: &Shared, ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            shared.metrics.render(&shared.gauges()),
+            shared.metrics.render(&startup_gauges(ctx, shared.gauges())),
         ),
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if let Some(e) = shared.engine.store_failure() {
-                // An ADD's answer must be durable: none can succeed until room is made.
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: pods cannot be recorded: {e}\n"),
-                )
-            } else if shared.ready.load(Ordering::SeqCst) {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            let why = not_ready(shared);
+            if why.is_empty() {
+                text(StatusCode::OK, "ready\n".into())
             } else {
-                reply(
+                text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: no NIC ready and none can be created\n".into(),
+                    format!("not ready: {}\n", why.join("\nnot ready: ")),
                 )
             }
         }
@@ -125,7 +312,7 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
         }),
         path => match path.strip_prefix("/v1/policy/pods/") {
             Some(rest) => pod_policy(shared, rest),
-            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            None => text(StatusCode::NOT_FOUND, "not found\n".into()),
         },
     }
 }
@@ -133,24 +320,21 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
 /// `/v1/policy/pods/{namespace}/{name}`: 404 for a pod the last sync did not know.
 fn pod_policy(shared: &Shared, rest: &str) -> Response<Full<Bytes>> {
     let Some(enforcer) = &shared.policy else {
-        return reply(
+        return text(
             StatusCode::NOT_FOUND,
-            "text/plain",
             "network policy enforcement is off\n".into(),
         );
     };
     let Ok(pod) = rest.parse::<hostnic_core::policy::PodRef>() else {
-        return reply(
+        return text(
             StatusCode::BAD_REQUEST,
-            "text/plain",
             "expected /v1/policy/pods/NAMESPACE/NAME\n".into(),
         );
     };
     match enforcer.enforcer.pod_policy(&pod) {
         Some(doc) => json(&doc),
-        None => reply(
+        None => text(
             StatusCode::NOT_FOUND,
-            "text/plain",
             format!("pod {pod} is unknown to network policy\n"),
         ),
     }
@@ -189,5 +373,8 @@ pub(crate) fn status(shared: &Shared) -> Status {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|(_, at)| *at),
+        build: crate::startup::build(),
+        mode: "exclusive".into(),
+        not_ready: not_ready(shared),
     }
 }

@@ -25,8 +25,11 @@
 //!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
 //! - [`policy`]: the task driving the core's NetworkPolicy enforcer.
 //! - [`cniconf`]: the readiness-gated conflist and the plugin install.
-//! - `http`: `/metrics`, `/healthz`, `/readyz`, `/v1/*` (documents in
-//!   `hostnic_core::api::introspect`).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
+//!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
+//!   on loopback only), with bounded connections.
+//! - [`startup`]: each start-up step retried with what holds it up (cause, fix,
+//!   permanent or not) on `/readyz`, `/v1/status` and in the log.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`settings`]: the YAML configuration and its validation.
 //! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
@@ -36,7 +39,7 @@ mod admission;
 mod agent;
 pub mod cli;
 pub mod cniconf;
-mod http;
+pub mod http;
 pub mod metrics;
 mod pending;
 pub mod pods;
@@ -47,6 +50,7 @@ mod server;
 pub mod settings;
 mod shared;
 mod shutdown;
+pub mod startup;
 pub use hostnic_store as store;
 
 use std::future::Future;
@@ -60,8 +64,10 @@ pub use agent::AgentError;
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
+pub use http::Endpoint;
 pub use metrics::Metrics;
 pub use settings::Settings;
+pub use startup::{Failed, Startup};
 
 /// Everything the agent talks to.
 pub struct Deps<C, H, K> {
@@ -100,6 +106,23 @@ where
     K: Clock + 'static,
 {
     agent::run(deps, settings, instance, shutdown).await
+}
+
+/// [`run`] with an [`Endpoint`] the caller started first (the binary does, so
+/// that failures while it builds the adapters show on `/readyz` too).
+pub async fn run_started<C, H, K>(
+    deps: Deps<C, H, K>,
+    settings: Settings,
+    instance: InstanceId,
+    endpoint: Endpoint,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError>
+where
+    C: CloudNics + CloudNetwork + 'static,
+    H: HostNetwork + 'static,
+    K: Clock + 'static,
+{
+    agent::run_started(deps, settings, instance, endpoint, shutdown).await
 }
 
 /// A kernel event about a NIC link, as the agent reacts to it.

@@ -1,28 +1,43 @@
-//! `hostnic-agent`: parse flags, set up logging, build the adapters, call
-//! [`hostnic_agent::run`]. The flags are [`hostnic_agent::cli::Cli`].
+//! `hostnic-agent`: parse flags, set up logging, start the HTTP endpoint, build
+//! the adapters, call [`hostnic_agent::run_started`]. The flags are
+//! [`hostnic_agent::cli::Cli`].
+//!
+//! Every step that can fail before the agent runs (the credentials file, the
+//! instance id, the datapath, the Kubernetes client) goes through the start-up
+//! record, so its cause and fix show on `/readyz` and `hostnicctl status` and a
+//! permanent failure is not retried in a tight loop.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
 use hostnic_agent::cli::{Cli, CloudKind, HostKind};
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
 use hostnic_agent::policy::PolicyDeps;
-use hostnic_agent::settings::LogFormat;
-use hostnic_agent::{Deps, HostEvent, Metrics};
+use hostnic_agent::settings::{LogFormat, Settings};
+use hostnic_agent::startup::{self, Failed};
+use hostnic_agent::{Deps, Endpoint, HostEvent, Metrics, Startup};
 use hostnic_core::ports::{NodeReporter, PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
 use hostnic_qingcloud::{ClientOptions, Config, QingCloudClient};
+use tokio::sync::watch;
 
+/// The instance id file of a QingCloud instance.
+const INSTANCE_ID_FILE: &str = "/etc/qingcloud/instance-id";
+
+/// Sets up logging: JSON or text, and ANSI colours only when stderr is a terminal
+/// (a log file or `kubectl logs` gets plain text).
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
@@ -30,56 +45,229 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutdown requested");
+/// A flag that turns true on SIGTERM or SIGINT.
+fn stop_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mut settings = cli.settings()?;
+    let settings = match cli.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hostnic-agent: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if cli.print_conflist {
         use std::io::Write as _;
         eprintln!("{}", hostnic_agent::cniconf::chains_portmap(&settings).1);
-        std::io::stdout().write_all(&hostnic_agent::cniconf::render(&settings))?;
-        return Ok(());
+        let _ = std::io::stdout().write_all(&hostnic_agent::cniconf::render(&settings));
+        return std::process::ExitCode::SUCCESS;
     }
+    if cli.install_cni_only {
+        return match hostnic_agent::cniconf::install_binaries(&settings) {
+            Ok(installed) => {
+                println!(
+                    "installed into {}: hostnic {}, portmap {}",
+                    settings.cni_bin_dir.display(),
+                    if installed.hostnic {
+                        "yes"
+                    } else {
+                        "no (no plugin next to the agent)"
+                    },
+                    if installed.portmap {
+                        "yes"
+                    } else {
+                        "no (none shipped, one already there, or portmap: never)"
+                    },
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "hostnic-agent: cannot install the CNI plugins into {}: {e}",
+                    settings.cni_bin_dir.display()
+                );
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hostnic-agent: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent(cli, settings)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hostnic-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     init_tracing(settings.log_format);
+    let b = startup::build();
+    tracing::info!(version = %b.version, commit = %b.commit, "hostnic-agent starting");
+    let mut inputs = vec![cli.credentials.clone()];
+    inputs.extend(cli.config.clone());
+    if cli.instance_id.is_none() {
+        inputs.push(PathBuf::from(INSTANCE_ID_FILE));
+    }
+    let startup = Arc::new(Startup::new(inputs));
     let metrics = Arc::new(Metrics::default());
+    let endpoint = Endpoint::start(&settings, metrics.clone(), startup.clone()).await?;
+    let mut stop = stop_signal();
 
     let CloudKind::Qingcloud = cli.cloud;
-    let config = Config::load(&cli.credentials)
-        .with_context(|| format!("credentials {}", cli.credentials.display()))?;
-    let cloud = QingCloudClient::new(&config, ClientOptions::from_config(&config))?;
-    cloud.add_observer(metrics.clone());
-    let instance = match &cli.instance_id {
-        Some(id) => id.clone(),
-        None => std::fs::read_to_string("/etc/qingcloud/instance-id")
-            .context("no --instance-id and /etc/qingcloud/instance-id is unreadable")?
-            .trim()
-            .to_string(),
+    let credentials = cli.credentials.clone();
+    let Some(cloud) = startup::retry(
+        &startup,
+        &metrics,
+        "loading the credentials",
+        &mut stop,
+        || {
+            std::future::ready((|| {
+                let config = Config::load(&credentials).map_err(|e| {
+                    Failed::new(
+                        e,
+                        "the qcsecret credentials file cannot be used",
+                        &format!(
+                            "create the Secret qcsecret with a config.yaml holding \
+                             qy_access_key_id, qy_secret_access_key and zone, mounted at {} \
+                             (HOSTNIC_CREDENTIALS); deploy/README.md",
+                            credentials.display()
+                        ),
+                        true,
+                    )
+                })?;
+                QingCloudClient::new(&config, ClientOptions::from_config(&config)).map_err(|e| {
+                    Failed::new(
+                        e,
+                        "the cloud client cannot be built",
+                        "check host, port and protocol in the qcsecret config.yaml",
+                        true,
+                    )
+                })
+            })())
+        },
+    )
+    .await
+    else {
+        return Ok(());
     };
-    anyhow::ensure!(!instance.is_empty(), "the instance id is empty");
+    cloud.add_observer(metrics.clone());
+
+    let flag = cli.instance_id.clone();
+    let Some(instance) = startup::retry(
+        &startup,
+        &metrics,
+        "reading the instance id",
+        &mut stop,
+        || {
+            std::future::ready(match &flag {
+                Some(id) => Ok(id.clone()),
+                None => std::fs::read_to_string(INSTANCE_ID_FILE)
+                    .map_err(|e| {
+                        Failed::new(
+                            format!("{INSTANCE_ID_FILE}: {e}"),
+                            "the node's instance id is unknown",
+                            &format!(
+                                "mount the node's {INSTANCE_ID_FILE} into the agent \
+                                 (hostPath, as deploy/hostnic.yaml does) or pass \
+                                 --instance-id"
+                            ),
+                            true,
+                        )
+                    })
+                    .map(|s| s.trim().to_string())
+                    .and_then(|id| {
+                        if id.is_empty() {
+                            Err(Failed::new(
+                                format!("{INSTANCE_ID_FILE} is empty"),
+                                "the node's instance id is unknown",
+                                "write the instance id into the file (QingCloud images do)",
+                                true,
+                            ))
+                        } else {
+                            Ok(id)
+                        }
+                    }),
+            })
+        },
+    )
+    .await
+    else {
+        return Ok(());
+    };
 
     let HostKind::Linux = cli.host;
-    let host = LinuxHost::new(LinuxHostConfig {
+    let host_config = LinuxHostConfig {
         veth_prefix: settings.pool.veth_prefix.clone(),
         mtu: settings.mtu,
         table_base: settings.pool.table_base,
         snat: !settings.external_snat,
         host_netns: settings.host_netns.clone(),
         ..LinuxHostConfig::default()
-    })
+    };
+    let Some(host) = startup::retry(
+        &startup,
+        &metrics,
+        "opening the host datapath",
+        &mut stop,
+        || {
+            let config = host_config.clone();
+            async move {
+                LinuxHost::new(config).await.map_err(|e| {
+                    let message = format!("host datapath: {e}");
+                    let lower = message.to_ascii_lowercase();
+                    if lower.contains("not permitted") || lower.contains("permission denied") {
+                        Failed::new(
+                            message,
+                            "the agent may not change the node's network",
+                            "run the agent as root with NET_ADMIN, NET_RAW and SYS_ADMIN (the \
+                             DaemonSet's container is privileged; keep it so)",
+                            true,
+                        )
+                    } else {
+                        Failed::new(
+                            message,
+                            "the node's datapath cannot be opened",
+                            "check that the kernel has netlink and nftables, and that the \
+                             `nft` binary exists",
+                            true,
+                        )
+                    }
+                })
+            }
+        },
+    )
     .await
-    .context("host datapath")?;
+    else {
+        return Ok(());
+    };
     let nic_events = match host.link_events().await {
         Ok(events) => Some(
             events
@@ -101,9 +289,36 @@ async fn main() -> anyhow::Result<()> {
         PodSourceKind::None => {}
         PodSourceKind::Static(path) => pods = Some(Arc::new(StaticPods::new(path))),
         PodSourceKind::Kube => {
-            let node = (cli.node_name.clone())
-                .context("--pods kube needs --node-name (HOSTNIC_NODE_NAME)")?;
-            let client = hostnic_k8s::client(cli.kubeconfig.as_deref()).await?;
+            let Some(node) = cli.node_name.clone() else {
+                anyhow::bail!("--pods kube needs --node-name (HOSTNIC_NODE_NAME)");
+            };
+            let kubeconfig = cli.kubeconfig.clone();
+            let Some(client) = startup::retry(
+                &startup,
+                &metrics,
+                "connecting to the Kubernetes API server",
+                &mut stop,
+                || {
+                    let kubeconfig = kubeconfig.clone();
+                    async move {
+                        hostnic_k8s::client(kubeconfig.as_deref())
+                            .await
+                            .map_err(|e| {
+                                Failed::new(
+                                    e,
+                                    "no Kubernetes client configuration",
+                                    "run in the cluster with the DaemonSet's ServiceAccount, or \
+                                     pass --kubeconfig",
+                                    true,
+                                )
+                            })
+                    }
+                },
+            )
+            .await
+            else {
+                return Ok(());
+            };
             let k8s = Arc::new(hostnic_k8s::adapter(client.clone(), &node));
             let renderer =
                 PolicyRenderer::new(Some(host.host_netns().clone()), &host.config().nft_binary);
@@ -140,6 +355,16 @@ async fn main() -> anyhow::Result<()> {
         reporter,
         policy,
     };
-    hostnic_agent::run(deps, settings, InstanceId::new(instance), shutdown_signal()).await?;
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    hostnic_agent::run_started(
+        deps,
+        settings,
+        InstanceId::new(instance),
+        endpoint,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

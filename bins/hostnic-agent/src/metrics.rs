@@ -8,6 +8,16 @@ use hostnic_core::metrics::{Family, Registry};
 
 /// Names, types and help of every metric, in output order.
 const FAMILIES: &[Family] = &[
+    (
+        "hostnic_build_info",
+        "gauge",
+        "Always 1: the agent's version and the commit it was built from",
+    ),
+    (
+        "hostnic_node_info",
+        "gauge",
+        "Always 1 once started: the node's instance and how pods get addresses (mode)",
+    ),
     ("hostnic_nics", "gauge", "NICs of the node by state"),
     ("hostnic_pool_free", "gauge", "NICs ready for a pod now"),
     (
@@ -83,6 +93,26 @@ const FAMILIES: &[Family] = &[
         "Starts that rebuilt the node from the host, the pod source and the cloud because the checkpoint was missing, torn, corrupt, unreadable, foreign or stale",
     ),
     (
+        "hostnic_startup_failures_total",
+        "counter",
+        "Failed start-up attempts, by step and whether retrying alone can help (permanent)",
+    ),
+    (
+        "hostnic_starting",
+        "gauge",
+        "1 while the agent is starting (resolving the node, reconciling), 0 once it serves",
+    ),
+    (
+        "hostnic_startup_error",
+        "gauge",
+        "1 while the start is held up by a failure, by step and permanent",
+    ),
+    (
+        "hostnic_cni_config_shadowed",
+        "gauge",
+        "Other CNI configurations that sort before hostnic's in cni_conf_dir (the runtime uses the first)",
+    ),
+    (
         "hostnic_policy_objects",
         "gauge",
         "NetworkPolicy inputs at the last sync: policies, namespaces, cluster pods, local pods",
@@ -126,6 +156,14 @@ pub struct Gauges {
     pub ready: bool,
     /// NetworkPolicy numbers, when enforcement is on.
     pub policy: Option<PolicyGauges>,
+    /// The node's instance, once known.
+    pub instance: Option<String>,
+    /// Other CNI configurations sorting before hostnic's.
+    pub shadowed: u32,
+    /// The start is not over yet.
+    pub starting: bool,
+    /// The failure holding the start up: its step and whether it is permanent.
+    pub startup_error: Option<(String, bool)>,
 }
 
 /// NetworkPolicy numbers of the last committed sync (the core enforcer's).
@@ -151,9 +189,57 @@ impl std::ops::Deref for Metrics {
 }
 
 impl Metrics {
-    /// Renders everything in the Prometheus text format, with `gauges`.
+    /// Renders everything in the Prometheus text format, with `gauges`, then the
+    /// process metrics ([`process_metrics`]).
     pub fn render(&self, gauges: &Gauges) -> String {
+        let mut text = self.render_hostnic(gauges);
+        process_metrics(&mut text);
+        text
+    }
+
+    fn render_hostnic(&self, gauges: &Gauges) -> String {
         self.0.render(|name, out| match name {
+            "hostnic_build_info" => {
+                let b = crate::startup::build();
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} 1",
+                    hostnic_core::metrics::label_pairs(&[
+                        ("version", &b.version),
+                        ("commit", &b.commit)
+                    ])
+                );
+            }
+            "hostnic_node_info" => {
+                if let Some(instance) = &gauges.instance {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{}}} 1",
+                        hostnic_core::metrics::label_pairs(&[
+                            ("instance", instance),
+                            ("mode", "exclusive")
+                        ])
+                    );
+                }
+            }
+            "hostnic_starting" => {
+                let _ = writeln!(out, "{name} {}", u8::from(gauges.starting));
+            }
+            "hostnic_startup_error" => {
+                if let Some((step, permanent)) = &gauges.startup_error {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{}}} 1",
+                        hostnic_core::metrics::label_pairs(&[
+                            ("step", step),
+                            ("permanent", if *permanent { "true" } else { "false" })
+                        ])
+                    );
+                }
+            }
+            "hostnic_cni_config_shadowed" => {
+                let _ = writeln!(out, "{name} {}", gauges.shadowed);
+            }
             "hostnic_nics" => {
                 for (state, n) in &gauges.nics {
                     let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
@@ -196,6 +282,143 @@ impl Metrics {
             _ => {}
         })
     }
+}
+
+/// The standard `process_*` metrics of the agent's own process, from `/proc/self`
+/// (the names Prometheus' client libraries use): resident and virtual memory, CPU
+/// seconds, open and maximum file descriptors, start time. Nothing is written when
+/// `/proc` cannot be read.
+pub fn process_metrics(out: &mut String) {
+    let Some(p) = ProcessStats::read() else {
+        return;
+    };
+    let mut family = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    family(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds",
+        p.cpu_seconds,
+    );
+    family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes",
+        p.resident_bytes as f64,
+    );
+    family(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes",
+        p.virtual_bytes as f64,
+    );
+    family(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors",
+        p.open_fds as f64,
+    );
+    if let Some(max) = p.max_fds {
+        family(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors",
+            max as f64,
+        );
+    }
+    if let Some(start) = p.start_time_seconds {
+        family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch in seconds",
+            start,
+        );
+    }
+}
+
+/// What `/proc/self` says about the agent's process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessStats {
+    /// User + system CPU time.
+    pub cpu_seconds: f64,
+    /// Resident set size.
+    pub resident_bytes: u64,
+    /// Virtual memory size.
+    pub virtual_bytes: u64,
+    /// Entries of `/proc/self/fd`.
+    pub open_fds: u64,
+    /// The soft limit of open files.
+    pub max_fds: Option<u64>,
+    /// When the process started (Unix seconds).
+    pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self`; `None` when it cannot.
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100) as f64;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .filter(|p| *p > 0)
+            .unwrap_or(4096) as u64;
+        let fields = parse_stat(&stat)?;
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            });
+        Some(Self {
+            cpu_seconds: (fields.utime + fields.stime) as f64 / ticks,
+            resident_bytes: fields.rss_pages * page,
+            virtual_bytes: fields.vsize,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot_time.map(|b| b + fields.start_ticks as f64 / ticks),
+        })
+    }
+}
+
+struct StatFields {
+    utime: u64,
+    stime: u64,
+    start_ticks: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+/// The fields of `/proc/PID/stat` the metrics need (see proc(5)); the command
+/// name in parentheses may contain spaces, so fields are counted after its `)`.
+fn parse_stat(stat: &str) -> Option<StatFields> {
+    let rest = stat.rsplit_once(") ")?.1;
+    // `rest` starts at field 3 (state).
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let at = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(StatFields {
+        utime: at(14)?,
+        stime: at(15)?,
+        start_ticks: at(22)?,
+        vsize: at(23)?,
+        rss_pages: at(24)?,
+    })
 }
 
 impl hostnic_qingcloud::stats::CallObserver for Metrics {
@@ -251,6 +474,41 @@ mod tests {
         assert!(text.contains("hostnic_cni_request_duration_seconds_count{verb=\"ADD\"} 1\n"));
         assert!(text.contains("hostnic_nics{state=\"free\"} 2\n"));
         assert!(text.contains("# TYPE hostnic_errors_total counter\n"));
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::default().render(&Gauges::default());
+        let b = crate::startup::build();
+        assert!(
+            text.contains(&format!(
+                "hostnic_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                b.version, b.commit
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        let p = ProcessStats::read().unwrap();
+        assert!(p.resident_bytes > 1 << 20, "{p:?}");
+        assert!(p.open_fds >= 3, "{p:?}");
+    }
+
+    #[test]
+    fn the_stat_line_is_read_after_the_command_name() {
+        let line = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 1 0 1000 123456 789 rest";
+        let f = parse_stat(line).unwrap();
+        assert_eq!((f.utime, f.stime, f.start_ticks), (150, 50, 1000));
+        assert_eq!((f.vsize, f.rss_pages), (123456, 789));
     }
 
     #[test]

@@ -16,6 +16,24 @@ use hostnic_core::api::{DEFAULT_AGENT_SOCKET, DEFAULT_STATE_DIR};
 /// Default metrics and introspection address (the AWS VPC CNI's metrics port).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:61678";
 
+/// Where `/v1/*` is served when `metrics_addr` is not a loopback address (the AWS
+/// VPC CNI's introspection port).
+pub const DEFAULT_INTROSPECTION_ADDR: &str = "127.0.0.1:61679";
+
+/// What the agent does about another CNI configuration that sorts before its own
+/// in `cni_conf_dir` (the runtime uses the first one, so hostnic would not be used).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtherConflists {
+    /// Say so (log, `/readyz`, `hostnic_cni_config_shadowed`), touch nothing.
+    #[default]
+    Report,
+    /// Once the agent can serve, rename them to `<name>.hostnic-moved-aside` (the
+    /// runtimes read only `.conf`, `.conflist` and `.json`), and say so. Renaming
+    /// back is the rollback (docs/migrate-from-hostnic-cni.md).
+    MoveAside,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -61,8 +79,15 @@ pub struct Settings {
     pub socket_limits: SocketLimits,
     /// Where the checkpoint and pending DELs live.
     pub state_dir: PathBuf,
-    /// Address of `/metrics`, `/healthz`, `/readyz` and `/v1/*`.
+    /// Address of `/metrics`, `/healthz`, `/readyz` (and `/v1/*` when it is a
+    /// loopback address).
     pub metrics_addr: SocketAddr,
+    /// Address of the introspection endpoint `/v1/*` (no authentication): must be
+    /// a loopback address. `None`: the metrics listener when `metrics_addr` is a
+    /// loopback address, else [`DEFAULT_INTROSPECTION_ADDR`].
+    pub introspection_addr: Option<SocketAddr>,
+    /// Other CNI configurations that sort before hostnic's.
+    pub other_conflists: OtherConflists,
     /// Where `10-hostnic.conflist` is written once the agent can serve an ADD.
     pub cni_conf_dir: PathBuf,
     /// Where the `hostnic` plugin binary is installed.
@@ -99,6 +124,8 @@ impl Default for Settings {
             socket_limits: SocketLimits::default(),
             state_dir: DEFAULT_STATE_DIR.into(),
             metrics_addr: DEFAULT_METRICS_ADDR.parse().expect("literal"),
+            introspection_addr: None,
+            other_conflists: OtherConflists::Report,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_version: "1.0.0".into(),
@@ -170,6 +197,16 @@ pub enum SettingsError {
 const CNI_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 impl Settings {
+    /// Where `/v1/*` is served: `introspection_addr`, or the metrics listener when
+    /// `metrics_addr` is a loopback address, or [`DEFAULT_INTROSPECTION_ADDR`].
+    pub fn introspection(&self) -> SocketAddr {
+        match self.introspection_addr {
+            Some(a) => a,
+            None if self.metrics_addr.ip().is_loopback() => self.metrics_addr,
+            None => DEFAULT_INTROSPECTION_ADDR.parse().expect("literal"),
+        }
+    }
+
     /// Reads and validates a YAML file.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
@@ -216,6 +253,14 @@ impl Settings {
             if !path.is_absolute() {
                 return invalid(field, "must be an absolute path");
             }
+        }
+        if let Some(a) = self.introspection_addr
+            && !a.ip().is_loopback()
+        {
+            return invalid(
+                "introspection_addr",
+                "must be a loopback address: /v1/* has no authentication",
+            );
         }
         if self.socket.as_os_str().len() > 107 {
             return invalid("socket", "must be at most 107 bytes (sun_path)");
@@ -300,6 +345,8 @@ mod tests {
         assert!(err.to_string().contains("socket"), "{err}");
         let err = Settings::from_yaml("cni_version: 2.0.0\n", "t").unwrap_err();
         assert!(err.to_string().contains("cni_version"), "{err}");
+        let err = Settings::from_yaml("introspection_addr: 0.0.0.0:61679\n", "t").unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
         let err =
             Settings::from_yaml("socket_limits:\n  max_buffered_bytes: 65536\n", "t").unwrap_err();
         assert!(
@@ -311,5 +358,20 @@ mod tests {
             err.to_string().contains("socket_limits.max_connections"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn introspection_leaves_a_public_metrics_address_for_loopback() {
+        let local = Settings::default();
+        assert_eq!(local.introspection(), local.metrics_addr);
+        let public = Settings::from_yaml("metrics_addr: 0.0.0.0:61678\n", "t").unwrap();
+        assert_eq!(public.introspection().to_string(), "127.0.0.1:61679");
+        let s = Settings::from_yaml(
+            "metrics_addr: 0.0.0.0:61678\nintrospection_addr: 127.0.0.1:7000\nother_conflists: move-aside\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.introspection().to_string(), "127.0.0.1:7000");
+        assert_eq!(s.other_conflists, OtherConflists::MoveAside);
     }
 }

@@ -111,6 +111,14 @@ impl Shared {
     pub fn refresh_readiness(&self) {
         let ready = self.readiness().0.is_ready();
         let was = self.ready.swap(ready, Ordering::SeqCst);
+        if ready
+            && was
+            && self.settings.other_conflists == crate::settings::OtherConflists::MoveAside
+            && !crate::cniconf::shadowing(&self.settings).is_empty()
+        {
+            // Written again after the first move (an old DaemonSet still running).
+            let _ = crate::cniconf::move_aside(&self.settings);
+        }
         if ready && !was {
             match crate::cniconf::install(&self.settings) {
                 Ok(()) => tracing::info!(
@@ -147,6 +155,9 @@ impl Shared {
             pods,
             ready: self.ready.load(Ordering::SeqCst),
             policy: self.policy.as_ref().map(|p| p.enforcer.gauges()),
+            instance: Some(self.identity.instance.id.to_string()),
+            shadowed: crate::cniconf::shadowing(&self.settings).len() as u32,
+            ..Gauges::default()
         }
     }
 }

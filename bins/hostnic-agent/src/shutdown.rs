@@ -1,20 +1,16 @@
-//! Stopping: the shutdown signal every task watches, retries that give up when
-//! it comes, and the order in which a stopping agent winds its tasks down.
+//! Stopping: the shutdown signal every task watches, and the order in which a
+//! stopping agent winds its tasks down.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostnic_core::backoff::ExponentialBackoff;
 use hostnic_core::ports::HostNetwork;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::shared::Shared;
 
-/// Start-up retries: 200 ms doubling up to 10 s.
-const STARTUP_BACKOFF: ExponentialBackoff =
-    ExponentialBackoff::new(Duration::from_millis(200), Duration::from_secs(10));
 /// How long a running pool round may take to finish when the agent stops.
 const POOL_GRACE: Duration = Duration::from_secs(10);
 /// How long the batched deletion of deleted pods' veths may take at stop.
@@ -48,30 +44,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Retries `f` with doubling delays (capped) until it succeeds or shutdown.
-pub(crate) async fn retry<T, E: std::fmt::Display, F, Fut>(
-    what: &str,
-    shutdown: &mut watch::Receiver<bool>,
-    mut f: F,
-) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delays = STARTUP_BACKOFF.delays();
-    loop {
-        let delay = delays.next_delay();
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{what} failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stopped(shutdown) => return None,
-        }
-    }
-}
-
 /// After the server drained: stops the loops (a running pool round may finish,
 /// so its jobs end recorded), then deletes the veths of deleted pods still
 /// waiting for their batched deletion (a crash leaves them to the next start).
@@ -81,7 +53,7 @@ pub(crate) async fn wind_down(
     stop: &watch::Sender<bool>,
     mut pool: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
-    http: AbortOnDrop,
+    http: crate::http::Endpoint,
 ) {
     let _ = stop.send(true);
     if tokio::time::timeout(POOL_GRACE, &mut pool).await.is_err() {

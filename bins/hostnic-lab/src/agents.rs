@@ -104,10 +104,17 @@ pub async fn stop(pid: u32, grace: Duration) -> bool {
     false
 }
 
-/// Starts the agent of `node` and records its pid in lab.json.
-pub fn spawn(dir: &Path, node: &str) -> anyhow::Result<u32> {
-    let pid = spawn_detached(dir, node)?;
-    set_pid(dir, node, Some(pid))?;
+/// Starts the agent of `node`, waits until it serves, and only then records its
+/// pid in lab.json: an agent that exits while starting is not listed (it is
+/// killed if it is still there when the wait gives up).
+pub async fn start(dir: &Path, node: &NodeEntry, timeout: Duration) -> anyhow::Result<u32> {
+    let pid = spawn_detached(dir, &node.name)?;
+    if let Err(e) = wait_ready(node, pid, timeout).await {
+        signal(pid, Signal::SIGKILL);
+        set_pid(dir, &node.name, None)?;
+        return Err(e);
+    }
+    set_pid(dir, &node.name, Some(pid))?;
     Ok(pid)
 }
 

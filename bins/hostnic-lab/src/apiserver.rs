@@ -230,7 +230,12 @@ pub async fn wait_enforced(
     let mut pending: Vec<(&str, String)> = Vec::new();
     for node in &lab.nodes {
         if node.pid.is_some_and(crate::agents::alive) {
-            pending.push((&node.name, http::authority(&node.metrics_url)?.to_owned()));
+            let url = if node.introspection_url.is_empty() {
+                &node.metrics_url
+            } else {
+                &node.introspection_url
+            };
+            pending.push((&node.name, http::authority(url)?.to_owned()));
         }
     }
     if pending.is_empty() && strictness == Strictness::Strict {

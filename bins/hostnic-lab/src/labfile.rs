@@ -49,7 +49,11 @@ pub struct NodeEntry {
     pub state_dir: PathBuf,
     /// The agent's metrics URL.
     pub metrics_url: String,
-    /// The agent's process id (none while no agent runs).
+    /// The agent's introspection endpoint (`/v1/*`), e.g. for `hostnicctl --url`.
+    #[serde(default)]
+    pub introspection_url: String,
+    /// The agent's process id, only while it runs (none before it served, after it
+    /// was stopped, or when it exited while starting).
     pub pid: Option<u32>,
 }
 
@@ -240,6 +244,7 @@ mod tests {
                 cni_bin_dir: "/d/node1/bin".into(),
                 state_dir: "/d/node1/state".into(),
                 metrics_url: "http://127.0.0.1:2/metrics".into(),
+                introspection_url: "http://127.0.0.1:2".into(),
                 pid: Some(7),
             }],
             client: HostEntry {
@@ -275,6 +280,7 @@ mod tests {
                 "cni_bin_dir",
                 "conflist",
                 "instance_id",
+                "introspection_url",
                 "metrics_url",
                 "name",
                 "netns",

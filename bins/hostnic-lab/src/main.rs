@@ -20,6 +20,7 @@ mod apiserver;
 mod commands;
 mod http;
 mod labfile;
+mod plot;
 
 use std::path::PathBuf;
 
@@ -101,6 +102,7 @@ fn main() -> std::process::ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),

@@ -8,6 +8,7 @@
 //! no HTTP or Kubernetes client, so it starts in well under a millisecond.
 //!
 //! ## Layout
+//! - [`about`]: `hostnic --version` and the "about" text for a person running it.
 //! - [`env`]: `CNI_*` variables and `CNI_ARGS`.
 //! - [`config`]: the network configuration from stdin.
 //! - [`version`]: the supported CNI versions.
@@ -18,6 +19,7 @@
 //! - [`log`]: a tiny logger (log file or stderr, never stdout).
 //! - [`commands`]: one module per verb, each with an `exec()`.
 
+pub mod about;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -10,6 +10,24 @@ use hostnic_cni::{MAX_STDIN, Output, run};
 
 fn main() {
     hostnic_cni::install_panic_hook();
+    // Run by a person rather than a runtime: `--version`, or no CNI variable at all
+    // (upstream's plugins print their "about" text then). A runtime always sets
+    // CNI_COMMAND; with other CNI_* variables and no command it gets error 4.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let cni_vars = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("CNI_"));
+    if !cni_vars {
+        if args
+            .iter()
+            .any(|a| a == "--version" || a == "-V" || a == "version")
+        {
+            print!("{}", hostnic_cni::about::version_text());
+            std::process::exit(0);
+        }
+        if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
+            eprint!("{}", hostnic_cni::about::about_text());
+            std::process::exit(0);
+        }
+    }
     let out = match collect_env() {
         Ok(env) => {
             let mut stdin = Vec::new();

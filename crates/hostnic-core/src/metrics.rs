@@ -46,6 +46,12 @@ struct Inner {
     histograms: BTreeMap<Key, Histogram>,
 }
 
+/// `k="v",k2="v2"` with the values escaped as the text format requires, for
+/// samples a binary writes itself (gauges, info metrics).
+pub fn label_pairs(pairs: &[(&str, &str)]) -> String {
+    labels(pairs)
+}
+
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {

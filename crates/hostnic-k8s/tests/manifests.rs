@@ -1,11 +1,13 @@
 //! Every manifest in `deploy/` parses into the typed `k8s-openapi` objects without
 //! unknown or misspelt fields (typed round trip == original), and the DaemonSet's
-//! mounts, paths, env and probes agree with the agent's defaults and its ConfigMap.
+//! mounts, paths, env, probes and metrics port agree with the agent's defaults,
+//! its ConfigMap and the metrics Service; `deploy/monitoring` scrapes that port
+//! and its PrometheusRule carries exactly the rules promtool tests.
 
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount, Volume};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +16,9 @@ use serde_json::Value;
 // The agent's defaults (bins/hostnic-agent/src/settings.rs, bins/hostnic/src/config.rs).
 const SOCKET: &str = "/run/hostnic/hostnic.sock";
 const STATE_DIR: &str = "/var/lib/hostnic";
-const METRICS_ADDR: &str = "127.0.0.1:61678";
+/// The shipped ConfigMap opens the metrics port to the cluster (the agent's own
+/// default is loopback); introspection stays on loopback either way.
+const METRICS_ADDR: &str = "0.0.0.0:61678";
 const CNI_CONF_DIR: &str = "/etc/cni/net.d";
 const CNI_BIN_DIR: &str = "/opt/cni/bin";
 const INSTANCE_ID: &str = "/etc/qingcloud/instance-id";
@@ -30,6 +34,8 @@ const AGENT_KEYS: &[&str] = &[
     "socket_limits",
     "state_dir",
     "metrics_addr",
+    "introspection_addr",
+    "other_conflists",
     "cni_conf_dir",
     "cni_bin_dir",
     "cni_version",
@@ -80,8 +86,11 @@ fn documents() -> Vec<(String, Value)> {
             if value.is_null() {
                 continue;
             }
-            // Not a Kubernetes object (e.g. agent.example.yaml, the agent's own config).
-            if value.get("kind").is_none() && value.get("apiVersion").is_none() {
+            // Not a Kubernetes object (e.g. agent.example.yaml, the agent's own config),
+            // or kustomize's own file (it lists the objects; `kubectl kustomize` in CI).
+            if value.get("kind").is_none() && value.get("apiVersion").is_none()
+                || value["kind"] == "Kustomization"
+            {
                 continue;
             }
             docs.push((name.clone(), value));
@@ -105,6 +114,7 @@ fn round_trip<T: DeserializeOwned + Serialize>(file: &str, value: &Value) -> T {
 }
 
 struct Manifests {
+    service: Service,
     daemonset: DaemonSet,
     config: ConfigMap,
     role: ClusterRole,
@@ -113,7 +123,8 @@ struct Manifests {
 }
 
 fn manifests() -> Manifests {
-    let (mut ds, mut cm, mut role, mut binding, mut sa) = (None, None, None, None, None);
+    let (mut ds, mut cm, mut role, mut binding, mut sa, mut svc) =
+        (None, None, None, None, None, None);
     let docs = documents();
     assert!(
         !docs.is_empty(),
@@ -125,6 +136,7 @@ fn manifests() -> Manifests {
             (Some("apps/v1"), Some("DaemonSet")) => ds = Some(round_trip(file, doc)),
             (Some("v1"), Some("ConfigMap")) => cm = Some(round_trip(file, doc)),
             (Some("v1"), Some("ServiceAccount")) => sa = Some(round_trip(file, doc)),
+            (Some("v1"), Some("Service")) => svc = Some(round_trip(file, doc)),
             (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => {
                 role = Some(round_trip(file, doc))
             }
@@ -135,6 +147,7 @@ fn manifests() -> Manifests {
         }
     }
     Manifests {
+        service: svc.expect("the metrics Service"),
         daemonset: ds.expect("a DaemonSet"),
         config: cm.expect("a ConfigMap"),
         role: role.expect("a ClusterRole"),
@@ -259,6 +272,7 @@ fn the_agent_config_has_only_keys_the_agent_accepts() {
                 }
             } else if let Some(ours) = config.get(key)
                 && key != "log_format"
+                && key != "metrics_addr"
             {
                 assert_eq!(ours, value, "{key} differs from agent.example.yaml");
             }
@@ -319,6 +333,11 @@ fn the_daemonset_probes_the_metrics_port_on_loopback() {
     let m = manifests();
     let config = agent_config(&m);
     let addr: std::net::SocketAddr = config["metrics_addr"].as_str().unwrap().parse().unwrap();
+    // Loopback reaches a listener on 0.0.0.0 too, and never leaves the node.
+    assert!(
+        addr.ip().is_unspecified() || addr.ip().is_loopback(),
+        "{addr}"
+    );
     let c = container(&m.daemonset);
     for (probe, path) in [
         (c.readiness_probe.as_ref(), "/readyz"),
@@ -326,12 +345,97 @@ fn the_daemonset_probes_the_metrics_port_on_loopback() {
     ] {
         let get = probe.and_then(|p| p.http_get.as_ref()).expect(path);
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(get.host.as_deref(), Some(addr.ip().to_string().as_str()));
+        assert_eq!(get.host.as_deref(), Some("127.0.0.1"));
         assert_eq!(
             get.port,
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(addr.port().into())
         );
     }
+}
+
+/// The metrics could not be scraped (loopback, no port, no Service); now the
+/// ConfigMap binds every address, the container declares the port, the pod carries
+/// scrape annotations and the Service selects the pods on it, while the
+/// introspection stays on loopback (no `introspection_addr` elsewhere).
+#[test]
+fn the_metrics_port_is_declared_annotated_and_served_by_the_service() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let m = manifests();
+    let config = agent_config(&m);
+    let addr: std::net::SocketAddr = config["metrics_addr"].as_str().unwrap().parse().unwrap();
+    assert!(
+        !addr.ip().is_loopback(),
+        "the cluster must reach it: {addr}"
+    );
+    if let Some(i) = config.get("introspection_addr").and_then(Value::as_str) {
+        let i: std::net::SocketAddr = i.parse().unwrap();
+        assert!(i.ip().is_loopback(), "/v1/* stays on loopback: {i}");
+    }
+    let c = container(&m.daemonset);
+    let port = c
+        .ports
+        .as_ref()
+        .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some("metrics")))
+        .expect("a container port named metrics");
+    assert_eq!(port.container_port, i32::from(addr.port()));
+    let template = &m.daemonset.spec.as_ref().unwrap().template;
+    let annotations = template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], addr.port().to_string());
+    let svc = m.service.spec.as_ref().unwrap();
+    let pod_labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    for (k, v) in svc.selector.as_ref().unwrap() {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Service selects the agents: {k}"
+        );
+    }
+    let sp = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(sp.port, i32::from(addr.port()));
+    assert_eq!(sp.target_port, Some(IntOrString::String("metrics".into())));
+    assert_eq!(env(c, "HOSTNIC_AGENT_URL"), Some("http://127.0.0.1:61679"));
+}
+
+fn monitoring(file: &str) -> Value {
+    let text = std::fs::read_to_string(deploy_dir().join("monitoring").join(file)).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_pod_monitor_scrapes_the_agents_metrics_port() {
+    let m = manifests();
+    let pm = monitoring("podmonitor.yaml");
+    assert_eq!(pm["kind"], "PodMonitor");
+    let template = &m.daemonset.spec.as_ref().unwrap().template;
+    let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    let wanted = pm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    assert!(!wanted.is_empty());
+    for (k, v) in wanted {
+        assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(
+        pm["spec"]["namespaceSelector"]["matchNames"][0],
+        "kube-system"
+    );
+}
+
+#[test]
+fn the_prometheus_rule_carries_exactly_the_rules_promtool_tests() {
+    let rule = monitoring("prometheusrule.yaml");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let alerts = monitoring("alerts.yaml");
+    assert_eq!(
+        rule["spec"]["groups"], alerts["groups"],
+        "deploy/monitoring/prometheusrule.yaml and alerts.yaml differ"
+    );
 }
 
 #[test]

@@ -47,6 +47,22 @@ pub struct TransportError {
     pub retryable: bool,
 }
 
+/// An error and its sources, `a: b: c`, each said once (reqwest repeats a
+/// source's text in its own at some levels).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Sends one request and returns the response body.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -96,22 +112,67 @@ impl Transport for HttpTransport {
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(request.query.clone()),
         };
-        // reqwest errors carry the URL (and so the query with the signature, never the
-        // secret); strip it anyway to keep logs short.
+        // reqwest errors carry the URL with the query (the signature, never the
+        // secret): the message names the endpoint without it, and the whole chain of
+        // causes ("error sending request" alone says nothing).
+        let endpoint = format!("{} {}", request.method.as_str(), request.url);
         let response = builder.send().await.map_err(|e| TransportError {
-            message: e.without_url().to_string(),
+            message: format!("{endpoint}: {}", chain(&e.without_url())),
             retryable: true,
         })?;
         let status = response.status();
         if !status.is_success() {
             return Err(TransportError {
-                message: format!("HTTP {status}"),
+                message: format!("{endpoint}: HTTP {status}"),
                 retryable: status.is_server_error() || status.as_u16() == 429,
             });
         }
         response.text().await.map_err(|e| TransportError {
-            message: e.without_url().to_string(),
+            message: format!(
+                "{endpoint}: reading the answer: {}",
+                chain(&e.without_url())
+            ),
             retryable: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "transport: error sending request" said neither where nor why.
+    #[tokio::test]
+    async fn a_failed_request_names_the_endpoint_and_the_cause_but_not_the_query() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let transport = HttpTransport::new(Duration::from_secs(5)).unwrap();
+        let url = format!("http://127.0.0.1:{port}/iaas/");
+        let e = transport
+            .send(&WireRequest {
+                method: HttpMethod::Get,
+                url: url.clone(),
+                query: "action=DescribeNics&signature=SIGNED".into(),
+                action: "DescribeNics".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.retryable);
+        assert!(
+            e.message.starts_with(&format!("GET {url}: ")),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .to_ascii_lowercase()
+                .contains("connection refused"),
+            "the cause: {}",
+            e.message
+        );
+        assert!(!e.message.contains("SIGNED"), "{}", e.message);
     }
 }

@@ -90,6 +90,81 @@ pub const JOURNAL_BYTES: u64 = 4 << 20;
 pub const MIN_JOURNAL_BYTES: u64 = 16 << 10;
 
 const MAGIC: [u8; 4] = *b"HNJ1";
+
+/// The format number of a checkpoint version (`hostnic/1` → 1).
+fn format_number(version: &str) -> Option<u32> {
+    version.strip_prefix("hostnic/")?.parse().ok()
+}
+
+/// The `version` a snapshot claims, read leniently (the document may be damaged:
+/// damage is the recovery's business, not this check's).
+fn claimed_version(bytes: &[u8]) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return v.get("version")?.as_str().map(str::to_string);
+    }
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    let after = head.split_once("\"version\"")?.1;
+    let value = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    Some(value.split('"').next()?.to_string())
+}
+
+/// A checkpoint of a newer hostnic found in a state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewerCheckpoint {
+    /// The file that says so (`state.json` or `state.journal`).
+    pub path: PathBuf,
+    /// The format it claims (`hostnic/2`, or `journal HNJ2`).
+    pub format: String,
+}
+
+impl std::fmt::Display for NewerCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was written by a newer hostnic (format {}); this one reads {}",
+            self.path.display(),
+            self.format,
+            hostnic_core::checkpoint::CHECKPOINT_VERSION
+        )
+    }
+}
+
+/// A checkpoint in `state_dir` written by a newer hostnic: a higher `hostnic/N` in
+/// `state.json`, or a newer journal magic `HNJ<n>`.
+///
+/// A damaged or lost checkpoint is rebuilt from the node's witnesses
+/// (`hostnic_core::recovery`), but a *newer* one is not damage: it may record
+/// what this version cannot see (another mode's addresses, say), and rebuilding
+/// over it could cut pods off or give their addresses away. The agent refuses
+/// to start on it (docs/upgrade.md). Damage (a document that names no version)
+/// is not reported here.
+pub fn newer_checkpoint(state_dir: &Path) -> Option<NewerCheckpoint> {
+    let ours = format_number(hostnic_core::checkpoint::CHECKPOINT_VERSION).unwrap_or(1);
+    let snapshot = state_dir.join(CHECKPOINT_FILE);
+    if let Ok(bytes) = fs::read(&snapshot)
+        && let Some(version) = claimed_version(&bytes)
+        && format_number(&version).is_some_and(|n| n > ours)
+    {
+        return Some(NewerCheckpoint {
+            path: snapshot,
+            format: version,
+        });
+    }
+    let journal = state_dir.join(JOURNAL_FILE);
+    let mut file = File::open(&journal).ok()?;
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut file, &mut magic).ok()?;
+    (magic[..3] == MAGIC[..3] && magic[3].is_ascii_digit() && magic[3] > MAGIC[3]).then(|| {
+        NewerCheckpoint {
+            path: journal,
+            format: format!("journal {}", String::from_utf8_lossy(&magic)),
+        }
+    })
+}
 const HEADER_LEN: usize = 28;
 
 /// The journal's size when `available` bytes are free where it is created: a
@@ -1185,6 +1260,36 @@ mod tests {
             .unwrap();
         assert_eq!(loaded.checkpoint, Some(cp(1, 0)), "the snapshot");
         assert_eq!(loaded.damage.unwrap().reason, RecoveryReason::Corrupt);
+    }
+
+    #[test]
+    fn a_checkpoint_of_a_newer_hostnic_is_refused_but_damage_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        assert!(newer_checkpoint(state).is_none(), "no checkpoint");
+        let store = FileStore::new(state).unwrap();
+        store.save(&cp(1, 0)).unwrap();
+        assert!(newer_checkpoint(state).is_none(), "our own format");
+        let text = fs::read_to_string(state.join(CHECKPOINT_FILE)).unwrap();
+        let newer = text.replace("\"hostnic/1\"", "\"hostnic/2\"");
+        assert_ne!(newer, text);
+        fs::write(state.join(CHECKPOINT_FILE), &newer).unwrap();
+        let e = newer_checkpoint(state).unwrap();
+        assert_eq!(e.format, "hostnic/2");
+        assert!(e.to_string().contains("newer hostnic"), "{e}");
+        // Cut in half it still names its version: refused, not rebuilt over.
+        fs::write(state.join(CHECKPOINT_FILE), &newer[..newer.len() / 2]).unwrap();
+        assert!(newer_checkpoint(state).is_some());
+        // Garbage is damage, for the recovery to handle.
+        fs::write(state.join(CHECKPOINT_FILE), b"\x00\x01garbage").unwrap();
+        assert!(newer_checkpoint(state).is_none());
+        // A newer journal format.
+        fs::remove_file(state.join(CHECKPOINT_FILE)).unwrap();
+        let mut journal = fs::read(state.join(JOURNAL_FILE)).unwrap_or_default();
+        journal.resize(journal.len().max(8), 0);
+        journal[..4].copy_from_slice(b"HNJ2");
+        fs::write(state.join(JOURNAL_FILE), &journal).unwrap();
+        assert_eq!(newer_checkpoint(state).unwrap().format, "journal HNJ2");
     }
 
     #[test]

@@ -49,8 +49,7 @@ pub async fn exec(args: AgentArgs) -> anyhow::Result<bool> {
             if let Some(pid) = running {
                 bail!("the agent of {} already runs (pid {pid})", node.name);
             }
-            let pid = agents::spawn(&dir, &node.name)?;
-            agents::wait_ready(node, pid, Duration::from_secs(60)).await?;
+            let pid = agents::start(&dir, node, Duration::from_secs(60)).await?;
             println!("agent of {} started and ready (pid {pid})", node.name);
         }
         AgentVerb::Stop | AgentVerb::Kill => {

@@ -2,6 +2,10 @@
 //! this machine — CNI ADD/DEL of `hostnic` against Debian's reference
 //! `ptp` + `host-local` on the same kind of namespaces, a cold start of many
 //! pods on one node, cloud API calls per pod under churn, and the agents' RSS.
+//!
+//! The report is written to `DIR/bench/bench.json` and, next to it, the latency
+//! distributions of the four ADD/DEL series as an SVG plot
+//! (`DIR/bench/latency.svg`, cumulative distributions on a log axis).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,11 +55,14 @@ pub struct Stats {
     pub median_ms: f64,
     /// 99th percentile (nearest rank).
     pub p99_ms: f64,
+    /// Every sample, in order of measurement (the plot's data).
+    pub samples_ms: Vec<f64>,
 }
 
 impl Stats {
     fn of(samples: &[Duration]) -> Self {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let samples_ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let mut ms = samples_ms.clone();
         ms.sort_by(|a, b| a.total_cmp(b));
         let rank = |q: f64| {
             if ms.is_empty() {
@@ -68,6 +75,7 @@ impl Stats {
             n: ms.len(),
             median_ms: rank(0.5),
             p99_ms: rank(0.99),
+            samples_ms,
         }
     }
 }
@@ -236,12 +244,38 @@ pub async fn exec(args: BenchArgs) -> anyhow::Result<bool> {
             .map(|n| (n.name.clone(), n.pid.map_or(0, rss_kib)))
             .collect(),
     };
+    let json = serde_json::to_string_pretty(&report)?;
+    let (report_path, svg_path) = write_files(&bench_dir, &report, &json)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print_report(&report);
     }
+    eprintln!(
+        "report: {}\nplot:   {}",
+        report_path.display(),
+        svg_path.display()
+    );
     Ok(true)
+}
+
+/// Writes `bench.json` and, next to it, `latency.svg`; their paths.
+fn write_files(dir: &Path, report: &Report, json: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let report_path = dir.join("bench.json");
+    std::fs::write(&report_path, format!("{json}\n"))
+        .with_context(|| format!("write {}", report_path.display()))?;
+    let svg = crate::plot::latency_svg(
+        "CNI ADD/DEL latency: hostnic vs ptp + host-local (same launcher, same kind of namespace)",
+        &[
+            ("hostnic ADD", &report.hostnic_add.samples_ms),
+            ("ptp + host-local ADD", &report.ptp_add.samples_ms),
+            ("hostnic DEL", &report.hostnic_del.samples_ms),
+            ("ptp + host-local DEL", &report.ptp_del.samples_ms),
+        ],
+    )?;
+    let svg_path = dir.join("latency.svg");
+    std::fs::write(&svg_path, svg).with_context(|| format!("write {}", svg_path.display()))?;
+    Ok((report_path, svg_path))
 }
 
 /// `n` ADD+DEL pairs of `plugin` run in `host_ns`, each in a fresh namespace.
@@ -377,5 +411,41 @@ mod tests {
         let one = Stats::of(&[Duration::from_millis(7)]);
         assert_eq!((one.median_ms, one.p99_ms), (7.0, 7.0));
         assert_eq!(Stats::of(&[]).n, 0);
+    }
+
+    #[test]
+    fn the_report_and_its_plot_are_written_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |ms: &[u64]| {
+            Stats::of(
+                &ms.iter()
+                    .map(|m| Duration::from_millis(*m))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let report = Report {
+            hostnic_add: s(&[2, 3, 4]),
+            hostnic_del: s(&[1, 2]),
+            ptp_add: s(&[9, 11]),
+            ptp_del: s(&[5]),
+            cold_pods: 0,
+            cold_node: "node2".into(),
+            cold_start_s: 0.0,
+            cold_start_api_calls: 0,
+            churn_rounds: 0,
+            churn_api_calls_per_pod: 0.0,
+            agent_rss_kib: vec![],
+        };
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        let (j, svg) = write_files(dir.path(), &report, &json).unwrap();
+        assert_eq!(j.parent(), svg.parent());
+        let back: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(j).unwrap()).unwrap();
+        assert_eq!(
+            back["hostnic_add"]["samples_ms"].as_array().unwrap().len(),
+            3
+        );
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(svg.contains("hostnic ADD (n=3)") && svg.contains("ptp + host-local DEL (n=1)"));
     }
 }

@@ -2,7 +2,8 @@
 //! exactly as a runtime does (environment + the plugin's config on stdin), and
 //! the Pod object as kubelet keeps it: created (bound to the node, with labels
 //! and container ports) before the CNI ADD, `status.podIP` and phase Running
-//! set after it, deleted after the CNI DEL. A pod with `--listen` ports gets a
+//! set after it, deleted after the CNI DEL. A failed ADD is followed by a DEL,
+//! as runtimes do, before the sandbox is removed. A pod with `--listen` ports gets a
 //! small TCP listener process inside its namespace until `pod del`.
 
 use std::collections::BTreeMap;
@@ -234,14 +235,33 @@ pub async fn add_with(
     )
     .await;
     let took = started.elapsed();
+    // As every runtime does, a failed ADD is followed by a DEL (with the same
+    // container id and namespace) before the sandbox goes, so whatever the plugin
+    // and the agent did before failing is released now, not by a later reconcile.
+    let del_after_failure = || async {
+        if let Err(e) = cni(
+            entry,
+            "DEL",
+            &container_id,
+            netns.path(),
+            namespace,
+            &api_name,
+        )
+        .await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "DEL after the failed ADD failed too");
+        }
+    };
     let stdout = match result {
         Ok(out) => out,
         Err(e) => {
+            del_after_failure().await;
             undo(true, listener_pid).await;
             return Err(e);
         }
     };
     let Some(ip) = result_ip(&stdout) else {
+        del_after_failure().await;
         undo(true, listener_pid).await;
         bail!("no IPv4 address in the CNI result: {stdout}");
     };
@@ -426,7 +446,11 @@ async fn cni(
         .spawn()
         .with_context(|| format!("run {}", binary.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(config.to_string().as_bytes()).await?;
+        // A plugin may answer (an error) before it read its input: its answer counts.
+        match stdin.write_all(config.to_string().as_bytes()).await {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
     }
     let out = child.wait_with_output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

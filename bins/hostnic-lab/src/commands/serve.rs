@@ -33,6 +33,12 @@ const NAMESPACES: &[&str] = &["default", "kube-system"];
 pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
     let dir = labfile::lab_dir(&args.dir)?;
     let prefix = labfile::prefix_for(&dir);
+    // What a previous lab left and cannot be removed stops the start here, before
+    // anything is built (and so before the failure path removes anything again).
+    let leftovers = cleanup_previous(&dir, &prefix).await;
+    if !leftovers.is_empty() {
+        anyhow::bail!("{}", leftovers_help(&dir, &prefix, &leftovers));
+    }
     let result = serve(&args, &dir, &prefix).await;
     if result.is_err() {
         if let Ok(lab) = labfile::read::<LabFile>(&dir.join("lab.json")) {
@@ -49,7 +55,6 @@ pub async fn exec(args: UpArgs) -> anyhow::Result<bool> {
 
 async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> {
     let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
-    cleanup_previous(&dir, &prefix).await;
     let internet: Ipv4Net = INTERNET.parse()?;
 
     let topology = Topology {
@@ -170,6 +175,8 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             cni_bin_dir: files.bin_dir(),
             state_dir: files.state_dir(),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            // The agents' metrics listener is on loopback: it serves /v1/* too.
+            introspection_url: format!("http://127.0.0.1:{metrics_port}"),
             pid: None,
         });
     }
@@ -215,6 +222,13 @@ async fn serve(args: &UpArgs, dir: &Path, prefix: &str) -> anyhow::Result<bool> 
             tracing::warn!("no hostnic-agent binary next to hostnic-lab: the nodes run no agent");
         }
     }
+    if agent_bin.is_some() {
+        for node in &lab.nodes {
+            apiserver
+                .apply(agent_pod(node))
+                .map_err(|e| anyhow::anyhow!("agent pod of {}: {}", node.name, e.message))?;
+        }
+    }
     labfile::write(&labfile::lab_json(&dir), &lab)?;
     tracing::info!(sim = %sim.url(), prefix, "lab ready");
 
@@ -252,8 +266,97 @@ struct AgentNode<'a> {
     metrics_port: u16,
 }
 
+/// The DaemonSet's pod of a lab node, as the API server lists it (host network:
+/// its IP is the node's, here the loopback where the agents listen), so that
+/// `hostnicctl cluster` finds the agents as it does in a cluster.
+fn agent_pod(node: &NodeEntry) -> serde_json::Value {
+    let port = node
+        .metrics_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(61678);
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "namespace": "kube-system",
+            "name": format!("hostnic-node-{}", node.name),
+            "labels": {"app.kubernetes.io/name": "hostnic", "app.kubernetes.io/component": "node"},
+        },
+        "spec": {
+            "nodeName": node.name, "hostNetwork": true,
+            "containers": [{"name": "hostnic-agent", "image": "hostnic-lab",
+                            "ports": [{"name": "metrics", "containerPort": port}]}],
+        },
+        "status": {"phase": "Running", "podIP": "127.0.0.1", "hostIP": node.primary_ip.to_string()},
+    })
+}
+
+/// The shipped ConfigMap's `agent.yaml` (deploy/hostnic.yaml): the lab's agents
+/// run the defaults users get, so what the lab (and the CRI suite on it) proves
+/// holds for them.
+const SHIPPED: &str = include_str!("../../../../deploy/hostnic.yaml");
+
+/// The shipped `agent.yaml` with the lab's few overrides: short pool and reconcile
+/// intervals and `missing_link_grace` so a lab reacts quickly, and text logs for
+/// people reading `agent.log`. Paths and addresses come from the command line.
+pub fn lab_agent_yaml() -> anyhow::Result<String> {
+    let mut config = None;
+    for doc in serde_yaml::Deserializer::from_str(SHIPPED) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+        if v["kind"] == "ConfigMap" && v["metadata"]["name"] == "hostnic-config" {
+            let text = v["data"]["agent.yaml"]
+                .as_str()
+                .context("the hostnic-config ConfigMap has no agent.yaml")?;
+            config = Some(serde_yaml::from_str::<serde_json::Value>(text)?);
+        }
+    }
+    let mut config = config.context("deploy/hostnic.yaml has no hostnic-config ConfigMap")?;
+    config["pool_interval_secs"] = 1.0.into();
+    config["reconcile_interval_secs"] = 3.0.into();
+    config["pool"]["missing_link_grace"] = 2.0.into();
+    config["log_format"] = "text".into();
+    Ok(serde_yaml::to_string(&config)?)
+}
+
+/// What the lab cannot remove of a previous lab in `dir`, and the commands that do.
+fn leftovers_help(dir: &Path, prefix: &str, leftovers: &[String]) -> String {
+    let names: Vec<&str> = leftovers
+        .iter()
+        .filter_map(|l| l.strip_prefix("namespace "))
+        .filter_map(|l| l.split([':', ' ']).next())
+        .collect();
+    let mut text = format!(
+        "a previous lab in {} left what cannot be removed:\n  {}\n",
+        dir.display(),
+        leftovers.join("\n  ")
+    );
+    text.push_str(
+        "Namespaces that cannot be deleted are usually held by a mount: an `ip netns add` \
+         run after the lab bind-mounted /run/netns over itself, or a process still in them. \
+         Clear them with:\n",
+    );
+    let mut names: Vec<&str> = names;
+    names.sort();
+    names.dedup();
+    for n in &names {
+        text.push_str(&format!(
+            "  umount -l /run/netns/{n}; ip netns delete {n}\n"
+        ));
+    }
+    if names.is_empty() {
+        text.push_str(&format!("  ip netns list | grep {prefix}\n"));
+    }
+    text.push_str(&format!(
+        "(or `grep /run/netns /proc/mounts` to see what holds them), then run `hostnic-lab up --dir {}` again.",
+        dir.display()
+    ));
+    text
+}
+
 /// The agent's command line (`bins/hostnic-agent` flags), and its config file
-/// with short pool and reconcile intervals so a lab reacts quickly.
+/// ([`lab_agent_yaml`]).
 fn agent_argv(
     agent: &Path,
     plugin: Option<&Path>,
@@ -269,10 +372,7 @@ fn agent_argv(
         metrics_port,
     } = *node;
     let config = files.root.join("agent.yaml");
-    std::fs::write(
-        &config,
-        "pool_interval_secs: 1.0\nreconcile_interval_secs: 3.0\ncni_version: \"1.0.0\"\npool:\n  missing_link_grace: 2.0\n",
-    )?;
+    std::fs::write(&config, lab_agent_yaml()?)?;
     let s = |p: &Path| p.display().to_string();
     let mut argv = vec![
         s(agent),
@@ -324,8 +424,9 @@ fn primary_nic(state: &SimState, instance: &str) -> anyhow::Result<(String, Ipv4
     hostnic_testkit::vpc::primary_nic(state, instance).map_err(|e| anyhow::anyhow!(e))
 }
 
-/// What a crashed (or still running) previous lab in this directory left.
-async fn cleanup_previous(dir: &Path, prefix: &str) {
+/// Removes what a crashed previous lab in this directory left; what could not
+/// be removed.
+async fn cleanup_previous(dir: &Path, prefix: &str) -> Vec<String> {
     if let Ok(lab) = labfile::read::<LabFile>(&labfile::lab_json(dir)) {
         for pid in lab.nodes.iter().filter_map(|n| n.pid) {
             agents::signal(pid, nix::sys::signal::Signal::SIGKILL);
@@ -337,11 +438,13 @@ async fn cleanup_previous(dir: &Path, prefix: &str) {
     {
         agents::signal(state.daemon_pid, nix::sys::signal::Signal::SIGKILL);
     }
-    for l in fabric::destroy(prefix).await {
+    let leftovers = fabric::destroy(prefix).await;
+    for l in &leftovers {
         tracing::warn!("could not remove a previous lab's {l}");
     }
     let _ = std::fs::remove_dir_all(labfile::pods_dir(dir));
     let _ = std::fs::remove_dir_all(dir.join("nodes"));
+    leftovers
 }
 
 fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -363,4 +466,38 @@ fn nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_runs_the_shipped_agent_yaml_with_its_few_overrides() {
+        let text = lab_agent_yaml().unwrap();
+        let v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(v["pool_interval_secs"], 1.0);
+        assert_eq!(v["pool"]["missing_link_grace"], 2.0);
+        // Nothing pins the CNI version: the shipped default is what runs.
+        assert!(v.get("cni_version").is_none(), "{text}");
+        assert_eq!(v["pool"]["min_free"], 5, "the shipped pool");
+    }
+
+    #[test]
+    fn leftovers_come_with_the_commands_that_clear_them() {
+        let text = leftovers_help(
+            Path::new("/tmp/lab"),
+            "hl-1a2b-",
+            &[
+                "namespace hl-1a2b-node1: Device or resource busy".into(),
+                "namespace hl-1a2b-node1 still exists".into(),
+            ],
+        );
+        assert!(
+            text.contains("umount -l /run/netns/hl-1a2b-node1; ip netns delete hl-1a2b-node1"),
+            "{text}"
+        );
+        assert_eq!(text.matches("umount -l").count(), 1, "{text}");
+        assert!(text.contains("hostnic-lab up --dir /tmp/lab"), "{text}");
+    }
 }

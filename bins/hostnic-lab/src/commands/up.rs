@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::labfile::{self, LabFile};
+use crate::labfile::{self, LabFile, LabState};
 
 /// Options of `up` (and of the daemon it starts).
 #[derive(Debug, Clone, Args)]
@@ -92,6 +92,13 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<LabFile> {
         bail!("--nodes must be 1 to 9");
     }
     let dir = labfile::lab_dir(&args.dir)?;
+    // A running lab is not wiped (its agents would be leaked): `down` first.
+    if let Some(pid) = running_daemon(&dir) {
+        bail!(
+            "lab already up in {dir} (its daemon, pid {pid}, runs); run `hostnic-lab down --dir {dir}` first",
+            dir = dir.display()
+        );
+    }
     // A stale lab.json must not be mistaken for the new lab being ready; the
     // daemon cleans up whatever the previous run left.
     let _ = std::fs::remove_file(labfile::lab_json(&dir));
@@ -128,6 +135,16 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<LabFile> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The pid of the lab daemon of `dir` if it still runs (a crashed lab's stale
+/// `lab-state.json` names a dead one, or one reused by another program).
+pub fn running_daemon(dir: &Path) -> Option<u32> {
+    let state: LabState = labfile::read(&labfile::state_json(dir)).ok()?;
+    let pid = state.daemon_pid;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = String::from_utf8_lossy(&cmdline).contains("hostnic-lab");
+    (ours && crate::agents::alive(pid)).then_some(pid)
 }
 
 #[cfg(test)]

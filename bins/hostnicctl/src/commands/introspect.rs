@@ -25,6 +25,15 @@ pub struct AgentArgs {
 
 /// GETs `path` (e.g. `/v1/status`) from the agent and decodes its document.
 pub async fn get<T: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<T> {
+    let (status, body) = fetch(url, path).await?;
+    if !(200..300).contains(&status) {
+        bail!("{path}: HTTP {status}: {}", body.trim());
+    }
+    serde_json::from_str(&body).with_context(|| format!("{path}: not the agent's document"))
+}
+
+/// GETs `path` from the agent: the HTTP status and the body, whatever the status.
+pub async fn fetch(url: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let base = url.trim_end_matches('/');
     let authority = base
         .strip_prefix("http://")
@@ -42,16 +51,19 @@ pub async fn get<T: DeserializeOwned>(url: &str, path: &str) -> anyhow::Result<T
         .get(format!("{base}{path}"))
         .send()
         .await
-        .with_context(|| format!("cannot reach the hostnic agent at {authority}"))?;
-    let status = response.status();
+        .with_context(|| {
+            format!(
+                "cannot reach the hostnic agent's introspection at {authority} (--url or \
+                 HOSTNIC_AGENT_URL; the agent serves /v1/* on loopback: run hostnicctl on the \
+                 node, e.g. kubectl -n kube-system exec ds/hostnic-node -- hostnicctl status)"
+            )
+        })?;
+    let status = response.status().as_u16();
     let body = response
         .text()
         .await
         .with_context(|| format!("{path}: reading the answer"))?;
-    if !status.is_success() {
-        bail!("{path}: {status}: {}", body.trim());
-    }
-    serde_json::from_str(&body).with_context(|| format!("{path}: not the agent's document"))
+    Ok((status, body))
 }
 
 /// Prints `value` as pretty JSON.

@@ -34,6 +34,72 @@ pub struct Status {
     pub last_round_failures: Vec<String>,
     /// When the last reconcile finished (ms since the epoch), if any.
     pub last_reconcile_at_ms: Option<u64>,
+    /// The agent's version and commit (empty from agents older than the field).
+    #[serde(default)]
+    pub build: Build,
+    /// How pods get their addresses: `exclusive` (a NIC per pod).
+    #[serde(default)]
+    pub mode: String,
+    /// Why `/readyz` says not ready although the pool could serve (another CNI
+    /// configuration sorts before hostnic's, the checkpoint cannot be written…).
+    #[serde(default)]
+    pub not_ready: Vec<String>,
+}
+
+/// Which build of hostnic answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// The crate version, e.g. `0.1.0`.
+    pub version: String,
+    /// The git commit it was built from (`unknown` outside a git checkout).
+    pub commit: String,
+}
+
+/// `/v1/status` (503) and `/readyz` while the agent is starting: where the start
+/// is, and the last error that held it up, with its cause and what fixes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Startup {
+    /// The step the start is at, e.g. `resolving the instance`.
+    pub step: String,
+    /// Attempts of this step so far.
+    pub attempts: u32,
+    /// The last failure, if any.
+    pub error: Option<StartupError>,
+    /// Seconds until the next attempt (`None`: not retried; see
+    /// [`Startup::restart_would_help`]).
+    pub next_attempt_in_secs: Option<u64>,
+    /// Set when restarting the agent would help (a file it read at start changed
+    /// since): `/healthz` then fails, so the kubelet restarts it.
+    pub restart_would_help: Option<String>,
+    /// The agent's build.
+    pub build: Build,
+}
+
+/// A start-up failure, as the operator needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartupError {
+    /// The step that failed.
+    pub step: String,
+    /// The error itself (endpoint and OS or API error included).
+    pub message: String,
+    /// What it means, in one line.
+    pub cause: String,
+    /// What to do about it.
+    pub fix: String,
+    /// Trying again without a change will not help: retried rarely.
+    pub permanent: bool,
+    /// When the step first failed (ms since the epoch).
+    pub since_ms: u64,
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed: {}\n  cause: {}\n  fix: {}",
+            self.step, self.message, self.cause, self.fix
+        )
+    }
 }
 
 /// The pool's numbers.

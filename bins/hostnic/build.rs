@@ -1,0 +1,2 @@
+//! Sets `HOSTNIC_COMMIT` (see scripts/build_info.rs).
+include!("../../scripts/build_info.rs");
