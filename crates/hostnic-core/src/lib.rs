@@ -17,6 +17,8 @@
 //! - [`checkpoint`]: the versioned durable snapshot of the state.
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
+//! - [`fleet`]: the fleet planner: batched cloud calls for many nodes under one
+//!   request budget (the controller's, and a direct-mode agent's for its node).
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
@@ -31,6 +33,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod policy;
 pub mod pool;
 pub mod ports;

@@ -1,0 +1,712 @@
+//! Learning from the outcome of each call of a round.
+//!
+//! The rule for failures: an error the API answered (bad request, wrong state,
+//! not found, a resource quota) had no effect; a request-quota refusal or a call
+//! the client withheld had none either; a retryable failure (no answer, 5000,
+//! 5100) may or may not have had its effect, so the NICs it touched become
+//! uncertain and are checked with the cloud before anything else is done with them.
+
+use std::collections::BTreeMap;
+
+use crate::fleet::call::{AfterDetach, FleetCall, Outcome, PlannedCall};
+use crate::fleet::model::{InstanceNics, JobAction, JobProgress, NicPage, NicQuery, NodeName};
+use crate::fleet::state::{Fleet, JobTrack, NicEntry, NicState, VxnetInfo, VxnetTrack};
+use crate::ports::{CloudError, CloudErrorKind};
+use crate::types::{CloudNic, InstanceId, JobId, NicId, Timestamp, Vxnet, VxnetId};
+
+impl Fleet {
+    /// Reports the outcome of one call of the last round at `now`.
+    pub fn complete(&mut self, now: Timestamp, planned: &PlannedCall, outcome: Outcome) {
+        if let Some(e) = outcome.error() {
+            tracing::debug!(action = planned.call.action(), lane = %planned.lane, error = %e, "fleet call failed");
+        }
+        match (&planned.call, outcome) {
+            (FleetCall::DescribeJobs { jobs }, Outcome::Jobs(r)) => self.jobs_done(now, jobs, r),
+            (FleetCall::DescribeInstances { instances }, Outcome::Instances(r)) => {
+                self.instances_done(now, instances, r)
+            }
+            (FleetCall::DescribeVxnets { vxnets }, Outcome::Vxnets(r)) => {
+                self.vxnets_done(now, vxnets, r)
+            }
+            (FleetCall::DescribeNics { query }, Outcome::Nics(r)) => self.nics_done(now, query, r),
+            (
+                FleetCall::CreateNics {
+                    vxnet,
+                    count,
+                    name,
+                    for_nodes,
+                },
+                Outcome::Created(r),
+            ) => self.created(now, vxnet, *count, name, for_nodes, r),
+            (
+                FleetCall::AttachNics {
+                    node,
+                    instance,
+                    nics,
+                },
+                Outcome::Job(r),
+            ) => self.attach_started(now, planned, node, instance, nics, r),
+            (FleetCall::DetachNics { nics, then }, Outcome::Job(r)) => {
+                self.detach_started(now, planned, nics, *then, r)
+            }
+            (FleetCall::DeleteNics { nics }, Outcome::Deleted(r)) => self.deleted(now, nics, r),
+            (call, outcome) => {
+                tracing::error!(
+                    action = call.action(),
+                    ?outcome,
+                    "outcome does not match the call; ignored"
+                );
+            }
+        }
+    }
+
+    fn action_result(&mut self, action: &'static str, now: Timestamp, error: Option<&CloudError>) {
+        match error {
+            None => {
+                self.backoffs.remove(action);
+            }
+            Some(e) if e.kind == CloudErrorKind::Throttled => {}
+            Some(_) => {
+                let (base, max, seed) =
+                    (self.config.backoff_base, self.config.backoff_max, self.seed);
+                self.backoffs
+                    .entry(action)
+                    .or_default()
+                    .fail(now, base, max, seed);
+            }
+        }
+    }
+
+    /// The NIC may be anywhere: check it with the cloud before using it.
+    fn uncertain(&mut self, id: &NicId, instance: Option<InstanceId>, now: Timestamp) {
+        if let Some(e) = self.nics.get_mut(id) {
+            e.state = NicState::Uncertain { instance };
+            e.since = now;
+            e.verify_at = Some(now);
+        }
+    }
+
+    pub(crate) fn lose_job(&mut self, id: &JobId, now: Timestamp) {
+        let Some(job) = self.jobs.remove(id) else {
+            return;
+        };
+        for nic in &job.nics {
+            let on = match self.nics.get(nic).map(|e| &e.state) {
+                Some(
+                    NicState::Attaching { instance, job }
+                    | NicState::Detaching { instance, job, .. },
+                ) if job == id => Some(instance.clone()),
+                _ => continue,
+            };
+            self.uncertain(nic, on, now);
+        }
+    }
+
+    fn jobs_done(
+        &mut self,
+        now: Timestamp,
+        ids: &[JobId],
+        result: Result<BTreeMap<JobId, JobProgress>, CloudError>,
+    ) {
+        self.action_result("DescribeJobs", now, result.as_ref().err());
+        let max = self.config.job_poll_max;
+        for id in ids {
+            let progress = match &result {
+                Ok(map) => map.get(id).copied(),
+                Err(_) => Some(JobProgress::Running),
+            };
+            match progress {
+                Some(JobProgress::Running) => {
+                    if let Some(job) = self.jobs.get_mut(id) {
+                        job.delay = (job.delay * 2).min(max);
+                        job.next_poll = now.plus(job.delay);
+                    }
+                }
+                Some(p) => self.finish_job(id, p == JobProgress::Succeeded, now),
+                // The API does not know the job: whatever it did, its NICs are checked.
+                None => self.lose_job(id, now),
+            }
+        }
+    }
+
+    fn finish_job(&mut self, id: &JobId, ok: bool, now: Timestamp) {
+        let Some(job) = self.jobs.remove(id) else {
+            return;
+        };
+        let (cooldown, linger) = (self.config.stock_cooldown, self.config.stock_linger);
+        let mut failed_nodes: Vec<NodeName> = Vec::new();
+        for nic in &job.nics {
+            let Some(state) = self.nics.get(nic).map(|e| e.state.clone()) else {
+                continue;
+            };
+            let next = match state {
+                NicState::Attaching { instance, job } if &job == id => {
+                    if ok {
+                        NicState::Attached { instance }
+                    } else {
+                        failed_nodes.extend(self.claimant(&instance).cloned());
+                        NicState::Stock {
+                            reserved_for: self.claimant(&instance).cloned(),
+                            usable_at: now,
+                            delete_after: now.plus(linger),
+                        }
+                    }
+                }
+                NicState::Detaching {
+                    instance,
+                    job,
+                    then,
+                } if &job == id => {
+                    if !ok {
+                        NicState::Attached { instance }
+                    } else {
+                        if let Some(e) = self.nics.get_mut(nic) {
+                            e.last_instance = Some(instance.clone());
+                            e.reattach = false;
+                        }
+                        match then {
+                            AfterDetach::Keep => NicState::Stock {
+                                reserved_for: None,
+                                usable_at: now.plus(cooldown),
+                                delete_after: now.plus(linger),
+                            },
+                            AfterDetach::Delete => NicState::Stock {
+                                reserved_for: None,
+                                usable_at: now.plus(cooldown),
+                                delete_after: now,
+                            },
+                            AfterDetach::Reattach => NicState::Stock {
+                                reserved_for: self.claimant(&instance).cloned(),
+                                usable_at: now,
+                                delete_after: now.plus(linger),
+                            },
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            if let Some(e) = self.nics.get_mut(nic) {
+                e.state = next;
+                e.since = now;
+            }
+        }
+        if !ok {
+            let action = match job.action {
+                JobAction::Attach => "AttachNics",
+                JobAction::Detach => "DetachNics",
+            };
+            tracing::warn!(job = %id, action, nics = job.nics.len(), "job failed");
+            if job.action == JobAction::Detach {
+                self.action_result(
+                    "DetachNics",
+                    now,
+                    Some(&CloudError::new(
+                        CloudErrorKind::Retryable,
+                        action,
+                        "job failed",
+                    )),
+                );
+            }
+            let (base, max, seed) = (self.config.backoff_base, self.config.backoff_max, self.seed);
+            for n in failed_nodes {
+                if let Some(t) = self.nodes.get_mut(&n) {
+                    t.backoff
+                        .fail(now, base, max, seed ^ n.as_str().len() as u64);
+                    t.last_error = Some(format!("attach job {id} failed"));
+                }
+            }
+        }
+    }
+
+    fn instances_done(
+        &mut self,
+        now: Timestamp,
+        asked: &[InstanceId],
+        result: Result<Vec<InstanceNics>, CloudError>,
+    ) {
+        self.action_result("DescribeInstances", now, result.as_ref().err());
+        let Ok(list) = result else {
+            return;
+        };
+        for id in asked {
+            let found = list.iter().find(|i| &i.id == id);
+            let Some(found) = found else {
+                let t = self.instances.entry(id.clone()).or_default();
+                t.described_at = Some(now);
+                t.stale = false;
+                t.exists = false;
+                t.primary_vxnet = None;
+                t.foreign.clear();
+                t.unknown.clear();
+                continue;
+            };
+            let attached: std::collections::BTreeSet<NicId> = found.nics.iter().cloned().collect();
+            // NICs the planner has on this instance that the cloud no longer shows there.
+            let gone: Vec<NicId> = self
+                .nics
+                .iter()
+                .filter(|(nic, e)| {
+                    matches!(&e.state, NicState::Attached { instance } if instance == id)
+                        && !attached.contains(*nic)
+                })
+                .map(|(nic, _)| nic.clone())
+                .collect();
+            for nic in gone {
+                self.uncertain(&nic, Some(id.clone()), now);
+            }
+            let mut unknown = Vec::new();
+            for nic in &attached {
+                match self.nics.get_mut(nic) {
+                    Some(e) => match &e.state {
+                        NicState::Attached { instance }
+                        | NicState::Attaching { instance, .. }
+                        | NicState::Detaching { instance, .. }
+                            if instance == id => {}
+                        _ => {
+                            e.state = NicState::Attached {
+                                instance: id.clone(),
+                            };
+                            e.since = now;
+                            e.verify_at = None;
+                        }
+                    },
+                    None => unknown.push(nic.clone()),
+                }
+            }
+            let t = self.instances.entry(id.clone()).or_default();
+            t.described_at = Some(now);
+            t.stale = false;
+            t.exists = true;
+            t.primary_vxnet = Some(found.primary_vxnet.clone());
+            t.foreign.retain(|n| attached.contains(n));
+            t.unknown.retain(|n| attached.contains(n));
+            for nic in unknown {
+                if !t.foreign.contains(&nic) {
+                    t.unknown.insert(nic);
+                }
+            }
+        }
+    }
+
+    fn vxnets_done(
+        &mut self,
+        now: Timestamp,
+        asked: &[VxnetId],
+        result: Result<Vec<Vxnet>, CloudError>,
+    ) {
+        self.action_result("DescribeVxnets", now, result.as_ref().err());
+        let Ok(list) = result else {
+            return;
+        };
+        for id in asked {
+            let t = self
+                .vxnets
+                .entry(id.clone())
+                .or_insert_with(VxnetTrack::unknown);
+            t.info = match list.iter().find(|v| &v.id == id) {
+                Some(v) => VxnetInfo::Known(v.clone()),
+                None => VxnetInfo::NotFound,
+            };
+        }
+    }
+
+    /// Takes in what the cloud says of one NIC.
+    fn observe_nic(&mut self, now: Timestamp, nic: &CloudNic) {
+        for t in self.instances.values_mut() {
+            t.unknown.remove(&nic.id);
+        }
+        if nic.primary || !self.is_ours(&nic.name, nic.instance.as_ref()) {
+            // Someone else's NIC: it counts against its instance's limit.
+            if let Some(t) = nic
+                .instance
+                .as_ref()
+                .and_then(|i| self.instances.get_mut(i))
+            {
+                t.foreign.insert(nic.id.clone());
+            }
+            self.nics.remove(&nic.id);
+            return;
+        }
+        for t in self.instances.values_mut() {
+            t.foreign.remove(&nic.id);
+        }
+        let linger = self.config.stock_linger;
+        let settle = self.config.job_poll_max;
+        match self.nics.get_mut(&nic.id) {
+            None => {
+                let state = match &nic.instance {
+                    Some(i) => NicState::Attached {
+                        instance: i.clone(),
+                    },
+                    None => NicState::Stock {
+                        reserved_for: None,
+                        usable_at: now,
+                        delete_after: now.plus(linger),
+                    },
+                };
+                self.nics.insert(
+                    nic.id.clone(),
+                    NicEntry::new(nic.name.clone(), nic.vxnet.clone(), nic.ip, state, now),
+                );
+            }
+            Some(e) => {
+                let was_uncertain = matches!(e.state, NicState::Uncertain { .. });
+                e.verify_at = None;
+                e.vxnet = nic.vxnet.clone();
+                e.ip = nic.ip;
+                match (&e.state, &nic.instance) {
+                    // A job runs on it: its end decides.
+                    (NicState::Attaching { .. } | NicState::Detaching { .. }, _) => {}
+                    (NicState::Attached { instance }, Some(i)) if instance == i => {}
+                    (NicState::Stock { .. }, None) => {}
+                    (_, Some(i)) => {
+                        e.state = NicState::Attached {
+                            instance: i.clone(),
+                        };
+                        e.since = now;
+                    }
+                    (_, None) => {
+                        // It may still be moving (a job nobody recorded): let it settle first.
+                        let usable_at = if was_uncertain { now.plus(settle) } else { now };
+                        e.state = NicState::Stock {
+                            reserved_for: None,
+                            usable_at,
+                            delete_after: now.plus(linger),
+                        };
+                        e.since = now;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The NIC does not exist (any more).
+    fn forget_nic(&mut self, id: &NicId) {
+        for t in self.instances.values_mut() {
+            t.unknown.remove(id);
+            t.foreign.remove(id);
+        }
+        if let Some(e) = self.nics.remove(id)
+            && let Some(i) = e.state.instance()
+            && let Some(n) = self.claimant(i).cloned()
+            && let Some(t) = self.nodes.get_mut(&n)
+        {
+            tracing::info!(nic = %id, node = %n, "a NIC of the node vanished from the cloud: it is replaced");
+            t.repair = true;
+        }
+    }
+
+    fn nics_done(&mut self, now: Timestamp, query: &NicQuery, result: Result<NicPage, CloudError>) {
+        self.action_result("DescribeNics", now, result.as_ref().err());
+        let Ok(page) = result else {
+            return;
+        };
+        for nic in &page.nics {
+            self.observe_nic(now, nic);
+        }
+        match query {
+            NicQuery::Ids(ids) => {
+                let repair = self.config.repair_interval;
+                for id in ids {
+                    if !page.nics.iter().any(|n| &n.id == id) {
+                        self.forget_nic(id);
+                        continue;
+                    }
+                    // A NIC its node's host does not see, still attached: detach it
+                    // and attach it again (a known fault of the cloud).
+                    let Some(e) = self.nics.get(id) else { continue };
+                    let NicState::Attached { instance } = &e.state else {
+                        continue;
+                    };
+                    let reported = self.nodes.values().any(|t| {
+                        &t.demand.instance == instance
+                            && t.refusal.is_none()
+                            && t.demand.missing.contains(id)
+                    });
+                    let due = e.missing_checked.is_none_or(|c| c.plus(repair) <= now);
+                    if reported
+                        && due
+                        && let Some(e) = self.nics.get_mut(id)
+                    {
+                        tracing::info!(nic = %id, "NIC attached but missing on its node: detached and attached again");
+                        e.missing_checked = Some(now);
+                        e.reattach = true;
+                    }
+                }
+            }
+            NicQuery::Named {
+                available_only,
+                offset,
+                ..
+            } => {
+                let scan = if *available_only {
+                    &mut self.scans.stock
+                } else {
+                    &mut self.scans.full
+                };
+                let Some(s) = scan.as_mut() else { return };
+                s.seen.extend(page.nics.iter().map(|n| n.id.clone()));
+                s.offset = offset + page.nics.len() as u32;
+                if !page.nics.is_empty() && s.offset < page.total {
+                    return;
+                }
+                let done = scan.take().expect("checked above");
+                // What the planner has that the listing did not show (and that did
+                // not change since it started) is checked one by one.
+                let missed: Vec<NicId> = self
+                    .nics
+                    .iter()
+                    .filter(|(id, e)| {
+                        !done.seen.contains(*id)
+                            && e.since < done.started
+                            && e.verify_at.is_none()
+                            && if *available_only {
+                                matches!(e.state, NicState::Stock { .. })
+                            } else {
+                                matches!(
+                                    e.state,
+                                    NicState::Stock { .. } | NicState::Attached { .. }
+                                )
+                            }
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in missed {
+                    if let Some(e) = self.nics.get_mut(&id) {
+                        e.verify_at = Some(now);
+                    }
+                }
+                if *available_only {
+                    self.scans.next_stock = now.plus(self.config.stock_scan_interval);
+                } else {
+                    self.scans.next_full = now.plus(self.config.full_inventory_interval);
+                }
+            }
+        }
+    }
+
+    fn created(
+        &mut self,
+        now: Timestamp,
+        vxnet: &VxnetId,
+        count: u32,
+        name: &str,
+        for_nodes: &[(NodeName, u32)],
+        result: Result<Vec<CloudNic>, CloudError>,
+    ) {
+        let linger = self.config.stock_linger;
+        let (base, max, seed) = (self.config.backoff_base, self.config.backoff_max, self.seed);
+        let vxnet_backoff = self.config.vxnet_backoff;
+        let t = self
+            .vxnets
+            .entry(vxnet.clone())
+            .or_insert_with(VxnetTrack::unknown);
+        match result {
+            Ok(nics) => {
+                t.create_backoff.succeed();
+                // Bisecting the vxnet's room: what is left of the bound is tried next.
+                if let Some(max) = t.room_max.as_mut() {
+                    *max = max.saturating_sub(nics.len() as u32);
+                    t.ceiling = Some(*max);
+                    if *max == 0 {
+                        t.exhausted_until = Some(now.plus(vxnet_backoff));
+                    }
+                }
+                let mut owners = for_nodes
+                    .iter()
+                    .flat_map(|(n, c)| std::iter::repeat_n(n.clone(), *c as usize));
+                for nic in nics {
+                    let owner = owners
+                        .next()
+                        .filter(|n| self.nodes.get(n).is_some_and(|t| t.refusal.is_none()));
+                    let state = NicState::Stock {
+                        reserved_for: owner,
+                        usable_at: now,
+                        delete_after: now.plus(linger),
+                    };
+                    self.nics.insert(
+                        nic.id.clone(),
+                        NicEntry::new(name.to_string(), vxnet.clone(), nic.ip, state, now),
+                    );
+                }
+            }
+            Err(e) => {
+                match e.kind {
+                    CloudErrorKind::Throttled => return,
+                    // Not enough room: half as many next time, and none for a while
+                    // once even one does not fit.
+                    CloudErrorKind::QuotaExceeded => {
+                        if count > 1 {
+                            t.room_max = Some(t.room_max.map_or(count - 1, |m| m.min(count - 1)));
+                            t.ceiling = Some(count / 2);
+                        } else {
+                            tracing::warn!(%vxnet, "vxnet out of addresses or NICs");
+                            t.exhausted_until = Some(now.plus(vxnet_backoff));
+                            t.ceiling = None;
+                            t.room_max = None;
+                        }
+                    }
+                    CloudErrorKind::NotFound => t.info = VxnetInfo::NotFound,
+                    CloudErrorKind::Retryable => {
+                        // The NICs may exist without the planner knowing their ids: the
+                        // next listing of the cluster's detached NICs finds them.
+                        t.create_backoff.fail(now, base, max, seed);
+                        if self.scans.stock.is_none() {
+                            self.scans.next_stock = now;
+                        }
+                    }
+                    CloudErrorKind::Permanent => t.create_backoff.fail(now, base, max, seed),
+                }
+                for (n, _) in for_nodes {
+                    if let Some(t) = self.nodes.get_mut(n) {
+                        t.last_error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn attach_started(
+        &mut self,
+        now: Timestamp,
+        planned: &PlannedCall,
+        node: &NodeName,
+        instance: &InstanceId,
+        nics: &[NicId],
+        result: Result<JobId, CloudError>,
+    ) {
+        let (base, max, seed) = (self.config.backoff_base, self.config.backoff_max, self.seed);
+        match result {
+            Ok(job) => {
+                for id in nics {
+                    if let Some(e) = self.nics.get_mut(id)
+                        && matches!(e.state, NicState::Stock { .. })
+                    {
+                        e.state = NicState::Attaching {
+                            instance: instance.clone(),
+                            job: job.clone(),
+                        };
+                        e.since = now;
+                    }
+                }
+                self.jobs.insert(
+                    job,
+                    JobTrack {
+                        action: JobAction::Attach,
+                        instance: Some(instance.clone()),
+                        nics: nics.to_vec(),
+                        started: now,
+                        next_poll: now.plus(self.config.job_poll_initial),
+                        delay: self.config.job_poll_initial,
+                        lane: planned.lane,
+                    },
+                );
+                if let Some(t) = self.nodes.get_mut(node) {
+                    t.last_served = now;
+                    t.backoff.succeed();
+                    t.last_error = None;
+                }
+            }
+            Err(e) => {
+                if e.kind == CloudErrorKind::Throttled {
+                    return;
+                }
+                match e.kind {
+                    // The instance takes no more NICs: described again (someone else's
+                    // NICs may count), the node waits.
+                    CloudErrorKind::QuotaExceeded => {
+                        if let Some(i) = self.instances.get_mut(instance) {
+                            i.stale = true;
+                        }
+                    }
+                    // It may have started: the NICs are checked.
+                    CloudErrorKind::Retryable => {
+                        for id in nics {
+                            self.uncertain(id, Some(instance.clone()), now);
+                        }
+                    }
+                    // A NIC busy or gone, or the instance gone: check both.
+                    _ => {
+                        for id in nics {
+                            self.uncertain(id, None, now);
+                        }
+                        if let Some(i) = self.instances.get_mut(instance) {
+                            i.stale = true;
+                        }
+                    }
+                }
+                if let Some(t) = self.nodes.get_mut(node) {
+                    t.backoff
+                        .fail(now, base, max, seed ^ node.as_str().len() as u64);
+                    t.last_error = Some(e.to_string());
+                    t.instance_full = e.kind == CloudErrorKind::QuotaExceeded;
+                }
+            }
+        }
+    }
+
+    fn detach_started(
+        &mut self,
+        now: Timestamp,
+        planned: &PlannedCall,
+        nics: &[NicId],
+        then: AfterDetach,
+        result: Result<JobId, CloudError>,
+    ) {
+        self.action_result("DetachNics", now, result.as_ref().err());
+        match result {
+            Ok(job) => {
+                for id in nics {
+                    if let Some(e) = self.nics.get_mut(id)
+                        && let NicState::Attached { instance } = &e.state
+                    {
+                        e.state = NicState::Detaching {
+                            instance: instance.clone(),
+                            job: job.clone(),
+                            then,
+                        };
+                        e.since = now;
+                    }
+                }
+                self.jobs.insert(
+                    job,
+                    JobTrack {
+                        action: JobAction::Detach,
+                        instance: None,
+                        nics: nics.to_vec(),
+                        started: now,
+                        next_poll: now.plus(self.config.job_poll_initial),
+                        delay: self.config.job_poll_initial,
+                        lane: planned.lane,
+                    },
+                );
+            }
+            Err(e) if e.kind == CloudErrorKind::Throttled => {}
+            Err(_) => {
+                for id in nics {
+                    let on = self.nics.get(id).and_then(|e| e.state.instance().cloned());
+                    self.uncertain(id, on, now);
+                }
+            }
+        }
+    }
+
+    fn deleted(&mut self, now: Timestamp, nics: &[NicId], result: Result<(), CloudError>) {
+        self.action_result("DeleteNics", now, result.as_ref().err());
+        match result {
+            Ok(()) => {
+                for id in nics {
+                    self.nics.remove(id);
+                }
+            }
+            Err(e) if e.kind == CloudErrorKind::Throttled => {}
+            // Not found (one of them is gone: the call did nothing), no answer (it
+            // may have deleted them), wrong state: each NIC is checked.
+            Err(_) => {
+                for id in nics {
+                    self.uncertain(id, None, now);
+                }
+            }
+        }
+    }
+}
