@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::model::{InstanceNics, JobProgress, Lane, NicPage, NicQuery, NodeName};
+use crate::fleet::model::{InstanceNics, JobPage, JobQuery, Lane, NicPage, NicQuery, NodeName};
 use crate::ports::CloudError;
 use crate::types::{CloudNic, InstanceId, JobId, NicId, Vxnet, VxnetId};
 
@@ -73,10 +73,11 @@ pub enum FleetCall {
         /// The NICs.
         nics: Vec<NicId>,
     },
-    /// `DescribeJobs` of every job in flight (up to a page).
+    /// `DescribeJobs`: every job in flight (up to a page), or one page of the
+    /// account's running NIC jobs.
     DescribeJobs {
-        /// The jobs.
-        jobs: Vec<JobId>,
+        /// Which jobs.
+        query: JobQuery,
     },
 }
 
@@ -189,7 +190,7 @@ pub enum Outcome {
     /// `DeleteNics`.
     Deleted(Result<(), CloudError>),
     /// `DescribeJobs`: the jobs the API knows (absent ones it does not).
-    Jobs(Result<BTreeMap<JobId, JobProgress>, CloudError>),
+    Jobs(Result<JobPage, CloudError>),
 }
 
 impl Outcome {

@@ -6,10 +6,11 @@
 //! 5100) may or may not have had its effect, so the NICs it touched become
 //! uncertain and are checked with the cloud before anything else is done with them.
 
-use std::collections::BTreeMap;
-
 use crate::fleet::call::{AfterDetach, FleetCall, Outcome, PlannedCall};
-use crate::fleet::model::{InstanceNics, JobAction, JobProgress, NicPage, NicQuery, NodeName};
+use crate::fleet::model::Lane;
+use crate::fleet::model::{
+    InstanceNics, JobAction, JobPage, JobProgress, JobQuery, NicPage, NicQuery, NodeName,
+};
 use crate::fleet::state::{Fleet, JobTrack, NicEntry, NicState, VxnetInfo, VxnetTrack};
 use crate::ports::{CloudError, CloudErrorKind};
 use crate::types::{CloudNic, InstanceId, JobId, NicId, Timestamp, Vxnet, VxnetId};
@@ -21,7 +22,10 @@ impl Fleet {
             tracing::debug!(action = planned.call.action(), lane = %planned.lane, error = %e, "fleet call failed");
         }
         match (&planned.call, outcome) {
-            (FleetCall::DescribeJobs { jobs }, Outcome::Jobs(r)) => self.jobs_done(now, jobs, r),
+            (FleetCall::DescribeJobs { query }, Outcome::Jobs(r)) => match query {
+                JobQuery::Ids(jobs) => self.jobs_done(now, jobs, r),
+                JobQuery::Running { offset } => self.running_jobs_listed(now, *offset, r),
+            },
             (FleetCall::DescribeInstances { instances }, Outcome::Instances(r)) => {
                 self.instances_done(now, instances, r)
             }
@@ -79,10 +83,17 @@ impl Fleet {
 
     /// The NIC may be anywhere: check it with the cloud before using it.
     fn uncertain(&mut self, id: &NicId, instance: Option<InstanceId>, now: Timestamp) {
+        let (base, max) = (self.config.backoff_base, self.config.backoff_max);
         if let Some(e) = self.nics.get_mut(id) {
             e.state = NicState::Uncertain { instance };
             e.since = now;
-            e.verify_at = Some(now);
+            e.strikes = e.strikes.saturating_add(1);
+            // Checked at once the first time, then later and later.
+            let wait = match e.strikes {
+                0 | 1 => std::time::Duration::ZERO,
+                n => base.saturating_mul(1 << (n - 2).min(16)).min(max),
+            };
+            e.verify_at = Some(now.plus(wait));
         }
     }
 
@@ -102,17 +113,12 @@ impl Fleet {
         }
     }
 
-    fn jobs_done(
-        &mut self,
-        now: Timestamp,
-        ids: &[JobId],
-        result: Result<BTreeMap<JobId, JobProgress>, CloudError>,
-    ) {
+    fn jobs_done(&mut self, now: Timestamp, ids: &[JobId], result: Result<JobPage, CloudError>) {
         self.action_result("DescribeJobs", now, result.as_ref().err());
         let max = self.config.job_poll_max;
         for id in ids {
             let progress = match &result {
-                Ok(map) => map.get(id).copied(),
+                Ok(page) => page.jobs.iter().find(|j| &j.id == id).map(|j| j.progress),
                 Err(_) => Some(JobProgress::Running),
             };
             match progress {
@@ -120,6 +126,9 @@ impl Fleet {
                     if let Some(job) = self.jobs.get_mut(id) {
                         job.delay = (job.delay * 2).min(max);
                         job.next_poll = now.plus(job.delay);
+                        if result.is_ok() {
+                            job.confirmed = now;
+                        }
                     }
                 }
                 Some(p) => self.finish_job(id, p == JobProgress::Succeeded, now),
@@ -127,6 +136,92 @@ impl Fleet {
                 None => self.lose_job(id, now),
             }
         }
+    }
+
+    /// A page of the account's running NIC jobs: each one not followed yet is
+    /// adopted, its NICs marked as moving (NICs the planner does not know are
+    /// described; they are the cluster's or not).
+    fn running_jobs_listed(
+        &mut self,
+        now: Timestamp,
+        offset: u32,
+        result: Result<JobPage, CloudError>,
+    ) {
+        self.action_result("DescribeJobs", now, result.as_ref().err());
+        let Ok(page) = result else {
+            return;
+        };
+        for job in &page.jobs {
+            let Some(action) = job.action else { continue };
+            if job.progress != JobProgress::Running || self.jobs.contains_key(&job.id) {
+                continue;
+            }
+            tracing::info!(job = %job.id, ?action, nics = job.nics.len(), "adopting a running job");
+            self.jobs.insert(
+                job.id.clone(),
+                JobTrack {
+                    action,
+                    instance: job.instance.clone(),
+                    nics: job.nics.clone(),
+                    confirmed: now,
+                    next_poll: now.plus(self.config.job_poll_initial),
+                    delay: self.config.job_poll_initial,
+                    lane: Lane::Repair,
+                },
+            );
+            for nic in &job.nics {
+                match self.nics.get(nic).map(|e| e.state.clone()) {
+                    Some(state) => {
+                        if let Some(next) =
+                            Self::moving(action, &job.id, job.instance.as_ref(), &state)
+                            && let Some(e) = self.nics.get_mut(nic)
+                        {
+                            e.state = next;
+                            e.since = now;
+                            e.verify_at = None;
+                        }
+                    }
+                    None => {
+                        if let Some(i) = job
+                            .instance
+                            .as_ref()
+                            .and_then(|i| self.instances.get_mut(i))
+                        {
+                            i.unknown.insert(nic.clone());
+                        }
+                        self.adopting.insert(nic.clone());
+                    }
+                }
+            }
+        }
+        let next = offset + page.jobs.len() as u32;
+        if page.jobs.is_empty() || next >= page.total {
+            self.jobs_listed = true;
+            self.jobs_offset = 0;
+        } else {
+            self.jobs_offset = next;
+        }
+    }
+
+    /// The state of a NIC a running `action` job moves, from its state before.
+    fn moving(
+        action: JobAction,
+        job: &JobId,
+        instance: Option<&InstanceId>,
+        state: &NicState,
+    ) -> Option<NicState> {
+        let on = instance.or(state.instance()).cloned()?;
+        Some(match action {
+            JobAction::Attach => NicState::Attaching {
+                instance: on,
+                job: job.clone(),
+            },
+            JobAction::Detach => NicState::Detaching {
+                instance: state.instance().cloned().unwrap_or(on),
+                job: job.clone(),
+                then: AfterDetach::Keep,
+            },
+        })
     }
 
     fn finish_job(&mut self, id: &JobId, ok: bool, now: Timestamp) {
@@ -188,6 +283,9 @@ impl Fleet {
             if let Some(e) = self.nics.get_mut(nic) {
                 e.state = next;
                 e.since = now;
+                if ok {
+                    e.strikes = 0;
+                }
             }
         }
         if !ok {
@@ -228,6 +326,16 @@ impl Fleet {
         let Ok(list) = result else {
             return;
         };
+        let mut attached_here: std::collections::BTreeMap<InstanceId, Vec<NicId>> =
+            std::collections::BTreeMap::new();
+        for (nic, e) in &self.nics {
+            if let NicState::Attached { instance } = &e.state {
+                attached_here
+                    .entry(instance.clone())
+                    .or_default()
+                    .push(nic.clone());
+            }
+        }
         for id in asked {
             let found = list.iter().find(|i| &i.id == id);
             let Some(found) = found else {
@@ -242,14 +350,11 @@ impl Fleet {
             };
             let attached: std::collections::BTreeSet<NicId> = found.nics.iter().cloned().collect();
             // NICs the planner has on this instance that the cloud no longer shows there.
-            let gone: Vec<NicId> = self
-                .nics
-                .iter()
-                .filter(|(nic, e)| {
-                    matches!(&e.state, NicState::Attached { instance } if instance == id)
-                        && !attached.contains(*nic)
-                })
-                .map(|(nic, _)| nic.clone())
+            let gone: Vec<NicId> = attached_here
+                .remove(id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|nic| !attached.contains(nic))
                 .collect();
             for nic in gone {
                 self.uncertain(&nic, Some(id.clone()), now);
@@ -312,6 +417,7 @@ impl Fleet {
 
     /// Takes in what the cloud says of one NIC.
     fn observe_nic(&mut self, now: Timestamp, nic: &CloudNic) {
+        self.adopting.remove(&nic.id);
         for t in self.instances.values_mut() {
             t.unknown.remove(&nic.id);
         }
@@ -332,6 +438,17 @@ impl Fleet {
         }
         let linger = self.config.stock_linger;
         let settle = self.config.job_poll_max;
+        let pin = self.config.job_timeout;
+        let owner = nic
+            .instance
+            .as_ref()
+            .or(match self.nics.get(&nic.id).map(|e| &e.state) {
+                Some(NicState::Uncertain { instance }) => instance.as_ref(),
+                _ => None,
+            })
+            .and_then(|i| self.claims.get(i))
+            .filter(|n| self.nodes.get(*n).is_some_and(|t| t.refusal.is_none()))
+            .cloned();
         match self.nics.get_mut(&nic.id) {
             None => {
                 let state = match &nic.instance {
@@ -365,23 +482,54 @@ impl Fleet {
                         };
                         e.since = now;
                     }
-                    (_, None) => {
-                        // It may still be moving (a job nobody recorded): let it settle first.
+                    (state, None) => {
+                        // It may still be moving (a job nobody recorded): let it settle
+                        // first, and keep it for the node it may be attaching to.
+                        let hint = match state {
+                            NicState::Uncertain { instance } => instance.clone(),
+                            _ => None,
+                        };
                         let usable_at = if was_uncertain { now.plus(settle) } else { now };
+                        e.pinned = hint.as_ref().map(|i| (i.clone(), now.plus(pin)));
                         e.state = NicState::Stock {
                             reserved_for: None,
                             usable_at,
                             delete_after: now.plus(linger),
                         };
                         e.since = now;
+                        if hint.is_some()
+                            && let Some(n) = owner
+                            && let Some(e) = self.nics.get_mut(&nic.id)
+                            && let NicState::Stock { reserved_for, .. } = &mut e.state
+                        {
+                            *reserved_for = Some(n);
+                        }
                     }
                 }
+            }
+        }
+        // A job the planner follows moves it: its end decides where it is.
+        let job = self
+            .jobs
+            .iter()
+            .find(|(_, j)| j.nics.contains(&nic.id))
+            .map(|(id, j)| (id.clone(), j.action, j.instance.clone()));
+        if let Some((id, action, instance)) = job
+            && let Some(e) = self.nics.get_mut(&nic.id)
+        {
+            let followed = matches!(&e.state,
+                NicState::Attaching { job, .. } | NicState::Detaching { job, .. } if *job == id);
+            if !followed && let Some(next) = Self::moving(action, &id, instance.as_ref(), &e.state)
+            {
+                e.state = next;
+                e.since = now;
             }
         }
     }
 
     /// The NIC does not exist (any more).
     fn forget_nic(&mut self, id: &NicId) {
+        self.adopting.remove(id);
         for t in self.instances.values_mut() {
             t.unknown.remove(id);
             t.foreign.remove(id);
@@ -546,7 +694,8 @@ impl Fleet {
                             t.room_max = None;
                         }
                     }
-                    CloudErrorKind::NotFound => t.info = VxnetInfo::NotFound,
+                    // The vxnet may be gone: described again.
+                    CloudErrorKind::NotFound => t.info = VxnetInfo::Unknown,
                     CloudErrorKind::Retryable => {
                         // The NICs may exist without the planner knowing their ids: the
                         // next listing of the cluster's detached NICs finds them.
@@ -595,7 +744,7 @@ impl Fleet {
                         action: JobAction::Attach,
                         instance: Some(instance.clone()),
                         nics: nics.to_vec(),
-                        started: now,
+                        confirmed: now,
                         next_poll: now.plus(self.config.job_poll_initial),
                         delay: self.config.job_poll_initial,
                         lane: planned.lane,
@@ -625,10 +774,11 @@ impl Fleet {
                             self.uncertain(id, Some(instance.clone()), now);
                         }
                     }
-                    // A NIC busy or gone, or the instance gone: check both.
+                    // A NIC busy (a job nobody recorded may be attaching it here) or
+                    // gone, or the instance gone: check both.
                     _ => {
                         for id in nics {
-                            self.uncertain(id, None, now);
+                            self.uncertain(id, Some(instance.clone()), now);
                         }
                         if let Some(i) = self.instances.get_mut(instance) {
                             i.stale = true;
@@ -674,7 +824,7 @@ impl Fleet {
                         action: JobAction::Detach,
                         instance: None,
                         nics: nics.to_vec(),
-                        started: now,
+                        confirmed: now,
                         next_poll: now.plus(self.config.job_poll_initial),
                         delay: self.config.job_poll_initial,
                         lane: planned.lane,

@@ -24,7 +24,7 @@ pub async fn execute_call<C: FleetCloud + ?Sized>(cloud: &C, call: &FleetCall) -
         }
         FleetCall::DetachNics { nics, .. } => Outcome::Job(cloud.detach_nics(nics).await),
         FleetCall::DeleteNics { nics } => Outcome::Deleted(cloud.delete_nics(nics).await),
-        FleetCall::DescribeJobs { jobs } => Outcome::Jobs(cloud.describe_jobs(jobs).await),
+        FleetCall::DescribeJobs { query } => Outcome::Jobs(cloud.describe_jobs(query).await),
     }
 }
 

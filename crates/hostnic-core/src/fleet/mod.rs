@@ -56,8 +56,8 @@ pub use call::{AfterDetach, Breaker, FleetCall, FleetRound, Outcome, PlannedCall
 pub use config::{FleetConfig, FleetConfigError};
 pub use exec::{execute, execute_call};
 pub use model::{
-    InstanceNics, JobAction, JobProgress, JobRecord, Lane, NicPage, NicPhase, NicQuery, NodeDemand,
-    NodeName, NodeNic, NodeRecord,
+    InstanceNics, JobAction, JobInfo, JobPage, JobProgress, JobQuery, JobRecord, Lane, NicPage,
+    NicPhase, NicQuery, NodeDemand, NodeName, NodeNic, NodeRecord,
 };
 pub use port::FleetCloud;
 pub use state::{Fleet, NodeView, Refusal};

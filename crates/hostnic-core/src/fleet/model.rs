@@ -150,6 +150,44 @@ pub enum JobProgress {
     Failed,
 }
 
+/// Which jobs one `DescribeJobs` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobQuery {
+    /// These jobs (at most 100: one page).
+    Ids(Vec<JobId>),
+    /// The account's `AttachNics` and `DetachNics` jobs still running (pending or
+    /// working), one page of 100 from `offset`: what a planner starting up adopts,
+    /// recorded or not.
+    Running {
+        /// Offset of the page.
+        offset: u32,
+    },
+}
+
+/// A job as `DescribeJobs` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job.
+    pub id: JobId,
+    /// Where it is.
+    pub progress: JobProgress,
+    /// What it does, if it is a NIC job.
+    pub action: Option<JobAction>,
+    /// Its NICs (from its directive).
+    pub nics: Vec<NicId>,
+    /// The instance it attaches to (or detaches from), when the directive says.
+    pub instance: Option<InstanceId>,
+}
+
+/// One page of jobs and how many match in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPage {
+    /// The jobs of the page.
+    pub jobs: Vec<JobInfo>,
+    /// Jobs matching the query in all.
+    pub total: u32,
+}
+
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -176,6 +214,10 @@ pub struct JobRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NicPhase {
+    /// Set aside for the node, about to be attached (recorded before the
+    /// `AttachNics`, so that a planner taking over knows an attach may be under
+    /// way): not usable yet.
+    Reserved,
     /// Attached to the node's instance: the node may use it.
     Attached,
     /// An attach job is running.

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::fleet::call::{AfterDetach, Breaker, FleetCall, FleetRound, PlannedCall, RoundBudget};
-use crate::fleet::model::{Lane, NicQuery, NodeDemand, NodeName};
+use crate::fleet::model::{JobAction, JobQuery, Lane, NicQuery, NodeDemand, NodeName};
 use crate::fleet::state::{Fleet, NicState, NodeTrack, Refusal, VxnetInfo};
 use crate::pool::Backoff;
 use crate::types::{InstanceId, NicId, Timestamp, VxnetId};
@@ -52,6 +52,8 @@ struct Need {
     reserved: Vec<NicId>,
     /// NICs it may still get attached now.
     room: u32,
+    /// NICs it lacks.
+    deficit: u32,
 }
 
 impl Fleet {
@@ -70,15 +72,19 @@ impl Fleet {
         let mut cands = Vec::new();
         self.plan_job_polls(now, &mut cands);
         self.plan_describes(now, &mut cands);
-        self.plan_detaches(now, &mut cands);
-        self.plan_serving(now, &mut cands);
-        self.plan_deletes(now, &mut cands);
+        // Nothing changes before the jobs running in the account are known.
+        if self.jobs_listed {
+            self.plan_detaches(now, &mut cands);
+            self.plan_serving(now, &mut cands);
+            self.plan_deletes(now, &mut cands);
+        }
         self.plan_scans(now, &mut cands);
         self.select(cands, budget)
     }
 
-    /// The earliest time at which planning again may do something without any
-    /// outcome or demand changing (a job poll, a backoff or a grace period ending).
+    /// The earliest time after `now` at which planning again may do something
+    /// without any outcome or demand changing (a job poll, a backoff, a cooldown
+    /// or a grace period ending, a periodic check). `None`: nothing is scheduled.
     pub fn next_wakeup(&self, now: Timestamp) -> Option<Timestamp> {
         let grace = self.config.node_gone_grace;
         let mut times: Vec<Timestamp> = Vec::new();
@@ -109,13 +115,9 @@ impl Fleet {
         }
         times.push(self.scans.next_stock);
         times.push(self.scans.next_full);
-        if self.scans.stock.is_some() || self.scans.full.is_some() {
-            times.push(now);
-        }
         for i in self.instances.values() {
-            match i.described_at {
-                Some(t) => times.push(t.plus(self.config.verify_interval)),
-                None => times.push(now),
+            if let Some(t) = i.described_at {
+                times.push(t.plus(self.config.verify_interval));
             }
         }
         if unmet {
@@ -125,7 +127,9 @@ impl Fleet {
             }
         }
         times.extend(self.backoffs.values().map(|b| b.not_before));
-        times.into_iter().map(|t| t.max(now)).min()
+        // What is due now was planned in this round (or deferred for the budget,
+        // which the caller waits for): only what comes due later wakes it.
+        times.into_iter().filter(|t| *t > now).min()
     }
 
     fn sync_nodes(&mut self, now: Timestamp, demands: &[NodeDemand]) {
@@ -166,6 +170,12 @@ impl Fleet {
             }
         }
         self.nodes.retain(|n, _| seen.contains(n));
+        self.claims.clear();
+        for (n, t) in &self.nodes {
+            self.claims
+                .entry(t.demand.instance.clone())
+                .or_insert_with(|| n.clone());
+        }
         let _ = now;
     }
 
@@ -174,11 +184,11 @@ impl Fleet {
         let lost: Vec<_> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.started.plus(timeout) <= now)
+            .filter(|(_, j)| j.confirmed.plus(timeout) <= now)
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
-            tracing::warn!(job = %id, "job still running after the job timeout: its NICs are checked");
+            tracing::warn!(job = %id, "no word of the job for the job timeout: its NICs are checked");
             self.lose_job(&id, now);
         }
         for v in self.vxnets.values_mut() {
@@ -342,6 +352,24 @@ impl Fleet {
         if !self.action_ready("DescribeJobs", now) {
             return;
         }
+        if !self.jobs_listed {
+            cands.push(Candidate {
+                call: PlannedCall {
+                    call: FleetCall::DescribeJobs {
+                        query: JobQuery::Running {
+                            offset: self.jobs_offset,
+                        },
+                    },
+                    lane: Lane::Repair,
+                    requests: 1,
+                },
+                poll: true,
+                rank: 0,
+                key: (0, 0, 0),
+                tiebreak: String::new(),
+                nodes: Vec::new(),
+            });
+        }
         let ids: Vec<_> = self.jobs.keys().cloned().collect();
         for chunk in ids.chunks(self.config.page_max as usize) {
             let due = chunk.iter().any(|id| self.jobs[id].next_poll <= now);
@@ -356,7 +384,7 @@ impl Fleet {
             cands.push(Candidate {
                 call: PlannedCall {
                     call: FleetCall::DescribeJobs {
-                        jobs: chunk.to_vec(),
+                        query: JobQuery::Ids(chunk.to_vec()),
                     },
                     lane,
                     requests: 1,
@@ -470,6 +498,7 @@ impl Fleet {
             for t in self.instances.values() {
                 ids.extend(t.unknown.iter().cloned());
             }
+            ids.extend(self.adopting.iter().cloned());
             let repair = self.config.repair_interval;
             for t in self.nodes.values().filter(|t| t.refusal.is_none()) {
                 for id in &t.demand.missing {
@@ -618,29 +647,60 @@ impl Fleet {
 
         let limit = self.config.instance_nic_limit;
         let mut needs: Vec<Need> = Vec::with_capacity(order.len());
+        // One pass over the NICs: what is on each instance (leaving it or not),
+        // what is reserved for each node, what is pinned to each instance.
+        type OnInstance = Vec<(NicId, bool, bool)>;
+        let mut on_map: BTreeMap<InstanceId, OnInstance> = BTreeMap::new();
+        let mut reserved_map: BTreeMap<NodeName, Vec<NicId>> = BTreeMap::new();
+        let mut pinned_map: BTreeMap<InstanceId, u32> = BTreeMap::new();
+        for (id, e) in &self.nics {
+            match &e.state {
+                NicState::Stock {
+                    reserved_for: Some(n),
+                    ..
+                } => reserved_map.entry(n.clone()).or_default().push(id.clone()),
+                // Pinned there, reserved for nobody (its node left and came back).
+                NicState::Stock { .. } => {
+                    if let Some(i) = e.pinned_to(now) {
+                        *pinned_map.entry(i.clone()).or_default() += 1;
+                    }
+                }
+                s => {
+                    if let Some(i) = s.instance() {
+                        // A NIC being detached to be attached again stays the node's.
+                        let leaving = matches!(s, NicState::Detaching { then, .. } if *then != AfterDetach::Reattach);
+                        let attached = matches!(s, NicState::Attached { .. });
+                        on_map
+                            .entry(i.clone())
+                            .or_default()
+                            .push((id.clone(), leaving, attached));
+                    }
+                }
+            }
+        }
         for (lane, name) in order {
             let d = self.nodes[&name].demand.clone();
             let d = &d;
-            let (mut on, mut releasing) = (0u32, 0u32);
-            let mut reserved: Vec<NicId> = Vec::new();
-            for (id, e) in &self.nics {
-                match &e.state {
-                    NicState::Stock {
-                        reserved_for: Some(n),
-                        ..
-                    } if n == &name => reserved.push(id.clone()),
-                    s if s.instance() == Some(&d.instance) => {
-                        on += 1;
-                        // A NIC being detached to be attached again stays the node's.
-                        let gone = matches!(s, NicState::Detaching { then, .. } if *then != AfterDetach::Reattach)
-                            || (matches!(s, NicState::Attached { .. }) && d.release.contains(id));
-                        if gone {
-                            releasing += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            let mut reserved: Vec<NicId> = reserved_map.remove(&name).unwrap_or_default();
+            let here = on_map
+                .get(&d.instance)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut on = here.len() as u32 + pinned_map.get(&d.instance).copied().unwrap_or(0);
+            let releasing = here
+                .iter()
+                .filter(|(id, leaving, attached)| *leaving || (*attached && d.release.contains(id)))
+                .count() as u32;
+            // NICs of adopted attach jobs to this instance not described yet.
+            on += self
+                .jobs
+                .values()
+                .filter(|j| {
+                    j.action == JobAction::Attach && j.instance.as_ref() == Some(&d.instance)
+                })
+                .flat_map(|j| &j.nics)
+                .filter(|n| !self.nics.contains_key(*n))
+                .count() as u32;
             let foreign = self
                 .instances
                 .get(&d.instance)
@@ -648,16 +708,34 @@ impl Fleet {
             let cap = d.max_nics.min(limit.saturating_sub(1 + foreign));
             let room = cap.saturating_sub(on);
             let deficit = d.want.saturating_sub(on - releasing);
+            // Reservations beyond what the node needs go back, except NICs pinned
+            // to it (an unrecorded job may still attach them to its instance).
+            let pinned: BTreeSet<NicId> = reserved
+                .iter()
+                .filter(|id| {
+                    self.nics
+                        .get(*id)
+                        .is_some_and(|e| e.pinned_to(now).is_some())
+                })
+                .cloned()
+                .collect();
+            reserved.sort_by_key(|id| !pinned.contains(id));
             while reserved.len() as u32 > deficit.min(room) {
-                if let Some(id) = reserved.pop()
-                    && let Some(e) = self.nics.get_mut(&id)
+                let Some(id) = reserved.last().cloned() else {
+                    break;
+                };
+                if pinned.contains(&id) {
+                    break;
+                }
+                reserved.pop();
+                if let Some(e) = self.nics.get_mut(&id)
                     && let NicState::Stock { reserved_for, .. } = &mut e.state
                 {
                     *reserved_for = None;
                 }
             }
             let held = reserved.len() as u32;
-            let need = (deficit - held).min(room - held);
+            let need = deficit.saturating_sub(held).min(room.saturating_sub(held));
             let vxnets = self.vxnets_of(d);
             let key = {
                 let t = &self.nodes[&name];
@@ -686,6 +764,7 @@ impl Fleet {
                 need,
                 reserved,
                 room,
+                deficit,
             });
         }
         needs.sort_by(|a, b| (a.lane, a.key, &a.node).cmp(&(b.lane, b.key, &b.node)));
@@ -702,6 +781,7 @@ impl Fleet {
                 ..
             } = &e.state
                 && e.verify_at.is_none()
+                && e.pinned_to(now).is_none()
             {
                 let pool = if *usable_at <= now {
                     &mut ready
@@ -820,7 +900,8 @@ impl Fleet {
             }
         }
 
-        // One AttachNics per node: its reserved NICs that are usable now.
+        // One AttachNics per node: its reserved NICs that are usable now, no more
+        // than it lacks.
         for n in &needs {
             let ready: Vec<NicId> = n
                 .reserved
@@ -828,7 +909,7 @@ impl Fleet {
                 .filter(|id| {
                     matches!(self.nics.get(*id), Some(e) if matches!(e.state, NicState::Stock { usable_at, .. } if usable_at <= now))
                 })
-                .take(n.room.min(self.config.batch_max) as usize)
+                .take(n.room.min(n.deficit).min(self.config.batch_max) as usize)
                 .cloned()
                 .collect();
             if ready.is_empty() {
@@ -898,6 +979,7 @@ impl Fleet {
             .iter()
             .filter(|(_, e)| {
                 e.verify_at.is_none()
+                    && e.pinned_to(now).is_none()
                     && matches!(e.state, NicState::Stock { reserved_for: None, delete_after, .. } if delete_after <= now)
             })
             .map(|(id, _)| id.clone())

@@ -1,11 +1,9 @@
 //! [`FleetCloud`]: the cloud as the fleet planner's executor sees it — every call
 //! batched, every listing one page, and no call that waits for a job.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 
-use crate::fleet::model::{InstanceNics, JobProgress, NicPage, NicQuery};
+use crate::fleet::model::{InstanceNics, JobPage, JobQuery, NicPage, NicQuery};
 use crate::ports::CloudError;
 use crate::types::{CloudNic, InstanceId, JobId, NicId, Vxnet, VxnetId};
 
@@ -47,11 +45,9 @@ pub trait FleetCloud: Send + Sync {
     /// `DeleteNics` of detached NICs.
     async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError>;
 
-    /// `DescribeJobs` of up to 100 jobs: where each job the API knows is.
-    async fn describe_jobs(
-        &self,
-        jobs: &[JobId],
-    ) -> Result<BTreeMap<JobId, JobProgress>, CloudError>;
+    /// One page of `DescribeJobs`: the jobs asked for that the API knows, or
+    /// the account's running NIC jobs.
+    async fn describe_jobs(&self, query: &JobQuery) -> Result<JobPage, CloudError>;
 }
 
 #[async_trait]
@@ -89,10 +85,7 @@ impl<T: FleetCloud + ?Sized> FleetCloud for std::sync::Arc<T> {
     async fn delete_nics(&self, nics: &[NicId]) -> Result<(), CloudError> {
         (**self).delete_nics(nics).await
     }
-    async fn describe_jobs(
-        &self,
-        jobs: &[JobId],
-    ) -> Result<BTreeMap<JobId, JobProgress>, CloudError> {
-        (**self).describe_jobs(jobs).await
+    async fn describe_jobs(&self, query: &JobQuery) -> Result<JobPage, CloudError> {
+        (**self).describe_jobs(query).await
     }
 }

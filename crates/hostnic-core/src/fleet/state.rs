@@ -129,6 +129,19 @@ pub struct NodeView {
     pub last_error: Option<String>,
 }
 
+impl NodeView {
+    /// What must be recorded of the node for a planner taking over (see
+    /// [`Fleet::resume`]): its NICs and jobs.
+    pub fn record(&self) -> NodeRecord {
+        NodeRecord {
+            node: self.node.clone(),
+            instance: self.instance.clone(),
+            nics: self.nics.clone(),
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
 /// Where a NIC of the cluster is, as far as the planner knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NicState {
@@ -187,9 +200,24 @@ pub(crate) struct NicEntry {
     pub(crate) missing_checked: Option<Timestamp>,
     /// The instance it was last detached from.
     pub(crate) last_instance: Option<InstanceId>,
+    /// It came back from uncertain near an instance: an attach job nobody recorded
+    /// may still run on it, so until then it counts against that instance's
+    /// limit (and stays reserved for its node).
+    pub(crate) pinned: Option<(InstanceId, Timestamp)>,
+    /// Times it became uncertain since a job on it last succeeded: each check
+    /// waits longer, so a NIC some unrecorded job keeps busy is not hammered.
+    pub(crate) strikes: u32,
 }
 
 impl NicEntry {
+    /// The instance it is pinned to at `now`, if any.
+    pub(crate) fn pinned_to(&self, now: Timestamp) -> Option<&InstanceId> {
+        self.pinned
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(i, _)| i)
+    }
+
     /// A NIC first seen now in `state`.
     pub(crate) fn new(
         name: String,
@@ -209,6 +237,8 @@ impl NicEntry {
             reattach: false,
             missing_checked: None,
             last_instance: None,
+            pinned: None,
+            strikes: 0,
         }
     }
 
@@ -225,7 +255,9 @@ pub(crate) struct JobTrack {
     pub(crate) action: JobAction,
     pub(crate) instance: Option<InstanceId>,
     pub(crate) nics: Vec<NicId>,
-    pub(crate) started: Timestamp,
+    /// When the API last said it runs (or it started): a job the API keeps
+    /// reporting as running is followed as long as it runs.
+    pub(crate) confirmed: Timestamp,
     pub(crate) next_poll: Timestamp,
     pub(crate) delay: Duration,
     pub(crate) lane: Lane,
@@ -293,6 +325,13 @@ impl VxnetTrack {
     }
 }
 
+/// NICs by instance and reservations by node (see [`Fleet::index`]).
+#[derive(Debug, Default)]
+pub(crate) struct NicIndex<'a> {
+    pub(crate) on: BTreeMap<&'a InstanceId, Vec<(&'a NicId, &'a NicEntry)>>,
+    pub(crate) reserved: BTreeMap<&'a NodeName, Vec<(&'a NicId, &'a NicEntry)>>,
+}
+
 /// A paged listing in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Scan {
@@ -321,11 +360,20 @@ pub struct Fleet {
     pub(crate) nics: BTreeMap<NicId, NicEntry>,
     pub(crate) jobs: BTreeMap<JobId, JobTrack>,
     pub(crate) nodes: BTreeMap<NodeName, NodeTrack>,
+    /// The node claiming each instance (the first by name), rebuilt with the demand set.
+    pub(crate) claims: BTreeMap<InstanceId, NodeName>,
     pub(crate) instances: BTreeMap<InstanceId, InstanceTrack>,
     pub(crate) vxnets: BTreeMap<VxnetId, VxnetTrack>,
     pub(crate) scans: Scans,
     /// Backoff of calls that belong to no node (describes, GC), by action.
     pub(crate) backoffs: BTreeMap<&'static str, Backoff>,
+    /// The account's running NIC jobs were listed (and adopted): until then the
+    /// planner changes nothing, since a job nobody recorded may be running.
+    pub(crate) jobs_listed: bool,
+    /// Offset of the next page of that listing.
+    pub(crate) jobs_offset: u32,
+    /// NICs of adopted jobs the planner did not know: described next.
+    pub(crate) adopting: BTreeSet<NicId>,
     pub(crate) seed: u64,
 }
 
@@ -338,6 +386,7 @@ impl Fleet {
             nics: BTreeMap::new(),
             jobs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            claims: BTreeMap::new(),
             instances: BTreeMap::new(),
             vxnets: BTreeMap::new(),
             scans: Scans {
@@ -347,6 +396,9 @@ impl Fleet {
                 next_full: now,
             },
             backoffs: BTreeMap::new(),
+            jobs_listed: false,
+            jobs_offset: 0,
+            adopting: BTreeSet::new(),
             seed: 0x5eed_f1ee7,
         }
     }
@@ -364,10 +416,13 @@ impl Fleet {
                     NicPhase::Attached => NicState::Attached {
                         instance: instance.clone(),
                     },
-                    // A job in flight without a record: unknown until checked.
-                    NicPhase::Attaching | NicPhase::Detaching => NicState::Uncertain {
-                        instance: Some(instance.clone()),
-                    },
+                    // A job in flight without a record, or an attach that may have
+                    // been made: unknown until checked, and the node's meanwhile.
+                    NicPhase::Reserved | NicPhase::Attaching | NicPhase::Detaching => {
+                        NicState::Uncertain {
+                            instance: Some(instance.clone()),
+                        }
+                    }
                 };
                 let verify = matches!(state, NicState::Uncertain { .. });
                 let mut entry = NicEntry::new(
@@ -404,7 +459,7 @@ impl Fleet {
                         action: job.action,
                         instance: Some(instance.clone()),
                         nics: job.nics.clone(),
-                        started: now,
+                        confirmed: now,
                         next_poll: now,
                         delay: fleet.config.job_poll_initial,
                         lane,
@@ -460,10 +515,27 @@ impl Fleet {
 
     /// The node that claims `instance` (the first by name if several do).
     pub(crate) fn claimant(&self, instance: &InstanceId) -> Option<&NodeName> {
-        self.nodes
-            .iter()
-            .find(|(_, t)| &t.demand.instance == instance)
-            .map(|(n, _)| n)
+        self.claims.get(instance)
+    }
+
+    /// The NICs of each instance (any state that puts them there) and the stock
+    /// reserved for each node, in one pass.
+    pub(crate) fn index(&self) -> NicIndex<'_> {
+        let mut index = NicIndex::default();
+        for (id, e) in &self.nics {
+            match &e.state {
+                NicState::Stock {
+                    reserved_for: Some(n),
+                    ..
+                } => index.reserved.entry(n).or_default().push((id, e)),
+                s => {
+                    if let Some(i) = s.instance() {
+                        index.on.entry(i).or_default().push((id, e));
+                    }
+                }
+            }
+        }
+        index
     }
 
     /// True for a NIC name this cluster's planner may manage: its own, and the
@@ -476,11 +548,21 @@ impl Fleet {
 
     /// What the planner reports about `node`.
     pub fn view(&self, node: &NodeName) -> Option<NodeView> {
+        self.view_indexed(node, &self.index())
+    }
+
+    fn view_indexed(&self, node: &NodeName, index: &NicIndex<'_>) -> Option<NodeView> {
         let track = self.nodes.get(node)?;
         let demand = &track.demand;
         let mut nics: Vec<NodeNic> = Vec::new();
         let mut attached = 0;
-        for (id, e) in &self.nics {
+        let mine = index
+            .on
+            .get(&demand.instance)
+            .into_iter()
+            .chain(index.reserved.get(node))
+            .flatten();
+        for (id, e) in mine.copied() {
             let phase = match &e.state {
                 NicState::Attached { instance } if instance == &demand.instance => {
                     if !demand.release.contains(id) {
@@ -494,6 +576,15 @@ impl Fleet {
                 NicState::Detaching { instance, .. } if instance == &demand.instance => {
                     NicPhase::Detaching
                 }
+                // Set aside for the node, or unknown after a call that may have
+                // attached it there: recorded, so a planner taking over holds it too.
+                NicState::Stock {
+                    reserved_for: Some(n),
+                    ..
+                } if n == node => NicPhase::Reserved,
+                NicState::Uncertain {
+                    instance: Some(instance),
+                } if instance == &demand.instance => NicPhase::Reserved,
                 _ => continue,
             };
             let info = match self.vxnets.get(&e.vxnet).map(|v| &v.info) {
@@ -509,11 +600,7 @@ impl Fleet {
                 phase,
             });
         }
-        let on_instance = |id: &NicId| {
-            self.nics
-                .get(id)
-                .is_some_and(|e| e.state.instance() == Some(&demand.instance))
-        };
+        let on_instance = |id: &NicId| nics.iter().any(|n| &n.id == id);
         let jobs = self
             .jobs
             .iter()
@@ -546,18 +633,16 @@ impl Fleet {
 
     /// Views of every node of the latest demand set.
     pub fn views(&self) -> Vec<NodeView> {
-        self.nodes.keys().filter_map(|n| self.view(n)).collect()
+        let index = self.index();
+        self.nodes
+            .keys()
+            .filter_map(|n| self.view_indexed(n, &index))
+            .collect()
     }
 
     /// The record a planner taking over resumes from (see [`Fleet::resume`]).
     pub fn record(&self, node: &NodeName) -> Option<NodeRecord> {
-        let view = self.view(node)?;
-        Some(NodeRecord {
-            node: view.node,
-            instance: view.instance,
-            nics: view.nics,
-            jobs: view.jobs,
-        })
+        self.view(node).map(|v| v.record())
     }
 
     /// True when the node's instance and vxnets were checked with the cloud.

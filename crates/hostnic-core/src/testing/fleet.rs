@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{FaultPoint, ManualClock, Rng};
-use crate::fleet::{FleetCloud, InstanceNics, JobProgress, NicPage, NicQuery};
+use crate::fleet::{
+    FleetCloud, InstanceNics, JobAction, JobInfo, JobPage, JobProgress, JobQuery, NicPage, NicQuery,
+};
 use crate::ports::{Clock, CloudError, CloudErrorKind};
 use crate::types::{
     CloudNic, CloudNicStatus, InstanceId, JobId, NicId, RouterId, Timestamp, Vxnet, VxnetId,
@@ -341,6 +343,24 @@ impl FleetCloudSim {
             .map(|j| j.nics.len())
             .sum();
         (attached + coming) as u32
+    }
+
+    /// [`FleetCloudSim::on_instance`] of every instance at once.
+    pub fn on_instances(&self) -> BTreeMap<InstanceId, u32> {
+        self.settle();
+        let inner = self.lock();
+        let mut out: BTreeMap<InstanceId, u32> = BTreeMap::new();
+        for n in inner.nics.values() {
+            if let Some(i) = n.instance.as_ref().filter(|_| !n.primary) {
+                *out.entry(i.clone()).or_default() += 1;
+            }
+        }
+        for j in inner.jobs.values().filter(|j| !j.applied) {
+            if let Some(i) = &j.attach_to {
+                *out.entry(i.clone()).or_default() += j.nics.len() as u32;
+            }
+        }
+        out
     }
 
     /// Jobs not finished yet.
@@ -797,25 +817,55 @@ impl FleetCloud for FleetCloudSim {
         finish((), after)
     }
 
-    async fn describe_jobs(
-        &self,
-        jobs: &[JobId],
-    ) -> Result<BTreeMap<JobId, JobProgress>, CloudError> {
+    async fn describe_jobs(&self, query: &JobQuery) -> Result<JobPage, CloudError> {
         let after = self.admit("DescribeJobs", 1, false)?;
-        self.check_batch("DescribeJobs", jobs.len(), PAGE)?;
         let inner = self.lock();
-        let mut out = BTreeMap::new();
-        for id in jobs {
-            let Some(j) = inner.jobs.get(id).filter(|j| !j.lost) else {
-                continue;
-            };
-            let p = match (j.applied, j.fail) {
+        let info = |id: &JobId, j: &SimJob| JobInfo {
+            id: id.clone(),
+            progress: match (j.applied, j.fail) {
                 (false, _) => JobProgress::Running,
                 (true, false) => JobProgress::Succeeded,
                 (true, true) => JobProgress::Failed,
-            };
-            out.insert(id.clone(), p);
-        }
-        finish(out, after)
+            },
+            action: Some(if j.attach_to.is_some() {
+                JobAction::Attach
+            } else {
+                JobAction::Detach
+            }),
+            nics: j.nics.clone(),
+            instance: j.attach_to.clone(),
+        };
+        let page = match query {
+            JobQuery::Ids(ids) => {
+                drop(inner);
+                self.check_batch("DescribeJobs", ids.len(), PAGE)?;
+                let inner = self.lock();
+                let jobs: Vec<JobInfo> = ids
+                    .iter()
+                    .filter_map(|id| inner.jobs.get(id).filter(|j| !j.lost).map(|j| info(id, j)))
+                    .collect();
+                JobPage {
+                    total: jobs.len() as u32,
+                    jobs,
+                }
+            }
+            JobQuery::Running { offset } => {
+                let running: Vec<JobInfo> = inner
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| !j.lost && !j.applied)
+                    .map(|(id, j)| info(id, j))
+                    .collect();
+                JobPage {
+                    total: running.len() as u32,
+                    jobs: running
+                        .into_iter()
+                        .skip(*offset as usize)
+                        .take(PAGE)
+                        .collect(),
+                }
+            }
+        };
+        finish(page, after)
     }
 }

@@ -1,7 +1,7 @@
 //! A fleet planner driven round by round against `FleetCloudSim`, with agents
 //! that write demands and read their views, persisted records (the `HostnicNode`
 //! status of controller mode) and leader changes. Every round is checked against
-//! the cloud's truth.
+//! the cloud's truth. `FLEET_TRACE=1` prints every round's calls and the nodes' NICs.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +98,9 @@ impl FleetWorld {
     /// persists the records and lets the agents read their views.
     pub fn round(&mut self) -> FleetRound {
         let (round, budget) = self.plan();
+        // What the round is about to do is recorded first (reservations: the
+        // attaches about to be made), as the controller writes status before calling.
+        self.persist();
         let results = block_on(execute(&self.cloud, &round));
         let now = self.now();
         for (call, outcome) in results {
@@ -114,6 +117,7 @@ impl FleetWorld {
     /// resumes from the records of the last complete round.
     pub fn round_then_crash(&mut self, k: usize) {
         let (mut round, _) = self.plan();
+        self.persist();
         round.calls.truncate(k);
         let _ = block_on(execute(&self.cloud, &round));
         self.leader_change();
@@ -132,6 +136,26 @@ impl FleetWorld {
         let demands: Vec<NodeDemand> = self.demands.values().cloned().collect();
         let now = self.now();
         let round = self.fleet.plan(now, &demands, budget);
+        if std::env::var_os("FLEET_TRACE").is_some() {
+            eprintln!(
+                "round {} at {} ms: counts {:?} jobs {}: {:?}",
+                self.rounds,
+                now.0,
+                self.fleet.nic_counts(),
+                self.fleet.jobs_in_flight(),
+                round.calls.iter().map(|c| &c.call).collect::<Vec<_>>()
+            );
+            for v in self.views.values().filter(|v| !v.nics.is_empty()) {
+                eprintln!(
+                    "   {} {:?}",
+                    v.node,
+                    v.nics
+                        .iter()
+                        .map(|n| (n.id.to_string(), n.phase))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
         self.check_round(&round, budget)
             .unwrap_or_else(|e| panic!("round {}: {e}\n{round:#?}", self.rounds));
         (round, budget)
@@ -141,9 +165,7 @@ impl FleetWorld {
         self.records.clear();
         self.views.clear();
         for view in self.fleet.views() {
-            if let Some(r) = self.fleet.record(&view.node) {
-                self.records.insert(view.node.clone(), r);
-            }
+            self.records.insert(view.node.clone(), view.record());
             self.views.insert(view.node.clone(), view);
         }
         // Agents forget NICs they gave back (or reported missing) once their view
@@ -162,6 +184,12 @@ impl FleetWorld {
                 .unwrap_or_default();
             d.release.retain(|n| shown.contains(n));
             d.missing.retain(|n| shown.contains(n));
+            // NICs beyond what it wants (one that arrived after it stopped asking)
+            // are free NICs of its pool: it gives them back, as an agent does.
+            let kept: Vec<&NicId> = shown.iter().filter(|n| !d.release.contains(*n)).collect();
+            let excess = kept.len().saturating_sub(d.want as usize);
+            let extra: Vec<NicId> = kept.into_iter().rev().take(excess).cloned().collect();
+            d.release.extend(extra);
         }
     }
 
@@ -182,10 +210,6 @@ impl FleetWorld {
         d.release.extend(ids);
     }
 
-    fn on_instance(&self, instance: &InstanceId) -> u32 {
-        self.cloud.on_instance(instance)
-    }
-
     /// What a round may do, checked before it runs.
     fn check_round(&self, round: &FleetRound, budget: RoundBudget) -> Result<(), String> {
         match budget.breaker {
@@ -204,6 +228,8 @@ impl FleetWorld {
             }
             _ => {}
         }
+        let on = self.cloud.on_instances();
+        let on_instance = |i: &InstanceId| on.get(i).copied().unwrap_or(0);
         let mut attach_nodes = BTreeSet::new();
         let mut create_vxnets = BTreeSet::new();
         let mut touched: BTreeSet<NicId> = BTreeSet::new();
@@ -236,10 +262,10 @@ impl FleetWorld {
                             })
                         })
                         .count() as u32;
-                    if self.on_instance(instance) + new > max {
+                    if on_instance(instance) + new > max {
                         return Err(format!(
                             "{node} would exceed max_nics {max}: {} on it, {new} more",
-                            self.on_instance(instance)
+                            on_instance(instance)
                         ));
                     }
                     nics.clone()
@@ -278,10 +304,12 @@ impl FleetWorld {
                 if let Some(other) = owner.insert(nic.id.clone(), view.node.clone()) {
                     return Err(format!("NIC {} shown to {other} and {}", nic.id, view.node));
                 }
+                // Never attached to another instance than the one its node is told.
+                // (Detached behind the planner's back — a job nobody recorded — is
+                // possible; the node's host then reports it missing.)
                 if nic.phase == NicPhase::Attached
                     && let Some(t) = truth.get(&nic.id)
-                    && t.instance.as_ref() != Some(&view.instance)
-                    && t.busy.is_none()
+                    && t.instance.as_ref().is_some_and(|i| i != &view.instance)
                 {
                     return Err(format!(
                         "{} is told NIC {} is attached, the cloud has it on {:?}",
@@ -290,9 +318,10 @@ impl FleetWorld {
                 }
             }
         }
+        let per_instance = self.cloud.on_instances();
         for d in self.demands.values() {
-            let on = self.on_instance(&d.instance);
-            if on > d.max_nics.max(self.config.max_pod_nics) {
+            let on = per_instance.get(&d.instance).copied().unwrap_or(0);
+            if on > d.max_nics {
                 return Err(format!("{} holds {on} NICs", d.node));
             }
         }
@@ -314,11 +343,14 @@ impl FleetWorld {
                 valid.insert(d.instance.clone(), d);
             }
         }
+        let mut ours_on: BTreeMap<&InstanceId, u32> = BTreeMap::new();
+        for n in truth.values().filter(|n| n.name == name) {
+            if let Some(i) = &n.instance {
+                *ours_on.entry(i).or_default() += 1;
+            }
+        }
         for d in valid.values() {
-            let have = truth
-                .values()
-                .filter(|n| n.name == name && n.instance.as_ref() == Some(&d.instance))
-                .count() as u32;
+            let have = ours_on.get(&d.instance).copied().unwrap_or(0);
             if have != d.want {
                 return Err(format!("{} has {have} NICs, wants {}", d.node, d.want));
             }
