@@ -113,11 +113,6 @@ pub type CustomInfo<'a> = &'a dyn Fn(&Kind) -> Option<(Vec<String>, bool)>;
 
 /// `GET /api/v1` or `/apis/<group>/<version>`: the resources of `api_version`
 /// (with their `status` subresource); `None` if nothing is served there.
-#[cfg(test)]
-pub fn resource_list(kinds: &[&Kind], api_version: &str) -> Option<Value> {
-    resource_list_with(kinds, api_version, &|_| None)
-}
-
 fn resource_list_with(kinds: &[&Kind], api_version: &str, custom: CustomInfo<'_>) -> Option<Value> {
     let mut resources = Vec::new();
     for k in kinds.iter().filter(|k| k.api_version == api_version) {
