@@ -28,6 +28,7 @@
 //! - `error.rs` — [`K8sError`], with [`is_retryable`](K8sError::is_retryable).
 //! - `pods.rs` — [`KubePods`] and [`pod_info`], the pod → [`PodInfo`](hostnic_core::types::PodInfo) rule.
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
+//! - `lease.rs` — [`lease::LeaderElector`]: leader election on a Lease.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
@@ -42,6 +43,7 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
+pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod policy;
