@@ -63,12 +63,13 @@ fn is_zero(v: &i64) -> bool {
     *v == 0
 }
 
-/// The controller's answer.
+/// The controller's answer. Every field is written (none skipped), so a merge
+/// patch of the whole status replaces it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostnicNodeStatus {
     /// The spec generation this status answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
     /// NICs attached to the instance (usable), attaching, detaching, or reserved
     /// for it (about to be attached).
@@ -76,7 +77,7 @@ pub struct HostnicNodeStatus {
     pub nics: Vec<HostnicNic>,
     /// Jobs in flight on its NICs (recorded before they are waited on, so that
     /// another controller replica can follow them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub jobs: Vec<HostnicJob>,
     /// NICs attached and not given back.
     #[serde(default)]

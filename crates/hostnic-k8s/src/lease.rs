@@ -15,6 +15,8 @@
 //! (kube 5) relies on server-side-apply field ownership for mutual exclusion and
 //! compares the holder's wall-clock renew time with the local wall clock.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -83,6 +85,18 @@ struct Observed {
     transitions: Option<i32>,
 }
 
+/// Annotations carried on the Lease: the leader writes `write` with every renewal
+/// (no extra requests), and every candidate keeps what it `read` last, so a new
+/// leader can take over state the previous one kept there (the controller's
+/// request budget spent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseNotes {
+    /// Written with every renewal.
+    pub write: BTreeMap<String, String>,
+    /// Seen on the Lease at the last read.
+    pub read: BTreeMap<String, String>,
+}
+
 /// One candidate.
 #[derive(Debug)]
 pub struct LeaderElector {
@@ -91,6 +105,7 @@ pub struct LeaderElector {
     observed: Option<(Observed, Instant)>,
     /// When the leader last renewed successfully.
     renewed: Option<Instant>,
+    notes: Arc<Mutex<LeaseNotes>>,
 }
 
 fn now() -> MicroTime {
@@ -109,7 +124,30 @@ impl LeaderElector {
             config,
             observed: None,
             renewed: None,
+            notes: Arc::default(),
         }
+    }
+
+    /// The annotations this candidate carries on the Lease and has read from it.
+    pub fn notes(&self) -> Arc<Mutex<LeaseNotes>> {
+        self.notes.clone()
+    }
+
+    fn lock_notes(&self) -> std::sync::MutexGuard<'_, LeaseNotes> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `lease` with the annotations to write.
+    fn annotated(&self, mut lease: Lease) -> Lease {
+        let write = self.lock_notes().write.clone();
+        if !write.is_empty() {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .extend(write);
+        }
+        lease
     }
 
     /// One try to acquire or renew the Lease. `Ok(true)`: this candidate leads.
@@ -125,6 +163,7 @@ impl LeaderElector {
                     },
                     spec: Some(self.spec_for_me(None, 0)),
                 };
+                let lease = self.annotated(lease);
                 return match self.api.create(&PostParams::default(), &lease).await {
                     Ok(created) => {
                         self.observe(&created);
@@ -137,6 +176,7 @@ impl LeaderElector {
             }
         };
         self.observe(&lease);
+        self.lock_notes().read = lease.metadata.annotations.clone().unwrap_or_default();
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let mine = holder.as_deref() == Some(me.as_str());
@@ -158,6 +198,8 @@ impl LeaderElector {
         };
         let mut next = lease.clone();
         next.spec = Some(self.spec_for_me(acquired, transitions));
+        // A new leader writes its notes only once it has read the previous ones.
+        let next = if mine { self.annotated(next) } else { next };
         match self
             .api
             .replace(&self.config.name, &PostParams::default(), &next)
@@ -305,7 +347,22 @@ pub fn spawn(
     config: LeaseConfig,
     shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<Leadership>, JoinHandle<()>) {
+    let (rx, _, task) = spawn_with_notes(client, config, shutdown);
+    (rx, task)
+}
+
+/// [`spawn`], with the annotations the candidate carries on the Lease.
+pub fn spawn_with_notes(
+    client: Client,
+    config: LeaseConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (
+    watch::Receiver<Leadership>,
+    Arc<Mutex<LeaseNotes>>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = watch::channel(Leadership::Follower { holder: None });
     let elector = LeaderElector::new(client, config);
-    (rx, tokio::spawn(elector.run(tx, shutdown)))
+    let notes = elector.notes();
+    (rx, notes, tokio::spawn(elector.run(tx, shutdown)))
 }

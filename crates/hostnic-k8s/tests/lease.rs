@@ -147,3 +147,28 @@ async fn of_two_candidates_racing_for_an_expired_lease_exactly_one_wins() {
     let winner = if ra { "a" } else { "b" };
     assert_eq!(holder(&client).await.as_deref(), Some(winner));
 }
+
+#[tokio::test]
+async fn the_leader_carries_its_notes_on_the_lease_for_the_next_one() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&server, &dir).await;
+    let mut a = LeaderElector::new(client.clone(), config("a"));
+    a.notes()
+        .lock()
+        .unwrap()
+        .write
+        .insert("hostnic.io/spent".into(), "[[1,2]]".into());
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    let mut b = LeaderElector::new(client.clone(), config("b"));
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    assert_eq!(
+        b.notes()
+            .lock()
+            .unwrap()
+            .read
+            .get("hostnic.io/spent")
+            .map(String::as_str),
+        Some("[[1,2]]")
+    );
+}

@@ -122,6 +122,34 @@ impl FleetConfig {
         format!("hostnic_{}", self.cluster)
     }
 
+    /// The same settings with every duration `k` times shorter, for a planner
+    /// living in a simulated cloud that runs `k` times faster (`--time-scale`).
+    pub fn time_scaled(self, k: f64) -> Self {
+        let s = |d: Duration| {
+            if k > 0.0 && k.is_finite() {
+                d.div_f64(k)
+            } else {
+                d
+            }
+        };
+        Self {
+            job_poll_initial: s(self.job_poll_initial),
+            job_poll_max: s(self.job_poll_max),
+            job_timeout: s(self.job_timeout),
+            stock_cooldown: s(self.stock_cooldown),
+            stock_linger: s(self.stock_linger),
+            node_gone_grace: s(self.node_gone_grace),
+            vxnet_backoff: s(self.vxnet_backoff),
+            backoff_base: s(self.backoff_base),
+            backoff_max: s(self.backoff_max),
+            verify_interval: s(self.verify_interval),
+            stock_scan_interval: s(self.stock_scan_interval),
+            full_inventory_interval: s(self.full_inventory_interval),
+            repair_interval: s(self.repair_interval),
+            ..self
+        }
+    }
+
     /// Checks that the settings are consistent.
     pub fn validate(&self) -> Result<(), FleetConfigError> {
         let err = |field, reason: &str| {
