@@ -188,6 +188,16 @@ async fn lead(
         };
         ctx.metrics.set_gauges(gauges(&fleet, &views, &round, used));
         ctx.metrics.round(started.elapsed().as_secs_f64());
+        if !round.is_empty() || !round.deferred.is_empty() {
+            tracing::debug!(
+                calls = round.calls.len(),
+                requests = round.requests(),
+                deferred = ?round.deferred,
+                jobs = fleet.jobs_in_flight(),
+                ms = started.elapsed().as_millis() as u64,
+                "round"
+            );
+        }
         if !round.is_empty() {
             tokio::task::yield_now().await;
             continue;

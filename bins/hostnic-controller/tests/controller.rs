@@ -453,3 +453,60 @@ async fn the_nics_of_a_node_that_left_are_freed_after_the_grace_period() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_nodes_of_thirty_nics_within_the_default_quota() {
+    // 3,000 NICs and 100 primaries need 13 vxnets of 252: 16, each node preferring
+    // the vxnet of its primary NIC, then the next ones.
+    const NODES: u32 = 100;
+    let w = world(
+        Topology::generated(NODES as usize, 16).unwrap(),
+        Duration::from_millis(200),
+    )
+    .await;
+    hostnic_qingcloud::transport::install_crypto_provider();
+    for n in 1..=NODES {
+        let first = (n - 1) % 16;
+        let vxnets = (0..3)
+            .map(|k| format!("vxnet-sim{}", 1 + (first + k) % 16))
+            .collect();
+        agent(&w, n, 30, vxnets).await;
+    }
+    let started = tokio::time::Instant::now();
+    let c = replica(&w, "a").await;
+    eventually("3,000 NICs attached", Duration::from_secs(60), || async {
+        let nics = cloud_nics(&w);
+        (1..=NODES).all(|n| nics.get(&instance(n)) == Some(&30))
+    })
+    .await;
+    eventually("every node ready", Duration::from_secs(30), || async {
+        let list = Api::<HostnicNode>::all(w.kube.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+        list.items
+            .iter()
+            .all(|h| condition(h, "Ready").is_some_and(|(s, _)| s == "True"))
+    })
+    .await;
+    let counters = w.sim.counters();
+    let total: u64 = counters.values().map(|c| c.requests).sum();
+    let by_action: BTreeMap<&str, u64> = counters
+        .iter()
+        .map(|(a, c)| (a.as_str(), c.requests))
+        .collect();
+    eprintln!(
+        "{NODES} nodes x 30 NICs: {total} requests, {:?} to all served: {by_action:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.sim.quota().rejections_total, 0, "no request-quota 2500");
+    assert_eq!(
+        counters["AttachNics"].requests,
+        u64::from(NODES),
+        "one attach per node"
+    );
+    // The bar for the whole cluster is 1,000 calls; the controller alone
+    // needs a fraction of it.
+    assert!(total <= 400, "{total}: {by_action:?}");
+    c.stop().await;
+}
