@@ -128,6 +128,9 @@ impl Fleet {
                         job.next_poll = now.plus(job.delay);
                         if result.is_ok() {
                             job.confirmed = now;
+                            job.failed_polls = 0;
+                        } else {
+                            job.failed_polls = job.failed_polls.saturating_add(1);
                         }
                     }
                 }
@@ -164,6 +167,7 @@ impl Fleet {
                     instance: job.instance.clone(),
                     nics: job.nics.clone(),
                     confirmed: now,
+                    failed_polls: 0,
                     next_poll: now.plus(self.config.job_poll_initial),
                     delay: self.config.job_poll_initial,
                     lane: Lane::Repair,
@@ -745,6 +749,7 @@ impl Fleet {
                         instance: Some(instance.clone()),
                         nics: nics.to_vec(),
                         confirmed: now,
+                        failed_polls: 0,
                         next_poll: now.plus(self.config.job_poll_initial),
                         delay: self.config.job_poll_initial,
                         lane: planned.lane,
@@ -825,6 +830,7 @@ impl Fleet {
                         instance: None,
                         nics: nics.to_vec(),
                         confirmed: now,
+                        failed_polls: 0,
                         next_poll: now.plus(self.config.job_poll_initial),
                         delay: self.config.job_poll_initial,
                         lane: planned.lane,

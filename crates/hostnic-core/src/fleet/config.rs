@@ -38,7 +38,9 @@ pub struct FleetConfig {
     /// Longest delay between two polls of a job (the delay doubles up to it).
     #[serde(with = "duration_secs")]
     pub job_poll_max: Duration,
-    /// A job still running after this long is given up: its NICs are checked.
+    /// A job whose polls kept failing for this long is given up (its NICs are
+    /// checked); also the longest the planner assumes a job may still run
+    /// unseen (a NIC that may be on its way to an instance stays counted there).
     #[serde(with = "duration_secs")]
     pub job_timeout: Duration,
     /// A NIC given back is given to another node only after this long.

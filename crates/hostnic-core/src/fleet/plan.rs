@@ -184,11 +184,11 @@ impl Fleet {
         let lost: Vec<_> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.confirmed.plus(timeout) <= now)
+            .filter(|(_, j)| j.failed_polls >= 3 && j.confirmed.plus(timeout) <= now)
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
-            tracing::warn!(job = %id, "no word of the job for the job timeout: its NICs are checked");
+            tracing::warn!(job = %id, "no answer about the job for the job timeout: its NICs are checked");
             self.lose_job(&id, now);
         }
         for v in self.vxnets.values_mut() {

@@ -258,6 +258,9 @@ pub(crate) struct JobTrack {
     /// When the API last said it runs (or it started): a job the API keeps
     /// reporting as running is followed as long as it runs.
     pub(crate) confirmed: Timestamp,
+    /// Polls that failed since then. A job is given up only when polls kept
+    /// failing for the job timeout, never because the planner itself was slow.
+    pub(crate) failed_polls: u32,
     pub(crate) next_poll: Timestamp,
     pub(crate) delay: Duration,
     pub(crate) lane: Lane,
@@ -460,6 +463,7 @@ impl Fleet {
                         instance: Some(instance.clone()),
                         nics: job.nics.clone(),
                         confirmed: now,
+                        failed_polls: 0,
                         next_poll: now,
                         delay: fleet.config.job_poll_initial,
                         lane,
