@@ -510,3 +510,77 @@ async fn a_hundred_nodes_of_thirty_nics_within_the_default_quota() {
     assert!(total <= 400, "{total}: {by_action:?}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_budget_is_never_exceeded_and_waiting_nodes_say_why() {
+    let w = world(
+        Topology::generated(8, 2).unwrap(),
+        Duration::from_millis(30),
+    )
+    .await;
+    hostnic_qingcloud::transport::install_crypto_provider();
+    for n in 1..=8 {
+        agent(&w, n, 2, Vec::new()).await;
+    }
+    // 15 requests an hour: the describes, two creates and a few attaches fit, the
+    // rest waits for the window (an hour) — and says so.
+    let budget = hostnic_qingcloud::WindowLimit::new(15, Duration::from_secs(3600));
+    let cloud = QingCloudClient::for_url(
+        &w.sim.url(),
+        KEY,
+        Secret::new(SECRET),
+        "pek3a",
+        ClientOptions {
+            budget: Some(budget),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let mut s = settings("a");
+    s.budget = budget;
+    let c = hostnic_controller::start(
+        Deps {
+            cloud,
+            kube: w.kube.clone(),
+        },
+        s,
+    )
+    .await
+    .unwrap();
+    eventually(
+        "a node waiting for the budget says so",
+        Duration::from_secs(20),
+        || async {
+            let list = Api::<HostnicNode>::all(w.kube.clone())
+                .list(&Default::default())
+                .await
+                .unwrap();
+            list.items
+                .iter()
+                .any(|h| condition(h, "QuotaExhausted").is_some_and(|(s, _)| s == "True"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total: u64 = w.sim.counters().values().map(|c| c.requests).sum();
+    assert!(total <= 15, "{total} requests with a budget of 15");
+    assert_eq!(w.sim.quota().rejections_total, 0);
+    let (_, metrics) = get_text(c.metrics_addr, "/metrics").await;
+    let queued: u32 = metrics
+        .lines()
+        .filter(|l| l.starts_with("hostnic_controller_queue_depth{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u32>().ok())
+        .sum();
+    assert!(
+        queued > 0,
+        "held-back calls show as queue depth:\n{metrics}"
+    );
+    assert!(
+        w.server
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "CloudRequestBudgetSpent"),
+        "an event on the waiting nodes"
+    );
+    c.stop().await;
+}
