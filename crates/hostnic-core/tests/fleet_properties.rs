@@ -18,7 +18,7 @@
 //! the cluster left over (stock deleted, NICs of nodes that left freed), no job
 //! running.
 //!
-//! Cases per property: 48 by default, `PROPTEST_CASES` to change.
+//! Cases per property: 256 by default, `PROPTEST_CASES` to change.
 
 mod fleet_world;
 
@@ -227,7 +227,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(48)
+        .unwrap_or(256)
 }
 
 proptest! {
