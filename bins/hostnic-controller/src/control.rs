@@ -146,8 +146,10 @@ async fn lead(
         let demands: Vec<NodeDemand> = demanded.values().map(|d| d.demand.clone()).collect();
         let budget = round_budget(&ctx.client, &ctx.ledger);
         let mut round = fleet.plan(clock.now(), &demands, budget);
+        let planned = started.elapsed();
         // Write-ahead: what the round is about to do is recorded first.
         let failed = writer.write(&fleet.views(), &demanded).await;
+        let recorded = started.elapsed();
         if !failed.is_empty() {
             round.calls.retain(
                 |c| !matches!(&c.call, FleetCall::AttachNics { node, .. } if failed.contains(node)),
@@ -163,6 +165,7 @@ async fn lead(
                 return;
             }
         };
+        let called = started.elapsed();
         let now = clock.now();
         for (call, outcome) in outcomes {
             ctx.metrics
@@ -189,12 +192,16 @@ async fn lead(
         ctx.metrics.set_gauges(gauges(&fleet, &views, &round, used));
         ctx.metrics.round(started.elapsed().as_secs_f64());
         if !round.is_empty() || !round.deferred.is_empty() {
+            let ms = |d: Duration| d.as_millis() as u64;
             tracing::debug!(
                 calls = round.calls.len(),
                 requests = round.requests(),
                 deferred = ?round.deferred,
                 jobs = fleet.jobs_in_flight(),
-                ms = started.elapsed().as_millis() as u64,
+                ms = ms(started.elapsed()),
+                plan_ms = ms(planned),
+                record_ms = ms(recorded - planned),
+                calls_ms = ms(called - recorded),
                 "round"
             );
         }

@@ -398,14 +398,12 @@ impl Fleet {
         }
     }
 
-    /// The most urgent lane of the nodes claiming `instance`.
+    /// The lane of the node claiming `instance`.
     fn lane_of_instance(&self, instance: &InstanceId) -> Lane {
-        self.nodes
-            .values()
-            .filter(|t| &t.demand.instance == instance)
-            .map(Self::node_lane)
-            .min()
-            .unwrap_or(Lane::Inventory)
+        self.claims
+            .get(instance)
+            .and_then(|n| self.nodes.get(n))
+            .map_or(Lane::Inventory, Self::node_lane)
     }
 
     fn plan_describes(&self, now: Timestamp, cands: &mut Vec<Candidate>) {
@@ -594,8 +592,24 @@ impl Fleet {
         }
     }
 
-    /// NICs the planner may still create in `vxnet` now.
-    fn create_room(&self, vxnet: &VxnetId, now: Timestamp) -> u32 {
+    /// NICs the planner knows in each vxnet: its own and the primaries of the
+    /// nodes' instances.
+    fn known_per_vxnet(&self) -> BTreeMap<VxnetId, u32> {
+        let mut known: BTreeMap<VxnetId, u32> = BTreeMap::new();
+        for e in self.nics.values() {
+            *known.entry(e.vxnet.clone()).or_default() += 1;
+        }
+        for i in self.instances.values() {
+            if let Some(v) = &i.primary_vxnet {
+                *known.entry(v.clone()).or_default() += 1;
+            }
+        }
+        known
+    }
+
+    /// NICs the planner may still create in `vxnet` now (`known`: what
+    /// [`Fleet::known_per_vxnet`] says).
+    fn create_room(&self, vxnet: &VxnetId, known: &BTreeMap<VxnetId, u32>, now: Timestamp) -> u32 {
         let Some(t) = self.vxnets.get(vxnet) else {
             return 0;
         };
@@ -606,16 +620,9 @@ impl Fleet {
             return 0;
         }
         let bound = t.ceiling.unwrap_or(u32::MAX);
-        let ours = self.nics.values().filter(|e| &e.vxnet == vxnet).count();
-        let primaries = self
-            .instances
-            .values()
-            .filter(|i| i.primary_vxnet.as_ref() == Some(vxnet))
-            .count();
-        let known = (ours + primaries) as u32;
         self.config
             .vxnet_nic_limit
-            .saturating_sub(known)
+            .saturating_sub(known.get(vxnet).copied().unwrap_or(0))
             .min(self.config.create_max)
             .min(bound)
     }
@@ -795,11 +802,11 @@ impl Fleet {
         for (id, e) in &self.nics {
             let coming = match &e.state {
                 NicState::Detaching { then, .. } => *then == AfterDetach::Keep,
-                NicState::Attached { instance } => self.nodes.values().any(|t| {
-                    &t.demand.instance == instance
-                        && t.refusal.is_none()
-                        && t.demand.release.contains(id)
-                }),
+                NicState::Attached { instance } => self
+                    .claims
+                    .get(instance)
+                    .and_then(|n| self.nodes.get(n))
+                    .is_some_and(|t| t.refusal.is_none() && t.demand.release.contains(id)),
                 _ => false,
             };
             if coming {
@@ -855,15 +862,18 @@ impl Fleet {
 
         // What is still missing is created: one CreateNics per vxnet for every
         // node that prefers it, the vxnet's room shared one NIC at a time.
+        let known = self.known_per_vxnet();
         let mut room_left: BTreeMap<VxnetId, u32> = BTreeMap::new();
         for n in &needs {
             for v in &n.vxnets {
                 if !room_left.contains_key(v) {
-                    room_left.insert(v.clone(), self.create_room(v, now));
+                    room_left.insert(v.clone(), self.create_room(v, &known, now));
                 }
             }
         }
+        // Per vxnet: (index of the need, NICs for it), in the order nodes got them.
         let mut creates: BTreeMap<VxnetId, Vec<(usize, u32)>> = BTreeMap::new();
+        let mut slot: BTreeMap<(VxnetId, usize), usize> = BTreeMap::new();
         loop {
             let mut progress = false;
             for (i, n) in needs.iter_mut().enumerate().filter(|(_, n)| n.need > 0) {
@@ -873,9 +883,12 @@ impl Fleet {
                         *left -= 1;
                         n.need -= 1;
                         let list = creates.entry(v.clone()).or_default();
-                        match list.iter_mut().find(|(j, _)| *j == i) {
-                            Some((_, c)) => *c += 1,
-                            None => list.push((i, 1)),
+                        match slot.get(&(v.clone(), i)) {
+                            Some(k) => list[*k].1 += 1,
+                            None => {
+                                slot.insert((v.clone(), i), list.len());
+                                list.push((i, 1));
+                            }
                         }
                         progress = true;
                         break;

@@ -333,6 +333,8 @@ impl VxnetTrack {
 pub(crate) struct NicIndex<'a> {
     pub(crate) on: BTreeMap<&'a InstanceId, Vec<(&'a NicId, &'a NicEntry)>>,
     pub(crate) reserved: BTreeMap<&'a NodeName, Vec<(&'a NicId, &'a NicEntry)>>,
+    /// Jobs by the instance they attach to, or detach NICs of.
+    pub(crate) jobs: BTreeMap<&'a InstanceId, BTreeSet<&'a JobId>>,
 }
 
 /// A paged listing in progress.
@@ -538,6 +540,16 @@ impl Fleet {
                     }
                 }
             }
+            if let NicState::Attaching { instance, job }
+            | NicState::Detaching { instance, job, .. } = &e.state
+            {
+                index.jobs.entry(instance).or_default().insert(job);
+            }
+        }
+        for (id, j) in &self.jobs {
+            if let Some(i) = &j.instance {
+                index.jobs.entry(i).or_default().insert(id);
+            }
         }
         index
     }
@@ -604,17 +616,17 @@ impl Fleet {
                 phase,
             });
         }
-        let on_instance = |id: &NicId| nics.iter().any(|n| &n.id == id);
-        let jobs = self
+        let jobs = index
             .jobs
-            .iter()
-            .filter(|(_, j)| {
-                j.instance.as_ref() == Some(&demand.instance) || j.nics.iter().any(on_instance)
-            })
-            .map(|(id, j)| JobRecord {
-                id: id.clone(),
-                action: j.action,
-                nics: j.nics.clone(),
+            .get(&demand.instance)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                self.jobs.get(*id).map(|j| JobRecord {
+                    id: (*id).clone(),
+                    action: j.action,
+                    nics: j.nics.clone(),
+                })
             })
             .collect();
         let verified = self.verified(track);
