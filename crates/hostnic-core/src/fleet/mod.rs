@@ -38,8 +38,11 @@
 //! - `config`: [`FleetConfig`].
 //! - `call`: [`FleetCall`], [`FleetRound`], [`RoundBudget`], [`Outcome`].
 //! - `state`: [`Fleet`] (what the planner knows), [`NodeView`], [`Refusal`].
-//! - `plan`: planning a round.
-//! - `complete`: learning from outcomes.
+//! - `plan`: planning a round: the demand set, refusals, selection under the budget.
+//! - `serve`: what each node lacks, shared stock and creations, attaches.
+//! - `upkeep`: job polls, describes, detaches, deletes, listings.
+//! - `complete`: learning from outcomes (jobs, creates, attaches, detaches, deletes).
+//! - `observe`: learning what the cloud says (instances, vxnets, NIC pages).
 //! - `port`: [`FleetCloud`], the cloud the executor calls.
 //! - `exec`: running a round against a [`FleetCloud`].
 
@@ -48,9 +51,12 @@ mod complete;
 mod config;
 mod exec;
 mod model;
+mod observe;
 mod plan;
 mod port;
+mod serve;
 mod state;
+mod upkeep;
 
 pub use call::{AfterDetach, Breaker, FleetCall, FleetRound, Outcome, PlannedCall, RoundBudget};
 pub use config::{FleetConfig, FleetConfigError};
