@@ -447,3 +447,58 @@ fn at_rest_the_fleet_costs_a_few_calls_an_hour() {
     // every NIC once a day (31 pages).
     assert!(per_hour <= 5.0, "{per_hour}");
 }
+
+#[test]
+fn the_nics_of_a_terminated_instance_are_deleted_once_it_is_gone() {
+    let mut w = FleetWorld::new(sim(1, 3), FleetConfig::default());
+    for n in 1..=3 {
+        w.add_node(n, 3);
+    }
+    w.settle(100, STEP).unwrap();
+    // The VM is terminated (the cloud detaches its NICs) and the node leaves.
+    w.cloud.terminate(&sim_instance(3));
+    w.demands.remove(&FleetWorld::node_name(3));
+    w.settle(2000, Duration::from_secs(10)).unwrap();
+    let name = w.config.nic_name();
+    let left: Vec<_> = w
+        .cloud
+        .nics()
+        .into_iter()
+        .filter(|(_, n)| n.name == name && n.instance.is_none())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "detached NICs of the terminated instance remain: {left:?}"
+    );
+}
+
+#[test]
+fn a_node_whose_instance_is_terminated_is_refused_and_its_nics_freed() {
+    let mut w = FleetWorld::new(sim(1, 2), FleetConfig::default());
+    let a = w.add_node(1, 2);
+    let b = w.add_node(2, 2);
+    w.settle(100, STEP).unwrap();
+    // The VM is gone but its Node object stays (a broken node).
+    w.cloud.terminate(&sim_instance(2));
+    let start = w.now();
+    while w.now().since(start) < Duration::from_secs(4 * 3600) {
+        w.round();
+        let now = w.now();
+        let wake = w
+            .fleet
+            .next_wakeup(now)
+            .unwrap_or(now.plus(Duration::from_secs(600)));
+        w.tick(wake.since(now).max(STEP));
+    }
+    assert_eq!(
+        w.views[&b].refusal.as_ref().map(|r| r.reason()),
+        Some("UnknownInstance")
+    );
+    let name = w.config.nic_name();
+    assert_eq!(
+        w.cloud.nics().values().filter(|n| n.name == name).count(),
+        2,
+        "only node-1's NICs remain"
+    );
+    assert!(w.views[&a].ready);
+}
