@@ -1,5 +1,6 @@
 //! Property tests of the fleet planner: random nodes and demands, cloud faults,
-//! slow, failed and lost jobs, vanishing NICs, nodes leaving, the breaker, and
+//! slow, failed and lost jobs (lost: DescribeJobs never knows them, their effect
+//! is final when the planner looks), vanishing NICs, nodes leaving, the breaker, and
 //! leader changes (a fresh planner resuming from the recorded jobs, sometimes in
 //! the middle of a round), against `FleetCloudSim`.
 //!

@@ -146,11 +146,14 @@ impl Fleet {
                 .flat_map(|j| &j.nics)
                 .filter(|n| !self.nics.contains_key(*n))
                 .count() as u32;
-            let foreign = self
+            // NICs on the instance not described yet may be the cluster's (a job
+            // nobody recorded): until described they count as the node's too.
+            let (foreign, unknown) = self
                 .instances
                 .get(&d.instance)
-                .map_or(0, |i| (i.foreign.len() + i.unknown.len()) as u32);
-            let cap = d.max_nics.min(limit.saturating_sub(1 + foreign));
+                .map_or((0, 0), |i| (i.foreign.len() as u32, i.unknown.len() as u32));
+            on += unknown;
+            let cap = d.max_nics.min(limit.saturating_sub(1 + foreign + unknown));
             let room = cap.saturating_sub(on);
             let deficit = d.want.saturating_sub(on - releasing);
             // Reservations beyond what the node needs go back, except NICs pinned

@@ -279,7 +279,8 @@ impl FleetCloudSim {
         self.lock().failing_jobs += n;
     }
 
-    /// The next `n` jobs are unknown to DescribeJobs (their effect still happens).
+    /// The next `n` jobs are unknown to DescribeJobs: their answers are lost, their
+    /// effect is final at once (a slow job is a visible one: [`FleetCloudSim::set_job_latency`]).
     pub fn lose_next_jobs(&self, n: u32) {
         self.lock().losing_jobs += n;
     }
@@ -523,7 +524,13 @@ impl Inner {
             SimJob {
                 attach_to,
                 nics: nics.to_vec(),
-                done_at: now.plus(self.config.job_latency),
+                // A lost job's answer is lost, not the job: the cloud's state is
+                // final by the time anyone looks (slow jobs are `set_job_latency`).
+                done_at: if lost {
+                    now
+                } else {
+                    now.plus(self.config.job_latency)
+                },
                 fail,
                 lost,
                 applied: false,
