@@ -23,6 +23,8 @@
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
 //! - [`metrics`]: a counter and histogram registry in the Prometheus text format
 //!   (the binaries serve it).
+//! - [`fleet`]: the fleet planner: batched cloud calls for many nodes under one
+//!   request budget (the controller's, and a direct-mode agent's for its node).
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
@@ -38,6 +40,7 @@ pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

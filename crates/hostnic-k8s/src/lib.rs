@@ -22,10 +22,16 @@
 //! caller, so the agent keeps serving CNI requests while the API server is unreachable.
 //! [`connect`] builds all of it from a kubeconfig path or the in-cluster service account.
 //!
+//! For the controller it gives [`HostnicNode`](crd::HostnicNode), the custom resource
+//! of each node's NICs (its CRD is `deploy/crd.yaml`), and [`lease`], leader
+//! election on a `coordination.k8s.io` Lease.
+//!
 //! # Layout
+//! - `crd.rs` — [`HostnicNode`](crd::HostnicNode): spec ↔ the fleet planner's demand, view → status.
 //! - `error.rs` — [`K8sError`], with [`is_retryable`](K8sError::is_retryable).
 //! - `pods.rs` — [`KubePods`] and [`pod_info`], the pod → [`PodInfo`](hostnic_core::types::PodInfo) rule.
 //! - `node.rs` — [`KubeNode`], [`Capacity`], [`CapacityPublisher`] and the annotation names.
+//! - `lease.rs` — [`lease::LeaderElector`]: leader election on a Lease.
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
 //! - `static_pods.rs` — [`StaticPods`], pods listed in a file (a node without an API server).
@@ -36,10 +42,12 @@
 //! The client does no hidden retries (`default_retry` off) so that failures reach the
 //! background tasks at once; they retry with their own backoff.
 
+pub mod crd;
 pub mod error;
 pub mod events;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
+pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod policy;

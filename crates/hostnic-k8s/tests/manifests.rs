@@ -1,14 +1,18 @@
 //! Every manifest in `deploy/` parses into the typed `k8s-openapi` objects without
-//! unknown or misspelt fields (typed round trip == original), and the DaemonSet's
+//! unknown or misspelt fields (typed round trip == original); the DaemonSet's
 //! mounts, paths, env, probes and metrics port agree with the agent's defaults,
 //! its ConfigMap and the metrics Service; `deploy/monitoring` scrapes that port
-//! and its PrometheusRule carries exactly the rules promtool tests.
+//! and its PrometheusRule carries exactly the rules promtool tests; the
+//! controller's Deployment holds the credentials and its RBAC is least
+//! privilege; `deploy/crd.yaml` is the CRD generated from the `HostnicNode` type.
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount, Volume};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount, Volume};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -113,6 +117,65 @@ fn round_trip<T: DeserializeOwned + Serialize>(file: &str, value: &Value) -> T {
     typed
 }
 
+/// The typed objects of one manifest file.
+#[derive(Default)]
+struct Objects {
+    daemonsets: Vec<DaemonSet>,
+    deployments: Vec<Deployment>,
+    configs: Vec<ConfigMap>,
+    accounts: Vec<ServiceAccount>,
+    services: Vec<Service>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    bindings: Vec<RoleBinding>,
+    budgets: Vec<PodDisruptionBudget>,
+    crds: Vec<CustomResourceDefinition>,
+}
+
+/// Every document of `file` (all files when `None`), each round-tripped through
+/// its typed object; a kind without a typed check fails.
+fn objects(file: Option<&str>) -> Objects {
+    let mut o = Objects::default();
+    let docs = documents();
+    assert!(
+        !docs.is_empty(),
+        "no manifests in {}",
+        deploy_dir().display()
+    );
+    for (name, doc) in docs.iter().filter(|(n, _)| file.is_none_or(|f| f == n)) {
+        let name = name.as_str();
+        match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
+            (Some("apps/v1"), Some("DaemonSet")) => o.daemonsets.push(round_trip(name, doc)),
+            (Some("apps/v1"), Some("Deployment")) => o.deployments.push(round_trip(name, doc)),
+            (Some("v1"), Some("ConfigMap")) => o.configs.push(round_trip(name, doc)),
+            (Some("v1"), Some("ServiceAccount")) => o.accounts.push(round_trip(name, doc)),
+            (Some("v1"), Some("Service")) => o.services.push(round_trip(name, doc)),
+            (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => {
+                o.cluster_roles.push(round_trip(name, doc))
+            }
+            (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
+                o.cluster_bindings.push(round_trip(name, doc))
+            }
+            (Some("rbac.authorization.k8s.io/v1"), Some("Role")) => {
+                o.roles.push(round_trip(name, doc))
+            }
+            (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => {
+                o.bindings.push(round_trip(name, doc))
+            }
+            (Some("policy/v1"), Some("PodDisruptionBudget")) => {
+                o.budgets.push(round_trip(name, doc))
+            }
+            (Some("apiextensions.k8s.io/v1"), Some("CustomResourceDefinition")) => {
+                o.crds.push(round_trip(name, doc))
+            }
+            (v, k) => panic!("{name}: no typed check for {v:?} {k:?}: add one"),
+        }
+    }
+    o
+}
+
+/// The agent's objects (deploy/hostnic.yaml).
 struct Manifests {
     service: Service,
     daemonset: DaemonSet,
@@ -122,43 +185,31 @@ struct Manifests {
     account: ServiceAccount,
 }
 
+fn one<T>(mut v: Vec<T>, what: &str) -> T {
+    assert_eq!(v.len(), 1, "exactly one {what}");
+    v.remove(0)
+}
+
 fn manifests() -> Manifests {
-    let (mut ds, mut cm, mut role, mut binding, mut sa, mut svc) =
-        (None, None, None, None, None, None);
-    let docs = documents();
-    assert!(
-        !docs.is_empty(),
-        "no manifests in {}",
-        deploy_dir().display()
-    );
-    for (file, doc) in &docs {
-        match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
-            (Some("apps/v1"), Some("DaemonSet")) => ds = Some(round_trip(file, doc)),
-            (Some("v1"), Some("ConfigMap")) => cm = Some(round_trip(file, doc)),
-            (Some("v1"), Some("ServiceAccount")) => sa = Some(round_trip(file, doc)),
-            (Some("v1"), Some("Service")) => svc = Some(round_trip(file, doc)),
-            (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => {
-                role = Some(round_trip(file, doc))
-            }
-            (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
-                binding = Some(round_trip(file, doc))
-            }
-            (v, k) => panic!("{file}: no typed check for {v:?} {k:?}: add one"),
-        }
-    }
+    let o = objects(Some("hostnic.yaml"));
+    let services = objects(Some("service.yaml")).services;
     Manifests {
-        service: svc.expect("the metrics Service"),
-        daemonset: ds.expect("a DaemonSet"),
-        config: cm.expect("a ConfigMap"),
-        role: role.expect("a ClusterRole"),
-        binding: binding.expect("a ClusterRoleBinding"),
-        account: sa.expect("a ServiceAccount"),
+        service: one(services, "metrics Service"),
+        daemonset: one(o.daemonsets, "DaemonSet"),
+        config: one(o.configs, "ConfigMap"),
+        role: one(o.cluster_roles, "ClusterRole"),
+        binding: one(o.cluster_bindings, "ClusterRoleBinding"),
+        account: one(o.accounts, "ServiceAccount"),
     }
 }
 
 #[test]
 fn every_manifest_round_trips_through_its_typed_object() {
     // The round trip is asserted inside; this also fails on kinds without a check.
+    let all = objects(None);
+    assert_eq!(all.daemonsets.len(), 1);
+    assert_eq!(all.deployments.len(), 1);
+    assert_eq!(all.crds.len(), 1);
     let m = manifests();
     assert_eq!(m.daemonset.metadata.name.as_deref(), Some("hostnic-node"));
 }
@@ -175,7 +226,10 @@ fn the_round_trip_catches_a_misspelt_field() {
 }
 
 fn container(ds: &DaemonSet) -> &Container {
-    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    only_container(ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap())
+}
+
+fn only_container(pod: &PodSpec) -> &Container {
     assert_eq!(pod.containers.len(), 1);
     &pod.containers[0]
 }
@@ -192,8 +246,14 @@ fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
 /// The volume mounted at a path that contains `path` (the mount point itself or a
 /// parent directory), with the path inside the volume.
 fn volume_for<'a>(ds: &'a DaemonSet, path: &str) -> (&'a Volume, String) {
-    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let mounts = container(ds).volume_mounts.as_ref().unwrap();
+    pod_volume_for(
+        ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap(),
+        path,
+    )
+}
+
+fn pod_volume_for<'a>(pod: &'a PodSpec, path: &str) -> (&'a Volume, String) {
+    let mounts = only_container(pod).volume_mounts.as_ref().unwrap();
     let mount = mounts
         .iter()
         .filter(|m| path == m.mount_path || path.starts_with(&format!("{}/", m.mount_path)))
@@ -481,20 +541,35 @@ fn the_daemonset_runs_on_every_node_in_the_host_network() {
     );
 }
 
-#[test]
-fn the_cluster_role_is_least_privilege() {
-    let m = manifests();
-    let mut granted: Vec<(String, String, String)> = Vec::new();
-    for rule in m.role.rules.as_ref().unwrap() {
+/// (group, resource, verb, resource name or "*") of every grant of `rules`.
+fn grants(rules: &[PolicyRule]) -> Vec<(String, String, String, String)> {
+    let mut granted = Vec::new();
+    for rule in rules {
+        let names = rule
+            .resource_names
+            .clone()
+            .unwrap_or_else(|| vec!["*".into()]);
         for group in rule.api_groups.as_deref().unwrap_or_default() {
             for resource in rule.resources.as_deref().unwrap_or_default() {
                 for verb in &rule.verbs {
-                    granted.push((group.clone(), resource.clone(), verb.clone()));
+                    for name in &names {
+                        granted.push((group.clone(), resource.clone(), verb.clone(), name.clone()));
+                    }
                 }
             }
         }
     }
     granted.sort();
+    granted
+}
+
+#[test]
+fn the_cluster_role_is_least_privilege() {
+    let m = manifests();
+    let granted: Vec<(String, String, String)> = grants(m.role.rules.as_ref().unwrap())
+        .into_iter()
+        .map(|(g, r, v, _)| (g, r, v))
+        .collect();
     let mut want: Vec<(String, String, String)> = [
         ("", "pods", "get"),
         ("", "pods", "list"),
@@ -513,4 +588,168 @@ fn the_cluster_role_is_least_privilege() {
     .collect();
     want.sort();
     assert_eq!(granted, want);
+}
+
+#[test]
+fn deploy_crd_yaml_is_the_crd_generated_from_the_type() {
+    let text = std::fs::read_to_string(deploy_dir().join("crd.yaml")).unwrap();
+    assert_eq!(
+        text,
+        hostnic_k8s::crd::crd_yaml(),
+        "deploy/crd.yaml is stale: cargo run -p hostnic-k8s --example crd > deploy/crd.yaml"
+    );
+    let crd = one(objects(Some("crd.yaml")).crds, "CRD");
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("hostnicnodes.hostnic.io")
+    );
+}
+
+/// The controller's objects (deploy/controller.yaml).
+fn controller() -> Objects {
+    objects(Some("controller.yaml"))
+}
+
+fn controller_pod(o: &Objects) -> &PodSpec {
+    o.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+#[test]
+fn the_controller_runs_two_replicas_on_different_nodes_holding_the_credentials() {
+    let o = controller();
+    let deploy = &o.deployments[0];
+    assert_eq!(deploy.metadata.namespace.as_deref(), Some("kube-system"));
+    let spec = deploy.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = controller_pod(&o);
+    let account = one(controller().accounts, "ServiceAccount");
+    assert_eq!(pod.service_account_name, account.metadata.name);
+    // Pods get their network from hostnic, which needs the controller first.
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"));
+    let anti = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .expect("required anti-affinity: two replicas never share a node (host ports)");
+    assert_eq!(anti[0].topology_key, "kubernetes.io/hostname");
+    let c = only_container(pod);
+    // The credentials: the user's qcsecret, key config.yaml, readable by its group.
+    let credentials = env(c, "HOSTNIC_CREDENTIALS").expect("HOSTNIC_CREDENTIALS");
+    let (volume, key) = pod_volume_for(pod, credentials);
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("qcsecret"));
+    assert_eq!(key, "config.yaml");
+    assert_eq!(secret.default_mode, Some(0o440));
+    let security = pod.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.fs_group, security.run_as_group);
+    assert_eq!(env(c, "HOSTNIC_BUDGET"), Some("1500/3600"));
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = c.env.as_ref().unwrap().iter().find(|e| e.name == name);
+        let field = var
+            .and_then(|v| v.value_from.as_ref())
+            .and_then(|f| f.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(field, Some(path), "{name}");
+    }
+    let addr: std::net::SocketAddr = env(c, "HOSTNIC_METRICS_ADDR").unwrap().parse().unwrap();
+    for (probe, path) in [
+        (c.readiness_probe.as_ref(), "/readyz"),
+        (c.liveness_probe.as_ref(), "/healthz"),
+    ] {
+        let get = probe.and_then(|p| p.http_get.as_ref()).expect(path);
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(addr.port().into())
+        );
+    }
+    assert_eq!(
+        one(o.budgets.clone(), "PodDisruptionBudget")
+            .spec
+            .unwrap()
+            .min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+}
+
+#[test]
+fn the_controller_rbac_is_least_privilege() {
+    let o = controller();
+    let account = one(controller().accounts, "ServiceAccount")
+        .metadata
+        .name
+        .unwrap();
+    let role = one(o.cluster_roles, "ClusterRole");
+    let binding = one(o.cluster_bindings, "ClusterRoleBinding");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    assert_eq!(binding.subjects.as_ref().unwrap()[0].name, account);
+    let owned = |v: &[(&str, &str, &str, &str)]| -> Vec<(String, String, String, String)> {
+        let mut v: Vec<_> = v
+            .iter()
+            .map(|(g, r, verb, n)| ((*g).into(), (*r).into(), (*verb).into(), (*n).into()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        grants(role.rules.as_ref().unwrap()),
+        owned(&[
+            ("hostnic.io", "hostnicnodes", "get", "*"),
+            ("hostnic.io", "hostnicnodes", "list", "*"),
+            ("hostnic.io", "hostnicnodes", "watch", "*"),
+            ("hostnic.io", "hostnicnodes/status", "get", "*"),
+            ("hostnic.io", "hostnicnodes/status", "patch", "*"),
+            ("hostnic.io", "hostnicnodes/status", "update", "*"),
+            ("", "nodes", "get", "*"),
+            ("", "nodes", "list", "*"),
+            ("", "nodes", "watch", "*"),
+            ("events.k8s.io", "events", "create", "*"),
+            ("events.k8s.io", "events", "patch", "*"),
+        ])
+    );
+    let lease = one(o.roles, "Role");
+    let lease_binding = one(o.bindings, "RoleBinding");
+    assert_eq!(lease.metadata.namespace.as_deref(), Some("kube-system"));
+    assert_eq!(
+        Some(&lease_binding.role_ref.name),
+        lease.metadata.name.as_ref()
+    );
+    assert_eq!(lease_binding.subjects.as_ref().unwrap()[0].name, account);
+    assert_eq!(
+        grants(lease.rules.as_ref().unwrap()),
+        owned(&[
+            ("coordination.k8s.io", "leases", "create", "*"),
+            ("coordination.k8s.io", "leases", "get", "hostnic-controller"),
+            (
+                "coordination.k8s.io",
+                "leases",
+                "update",
+                "hostnic-controller"
+            ),
+        ])
+    );
+    // Only the controller writes HostnicNode status: the agents' role never does.
+    let agent = manifests();
+    assert!(
+        grants(agent.role.rules.as_ref().unwrap())
+            .iter()
+            .all(|(_, r, ..)| r != "hostnicnodes/status"),
+        "the agents' role must not write HostnicNode status"
+    );
 }

@@ -74,7 +74,7 @@ pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn int_field(v: &Value, key: &str) -> Option<i64> {
+pub(crate) fn int_field(v: &Value, key: &str) -> Option<i64> {
     v.get(key).and_then(|x| {
         x.as_i64()
             .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
@@ -82,7 +82,7 @@ fn int_field(v: &Value, key: &str) -> Option<i64> {
 }
 
 /// Parses one `nic_set` item; `None` (with a warning) for items hostnic cannot use.
-fn parse_nic(item: &Value) -> Option<CloudNic> {
+pub(crate) fn parse_nic(item: &Value) -> Option<CloudNic> {
     let id = str_field(item, "nic_id")?;
     let id = match NicId::new(id) {
         Ok(id) => id,

@@ -18,6 +18,8 @@
 //! - [`client`]: [`QingCloudClient`]: the stack, its options, breaker and budget state.
 //! - [`actions`]: the typed actions (NICs, jobs, vxnets, instances, routers, tags).
 //! - [`vips`]: the VIP actions (AllocateVips, DescribeVips, ReleaseVips).
+//! - `fleet`: the fleet planner's port ([`FleetCloud`](hostnic_core::fleet::FleetCloud)):
+//!   one request per call, one page per listing, no waiting on jobs.
 //! - `jobs`: the shared poller that batches concurrent job waits into one DescribeJobs.
 //! - `ports`: the port implementations.
 //! - [`sim`] (feature `sim`): the simulator.
@@ -26,6 +28,7 @@ pub mod actions;
 pub mod client;
 pub mod config;
 pub mod errors;
+mod fleet;
 mod jobs;
 pub mod limits;
 mod ports;

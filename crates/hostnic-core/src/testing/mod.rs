@@ -10,18 +10,26 @@
 //! - [`FakePods`]: a pod list with a change stream.
 //! - [`ManualClock`]: time that only moves when told (or when a fake job is waited on).
 //! - [`MemoryStore`]: a checkpoint store that survives a simulated crash.
+//! - [`FleetCloudSim`]: the cloud as the fleet planner sees it (its
+//!   [`FleetCloud`](crate::fleet::FleetCloud) port), with the account's request
+//!   quota, NIC limits, 100-item pages and faults, for the fleet's property tests.
 //!
 //! ## Layout
-//! - `clock`, `cloud`, `host`, `pods`, `store`: one fake each.
+//! - `clock`, `cloud`, `host`, `pods`, `store`, `fleet`: one fake each.
 
 mod clock;
 mod cloud;
+mod fleet;
 mod host;
 mod pods;
 mod store;
 
 pub use clock::ManualClock;
 pub use cloud::{CloudAction, FakeCloud, FakeCloudConfig, FaultPoint};
+pub use fleet::{
+    FleetCloudSim, FleetSimConfig, FleetSimNic, SIM_OTHER_VXNET, SIM_ROUTER, sim_instance,
+    sim_vxnet,
+};
 pub use host::{FakeHost, HostOp};
 pub use pods::FakePods;
 pub use store::MemoryStore;

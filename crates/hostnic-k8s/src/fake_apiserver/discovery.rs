@@ -29,6 +29,7 @@ fn short_names(kind: &Kind) -> &'static [&'static str] {
         ("v1", "events") => &["ev"],
         ("events.k8s.io/v1", "events") => &["ev"],
         ("networking.k8s.io/v1", "networkpolicies") => &["netpol"],
+        ("apiextensions.k8s.io/v1", "customresourcedefinitions") => &["crd", "crds"],
         _ => &[],
     }
 }
@@ -106,19 +107,33 @@ pub fn group(kinds: &[&Kind], name: &str) -> Option<Value> {
         .map(|versions| group_object(name, versions))
 }
 
+/// What discovery says of a kind served from a CRD: its short names and whether
+/// it has the `status` subresource (built-in kinds: `None`).
+pub type CustomInfo<'a> = &'a dyn Fn(&Kind) -> Option<(Vec<String>, bool)>;
+
 /// `GET /api/v1` or `/apis/<group>/<version>`: the resources of `api_version`
 /// (with their `status` subresource); `None` if nothing is served there.
-pub fn resource_list(kinds: &[&Kind], api_version: &str) -> Option<Value> {
+fn resource_list_with(kinds: &[&Kind], api_version: &str, custom: CustomInfo<'_>) -> Option<Value> {
     let mut resources = Vec::new();
     for k in kinds.iter().filter(|k| k.api_version == api_version) {
+        let (short, status) = match custom(k) {
+            Some((short, status)) => (short, status),
+            None => (
+                short_names(k).iter().map(|s| (*s).to_owned()).collect(),
+                true,
+            ),
+        };
         resources.push(json!({
             "name": k.plural,
             "singularName": k.kind.to_lowercase(),
             "namespaced": k.namespaced,
             "kind": k.kind,
             "verbs": VERBS,
-            "shortNames": short_names(k),
+            "shortNames": short,
         }));
+        if !status {
+            continue;
+        }
         resources.push(json!({
             "name": format!("{}/status", k.plural),
             "singularName": "",
@@ -139,14 +154,25 @@ pub fn resource_list(kinds: &[&Kind], api_version: &str) -> Option<Value> {
 
 /// The discovery document at `path`, if `path` is a discovery path:
 /// `Some(None)` for a discovery path with nothing served (404).
+#[cfg(test)]
 pub fn document(kinds: &[&Kind], path: &str, server_address: &str) -> Option<Option<Value>> {
+    document_with(kinds, path, server_address, &|_| None)
+}
+
+/// [`document`], with what CRDs say of the kinds they define.
+pub fn document_with(
+    kinds: &[&Kind],
+    path: &str,
+    server_address: &str,
+    custom: CustomInfo<'_>,
+) -> Option<Option<Value>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api"] => Some(Some(core_versions(kinds, server_address))),
-        ["api", version] => Some(resource_list(kinds, version)),
+        ["api", version] => Some(resource_list_with(kinds, version, custom)),
         ["apis"] => Some(Some(group_list(kinds))),
         ["apis", g] => Some(group(kinds, g)),
-        ["apis", g, v] => Some(resource_list(kinds, &format!("{g}/{v}"))),
+        ["apis", g, v] => Some(resource_list_with(kinds, &format!("{g}/{v}"), custom)),
         _ => None,
     }
 }

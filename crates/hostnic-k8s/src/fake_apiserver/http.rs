@@ -87,6 +87,8 @@ struct Route {
     kind: &'static Kind,
     namespace: Option<String>,
     name: Option<String>,
+    /// A subresource, e.g. `status`.
+    sub: Option<String>,
 }
 
 fn route(shared: &Shared, path: &str) -> Option<Route> {
@@ -101,11 +103,11 @@ fn route(shared: &Shared, path: &str) -> Option<Route> {
         && rest[0] == "namespaces"
         && let Some(kind) = kind_by_plural(&gv, rest[2]).filter(|k| k.namespaced)
     {
-        // `rest[4]` would be a subresource (e.g. `status`): served as the object itself.
         return Some(Route {
             kind,
             namespace: Some(rest[1].to_owned()),
             name: rest.get(3).map(|s| (*s).to_owned()),
+            sub: rest.get(4).map(|s| (*s).to_owned()),
         });
     }
     let kind = kind_by_plural(&gv, rest[0])?;
@@ -113,6 +115,7 @@ fn route(shared: &Shared, path: &str) -> Option<Route> {
         kind,
         namespace: None,
         name: rest.get(1).map(|s| (*s).to_owned()),
+        sub: rest.get(2).map(|s| (*s).to_owned()),
     })
 }
 
@@ -151,7 +154,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-hostnic-fake"}),
         );
     }
-    if let Some(doc) = super::discovery::document(&shared.kinds(), &path, &server_address(&req)) {
+    let custom_info = |k: &Kind| shared.custom(k).map(|c| (c.short_names, c.status));
+    if let Some(doc) =
+        super::discovery::document_with(&shared.kinds(), &path, &server_address(&req), &custom_info)
+    {
         return match doc {
             Some(doc) => full(StatusCode::OK, &doc),
             None => status(
@@ -172,6 +178,25 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let namespace = route.namespace.clone().unwrap_or_default();
     let method = req.method().clone();
+    let custom = shared.custom(route.kind);
+    // Subresources: a custom kind has `status` if its CRD says so, nothing else;
+    // for built-in kinds `…/status` is served as the object itself.
+    if let (Some(c), Some(sub)) = (&custom, &route.sub)
+        && !(sub == "status" && c.status)
+    {
+        return status(
+            404,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        );
+    }
+    let status_sub = custom.is_some() && route.sub.as_deref() == Some("status");
+    let table = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+        && custom.as_ref().is_some_and(|c| !c.columns.is_empty());
     let content_type = req
         .headers()
         .get("content-type")
@@ -220,33 +245,67 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                     .into_iter()
                     .filter(|o| filter.matches(o))
                     .collect();
+                let rv = store.rv().to_string();
+                if let (true, Some(c)) = (table, &custom) {
+                    return full(StatusCode::OK, &super::custom::table(c, &items, &rv));
+                }
                 full(
                     StatusCode::OK,
                     &json!({
                         "apiVersion": route.kind.api_version,
                         "kind": format!("{}List", route.kind.kind),
-                        "metadata": {"resourceVersion": store.rv().to_string()},
+                        "metadata": {"resourceVersion": rv},
                         "items": items,
                     }),
                 )
             }
         }
         (Method::GET, Some(name)) => match shared.store().get(route.kind, &namespace, name) {
-            Ok(obj) => full(StatusCode::OK, &obj),
+            Ok(obj) => match (table, &custom) {
+                (true, Some(c)) => {
+                    let rv = obj["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("0")
+                        .to_owned();
+                    full(StatusCode::OK, &super::custom::table(c, &[obj], &rv))
+                }
+                _ => full(StatusCode::OK, &obj),
+            },
             Err(e) => store_error(e),
         },
         (Method::POST, None) => match parse_body() {
-            Ok(obj) => match shared.write(|s| s.create(route.kind, &namespace, obj)) {
-                Ok(obj) => full(StatusCode::CREATED, &obj),
-                Err(e) => store_error(e),
-            },
+            Ok(obj) => {
+                let crd = match crd_of(&shared, route.kind, &obj) {
+                    Ok(crd) => crd,
+                    Err(e) => return store_error(e),
+                };
+                let obj = match (&crd, &custom) {
+                    (Some(_), _) => super::custom::established(obj),
+                    (None, Some(c)) => super::custom::created(c, obj),
+                    (None, None) => obj,
+                };
+                match shared.write(|s| s.create(route.kind, &namespace, obj)) {
+                    Ok(obj) => {
+                        if let Some(kinds) = crd {
+                            shared.crd_written(kinds);
+                        }
+                        full(StatusCode::CREATED, &obj)
+                    }
+                    Err(e) => store_error(e),
+                }
+            }
             Err(e) => status(400, "BadRequest", &e.to_string()),
         },
         (Method::PUT, Some(name)) => match parse_body() {
-            Ok(obj) => match shared.write(|s| s.replace(route.kind, &namespace, name, obj)) {
-                Ok(obj) => full(StatusCode::OK, &obj),
-                Err(e) => store_error(e),
-            },
+            Ok(obj) => update(
+                &shared,
+                &route,
+                custom.as_ref(),
+                status_sub,
+                &namespace,
+                name,
+                |_| obj,
+            ),
             Err(e) => status(400, "BadRequest", &e.to_string()),
         },
         (Method::PATCH, Some(name)) => {
@@ -262,21 +321,90 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                     if content_type.starts_with("application/strategic-merge-patch") {
                         strip_patch_directives(&mut patch);
                     }
-                    match shared.write(|s| s.merge_patch(route.kind, &namespace, name, &patch)) {
-                        Ok(obj) => full(StatusCode::OK, &obj),
-                        Err(e) => store_error(e),
-                    }
+                    update(
+                        &shared,
+                        &route,
+                        custom.as_ref(),
+                        status_sub,
+                        &namespace,
+                        name,
+                        |old| {
+                            let mut merged = old.clone();
+                            super::store::merge(&mut merged, &patch);
+                            // The patch's resourceVersion (if any) is its precondition.
+                            let wanted = patch.pointer("/metadata/resourceVersion").cloned();
+                            merged["metadata"]["resourceVersion"] = wanted.unwrap_or(Value::Null);
+                            merged
+                        },
+                    )
                 }
                 Err(e) => status(400, "BadRequest", &e.to_string()),
             }
         }
         (Method::DELETE, Some(name)) => {
             match shared.write(|s| s.delete(route.kind, &namespace, name)) {
-                Ok(obj) => full(StatusCode::OK, &obj),
+                Ok(obj) => {
+                    if route.kind == super::store::crd_kind() {
+                        shared.crd_deleted(name);
+                    }
+                    full(StatusCode::OK, &obj)
+                }
                 Err(e) => store_error(e),
             }
         }
         (m, _) => status(405, "MethodNotAllowed", &format!("{m} not allowed here")),
+    }
+}
+
+/// For a CustomResourceDefinition: the kinds it defines (checked); otherwise none.
+type CrdKinds = Vec<(&'static Kind, super::custom::Custom)>;
+
+fn crd_of(shared: &Shared, kind: &Kind, obj: &Value) -> Result<Option<CrdKinds>, StoreError> {
+    if kind != super::store::crd_kind() {
+        return Ok(None);
+    }
+    shared.crd_kinds(obj).map(Some)
+}
+
+/// A replace or patch of an existing object: `body` computes the written object
+/// from the stored one; its `metadata.resourceVersion`, if set, must be the
+/// stored one (409 otherwise). Custom kinds follow their status subresource and
+/// generation rules; a CRD serves its kinds.
+fn update(
+    shared: &Shared,
+    route: &Route,
+    custom: Option<&super::custom::Custom>,
+    status_sub: bool,
+    namespace: &str,
+    name: &str,
+    body: impl FnOnce(&Value) -> Value,
+) -> Response<Body> {
+    let mut crd: Option<CrdKinds> = None;
+    let result = shared.write(|s| {
+        let old = s.get(route.kind, namespace, name)?;
+        let new = body(&old);
+        super::custom::precondition(route.kind, &old, &new)?;
+        let new = match custom {
+            Some(_) if status_sub => super::custom::status_write(&old, &new),
+            Some(c) => super::custom::main_write(c, &old, new),
+            None => match crd_of(shared, route.kind, &new)? {
+                Some(kinds) => {
+                    crd = Some(kinds);
+                    super::custom::established(new)
+                }
+                None => new,
+            },
+        };
+        s.replace(route.kind, namespace, name, new)
+    });
+    match result {
+        Ok(obj) => {
+            if let Some(kinds) = crd {
+                shared.crd_written(kinds);
+            }
+            full(StatusCode::OK, &obj)
+        }
+        Err(e) => store_error(e),
     }
 }
 

@@ -18,20 +18,32 @@
 //! ages. More kinds can be served at run time ([`FakeApiServer::serve_kind`]):
 //! they appear in discovery too.
 //!
-//! Not a real API server: no admission, no validation beyond JSON, no
-//! optimistic concurrency, no pagination (everything fits in one page).
+//! Custom resources work as on a real API server (`custom.rs`): writing a
+//! `CustomResourceDefinition` serves its kinds (and puts them in discovery), with
+//! the `status` subresource, `metadata.generation` bumped on spec changes only,
+//! and `kubectl get` tables from its printer columns. Every write that names a
+//! `metadata.resourceVersion` other than the stored one answers 409 Conflict
+//! (optimistic concurrency, for Leases and every other kind). Leases
+//! (`coordination.k8s.io/v1`) are served.
+//!
+//! Not a real API server: no admission, no schema validation, no server-side
+//! apply field ownership (apply patches are merge patches), no pagination
+//! (everything fits in one page).
 //!
 //! # Layout
 //! - `store.rs` — objects, resource versions and the change log, for any kind.
 //! - `selector.rs` — field and label selectors on JSON.
 //! - `http.rs` — routing of Kubernetes REST paths onto the store, watch streaming.
 //! - `discovery.rs` — `/api`, `/apis` and the resource lists, from the served kinds.
+//! - `custom.rs` — CRDs, the status subresource, generations, conflicts, tables.
 
+pub mod custom;
 mod discovery;
 mod http;
 pub mod selector;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) requests: Mutex<Vec<RecordedRequest>>,
     /// The kinds served: [`store::KINDS`] and those added by [`FakeApiServer::serve_kind`].
     pub(crate) kinds: std::sync::RwLock<Vec<&'static store::Kind>>,
+    /// Kinds served from CustomResourceDefinitions, by (apiVersion, plural).
+    pub(crate) custom: std::sync::RwLock<BTreeMap<(&'static str, &'static str), custom::Custom>>,
 }
 
 impl Shared {
@@ -80,6 +94,86 @@ impl Shared {
             available: std::sync::atomic::AtomicBool::new(true),
             requests: Mutex::new(Vec::new()),
             kinds: std::sync::RwLock::new(store::KINDS.iter().collect()),
+            custom: std::sync::RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The behaviour of a kind served from a CRD.
+    pub(crate) fn custom(&self, kind: &store::Kind) -> Option<custom::Custom> {
+        self.custom
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kind.api_version, kind.plural))
+            .cloned()
+    }
+
+    /// Adds `kind` to the served kinds (once).
+    pub(crate) fn serve(&self, kind: &'static store::Kind) {
+        let mut kinds = self.kinds.write().unwrap_or_else(|p| p.into_inner());
+        if !kinds
+            .iter()
+            .any(|k| k.api_version == kind.api_version && k.plural == kind.plural)
+        {
+            kinds.push(kind);
+        }
+    }
+
+    /// The kinds a CRD defines, validated, reusing kinds served already.
+    pub(crate) fn crd_kinds(
+        &self,
+        crd: &Value,
+    ) -> Result<Vec<(&'static store::Kind, custom::Custom)>, StoreError> {
+        custom::crd_kinds(crd, |v, p| self.kind_by_plural(v, p))
+    }
+
+    /// Serves the kinds of a CRD that was just written.
+    pub(crate) fn crd_written(&self, kinds: Vec<(&'static store::Kind, custom::Custom)>) {
+        for (kind, c) in kinds {
+            self.serve(kind);
+            self.custom
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((kind.api_version, kind.plural), c);
+        }
+    }
+
+    /// Stops serving the kinds of a deleted CRD and deletes their objects, as the
+    /// API server does.
+    pub(crate) fn crd_deleted(&self, name: &str) {
+        let gone: Vec<(&'static str, &'static str)> = {
+            let mut custom = self.custom.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<_> = custom
+                .iter()
+                .filter(|(_, c)| c.crd == name)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &gone {
+                custom.remove(k);
+            }
+            gone
+        };
+        for (api_version, plural) in gone {
+            let Some(kind) = self.kind_by_plural(api_version, plural) else {
+                continue;
+            };
+            let objects = self.store().list(kind, None);
+            for obj in objects {
+                let ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = self.write(|s| s.delete(kind, &ns, &name));
+            }
+            self.kinds
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|k| !(k.api_version == api_version && k.plural == plural));
         }
     }
 
@@ -184,11 +278,32 @@ impl FakeApiServer {
     }
 
     /// Creates or replaces an object; its `apiVersion` and `kind` must be served.
+    /// A direct edit of the store (no precondition, no subresource rule), except
+    /// that a CustomResourceDefinition is checked, marked established and makes
+    /// its kinds served, as on a real API server.
     pub fn apply(&self, obj: Value) -> Result<Value, StoreError> {
         let field = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or_default();
         let kind = self.shared.lookup(field("apiVersion"), field("kind"))?;
         let ns = namespace_of(kind, &obj);
+        if kind == store::crd_kind() {
+            let kinds = self.shared.crd_kinds(&obj)?;
+            let stored = self
+                .shared
+                .write(|s| s.apply(kind, &ns, custom::established(obj)))?;
+            self.shared.crd_written(kinds);
+            return Ok(stored);
+        }
         self.shared.write(|s| s.apply(kind, &ns, obj))
+    }
+
+    /// Installs a CustomResourceDefinition given as YAML (e.g. `deploy/crd.yaml`).
+    pub fn install_crd_yaml(&self, yaml: &str) -> Result<Value, StoreError> {
+        let crd: Value = serde_yaml::from_str(yaml).map_err(|e| StoreError {
+            code: 400,
+            reason: "BadRequest",
+            message: e.to_string(),
+        })?;
+        self.apply(crd)
     }
 
     /// Merge-patches an existing object.
@@ -215,7 +330,11 @@ impl FakeApiServer {
         name: &str,
     ) -> Result<Value, StoreError> {
         let kind = self.shared.lookup(api_version, kind)?;
-        self.shared.write(|s| s.delete(kind, namespace, name))
+        let last = self.shared.write(|s| s.delete(kind, namespace, name))?;
+        if kind == store::crd_kind() {
+            self.shared.crd_deleted(name);
+        }
+        Ok(last)
     }
 
     /// One object, if it exists.
@@ -236,13 +355,7 @@ impl FakeApiServer {
     /// delete, and in discovery), e.g. a CustomResourceDefinition's kind or
     /// `coordination.k8s.io/v1` Leases. Serving a kind twice changes nothing.
     pub fn serve_kind(&self, kind: &'static store::Kind) {
-        let mut kinds = self.shared.kinds.write().unwrap_or_else(|p| p.into_inner());
-        if !kinds
-            .iter()
-            .any(|k| k.api_version == kind.api_version && k.plural == kind.plural)
-        {
-            kinds.push(kind);
-        }
+        self.shared.serve(kind);
     }
 
     /// Adds a Node with `annotations`.

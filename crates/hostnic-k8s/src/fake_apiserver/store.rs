@@ -57,7 +57,24 @@ pub const KINDS: &[Kind] = &[
         kind: "NetworkPolicy",
         namespaced: true,
     },
+    Kind {
+        api_version: "coordination.k8s.io/v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+    },
+    Kind {
+        api_version: "apiextensions.k8s.io/v1",
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+    },
 ];
+
+/// The kind of CustomResourceDefinitions: writing one serves the kinds it defines.
+pub fn crd_kind() -> &'static Kind {
+    kind_by_plural("apiextensions.k8s.io/v1", "customresourcedefinitions").expect("in KINDS")
+}
 
 /// The kind served at `api_version` + `plural`.
 pub fn kind_by_plural(api_version: &str, plural: &str) -> Option<&'static Kind> {
