@@ -230,3 +230,41 @@ async fn a_probe_that_gets_no_answer_waits_another_interval_and_a_dropped_probe_
     );
     assert_eq!(client.breaker().probes, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_probe_max_each_refused_probe_doubles_the_interval() {
+    // A fleet probing a locked account once a minute per node keeps it locked (every
+    // request counts, refused ones too): the agent lets the interval double.
+    let start = Instant::now();
+    let account = Arc::new(Account {
+        start,
+        locks: Duration::ZERO,
+        frees: Duration::from_secs(4 * 3600),
+        seen: Mutex::new(Vec::new()),
+    });
+    let config = Config::new("AK", Secret::new("SK"), "pek3a");
+    let client = QingCloudClient::with_transport(
+        &config,
+        ClientOptions {
+            breaker_probe_max: Duration::from_secs(3600),
+            ..ClientOptions::default()
+        },
+        account.clone(),
+    );
+    for _ in 0..(3 * 3600) {
+        let before = Instant::now();
+        let _ = client.call("DescribeNics", Params::new()).await;
+        tokio::time::sleep_until(before + Duration::from_secs(1)).await;
+    }
+    let seen = account.seen.lock().unwrap().clone();
+    let gaps: Vec<u64> = seen.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    // 60, 120, 240, … s (plus up to a tenth), then at most an hour (plus a tenth).
+    for (i, gap) in gaps.iter().enumerate() {
+        let nominal = (60u64 << i.min(20)).min(3600);
+        assert!(
+            *gap >= nominal && *gap <= nominal + nominal / 10 + 1,
+            "probe gaps {gaps:?}"
+        );
+    }
+    assert!(seen.len() <= 9, "3 h locked: {} requests", seen.len());
+}

@@ -6,7 +6,10 @@
 //!   2500 — vxnet full, too many NICs — does not: it is an answer about resources).
 //! - **open**: calls fail at once with `Throttled` without being sent. After the probe
 //!   interval (default 60 s, plus up to a tenth of it at random so that many
-//!   processes do not probe together) the next call becomes the probe.
+//!   processes do not probe together) the next call becomes the probe. Each probe
+//!   the quota refuses doubles the interval, up to `probe_max`: every request counts
+//!   against the quota, refused ones too, so a fleet probing once a minute each would
+//!   keep a locked account locked (1,000 nodes: 60,000 probes an hour).
 //! - **probing**: one call is in flight; others fail at once. If the API answers it
 //!   with anything but a request-quota 2500, the breaker closes; otherwise it opens
 //!   for another interval. A probe that gets no answer (transport error, timeout, or
@@ -103,11 +106,14 @@ struct Core {
     state: BreakerState,
     /// Bumped at every trip, so an answer to a call sent before it cannot close it.
     epoch: u64,
+    /// Probes the quota refused since the breaker last opened.
+    refused_probes: u32,
 }
 
 #[derive(Debug)]
 struct Shared {
     probe_interval: Duration,
+    probe_max: Duration,
     core: Mutex<Core>,
     tx: watch::Sender<BreakerState>,
 }
@@ -132,9 +138,15 @@ impl Shared {
         });
     }
 
-    fn next_probe(&self, now: Instant) -> Instant {
-        let jitter = self.probe_interval.mul_f64(rand::random::<f64>() / 10.0);
-        now + self.probe_interval + jitter
+    /// When the next probe may go: the interval doubled per probe the quota refused
+    /// since the breaker opened, at most `probe_max`, plus up to a tenth at random.
+    fn next_probe(&self, now: Instant, refused_probes: u32) -> Instant {
+        let interval = self
+            .probe_interval
+            .saturating_mul(1u32 << refused_probes.min(20))
+            .min(self.probe_max.max(self.probe_interval));
+        let jitter = interval.mul_f64(rand::random::<f64>() / 10.0);
+        now + interval + jitter
     }
 
     fn admit(&self, action: &str) -> Result<Ticket, CloudError> {
@@ -198,7 +210,8 @@ impl Shared {
                 core.epoch += 1;
                 core.state.status = BreakerStatus::Open;
                 core.state.trips += 1;
-                core.state.next_probe_at = Some(self.next_probe(now));
+                core.refused_probes = 0;
+                core.state.next_probe_at = Some(self.next_probe(now, 0));
                 core.state.opened_at = Some(SystemTime::now());
                 tracing::warn!(
                     message = %message,
@@ -210,7 +223,9 @@ impl Shared {
             }
             (BreakerStatus::Probing, Some(message)) if ticket.probe && current => {
                 core.state.status = BreakerStatus::Open;
-                core.state.next_probe_at = Some(self.next_probe(now));
+                core.refused_probes = core.refused_probes.saturating_add(1);
+                let refused = core.refused_probes;
+                core.state.next_probe_at = Some(self.next_probe(now, refused));
                 core.state.last_error = Some(message);
                 tracing::info!("the API request quota is still exhausted");
                 self.publish(&core.state, true);
@@ -223,7 +238,8 @@ impl Shared {
                 } else {
                     // No answer: nothing learned; try again after an interval.
                     core.state.status = BreakerStatus::Open;
-                    core.state.next_probe_at = Some(self.next_probe(now));
+                    let refused = core.refused_probes;
+                    core.state.next_probe_at = Some(self.next_probe(now, refused));
                 }
                 self.publish(&core.state, true);
             }
@@ -288,12 +304,20 @@ pub struct BreakerLayer(Arc<Shared>);
 impl BreakerLayer {
     /// A closed breaker that probes no more often than once per `probe_interval`.
     pub fn new(probe_interval: Duration) -> Self {
+        Self::with_backoff(probe_interval, probe_interval)
+    }
+
+    /// A closed breaker that probes once per `probe_interval` at first, doubling the
+    /// interval for every probe the quota refuses, up to `probe_max`.
+    pub fn with_backoff(probe_interval: Duration, probe_max: Duration) -> Self {
         let (tx, _) = watch::channel(BreakerState::closed());
         Self(Arc::new(Shared {
             probe_interval,
+            probe_max,
             core: Mutex::new(Core {
                 state: BreakerState::closed(),
                 epoch: 0,
+                refused_probes: 0,
             }),
             tx,
         }))
