@@ -16,10 +16,11 @@ use tokio::sync::Notify;
 use crate::policy::Enforcement;
 use crate::settings::Settings;
 use crate::shared::Shared;
-use crate::shutdown::{self, AbortOnDrop, retry};
+use crate::shutdown::{self, AbortOnDrop, Retrying, retry};
 use crate::store::FileStore;
-use crate::{Deps, http, pending, pool_loop, server};
-use hostnic_core::identity::NodeIdentity as Identity;
+use crate::{Deps, cloud, http, pending, pool_loop, server};
+use hostnic_core::engine::EngineError;
+use hostnic_core::identity::{IdentityError, NodeIdentity as Identity};
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +58,50 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    let cloud: Arc<dyn Cloud> = Arc::new(deps.cloud);
+    let scale = if deps.time_scale.is_finite() && deps.time_scale > 0.0 {
+        deps.time_scale
+    } else {
+        1.0
+    };
+    let mut cloud: Arc<dyn Cloud> = Arc::new(deps.cloud);
+    if scale != 1.0 {
+        cloud = Arc::new(cloud::Scaled { cloud, scale });
+    }
     let host: Arc<dyn HostNetwork> = Arc::new(deps.host);
     let clock: Arc<dyn Clock> = Arc::new(deps.clock);
     let (stop_tx, stop_rx) = shutdown::signal(shutdown);
     let mut stop = stop_rx.clone();
+    let real = |d: std::time::Duration| d.div_f64(scale);
+    // The credentials file, followed from the start: a wrong secret fixed by a Secret
+    // update ends the start's wait at once.
+    let (credentials_tx, credentials_rx) = tokio::sync::watch::channel(0u64);
+    let _credentials = deps.client.as_ref().and_then(|c| {
+        let path = c.credentials.clone()?;
+        Some(AbortOnDrop(tokio::spawn(cloud::credentials_task(
+            c.client.clone(),
+            path,
+            real(std::time::Duration::from_secs_f64(
+                settings.credentials_check_secs,
+            )),
+            credentials_tx.clone(),
+            stop_rx.clone(),
+        ))))
+    });
+    let seed = instance_id
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut retrying = Retrying {
+        backoff: hostnic_core::backoff::ExponentialBackoff::new(
+            real(shutdown::STARTUP_BACKOFF.initial),
+            real(shutdown::STARTUP_BACKOFF.max),
+        ),
+        seed,
+        hold: real(settings.pool.permanent_hold),
+        credentials: credentials_rx.clone(),
+    };
     // The HTTP endpoint first: liveness and metrics while the cloud may still be away.
     let slot: http::Slot = Arc::new(std::sync::OnceLock::new());
     let http = AbortOnDrop(
@@ -76,15 +116,21 @@ where
     let store = FileStore::new(&settings.state_dir).map_err(|e| state_err(e.to_string()))?;
 
     tracing::info!(instance = %instance_id, "resolving the node's identity");
-    let Some(identity) = retry("resolving the instance", &mut stop, || {
-        Identity::resolve(
-            cloud.as_ref(),
-            &instance_id,
-            &settings.vxnets,
-            &settings.snat_exclusions,
-            settings.external_snat,
-        )
-    })
+    let Some(identity) = retry(
+        "resolving the instance",
+        &mut stop,
+        &mut retrying,
+        |e: &IdentityError| matches!(e, IdentityError::Cloud(c) if c.refuses_account()),
+        || {
+            Identity::resolve(
+                cloud.as_ref(),
+                &instance_id,
+                &settings.vxnets,
+                &settings.snat_exclusions,
+                settings.external_snat,
+            )
+        },
+    )
     .await
     else {
         return Ok(());
@@ -95,7 +141,14 @@ where
         vxnets = ?identity.vxnets.iter().map(|v| v.id.to_string()).collect::<Vec<_>>(),
         "node identity"
     );
-    let Some(report) = retry("node setup", &mut stop, || host.ensure_node(&identity.node)).await
+    let Some(report) = retry(
+        "node setup",
+        &mut stop,
+        &mut retrying,
+        |_| false,
+        || host.ensure_node(&identity.node),
+    )
+    .await
     else {
         return Ok(());
     };
@@ -126,6 +179,8 @@ where
         identity,
         pods: deps.pods,
         reporter: deps.reporter,
+        client: deps.client.as_ref().map(|c| c.client.clone()),
+        time_scale: scale,
         policy,
         pool_wake: Notify::new(),
         round_done: Notify::new(),
@@ -143,10 +198,16 @@ where
 
     // Startup reconcile: settles what a crash left in flight before anything is served.
     let s = shared.clone();
-    let reconciled = retry("startup reconcile", &mut stop, || {
-        let s = s.clone();
-        async move { pool_loop::reconcile_once(&s, true).await }
-    })
+    let reconciled = retry(
+        "startup reconcile",
+        &mut stop,
+        &mut retrying,
+        |e: &EngineError| matches!(e, EngineError::Cloud(c) if c.refuses_account()),
+        || {
+            let s = s.clone();
+            async move { pool_loop::reconcile_once(&s, true).await }
+        },
+    )
     .await;
     if reconciled.is_none() {
         return Ok(());
@@ -170,9 +231,20 @@ where
     if let Some(enforcement) = shared.policy.clone() {
         others.push(tokio::spawn(enforcement.run(shared.clone())));
     }
+    if let Some(client) = &shared.client {
+        others.push(tokio::spawn(cloud::breaker_task(
+            shared.clone(),
+            client.watch_breaker(),
+        )));
+    }
+    others.push(tokio::spawn(cloud::credentials_followed(
+        shared.clone(),
+        credentials_rx,
+    )));
 
     let served = server::serve(shared.clone()).await;
     // The server has drained.
     shutdown::wind_down(&shared, &stop_tx, pool, others, http).await;
+    drop(credentials_tx);
     served
 }

@@ -16,7 +16,7 @@ use hostnic_core::ports::{NodeReporter, PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
-use hostnic_qingcloud::{ClientOptions, Config, QingCloudClient};
+use hostnic_qingcloud::{Config, QingCloudClient};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
     let CloudKind::Qingcloud = cli.cloud;
     let config = Config::load(&cli.credentials)
         .with_context(|| format!("credentials {}", cli.credentials.display()))?;
-    let cloud = QingCloudClient::new(&config, ClientOptions::from_config(&config))?;
+    let cloud = QingCloudClient::new(
+        &config,
+        hostnic_agent::cloud::client_options(&settings, &config),
+    )?;
     cloud.add_observer(metrics.clone());
     let instance = match &cli.instance_id {
         Some(id) => id.clone(),
@@ -130,6 +133,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let client = hostnic_agent::CloudClient {
+        client: cloud.clone(),
+        credentials: Some(cli.credentials.clone()),
+    };
     let deps = Deps {
         cloud,
         host,
@@ -139,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         reporter,
         policy,
+        client: Some(client),
+        time_scale: 1.0,
     };
     hostnic_agent::run(deps, settings, InstanceId::new(instance), shutdown_signal()).await?;
     Ok(())

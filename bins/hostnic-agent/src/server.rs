@@ -225,11 +225,16 @@ async fn add(
                 }
                 shared.pool_wake.notify_one();
                 if tokio::time::timeout_at(deadline, round).await.is_err() {
-                    let message = reply::no_free_nic_message(r.timeout_ms, coming, cooling);
+                    // Why the pool could not grow, when it knows: a full vxnet, a
+                    // quota, the account's request quota, not "the pool is growing".
+                    let shortage = shared.engine.with_state(|s| s.shortage().cloned());
+                    let error =
+                        reply::nic_shortage(r.timeout_ms, coming, cooling, shortage.as_ref());
                     if let Some(reporter) = &shared.reporter {
-                        reporter.nic_shortage(&r.pod, false, &message);
+                        let message = format!("{}: {}", error.msg, error.details);
+                        reporter.nic_shortage_because(&r.pod, shortage.map(|s| s.cause), &message);
                     }
-                    return Err(reply::no_free_nic(message));
+                    return Err(error);
                 }
             }
             Err(e) => {

@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub pods: Option<Arc<dyn PodSource>>,
     /// Where capacity and NIC shortages are reported, if anywhere.
     pub reporter: Option<Arc<dyn NodeReporter>>,
+    /// The QingCloud client, for its breaker and budget gauges.
+    pub client: Option<hostnic_qingcloud::QingCloudClient>,
+    /// Simulated seconds per real second (1 in production).
+    pub time_scale: f64,
     /// NetworkPolicy enforcement, when on.
     pub policy: Option<Arc<Enforcement>>,
     /// Wakes the pool loop (ADD found the pool empty, DEL, pod pending, NIC link).
@@ -59,6 +63,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `d` of the agent's time (its settings, its constants) as real time: `d` in
+    /// production, `d / K` on a time scale of K.
+    pub fn real(&self, d: std::time::Duration) -> std::time::Duration {
+        d.div_f64(self.time_scale)
+    }
+
     /// The pool's usage now, its `max_nics` and the number of attachments.
     pub fn usage(&self) -> (UsageCounts, u32, u32) {
         let now = self.engine.clock().now();
@@ -76,7 +86,12 @@ impl Shared {
     pub fn readiness(&self) -> (Readiness, UsageCounts, u32) {
         let (counts, max, pods) = self.usage();
         let cloud_ok = self.cloud_ok.load(Ordering::SeqCst);
-        (Readiness::of(&counts, max, cloud_ok), counts, pods)
+        let blocked = self.engine.with_state(|s| s.growth_blocked().cloned());
+        (
+            Readiness::of_pool(&counts, max, cloud_ok, blocked.as_ref()),
+            counts,
+            pods,
+        )
     }
 
     /// ADDs waiting for a NIC plus pods pending on the node.
@@ -147,6 +162,13 @@ impl Shared {
             pods,
             ready: self.ready.load(Ordering::SeqCst),
             policy: self.policy.as_ref().map(|p| p.enforcer.gauges()),
+            cloud: self.client.as_ref().map(|c| crate::metrics::CloudGauges {
+                breaker: c.breaker(),
+                budget: c.budget(),
+            }),
+            shortage: self
+                .engine
+                .with_state(|s| s.shortage().map(|s| s.cause.reason())),
         }
     }
 }

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::shared::Shared;
 
-/// Start-up retries: 200 ms doubling up to 10 s.
-const STARTUP_BACKOFF: ExponentialBackoff =
+/// Start-up retries: 200 ms doubling up to 10 s, ±20 % per node.
+pub(crate) const STARTUP_BACKOFF: ExponentialBackoff =
     ExponentialBackoff::new(Duration::from_millis(200), Duration::from_secs(10));
 /// How long a running pool round may take to finish when the agent stops.
 const POOL_GRACE: Duration = Duration::from_secs(10);
@@ -48,25 +48,52 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Retries `f` with doubling delays (capped) until it succeeds or shutdown.
+/// How the start retries what fails.
+pub(crate) struct Retrying {
+    /// Delays between tries (real time).
+    pub backoff: ExponentialBackoff,
+    /// Spreads a fleet's retries apart (±20 %): the node's own number.
+    pub seed: u64,
+    /// How long to wait after the API refused the account (wrong credentials, no
+    /// balance) instead of retrying in a loop (real time) ...
+    pub hold: Duration,
+    /// ... unless the credentials change before.
+    pub credentials: watch::Receiver<u64>,
+}
+
+/// Retries `f` with doubling, jittered delays (capped) until it succeeds or
+/// shutdown; an error `refused` says is the account's refusal waits `hold`
+/// instead, or until the credentials change.
 pub(crate) async fn retry<T, E: std::fmt::Display, F, Fut>(
     what: &str,
     shutdown: &mut watch::Receiver<bool>,
+    retrying: &mut Retrying,
+    refused: impl Fn(&E) -> bool,
     mut f: F,
 ) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut delays = STARTUP_BACKOFF.delays();
+    let mut attempt = 0u32;
     loop {
-        let delay = delays.next_delay();
-        match f().await {
+        let delay = match f().await {
             Ok(v) => return Some(v),
-            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{what} failed"),
-        }
+            Err(e) if refused(&e) => {
+                tracing::error!(error = %e, retry_in = ?retrying.hold, "{what} failed: the cloud refused the account; not retried until the credentials change or the hold ends");
+                attempt = 0;
+                retrying.hold
+            }
+            Err(e) => {
+                let delay = retrying.backoff.spread(attempt, retrying.seed);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
+                delay
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = retrying.credentials.changed() => attempt = 0,
             _ = stopped(shutdown) => return None,
         }
     }
@@ -84,14 +111,17 @@ pub(crate) async fn wind_down(
     http: AbortOnDrop,
 ) {
     let _ = stop.send(true);
-    if tokio::time::timeout(POOL_GRACE, &mut pool).await.is_err() {
+    if tokio::time::timeout(shared.real(POOL_GRACE), &mut pool)
+        .await
+        .is_err()
+    {
         pool.abort();
     }
     for task in others {
         task.abort();
     }
     drop(http);
-    match tokio::time::timeout(SETTLE_GRACE, shared.engine.host().settle()).await {
+    match tokio::time::timeout(shared.real(SETTLE_GRACE), shared.engine.host().settle()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "deleting the veths of deleted pods"),
         Err(_) => tracing::warn!("deleting the veths of deleted pods took over 10 s; left"),
