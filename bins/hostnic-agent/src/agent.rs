@@ -113,7 +113,11 @@ where
         path: settings.state_dir.clone(),
         message,
     };
-    let store = FileStore::new(&settings.state_dir).map_err(|e| state_err(e.to_string()))?;
+    let store = match settings.journal_bytes {
+        Some(bytes) => FileStore::with_journal_capacity(&settings.state_dir, bytes),
+        None => FileStore::new(&settings.state_dir),
+    }
+    .map_err(|e| state_err(e.to_string()))?;
 
     tracing::info!(instance = %instance_id, "resolving the node's identity");
     let Some(identity) = retry(
@@ -186,7 +190,9 @@ where
         round_done: Notify::new(),
         reconcile_wake: Notify::new(),
         waiting_adds: AtomicU32::new(0),
+        waiting: Mutex::new(Default::default()),
         pending_pods: AtomicU32::new(0),
+        pending: Mutex::new(Default::default()),
         cloud_ok: AtomicBool::new(true),
         ready: AtomicBool::new(false),
         plumbing: tokio::sync::RwLock::new(()),

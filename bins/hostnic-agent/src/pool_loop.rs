@@ -263,18 +263,22 @@ pub(crate) async fn event_task(shared: Arc<Shared>, mut events: BoxStream<'stati
     }
 }
 
-/// Follows the pod source: a pending pod raises demand and wakes the pool.
+/// Follows the pod source: a pending pod raises demand and wakes the pool; a pod
+/// that got its address or went away lowers it.
 pub(crate) async fn pod_event_task(shared: Arc<Shared>, source: Arc<dyn PodSource>) {
     let mut changes = source.changes();
+    // Pods that arrived between the startup reconcile's listing and the subscription
+    // sent no event: count them now.
+    if shared.authoritative_pods().await.is_some() && shared.demand() > 0 {
+        shared.pool_wake.notify_one();
+    }
     while let Some(event) = changes.next().await {
+        // Recount from the source (cheap for the static file; the kube adapter caches).
+        let _ = shared.authoritative_pods().await;
         if let PodEvent::Upserted(pod) = &event
             && pod.pending
         {
-            // Recount from the source (cheap for the static file; the kube adapter caches).
-            let _ = shared.authoritative_pods().await;
             shared.pool_wake.notify_one();
-        } else if let PodEvent::Deleted { .. } = event {
-            let _ = shared.authoritative_pods().await;
         }
     }
 }

@@ -178,11 +178,16 @@ fn wire_error(e: &EngineError) -> WireError {
 }
 
 /// Counts an ADD as waiting for a NIC while alive (also when the request is dropped).
-struct Waiting<'a>(&'a Shared);
+struct Waiting<'a>(&'a Shared, hostnic_core::types::AttachmentId);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting_adds.fetch_sub(1, Ordering::SeqCst);
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
         self.0.update_demand();
     }
 }
@@ -218,10 +223,16 @@ async fn add(
             Ok(added) => break added,
             Err(EngineError::Alloc(AllocError::PoolEmpty { coming, cooling })) => {
                 if waiting.is_none() {
+                    let id = r.pod.attachment();
                     shared.waiting_adds.fetch_add(1, Ordering::SeqCst);
+                    shared
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.clone());
                     shared.update_demand();
                     shared.metrics.inc("hostnic_no_free_nic_total", &[]);
-                    waiting = Some(Waiting(shared));
+                    waiting = Some(Waiting(shared, id));
                 }
                 shared.pool_wake.notify_one();
                 if tokio::time::timeout_at(deadline, round).await.is_err() {

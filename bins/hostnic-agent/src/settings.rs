@@ -104,6 +104,11 @@ pub struct Settings {
     /// How often the credentials file is checked for a new version (a `qcsecret`
     /// Secret update replaces it through a symlink swap in the mounted directory).
     pub credentials_check_secs: f64,
+    /// Bytes of the checkpoint journal; `None` (the default): a quarter of the state
+    /// volume's free space, 16 KiB to 4 MiB. (A harness running a thousand agents on
+    /// one disk sets a small one.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_bytes: Option<u64>,
 }
 
 impl Default for Settings {
@@ -131,6 +136,7 @@ impl Default for Settings {
             breaker_probe_secs: 60.0,
             breaker_probe_max_secs: 3600.0,
             credentials_check_secs: 10.0,
+            journal_bytes: None,
         }
     }
 }
@@ -234,6 +240,9 @@ impl Settings {
         }
         if let Err(e) = hostnic_qingcloud::WindowLimit::parse_optional(&self.cloud_budget) {
             return invalid("cloud_budget", &e.to_string());
+        }
+        if self.journal_bytes.is_some_and(|b| b < 4096) {
+            return invalid("journal_bytes", "must be at least 4096");
         }
         if self.breaker_probe_max_secs < self.breaker_probe_secs {
             return invalid(

@@ -46,8 +46,13 @@ pub(crate) struct Shared {
     pub reconcile_wake: Notify,
     /// ADDs currently waiting for a NIC.
     pub waiting_adds: AtomicU32,
+    /// Which attachments those ADDs are for (one that got its NIC and is being
+    /// plumbed wants nothing more from the pool).
+    pub waiting: Mutex<std::collections::BTreeSet<hostnic_core::types::AttachmentId>>,
     /// Pods the pod source reports pending (scheduled, no sandbox yet).
     pub pending_pods: AtomicU32,
+    /// Which pods those are (`namespace`, `name`).
+    pub pending: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// The last pool round had no failure.
     pub cloud_ok: AtomicBool,
     /// The agent can serve an ADD (the conflist is written on the first `true`).
@@ -94,9 +99,45 @@ impl Shared {
         )
     }
 
-    /// ADDs waiting for a NIC plus pods pending on the node.
+    /// NICs wanted soon: the pods pending on the node (scheduled, no address yet),
+    /// or the ADDs waiting for a NIC when there are more of those (the pod source
+    /// lags). Not their sum: a pending pod's ADD is the same demand, counted once.
     pub fn demand(&self) -> u32 {
-        self.waiting_adds.load(Ordering::SeqCst) + self.pending_pods.load(Ordering::SeqCst)
+        self.waiting_without_nic().max(self.pending_without_nic())
+    }
+
+    /// Waiting ADDs whose pod has no NIC yet.
+    fn waiting_without_nic(&self) -> u32 {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.is_empty() {
+            return 0;
+        }
+        self.engine.with_state(|s| {
+            waiting
+                .iter()
+                .filter(|id| s.attachment(id).is_none())
+                .count() as u32
+        })
+    }
+
+    /// Pending pods that have no NIC here yet: one whose ADD succeeded is still
+    /// pending in the pod source until its status catches up, and wants nothing more.
+    fn pending_without_nic(&self) -> u32 {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return 0;
+        }
+        self.engine.with_state(|s| {
+            let held: std::collections::BTreeSet<(&str, &str)> = s
+                .attachments()
+                .values()
+                .map(|a| (a.pod.namespace.as_str(), a.pod.name.as_str()))
+                .collect();
+            pending
+                .iter()
+                .filter(|(ns, name)| !held.contains(&(ns.as_str(), name.as_str())))
+                .count() as u32
+        })
     }
 
     /// Demand for the pool: waiting ADDs and pending pods.
@@ -109,8 +150,14 @@ impl Shared {
         let source = self.pods.as_ref()?;
         match source.pods().await {
             Ok(pods) => {
-                let pending = pods.iter().filter(|p| p.pending).count() as u32;
-                self.pending_pods.store(pending, Ordering::SeqCst);
+                let pending: std::collections::BTreeSet<(String, String)> = pods
+                    .iter()
+                    .filter(|p| p.pending)
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+                    .collect();
+                self.pending_pods
+                    .store(pending.len() as u32, Ordering::SeqCst);
+                *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
                 Some(pods)
             }
             Err(e) => {

@@ -575,6 +575,19 @@ where
         self.settle_uncertain().await;
         let actions = self.mutate_later(|s| s.plan(self.clock.now()));
         let count = actions.len();
+        if count > 0 {
+            tracing::debug!(
+                actions = ?actions.iter().map(|a| match a {
+                    PoolAction::Create { count, .. } => format!("create {count}"),
+                    PoolAction::Attach { nics } => format!("attach {}", nics.len()),
+                    PoolAction::Prepare { .. } => "prepare".to_string(),
+                    PoolAction::Detach { nics } => format!("detach {}", nics.len()),
+                    PoolAction::Delete { nics } => format!("delete {}", nics.len()),
+                }).filter(|a| a != "prepare").collect::<Vec<_>>(),
+                demand = self.lock().demand,
+                "pool round"
+            );
+        }
         let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
         PoolRound {
             actions: count,
@@ -783,12 +796,14 @@ where
         let outcome = self.cloud.wait_job(job, timeout).await.map_err(|e| {
             // Asking about the job failed, whatever the reason: the job itself may
             // still run and take effect, so its NICs are uncertain (retryable), never
-            // settled as if it had failed (the pool would attach more meanwhile).
-            CloudError::new(
-                CloudErrorKind::Retryable,
-                action,
-                format!("job {job}: outcome unknown: {e}"),
-            )
+            // settled as if it had failed (the pool would attach more meanwhile). A
+            // poll the request quota refused says so (the shortage's cause).
+            let kind = if e.kind == CloudErrorKind::Throttled {
+                CloudErrorKind::Throttled
+            } else {
+                CloudErrorKind::Retryable
+            };
+            CloudError::new(kind, action, format!("job {job}: outcome unknown: {e}"))
         })?;
         match outcome {
             JobOutcome::Successful => Ok(()),

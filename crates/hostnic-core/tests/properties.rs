@@ -342,17 +342,22 @@ fn run(config: PoolConfig, ops: Vec<Op>, strict_check: bool) -> Result<(), TestC
                     // The periodic reconcile notices; the pod on it (if any) loses its address.
                     let rate = 0.0;
                     world.cloud.set_fault_rate(rate);
-                    // The cloud is asked (the NIC's link vanished from the host); a
-                    // failed ask backs off, so time passes between tries.
+                    // The node notices: the NIC's link vanished from the host, so the
+                    // reconcile asks the cloud (a failed ask backs off, so time passes
+                    // between tries); a NIC the pool was already re-attaching is found
+                    // gone by its detach, and the next reconcile asks the cloud.
                     let mut done = false;
                     for _ in 0..10 {
-                        match block_on(world.engine.reconcile(None, false)) {
-                            Ok(r) if r.cloud_error.is_none() => {
-                                done = true;
-                                break;
-                            }
-                            _ => world.clock.advance(Duration::from_secs(61)),
+                        let r = block_on(world.engine.reconcile(None, false));
+                        if r.is_ok() && world.engine.with_state(|s| !s.nics().contains_key(nic)) {
+                            done = true;
+                            break;
                         }
+                        if matches!(r, Ok(ref r) if r.cloud.is_none() && r.cloud_error.is_none()) {
+                            // Nothing local disagreed (the pool is re-attaching it).
+                            block_on(world.engine.run_pool());
+                        }
+                        world.clock.advance(Duration::from_secs(61));
                     }
                     prop_assert!(done, "reconcile kept failing");
                     let victims: Vec<usize> = model

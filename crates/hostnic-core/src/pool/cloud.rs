@@ -310,7 +310,9 @@ impl NodeState {
     /// account refusal, and the shortage when the call was growing the pool.
     pub(crate) fn cloud_failed(&mut self, kind: ActionKind, e: &CloudError, now: Timestamp) {
         let (base, seed) = (self.config.backoff_base, self.seed);
-        let max = if e.kind == CloudErrorKind::Permanent {
+        // A refusal the API answered (1400 denied, 1100 malformed) backs off long; a
+        // job that failed (no `ret_code`) is the cloud's own hiccup, retried as usual.
+        let max = if e.kind == CloudErrorKind::Permanent && e.code.is_some() {
             self.config.permanent_hold.max(self.config.backoff_max)
         } else {
             self.config.backoff_max
