@@ -109,10 +109,15 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
             } else if shared.ready.load(Ordering::SeqCst) {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
+                // Why, when the pool cannot grow: a full vxnet, a quota, a refusal.
+                let why = shared
+                    .engine
+                    .with_state(|s| s.growth_blocked().map(|b| format!(": {}", b.describe())))
+                    .unwrap_or_default();
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    "not ready: no NIC ready and none can be created\n".into(),
+                    format!("not ready: no NIC ready and none can be created{why}\n"),
                 )
             }
         }
