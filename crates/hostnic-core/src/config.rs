@@ -55,8 +55,8 @@ pub struct PoolConfig {
     pub pod_gone_grace: Duration,
     /// The periodic reconcile compares checkpoint, host and pods without the cloud;
     /// it asks the cloud (one DescribeNics) when something local disagrees, at start,
-    /// and at least this often (plus 0–25 % jitter, so nodes spread out): 30 min is
-    /// under 2 calls per node and hour at rest.
+    /// and at least this often (plus 2–27 % jitter, so nodes spread out): 30 min is
+    /// at most 2 calls per node in any hour at rest (1.75 on average).
     #[serde(with = "duration_secs")]
     pub cloud_resync: Duration,
     /// After the API refused the account (wrong credentials 1200, no balance 2400) the

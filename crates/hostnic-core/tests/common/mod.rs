@@ -180,7 +180,7 @@ impl World {
         for i in 0..36 {
             if i == 30 {
                 // Past the longest resync interval since any cloud call of the rounds before.
-                self.clock.advance(self.config.cloud_resync.mul_f64(1.25));
+                self.clock.advance(self.config.cloud_resync.mul_f64(1.3));
             }
             let _ = block_on(self.engine.reconcile(None, false));
             block_on(self.engine.settle(20));

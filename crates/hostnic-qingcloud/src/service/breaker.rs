@@ -106,8 +106,13 @@ struct Core {
     state: BreakerState,
     /// Bumped at every trip, so an answer to a call sent before it cannot close it.
     epoch: u64,
-    /// Probes the quota refused since the breaker last opened.
+    /// How far the probe interval has doubled: one step per probe the quota
+    /// refused. Kept when the breaker closes, so an account that locks again soon
+    /// after is probed at the interval it had reached, not once a minute again;
+    /// forgotten after `probe_max` closed.
     refused_probes: u32,
+    /// When the breaker last closed.
+    closed_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -210,8 +215,12 @@ impl Shared {
                 core.epoch += 1;
                 core.state.status = BreakerStatus::Open;
                 core.state.trips += 1;
-                core.refused_probes = 0;
-                core.state.next_probe_at = Some(self.next_probe(now, 0));
+                let healthy_for = core.closed_at.map(|t| now.saturating_duration_since(t));
+                if healthy_for.is_none_or(|d| d >= self.probe_max) {
+                    core.refused_probes = 0;
+                }
+                let level = core.refused_probes;
+                core.state.next_probe_at = Some(self.next_probe(now, level));
                 core.state.opened_at = Some(SystemTime::now());
                 tracing::warn!(
                     message = %message,
@@ -234,6 +243,7 @@ impl Shared {
                 if answered {
                     core.state.status = BreakerStatus::Closed;
                     core.state.next_probe_at = None;
+                    core.closed_at = Some(now);
                     tracing::warn!("the API request quota is available again: cloud calls resume");
                 } else {
                     // No answer: nothing learned; try again after an interval.
@@ -318,6 +328,7 @@ impl BreakerLayer {
                 state: BreakerState::closed(),
                 epoch: 0,
                 refused_probes: 0,
+                closed_at: None,
             }),
             tx,
         }))
