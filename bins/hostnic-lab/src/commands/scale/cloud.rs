@@ -153,6 +153,7 @@ impl SimCloud {
                 })
                 .unwrap_or_default()
         );
+        hostnic_qingcloud::transport::install_crypto_provider();
         let mut this = Self {
             admin: Admin::External {
                 base,
