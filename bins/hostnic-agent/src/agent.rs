@@ -18,11 +18,12 @@ use crate::http::Endpoint;
 use crate::policy::Enforcement;
 use crate::settings::Settings;
 use crate::shared::Shared;
-use crate::shutdown;
-use crate::startup::{Failed, Startup, retry};
+use crate::shutdown::{self, AbortOnDrop};
+use crate::startup::{Failed, Pace, Startup, retry};
 use crate::store::FileStore;
-use crate::{Deps, pending, pool_loop, server};
-use hostnic_core::identity::NodeIdentity as Identity;
+use crate::{Deps, cloud, pending, pool_loop, server};
+use hostnic_core::engine::EngineError;
+use hostnic_core::identity::{IdentityError, NodeIdentity as Identity};
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,22 +82,63 @@ where
     H: HostNetwork + 'static,
     K: Clock + 'static,
 {
-    let cloud: Arc<dyn Cloud> = Arc::new(deps.cloud);
+    let scale = if deps.time_scale.is_finite() && deps.time_scale > 0.0 {
+        deps.time_scale
+    } else {
+        1.0
+    };
+    let mut cloud: Arc<dyn Cloud> = Arc::new(deps.cloud);
+    if scale != 1.0 {
+        cloud = Arc::new(cloud::Scaled { cloud, scale });
+    }
     let host: Arc<dyn HostNetwork> = Arc::new(deps.host);
     let clock: Arc<dyn Clock> = Arc::new(deps.clock);
     let (stop_tx, stop_rx) = shutdown::signal(shutdown);
     let mut stop = stop_rx.clone();
+    let real = |d: std::time::Duration| d.div_f64(scale);
+    // The credentials file, followed from the start: a wrong secret fixed by a Secret
+    // update ends the start's wait at once.
+    let (credentials_tx, credentials_rx) = tokio::sync::watch::channel(0u64);
+    let _credentials = deps.client.as_ref().and_then(|c| {
+        let path = c.credentials.clone()?;
+        Some(AbortOnDrop(tokio::spawn(cloud::credentials_task(
+            c.client.clone(),
+            path,
+            real(std::time::Duration::from_secs_f64(
+                settings.credentials_check_secs,
+            )),
+            credentials_tx.clone(),
+            stop_rx.clone(),
+        ))))
+    });
+    let mut pace = Pace {
+        scale,
+        seed: instance_id
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            }),
+        hold: settings.pool.permanent_hold,
+        credentials: Some(credentials_rx.clone()),
+    };
     let startup = endpoint.startup.clone();
     let metrics = deps.metrics.clone();
     let Some(store) = retry(
         &startup,
         &metrics,
+        &mut pace,
         "opening the state directory",
         &mut stop,
+        |_| false,
         || {
             std::future::ready(match crate::store::newer_checkpoint(&settings.state_dir) {
                 Some(found) => Err(Failed::newer_checkpoint(&settings.state_dir, &found)),
-                None => FileStore::new(&settings.state_dir).map_err(|e| {
+                None => match settings.journal_bytes {
+                    Some(bytes) => FileStore::with_journal_capacity(&settings.state_dir, bytes),
+                    None => FileStore::new(&settings.state_dir),
+                }
+                .map_err(|e| {
                     Failed::io(
                         &format!("state directory {}", settings.state_dir.display()),
                         &e,
@@ -118,8 +160,10 @@ where
     let Some(identity) = retry(
         &startup,
         &metrics,
+        &mut pace,
         "resolving the instance",
         &mut stop,
+        |e: &IdentityError| matches!(e, IdentityError::Cloud(c) if c.refuses_account()),
         || {
             Identity::resolve(
                 cloud.as_ref(),
@@ -140,9 +184,15 @@ where
         vxnets = ?identity.vxnets.iter().map(|v| v.id.to_string()).collect::<Vec<_>>(),
         "node identity"
     );
-    let Some(report) = retry(&startup, &metrics, "node setup", &mut stop, || {
-        host.ensure_node(&identity.node)
-    })
+    let Some(report) = retry(
+        &startup,
+        &metrics,
+        &mut pace,
+        "node setup",
+        &mut stop,
+        |_| false,
+        || host.ensure_node(&identity.node),
+    )
     .await
     else {
         return Ok(());
@@ -174,12 +224,16 @@ where
         identity,
         pods: deps.pods,
         reporter: deps.reporter,
+        client: deps.client.as_ref().map(|c| c.client.clone()),
+        time_scale: scale,
         policy,
         pool_wake: Notify::new(),
         round_done: Notify::new(),
         reconcile_wake: Notify::new(),
         waiting_adds: AtomicU32::new(0),
+        waiting: Mutex::new(Default::default()),
         pending_pods: AtomicU32::new(0),
+        pending: Mutex::new(Default::default()),
         cloud_ok: AtomicBool::new(true),
         ready: AtomicBool::new(false),
         plumbing: tokio::sync::RwLock::new(()),
@@ -191,10 +245,18 @@ where
 
     // Startup reconcile: settles what a crash left in flight before anything is served.
     let s = shared.clone();
-    let reconciled = retry(&startup, &metrics, "startup reconcile", &mut stop, || {
-        let s = s.clone();
-        async move { pool_loop::reconcile_once(&s, true).await }
-    })
+    let reconciled = retry(
+        &startup,
+        &metrics,
+        &mut pace,
+        "startup reconcile",
+        &mut stop,
+        |e: &EngineError| matches!(e, EngineError::Cloud(c) if c.refuses_account()),
+        || {
+            let s = s.clone();
+            async move { pool_loop::reconcile_once(&s, true).await }
+        },
+    )
     .await;
     if reconciled.is_none() {
         return Ok(());
@@ -220,9 +282,20 @@ where
     if let Some(enforcement) = shared.policy.clone() {
         others.push(tokio::spawn(enforcement.run(shared.clone())));
     }
+    if let Some(client) = &shared.client {
+        others.push(tokio::spawn(cloud::breaker_task(
+            shared.clone(),
+            client.watch_breaker(),
+        )));
+    }
+    others.push(tokio::spawn(cloud::credentials_followed(
+        shared.clone(),
+        credentials_rx,
+    )));
 
     let served = server::serve(shared.clone()).await;
     // The server has drained.
     shutdown::wind_down(&shared, &stop_tx, pool, others, endpoint).await;
+    drop(credentials_tx);
     served
 }

@@ -272,8 +272,20 @@ pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
             Readiness::NodeFull { assigned, max } => format!(
                 "the node is full: {assigned} of its {max} pod NICs are assigned (max_nics)"
             ),
+            // Why the pool cannot grow, when the cloud said: a full vxnet, a quota, a
+            // refusal.
+            Readiness::CloudUnavailable | Readiness::CannotGrow(_)
+                if let Some(blocked) = shared
+                    .engine
+                    .with_state(|s| s.growth_blocked().map(|b| b.describe())) =>
+            {
+                format!("no NIC ready and none can be created: {blocked}")
+            }
             Readiness::CloudUnavailable => {
                 "no NIC ready and the cloud did not answer the last pool round".into()
+            }
+            Readiness::CannotGrow(cause) => {
+                format!("no NIC ready and none can be created: {}", cause.reason())
             }
             Readiness::Ready => "no NIC ready and none can be created".into(),
         });

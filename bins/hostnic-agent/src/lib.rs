@@ -24,6 +24,8 @@
 //! - `recovery`: says loudly what the startup rebuilt when the checkpoint could not
 //!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
 //! - [`policy`]: the task driving the core's NetworkPolicy enforcer.
+//! - [`cloud`]: the agent's use of the QingCloud client: options from the settings,
+//!   the breaker and budget as logs, metrics and events, credentials followed.
 //! - [`cniconf`]: the readiness-gated conflist and the plugin install.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
 //!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
@@ -38,6 +40,7 @@
 mod admission;
 mod agent;
 pub mod cli;
+pub mod cloud;
 pub mod cniconf;
 pub mod http;
 pub mod metrics;
@@ -61,6 +64,7 @@ use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeRepor
 use hostnic_core::types::InstanceId;
 
 pub use agent::AgentError;
+pub use cloud::CloudClient;
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
 pub use hostnic_core::engine::Engine;
@@ -87,6 +91,14 @@ pub struct Deps<C, H, K> {
     pub reporter: Option<Arc<dyn NodeReporter>>,
     /// NetworkPolicy enforcement; `None` turns it off.
     pub policy: Option<policy::PolicyDeps>,
+    /// The QingCloud client behind `cloud`, for its breaker and budget (metrics,
+    /// logs, the node event) and its credentials file (followed when it changes);
+    /// `None` with another cloud.
+    pub client: Option<CloudClient>,
+    /// Simulated seconds per real second: 1 in production. A harness living in a
+    /// simulator's `--time-scale K` (with a clock K times faster) sets K, and every
+    /// interval, backoff and timeout of the agent runs K times faster too.
+    pub time_scale: f64,
 }
 
 /// Runs the agent until `shutdown` completes: resolves the node's identity,

@@ -23,7 +23,7 @@ use hostnic_core::ports::{NodeReporter, PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
-use hostnic_qingcloud::{ClientOptions, Config, QingCloudClient};
+use hostnic_qingcloud::{Config, QingCloudClient};
 use tokio::sync::watch;
 
 /// The instance id file of a QingCloud instance.
@@ -140,14 +140,17 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let endpoint = Endpoint::start(&settings, metrics.clone(), startup.clone()).await?;
     let mut stop = stop_signal();
+    let mut pace = startup::Pace::default();
 
     let CloudKind::Qingcloud = cli.cloud;
     let credentials = cli.credentials.clone();
     let Some(cloud) = startup::retry(
         &startup,
         &metrics,
+        &mut pace,
         "loading the credentials",
         &mut stop,
+        |_| false,
         || {
             std::future::ready((|| {
                 let config = Config::load(&credentials).map_err(|e| {
@@ -163,7 +166,11 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
                         true,
                     )
                 })?;
-                QingCloudClient::new(&config, ClientOptions::from_config(&config)).map_err(|e| {
+                QingCloudClient::new(
+                    &config,
+                    hostnic_agent::cloud::client_options(&settings, &config),
+                )
+                .map_err(|e| {
                     Failed::new(
                         e,
                         "the cloud client cannot be built",
@@ -184,8 +191,10 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let Some(instance) = startup::retry(
         &startup,
         &metrics,
+        &mut pace,
         "reading the instance id",
         &mut stop,
+        |_| false,
         || {
             std::future::ready(match &flag {
                 Some(id) => Ok(id.clone()),
@@ -235,8 +244,10 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let Some(host) = startup::retry(
         &startup,
         &metrics,
+        &mut pace,
         "opening the host datapath",
         &mut stop,
+        |_| false,
         || {
             let config = host_config.clone();
             async move {
@@ -296,8 +307,10 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
             let Some(client) = startup::retry(
                 &startup,
                 &metrics,
+                &mut pace,
                 "connecting to the Kubernetes API server",
                 &mut stop,
+                |_| false,
                 || {
                     let kubeconfig = kubeconfig.clone();
                     async move {
@@ -345,6 +358,10 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         }
     }
 
+    let client = hostnic_agent::CloudClient {
+        client: cloud.clone(),
+        credentials: Some(cli.credentials.clone()),
+    };
     let deps = Deps {
         cloud,
         host,
@@ -354,6 +371,8 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         metrics,
         reporter,
         policy,
+        client: Some(client),
+        time_scale: 1.0,
     };
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -113,6 +113,66 @@ const FAMILIES: &[Family] = &[
         "Other CNI configurations that sort before hostnic's in cni_conf_dir (the runtime uses the first)",
     ),
     (
+        "hostnic_reconciles_total",
+        "counter",
+        "Periodic and startup reconciles, by whether they asked the cloud (asked), did not need it (local), or needed it and it failed or was backing off (failed)",
+    ),
+    (
+        "hostnic_reconcile_cloud_asks_total",
+        "counter",
+        "Reconciles that asked the cloud (one DescribeNics), by reason: startup, resync, job_unseen, doubt, link_missing, unexpected_link, unknown_address",
+    ),
+    (
+        "hostnic_pool_shortage",
+        "gauge",
+        "1 while the pool could not grow the last time it tried, by cause: VxnetFull, QuotaExceeded, RequestQuotaExceeded, CloudRefused, CloudUnavailable",
+    ),
+    (
+        "hostnic_cloud_breaker_state",
+        "gauge",
+        "The request-quota circuit breaker of the agent's cloud client: 1 for its state (closed, open, probing)",
+    ),
+    (
+        "hostnic_cloud_breaker_trips_total",
+        "counter",
+        "Times the request-quota breaker opened (a request-quota 2500)",
+    ),
+    (
+        "hostnic_cloud_breaker_probes_total",
+        "counter",
+        "Probes of the request quota sent while the breaker was open",
+    ),
+    (
+        "hostnic_cloud_breaker_refused_total",
+        "counter",
+        "Cloud calls the breaker refused without sending them",
+    ),
+    (
+        "hostnic_cloud_budget_limit",
+        "gauge",
+        "The agent's request budget: requests per window (absent when off)",
+    ),
+    (
+        "hostnic_cloud_budget_window_seconds",
+        "gauge",
+        "The window of the agent's request budget",
+    ),
+    (
+        "hostnic_cloud_budget_used",
+        "gauge",
+        "Requests (attempts) made in the current window",
+    ),
+    (
+        "hostnic_cloud_budget_remaining",
+        "gauge",
+        "Requests left in the current window",
+    ),
+    (
+        "hostnic_cloud_budget_refused_total",
+        "counter",
+        "Cloud calls that failed because the budget was spent",
+    ),
+    (
         "hostnic_policy_objects",
         "gauge",
         "NetworkPolicy inputs at the last sync: policies, namespaces, cluster pods, local pods",
@@ -164,6 +224,19 @@ pub struct Gauges {
     pub starting: bool,
     /// The failure holding the start up: its step and whether it is permanent.
     pub startup_error: Option<(String, bool)>,
+    /// The cloud client's breaker and budget, when the agent has the QingCloud client.
+    pub cloud: Option<CloudGauges>,
+    /// Why the pool could not grow the last time it tried (a `ShortageCause::reason`).
+    pub shortage: Option<&'static str>,
+}
+
+/// The cloud client's breaker and budget at scrape time.
+#[derive(Debug, Clone)]
+pub struct CloudGauges {
+    /// The request-quota breaker.
+    pub breaker: hostnic_qingcloud::BreakerState,
+    /// The request budget.
+    pub budget: hostnic_qingcloud::BudgetState,
 }
 
 /// NetworkPolicy numbers of the last committed sync (the core enforcer's).
@@ -259,6 +332,48 @@ impl Metrics {
             }
             "hostnic_ready" => {
                 let _ = writeln!(out, "{name} {}", u8::from(gauges.ready));
+            }
+            "hostnic_pool_shortage" => {
+                if let Some(cause) = gauges.shortage {
+                    let _ = writeln!(out, "{name}{{cause=\"{cause}\"}} 1");
+                }
+            }
+            "hostnic_cloud_breaker_state" => {
+                if let Some(c) = &gauges.cloud {
+                    for state in ["closed", "open", "probing"] {
+                        let on = u8::from(c.breaker.status.as_str() == state);
+                        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {on}");
+                    }
+                }
+            }
+            "hostnic_cloud_breaker_trips_total"
+            | "hostnic_cloud_breaker_probes_total"
+            | "hostnic_cloud_breaker_refused_total"
+            | "hostnic_cloud_budget_used"
+            | "hostnic_cloud_budget_remaining"
+            | "hostnic_cloud_budget_refused_total" => {
+                if let Some(c) = &gauges.cloud {
+                    let value = match name {
+                        "hostnic_cloud_breaker_trips_total" => c.breaker.trips,
+                        "hostnic_cloud_breaker_probes_total" => c.breaker.probes,
+                        "hostnic_cloud_breaker_refused_total" => c.breaker.refused,
+                        "hostnic_cloud_budget_used" => u64::from(c.budget.used),
+                        "hostnic_cloud_budget_remaining" if c.budget.limit.is_none() => return,
+                        "hostnic_cloud_budget_remaining" => u64::from(c.budget.remaining),
+                        _ => c.budget.refused,
+                    };
+                    let _ = writeln!(out, "{name} {value}");
+                }
+            }
+            "hostnic_cloud_budget_limit" | "hostnic_cloud_budget_window_seconds" => {
+                if let Some(limit) = gauges.cloud.as_ref().and_then(|c| c.budget.limit) {
+                    let value = if name == "hostnic_cloud_budget_limit" {
+                        f64::from(limit.requests)
+                    } else {
+                        limit.window.as_secs_f64()
+                    };
+                    let _ = writeln!(out, "{name} {value}");
+                }
             }
             "hostnic_policy_objects" => {
                 if let Some(p) = &gauges.policy {
@@ -509,6 +624,45 @@ mod tests {
         let f = parse_stat(line).unwrap();
         assert_eq!((f.utime, f.stime, f.start_ticks), (150, 50, 1000));
         assert_eq!((f.vsize, f.rss_pages), (123456, 789));
+    }
+
+    #[test]
+    fn the_breaker_and_the_budget_render_when_the_client_is_known() {
+        let m = Metrics::default();
+        assert!(
+            !m.render(&Gauges::default())
+                .contains("hostnic_cloud_breaker_state{")
+        );
+        let config =
+            hostnic_qingcloud::Config::new("AK", hostnic_qingcloud::Secret::new("SK"), "pek3a");
+        let client = hostnic_qingcloud::QingCloudClient::new(
+            &config,
+            hostnic_qingcloud::ClientOptions {
+                budget: Some(hostnic_qingcloud::WindowLimit::new(
+                    60,
+                    Duration::from_secs(3600),
+                )),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let text = m.render(&Gauges {
+            cloud: Some(CloudGauges {
+                breaker: client.breaker(),
+                budget: client.budget(),
+            }),
+            shortage: Some("VxnetFull"),
+            ..Gauges::default()
+        });
+        assert!(
+            text.contains("hostnic_cloud_breaker_state{state=\"closed\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("hostnic_cloud_breaker_state{state=\"open\"} 0\n"));
+        assert!(text.contains("hostnic_cloud_budget_limit 60\n"));
+        assert!(text.contains("hostnic_cloud_budget_window_seconds 3600\n"));
+        assert!(text.contains("hostnic_cloud_budget_remaining 60\n"));
+        assert!(text.contains("hostnic_pool_shortage{cause=\"VxnetFull\"} 1\n"));
     }
 
     #[test]

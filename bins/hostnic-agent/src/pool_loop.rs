@@ -1,5 +1,9 @@
 //! The pool task (a round on every tick or wake-up), the periodic reconcile,
 //! and the event tasks that wake the pool.
+//!
+//! The periodic reconcile is the core's: local (checkpoint, host, pods) unless
+//! something disagrees, at start, or on the slow resync; a node at rest makes no
+//! cloud call between resyncs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,13 +43,30 @@ pub(crate) async fn reconcile_once(
         policy.request();
     }
     let m = &shared.metrics;
-    // A reconcile asks the cloud too: it tells whether the cloud answers while idle.
-    shared.cloud_ok.store(
-        !matches!(&result, Err(EngineError::Cloud(_))),
-        Ordering::SeqCst,
-    );
+    // A reconcile that asked the cloud tells whether it answers while idle.
+    match &result {
+        Err(EngineError::Cloud(_)) => shared.cloud_ok.store(false, Ordering::SeqCst),
+        Ok(r) if r.cloud_error.is_some() => shared.cloud_ok.store(false, Ordering::SeqCst),
+        Ok(r) if r.cloud.is_some() => shared.cloud_ok.store(true, Ordering::SeqCst),
+        _ => {}
+    }
     match &result {
         Ok(report) => {
+            let asked = match (&report.cloud, &report.cloud_error) {
+                (_, Some(_)) => "failed",
+                (Some(_), None) => "asked",
+                (None, None) => "local",
+            };
+            m.inc("hostnic_reconciles_total", &[("cloud", asked)]);
+            if let Some(reason) = &report.cloud {
+                m.inc(
+                    "hostnic_reconcile_cloud_asks_total",
+                    &[("reason", reason.label())],
+                );
+                if !startup {
+                    tracing::debug!(%reason, "the reconcile asked the cloud");
+                }
+            }
             let name = "hostnic_reconcile_actions_total";
             m.add(name, &[("kind", "adopted")], report.adopted.len() as u64);
             m.add(
@@ -103,10 +124,15 @@ pub(crate) async fn reconcile_once(
     result
 }
 
+/// How long a woken pool waits for the rest of a burst before it plans: ADDs and
+/// pending pods of one burst then make one batch (real time, at least 5 ms).
+const COALESCE: Duration = Duration::from_millis(100);
+
 /// Runs pool rounds: after a round that did something at once, else on the tick
 /// or when woken. Waiting ADDs are woken after every round.
 pub(crate) async fn pool_task(shared: Arc<Shared>) {
-    let interval = Duration::from_secs_f64(shared.settings.pool_interval_secs);
+    let interval = shared.real(Duration::from_secs_f64(shared.settings.pool_interval_secs));
+    let coalesce = shared.real(COALESCE).max(Duration::from_millis(5));
     let mut stop = shared.shutdown.clone();
     loop {
         shared.update_demand();
@@ -131,10 +157,11 @@ pub(crate) async fn pool_task(shared: Arc<Shared>) {
         *shared.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(round.clone());
         if let Some(reporter) = &shared.reporter {
             let now = shared.engine.clock().now();
-            let (free, assignable) = shared.engine.with_state(|s| {
-                let c = s.usage_counts(now);
-                (c.free, s.config().max_nics.saturating_sub(c.assigned))
-            });
+            // While a shortage keeps the pool from growing (a full vxnet, a quota),
+            // the node offers only the NICs it holds.
+            let (free, assignable) = shared
+                .engine
+                .with_state(|s| (s.usage_counts(now).free, s.assignable_pods()));
             reporter.capacity(free, assignable);
         }
         shared.refresh_readiness();
@@ -147,13 +174,16 @@ pub(crate) async fn pool_task(shared: Arc<Shared>) {
         }
         // Failed actions are held back by the engine's backoff; do not spin on them.
         let pause = if busy {
-            Duration::from_millis(50)
+            shared.real(Duration::from_millis(50))
         } else {
             interval
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = shared.pool_wake.notified() => {}
+            _ = shared.pool_wake.notified() => {
+                // Woken by demand: let the rest of the burst arrive, one batch for all.
+                tokio::time::sleep(coalesce).await;
+            }
             _ = stopped(&mut stop) => return,
         }
     }
@@ -162,13 +192,15 @@ pub(crate) async fn pool_task(shared: Arc<Shared>) {
 /// Periodic work: reconcile (with the pods when authoritative), pending DELs that
 /// timed out while the agent was alive, and the node setup (default-route guard).
 pub(crate) async fn periodic_task(shared: Arc<Shared>) {
-    let interval = Duration::from_secs_f64(shared.settings.reconcile_interval_secs);
+    let interval = shared.real(Duration::from_secs_f64(
+        shared.settings.reconcile_interval_secs,
+    ));
     let mut stop = shared.shutdown.clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shared.reconcile_wake.notified() => {
-                tracing::info!("a NIC link vanished from the host: reconciling now");
+                tracing::debug!("reconciling now (a NIC link vanished, or new credentials)");
             }
             _ = stopped(&mut stop) => return,
         }
@@ -231,18 +263,22 @@ pub(crate) async fn event_task(shared: Arc<Shared>, mut events: BoxStream<'stati
     }
 }
 
-/// Follows the pod source: a pending pod raises demand and wakes the pool.
+/// Follows the pod source: a pending pod raises demand and wakes the pool; a pod
+/// that got its address or went away lowers it.
 pub(crate) async fn pod_event_task(shared: Arc<Shared>, source: Arc<dyn PodSource>) {
     let mut changes = source.changes();
+    // Pods that arrived between the startup reconcile's listing and the subscription
+    // sent no event: count them now.
+    if shared.authoritative_pods().await.is_some() && shared.demand() > 0 {
+        shared.pool_wake.notify_one();
+    }
     while let Some(event) = changes.next().await {
+        // Recount from the source (cheap for the static file; the kube adapter caches).
+        let _ = shared.authoritative_pods().await;
         if let PodEvent::Upserted(pod) = &event
             && pod.pending
         {
-            // Recount from the source (cheap for the static file; the kube adapter caches).
-            let _ = shared.authoritative_pods().await;
             shared.pool_wake.notify_one();
-        } else if let PodEvent::Deleted { .. } = event {
-            let _ = shared.authoritative_pods().await;
         }
     }
 }

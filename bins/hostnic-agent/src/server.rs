@@ -265,11 +265,16 @@ fn wire_error(e: &EngineError) -> WireError {
 }
 
 /// Counts an ADD as waiting for a NIC while alive (also when the request is dropped).
-struct Waiting<'a>(&'a Shared);
+struct Waiting<'a>(&'a Shared, hostnic_core::types::AttachmentId);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting_adds.fetch_sub(1, Ordering::SeqCst);
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
         self.0.update_demand();
     }
 }
@@ -305,18 +310,29 @@ async fn add(
             Ok(added) => break added,
             Err(EngineError::Alloc(AllocError::PoolEmpty { coming, cooling })) => {
                 if waiting.is_none() {
+                    let id = r.pod.attachment();
                     shared.waiting_adds.fetch_add(1, Ordering::SeqCst);
+                    shared
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.clone());
                     shared.update_demand();
                     shared.metrics.inc("hostnic_no_free_nic_total", &[]);
-                    waiting = Some(Waiting(shared));
+                    waiting = Some(Waiting(shared, id));
                 }
                 shared.pool_wake.notify_one();
                 if tokio::time::timeout_at(deadline, round).await.is_err() {
-                    let message = reply::no_free_nic_message(r.timeout_ms, coming, cooling);
+                    // Why the pool could not grow, when it knows: a full vxnet, a
+                    // quota, the account's request quota, not "the pool is growing".
+                    let shortage = shared.engine.with_state(|s| s.shortage().cloned());
+                    let error =
+                        reply::nic_shortage(r.timeout_ms, coming, cooling, shortage.as_ref());
                     if let Some(reporter) = &shared.reporter {
-                        reporter.nic_shortage(&r.pod, false, &message);
+                        let message = format!("{}: {}", error.msg, error.details);
+                        reporter.nic_shortage_because(&r.pod, shortage.map(|s| s.cause), &message);
                     }
-                    return Err(reply::no_free_nic(message));
+                    return Err(error);
                 }
             }
             Err(e) => {

@@ -34,6 +34,11 @@ pub enum OtherConflists {
     MoveAside,
 }
 
+/// The agent's default request budget: 60 an hour. At rest a node spends under 2,
+/// filling a node from empty about 10, so a node has room for several fills an hour,
+/// and one runaway agent takes at most 3 % of the account's default quota.
+pub const DEFAULT_CLOUD_BUDGET: &str = "60/3600";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -108,8 +113,29 @@ pub struct Settings {
     pub host_netns: Option<PathBuf>,
     /// Seconds between pool rounds when nothing wakes the pool earlier.
     pub pool_interval_secs: f64,
-    /// Seconds between periodic reconciles.
+    /// Seconds between periodic reconciles (local: checkpoint, host and pods; the
+    /// cloud only when they disagree, at start and every `pool.cloud_resync`).
     pub reconcile_interval_secs: f64,
+    /// The agent's own budget of API requests (every attempt counts, retries
+    /// included): `REQUESTS/SECONDS`, or `off`. A call that finds it spent waits a
+    /// few seconds for a slot, then fails (the pool backs off): one agent can never
+    /// take much of the account's quota (2,000 an hour, shared by every node).
+    pub cloud_budget: String,
+    /// After a request-quota 2500 the client refuses every call and probes the quota
+    /// once after this many seconds ...
+    pub breaker_probe_secs: f64,
+    /// ... doubling the interval for every probe the quota refuses, up to this many
+    /// seconds (every request counts against the quota, refused ones too: a fleet
+    /// probing once a minute each would keep a locked account locked).
+    pub breaker_probe_max_secs: f64,
+    /// How often the credentials file is checked for a new version (a `qcsecret`
+    /// Secret update replaces it through a symlink swap in the mounted directory).
+    pub credentials_check_secs: f64,
+    /// Bytes of the checkpoint journal; `None` (the default): a quarter of the state
+    /// volume's free space, 16 KiB to 4 MiB. (A harness running a thousand agents on
+    /// one disk sets a small one.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_bytes: Option<u64>,
 }
 
 impl Default for Settings {
@@ -136,6 +162,11 @@ impl Default for Settings {
             host_netns: None,
             pool_interval_secs: 5.0,
             reconcile_interval_secs: 60.0,
+            cloud_budget: DEFAULT_CLOUD_BUDGET.to_string(),
+            breaker_probe_secs: 60.0,
+            breaker_probe_max_secs: 3600.0,
+            credentials_check_secs: 10.0,
+            journal_bytes: None,
         }
     }
 }
@@ -290,9 +321,24 @@ impl Settings {
                 "must be at least 2097152 (2 MiB: two of the protocol's largest frames)",
             );
         }
+        if let Err(e) = hostnic_qingcloud::WindowLimit::parse_optional(&self.cloud_budget) {
+            return invalid("cloud_budget", &e.to_string());
+        }
+        if self.journal_bytes.is_some_and(|b| b < 4096) {
+            return invalid("journal_bytes", "must be at least 4096");
+        }
+        if self.breaker_probe_max_secs < self.breaker_probe_secs {
+            return invalid(
+                "breaker_probe_max_secs",
+                "must be at least breaker_probe_secs",
+            );
+        }
         for (field, secs) in [
             ("pool_interval_secs", self.pool_interval_secs),
             ("reconcile_interval_secs", self.reconcile_interval_secs),
+            ("breaker_probe_secs", self.breaker_probe_secs),
+            ("breaker_probe_max_secs", self.breaker_probe_max_secs),
+            ("credentials_check_secs", self.credentials_check_secs),
         ] {
             if !(0.01..=86400.0).contains(&secs) {
                 return invalid(field, "must be between 0.01 and 86400 seconds");
@@ -335,6 +381,18 @@ mod tests {
         let text = include_str!("../../../deploy/agent.example.yaml");
         let s = Settings::from_yaml(text, "deploy/agent.example.yaml").unwrap();
         assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn the_cloud_budget_is_a_window_limit_or_off() {
+        let s = Settings::from_yaml("cloud_budget: 120/3600\n", "t").unwrap();
+        assert_eq!(s.cloud_budget, "120/3600");
+        Settings::from_yaml("cloud_budget: \"off\"\n", "t").unwrap();
+        let err = Settings::from_yaml("cloud_budget: lots\n", "t").unwrap_err();
+        assert!(err.to_string().contains("cloud_budget"), "{err}");
+        assert!(err.to_string().contains("2000/3600"), "{err}");
+        let err = Settings::from_yaml("breaker_probe_max_secs: 10\n", "t").unwrap_err();
+        assert!(err.to_string().contains("breaker_probe_max_secs"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub pods: Option<Arc<dyn PodSource>>,
     /// Where capacity and NIC shortages are reported, if anywhere.
     pub reporter: Option<Arc<dyn NodeReporter>>,
+    /// The QingCloud client, for its breaker and budget gauges.
+    pub client: Option<hostnic_qingcloud::QingCloudClient>,
+    /// Simulated seconds per real second (1 in production).
+    pub time_scale: f64,
     /// NetworkPolicy enforcement, when on.
     pub policy: Option<Arc<Enforcement>>,
     /// Wakes the pool loop (ADD found the pool empty, DEL, pod pending, NIC link).
@@ -42,8 +46,13 @@ pub(crate) struct Shared {
     pub reconcile_wake: Notify,
     /// ADDs currently waiting for a NIC.
     pub waiting_adds: AtomicU32,
+    /// Which attachments those ADDs are for (one that got its NIC and is being
+    /// plumbed wants nothing more from the pool).
+    pub waiting: Mutex<std::collections::BTreeSet<hostnic_core::types::AttachmentId>>,
     /// Pods the pod source reports pending (scheduled, no sandbox yet).
     pub pending_pods: AtomicU32,
+    /// Which pods those are (`namespace`, `name`).
+    pub pending: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// The last pool round had no failure.
     pub cloud_ok: AtomicBool,
     /// The agent can serve an ADD (the conflist is written on the first `true`).
@@ -59,6 +68,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `d` of the agent's time (its settings, its constants) as real time: `d` in
+    /// production, `d / K` on a time scale of K.
+    pub fn real(&self, d: std::time::Duration) -> std::time::Duration {
+        d.div_f64(self.time_scale)
+    }
+
     /// The pool's usage now, its `max_nics` and the number of attachments.
     pub fn usage(&self) -> (UsageCounts, u32, u32) {
         let now = self.engine.clock().now();
@@ -76,12 +91,53 @@ impl Shared {
     pub fn readiness(&self) -> (Readiness, UsageCounts, u32) {
         let (counts, max, pods) = self.usage();
         let cloud_ok = self.cloud_ok.load(Ordering::SeqCst);
-        (Readiness::of(&counts, max, cloud_ok), counts, pods)
+        let blocked = self.engine.with_state(|s| s.growth_blocked().cloned());
+        (
+            Readiness::of_pool(&counts, max, cloud_ok, blocked.as_ref()),
+            counts,
+            pods,
+        )
     }
 
-    /// ADDs waiting for a NIC plus pods pending on the node.
+    /// NICs wanted soon: the pods pending on the node (scheduled, no address yet),
+    /// or the ADDs waiting for a NIC when there are more of those (the pod source
+    /// lags). Not their sum: a pending pod's ADD is the same demand, counted once.
     pub fn demand(&self) -> u32 {
-        self.waiting_adds.load(Ordering::SeqCst) + self.pending_pods.load(Ordering::SeqCst)
+        self.waiting_without_nic().max(self.pending_without_nic())
+    }
+
+    /// Waiting ADDs whose pod has no NIC yet.
+    fn waiting_without_nic(&self) -> u32 {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.is_empty() {
+            return 0;
+        }
+        self.engine.with_state(|s| {
+            waiting
+                .iter()
+                .filter(|id| s.attachment(id).is_none())
+                .count() as u32
+        })
+    }
+
+    /// Pending pods that have no NIC here yet: one whose ADD succeeded is still
+    /// pending in the pod source until its status catches up, and wants nothing more.
+    fn pending_without_nic(&self) -> u32 {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return 0;
+        }
+        self.engine.with_state(|s| {
+            let held: std::collections::BTreeSet<(&str, &str)> = s
+                .attachments()
+                .values()
+                .map(|a| (a.pod.namespace.as_str(), a.pod.name.as_str()))
+                .collect();
+            pending
+                .iter()
+                .filter(|(ns, name)| !held.contains(&(ns.as_str(), name.as_str())))
+                .count() as u32
+        })
     }
 
     /// Demand for the pool: waiting ADDs and pending pods.
@@ -94,8 +150,14 @@ impl Shared {
         let source = self.pods.as_ref()?;
         match source.pods().await {
             Ok(pods) => {
-                let pending = pods.iter().filter(|p| p.pending).count() as u32;
-                self.pending_pods.store(pending, Ordering::SeqCst);
+                let pending: std::collections::BTreeSet<(String, String)> = pods
+                    .iter()
+                    .filter(|p| p.pending)
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+                    .collect();
+                self.pending_pods
+                    .store(pending.len() as u32, Ordering::SeqCst);
+                *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
                 Some(pods)
             }
             Err(e) => {
@@ -157,6 +219,13 @@ impl Shared {
             policy: self.policy.as_ref().map(|p| p.enforcer.gauges()),
             instance: Some(self.identity.instance.id.to_string()),
             shadowed: crate::cniconf::shadowing(&self.settings).len() as u32,
+            cloud: self.client.as_ref().map(|c| crate::metrics::CloudGauges {
+                breaker: c.breaker(),
+                budget: c.budget(),
+            }),
+            shortage: self
+                .engine
+                .with_state(|s| s.shortage().map(|s| s.cause.reason())),
             ..Gauges::default()
         }
     }

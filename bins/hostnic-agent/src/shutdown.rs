@@ -56,14 +56,17 @@ pub(crate) async fn wind_down(
     http: crate::http::Endpoint,
 ) {
     let _ = stop.send(true);
-    if tokio::time::timeout(POOL_GRACE, &mut pool).await.is_err() {
+    if tokio::time::timeout(shared.real(POOL_GRACE), &mut pool)
+        .await
+        .is_err()
+    {
         pool.abort();
     }
     for task in others {
         task.abort();
     }
     drop(http);
-    match tokio::time::timeout(SETTLE_GRACE, shared.engine.host().settle()).await {
+    match tokio::time::timeout(shared.real(SETTLE_GRACE), shared.engine.host().settle()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "deleting the veths of deleted pods"),
         Err(_) => tracing::warn!("deleting the veths of deleted pods took over 10 s; left"),

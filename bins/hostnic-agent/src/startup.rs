@@ -484,16 +484,62 @@ impl Startup {
     }
 }
 
+/// How the start's retries are paced.
+pub struct Pace {
+    /// Model seconds per real second (the scale harness runs its agents faster than
+    /// real time); 1 for a real agent.
+    pub scale: f64,
+    /// Spreads a fleet's retries apart (±20 %): the node's own number.
+    pub seed: u64,
+    /// How long to wait after the cloud refused the account (wrong keys, no
+    /// balance) instead of retrying (model time): a fleet retrying wrong keys
+    /// every few minutes would spend the account's request quota ...
+    pub hold: Duration,
+    /// ... unless the credentials change before (the agent follows its Secret).
+    pub credentials: Option<watch::Receiver<u64>>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            scale: 1.0,
+            seed: 0,
+            hold: PERMANENT_BACKOFF.max,
+            credentials: None,
+        }
+    }
+}
+
+impl Pace {
+    fn real(&self, d: Duration) -> Duration {
+        d.div_f64(self.scale)
+    }
+
+    async fn credentials_changed(&mut self) {
+        let changed = match &mut self.credentials {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        };
+        if !changed {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Attempts `step` until it succeeds or the agent stops (`None`): a transient
 /// failure is retried with [`TRANSIENT_BACKOFF`], a permanent one with
-/// [`PERMANENT_BACKOFF`]; each is recorded in `startup`, counted in
+/// [`PERMANENT_BACKOFF`], a refusal of the account (`refused`) after
+/// [`Pace::hold`], each spread ±20 % per node and cut short when the credentials
+/// change; each failure is recorded in `startup`, counted in
 /// `hostnic_startup_failures_total{step,permanent}` and logged with its cause
 /// and fix.
 pub async fn retry<T, E, F, Fut>(
     startup: &Startup,
     metrics: &Metrics,
+    pace: &mut Pace,
     step: &'static str,
     shutdown: &mut watch::Receiver<bool>,
+    refused: impl Fn(&E) -> bool,
     mut f: F,
 ) -> Option<T>
 where
@@ -504,17 +550,19 @@ where
     startup.begin(step);
     let (mut transient, mut permanent) = (0u32, 0u32);
     loop {
-        let e = match f().await {
+        let (e, refusal) = match f().await {
             Ok(v) => return Some(v),
-            Err(e) => e.diagnose(),
+            Err(e) => (e.diagnose(), refused(&e)),
         };
-        let delay = if e.permanent {
+        let delay = pace.real(if refusal {
+            ExponentialBackoff::new(pace.hold, pace.hold).spread(0, pace.seed)
+        } else if e.permanent {
             permanent += 1;
-            PERMANENT_BACKOFF.delay(permanent - 1)
+            PERMANENT_BACKOFF.spread(permanent - 1, pace.seed)
         } else {
             transient += 1;
-            TRANSIENT_BACKOFF.delay(transient - 1)
-        };
+            TRANSIENT_BACKOFF.spread(transient - 1, pace.seed)
+        });
         startup.failed(&e, Some(delay));
         let kind = if e.permanent { "true" } else { "false" };
         metrics.inc(
@@ -536,6 +584,10 @@ where
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = pace.credentials_changed() => {
+                tracing::info!("{step}: the credentials changed; trying again now");
+                (transient, permanent) = (0, 0);
+            }
             _ = stopped(shutdown) => return None,
         }
     }

@@ -74,6 +74,8 @@ async fn wrong_keys_hold_the_start_with_cause_and_fix_and_are_not_retried_in_a_l
         metrics: metrics.clone(),
         reporter: None,
         policy: None,
+        client: None,
+        time_scale: 1.0,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(hostnic_agent::run(

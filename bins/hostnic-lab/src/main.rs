@@ -12,7 +12,8 @@
 //!
 //! Subcommands, one file each under `commands/`: `up`, `down`, `pod`, `ns`,
 //! `apply`/`delete`, `check`, `leaks`, `netpol`, `netpol-bench`, `agent`, `nic`,
-//! `podman`, `bench`, `demo`, and the internal `serve` (the background lab
+//! `podman`, `bench`, `demo`, `scale` (N real agents in one process against the
+//! quota-enforcing simulator), and the internal `serve` (the background lab
 //! daemon) and `listen` (a pod's TCP listener).
 
 mod agents;
@@ -73,6 +74,9 @@ enum Command {
     Leaks(commands::leaks::LeaksArgs),
     /// up, pods, check, delete all, leak checks, down: one command.
     Demo(commands::demo::DemoArgs),
+    /// N real agents in one process against the simulator with the request quota on:
+    /// calls at rest, cold start, churn, restart storm (docs/scale.md).
+    Scale(commands::scale::ScaleArgs),
     /// The lab daemon (started by `up`).
     #[command(hide = true)]
     Serve(commands::up::UpArgs),
@@ -94,11 +98,12 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    // The daemon logs what it does; the commands only warnings (their output is the result).
-    let level = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
+    // The daemon logs what it does; the commands only warnings (their output is the
+    // result); the scale harness's thousand agents only errors (RUST_LOG=warn for more).
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Scale(_) => "error",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -129,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => commands::agent::exec(args).await,
             Command::Nic(args) => commands::nic::exec(args).await,
             Command::Demo(args) => commands::demo::exec(args).await,
+            Command::Scale(args) => commands::scale::exec(args).await,
             Command::Podman(args) => commands::podman::exec(args).await,
             Command::Bench(args) => commands::bench::exec(args).await,
             Command::Leaks(args) => commands::leaks::exec(args).await,

@@ -15,16 +15,18 @@ use futures::future::join_all;
 
 use crate::checkpoint::{Checkpoint, CheckpointDamage, CheckpointError, Loaded, RecoveryReason};
 use crate::config::PoolConfig;
-use crate::pool::{AllocError, NodeState, PodAttachment, PoolAction};
+use crate::pool::{
+    ActionKind, AllocError, CloudLink, CloudReason, NodeState, PodAttachment, PoolAction,
+};
 use crate::ports::{
     CheckpointStore, Clock, CloudError, CloudErrorKind, CloudNics, HostError, HostErrorKind,
     HostNetwork, NicFilter, StoreError,
 };
-use crate::reconcile::{Observed, PodsSeen, ReconcileAction, ReconcileReport};
+use crate::reconcile::{JobStatuses, Observed, PodsSeen, ReconcileAction, ReconcileReport};
 use crate::recovery::{LoadState, Recovery};
 use crate::types::{
-    AttachmentId, InstanceId, JobOutcome, NicId, NicPlumbing, PlumbedPod, PodInfo, PodKey,
-    PodPlumbing, Vxnet, managed_nic_name,
+    AttachmentId, InstanceId, JobId, JobOutcome, JobStatus, NicId, NicPlumbing, PlumbedPod,
+    PodInfo, PodKey, PodPlumbing, Vxnet, managed_nic_name,
 };
 
 /// Why an engine operation failed.
@@ -59,7 +61,8 @@ impl EngineError {
         match self {
             EngineError::Alloc(AllocError::PoolEmpty { .. }) => true,
             EngineError::Alloc(AllocError::NodeFull { .. }) => false,
-            EngineError::Cloud(e) => e.is_retryable(),
+            // The account's request quota frees with time: a later try can succeed.
+            EngineError::Cloud(e) => e.is_retryable() || e.kind == CloudErrorKind::Throttled,
             EngineError::Host(e) => e.is_retryable(),
             EngineError::Store(_) => true,
             _ => false,
@@ -572,6 +575,19 @@ where
         self.settle_uncertain().await;
         let actions = self.mutate_later(|s| s.plan(self.clock.now()));
         let count = actions.len();
+        if count > 0 {
+            tracing::debug!(
+                actions = ?actions.iter().map(|a| match a {
+                    PoolAction::Create { count, .. } => format!("create {count}"),
+                    PoolAction::Attach { nics } => format!("attach {}", nics.len()),
+                    PoolAction::Prepare { .. } => "prepare".to_string(),
+                    PoolAction::Detach { nics } => format!("detach {}", nics.len()),
+                    PoolAction::Delete { nics } => format!("delete {}", nics.len()),
+                }).filter(|a| a != "prepare").collect::<Vec<_>>(),
+                demand = self.lock().demand,
+                "pool round"
+            );
+        }
         let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
         PoolRound {
             actions: count,
@@ -580,37 +596,90 @@ where
     }
 
     /// Asks the cloud about NICs whose last job's end was not seen, so that a slow job
-    /// does not keep them out of the pool until the next periodic reconcile.
+    /// does not keep them out of the pool until the next cloud reconcile: first where
+    /// their jobs are (one DescribeJobs), then, for those whose job ended or is not
+    /// known, the NICs themselves (one DescribeNics). Paced by the `Describe` backoff:
+    /// a job still running is asked about again after 1 s, 2 s, 4 s … up to
+    /// `backoff_max`, and a failure backs off the same way.
     async fn settle_uncertain(&self) {
-        let (uncertain, instance) = {
+        let now = self.clock.now();
+        let (uncertain, jobs, instance) = {
             let s = self.lock();
-            let ids: Vec<NicId> = s
+            if !s.cloud_ready(ActionKind::Describe, now) {
+                return;
+            }
+            let uncertain: Vec<(NicId, Option<JobId>)> = s
                 .nics()
                 .values()
-                .filter(|n| matches!(n.link, crate::pool::CloudLink::Uncertain { .. }))
-                .map(|n| n.id.clone())
+                .filter(|n| matches!(n.link, CloudLink::Uncertain { .. }))
+                .map(|n| (n.id.clone(), n.job.clone()))
                 .collect();
-            (ids, s.instance().clone())
+            let mut jobs: Vec<JobId> = uncertain.iter().filter_map(|(_, j)| j.clone()).collect();
+            jobs.sort();
+            jobs.dedup();
+            (uncertain, jobs, s.instance().clone())
         };
         if uncertain.is_empty() {
             return;
         }
+        let statuses = if jobs.is_empty() {
+            JobStatuses::new()
+        } else {
+            match self.cloud.job_statuses(&jobs).await {
+                Ok(statuses) => statuses,
+                Err(e) => {
+                    tracing::debug!(error = %e, "asking where the unseen jobs are");
+                    self.mutate_later(|s| s.cloud_failed(ActionKind::Describe, &e, now));
+                    return;
+                }
+            }
+        };
+        let ask: Vec<NicId> = uncertain
+            .iter()
+            .filter(|(_, job)| {
+                job.as_ref()
+                    .and_then(|j| statuses.get(j))
+                    .is_none_or(|s| *s != JobStatus::Running)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ask.is_empty() {
+            // Every job still runs: ask again after the next delay.
+            self.mutate_later(|s| s.describe_later(now));
+            return;
+        }
         let filter = NicFilter {
-            nics: uncertain,
+            nics: ask,
             name: Some(managed_nic_name(&instance)),
             ..Default::default()
         };
         match self.cloud.describe_nics(&filter).await {
             Ok(nics) => {
                 let now = self.clock.now();
-                if let Err(e) =
-                    self.mutate_durably(|s| s.settle_uncertain(&filter.nics, &nics, now))
-                {
-                    tracing::warn!(error = %e, "checkpoint after settling uncertain NICs");
-                }
+                self.mutate_later(|s| {
+                    s.settle_uncertain(&filter.nics, &nics, &statuses, now);
+                    let left = s
+                        .nics()
+                        .values()
+                        .any(|n| matches!(n.link, CloudLink::Uncertain { .. }));
+                    if left {
+                        s.describe_later(now);
+                    } else {
+                        s.cloud_succeeded(ActionKind::Describe);
+                    }
+                });
             }
-            Err(e) => tracing::debug!(error = %e, "describing NICs with unknown job outcome"),
+            Err(e) => {
+                tracing::debug!(error = %e, "describing NICs with unknown job outcome");
+                self.mutate_later(|s| s.cloud_failed(ActionKind::Describe, &e, now));
+            }
         }
+    }
+
+    /// The credentials the cloud client signs with changed (a Secret update): what
+    /// the API refused may succeed now, so the pool's holds and backoffs end.
+    pub fn credentials_changed(&self) {
+        self.lock().credentials_changed();
     }
 
     /// Runs pool rounds until one has nothing to do (or `max_rounds`); returns the rounds run.
@@ -637,10 +706,14 @@ where
             }
             PoolAction::Attach { nics } => {
                 let job = match self.cloud.attach_nics(&instance, &nics).await {
-                    Ok(job) => Ok(job),
+                    Ok(job) => {
+                        // Recorded, so a restart can ask where the job is.
+                        self.mutate_later(|s| s.job_started(&nics, &job));
+                        Ok(job)
+                    }
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
                         // The answer may have been lost after the job started.
-                        self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))?;
+                        self.mutate_durably(|s| s.job_lost(&nics, true, &e, self.clock.now()))?;
                         return Err(e.into());
                     }
                     Err(e) => Err(e),
@@ -648,7 +721,7 @@ where
                 let result = match job {
                     Ok(job) => match self.wait(&job, "AttachNics").await {
                         Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate_durably(|s| s.job_lost(&nics, true, self.clock.now()))?;
+                            self.mutate_durably(|s| s.job_lost(&nics, true, &e, self.clock.now()))?;
                             return Err(e.into());
                         }
                         other => other,
@@ -687,15 +760,20 @@ where
                 }
                 let ids: Vec<NicId> = nics.iter().map(|n| n.nic.clone()).collect();
                 let result = match self.cloud.detach_nics(&ids).await {
-                    Ok(job) => match self.wait(&job, "DetachNics").await {
-                        Err(e) if e.kind != CloudErrorKind::Permanent => {
-                            self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))?;
-                            return Err(e.into());
+                    Ok(job) => {
+                        self.mutate_later(|s| s.job_started(&ids, &job));
+                        match self.wait(&job, "DetachNics").await {
+                            Err(e) if e.kind != CloudErrorKind::Permanent => {
+                                self.mutate_durably(|s| {
+                                    s.job_lost(&ids, false, &e, self.clock.now())
+                                })?;
+                                return Err(e.into());
+                            }
+                            other => other,
                         }
-                        other => other,
-                    },
+                    }
                     Err(e) if e.kind == CloudErrorKind::Retryable => {
-                        self.mutate_durably(|s| s.job_lost(&ids, false, self.clock.now()))?;
+                        self.mutate_durably(|s| s.job_lost(&ids, false, &e, self.clock.now()))?;
                         return Err(e.into());
                     }
                     Err(e) => Err(e),
@@ -718,12 +796,14 @@ where
         let outcome = self.cloud.wait_job(job, timeout).await.map_err(|e| {
             // Asking about the job failed, whatever the reason: the job itself may
             // still run and take effect, so its NICs are uncertain (retryable), never
-            // settled as if it had failed (the pool would attach more meanwhile).
-            CloudError::new(
-                CloudErrorKind::Retryable,
-                action,
-                format!("job {job}: outcome unknown: {e}"),
-            )
+            // settled as if it had failed (the pool would attach more meanwhile). A
+            // poll the request quota refused says so (the shortage's cause).
+            let kind = if e.kind == CloudErrorKind::Throttled {
+                CloudErrorKind::Throttled
+            } else {
+                CloudErrorKind::Retryable
+            };
+            CloudError::new(kind, action, format!("job {job}: outcome unknown: {e}"))
         })?;
         match outcome {
             JobOutcome::Successful => Ok(()),
@@ -771,6 +851,14 @@ where
     /// cloud jobs or the cloud's answer (ADD and DEL never call the cloud). The first
     /// startup reconcile judges the checkpoint ([`Engine::recovery`], and the report's
     /// `recovery`).
+    ///
+    /// The cloud is asked (where the unseen jobs are, then one DescribeNics of the
+    /// node's NICs) at `startup`, and otherwise only when
+    /// [`NodeState::needs_cloud`] finds a reason and the `Describe` backoff allows:
+    /// the periodic reconcile of a node at rest makes no API call. A startup whose
+    /// cloud call fails returns the error (nothing may be served before the cloud
+    /// was seen); a periodic one goes on locally, records the failure in the report
+    /// and backs off.
     pub async fn reconcile_witnessed<G>(
         &self,
         pods: PodsSeen<'_>,
@@ -778,26 +866,58 @@ where
         exclusive: impl std::future::Future<Output = G>,
     ) -> Result<ReconcileReport, EngineError> {
         let _running = self.pool_running.lock().await;
-        let instance = self.lock().instance().clone();
-        let filter = NicFilter {
-            name: Some(managed_nic_name(&instance)),
-            ..Default::default()
+        let now = self.clock.now();
+        let reason = if startup {
+            Some(CloudReason::Startup)
+        } else {
+            // A look at the host before ADD and DEL are held: enough to decide
+            // whether the cloud must be asked (the repair looks again, held).
+            let peek = self.host.inventory().await?;
+            self.lock().needs_cloud(&peek, now)
         };
-        let cloud = self.cloud.describe_nics(&filter).await?;
+        let mut cloud_error = None;
+        let mut described = None;
+        if let Some(reason) = &reason {
+            let ready = startup || self.lock().cloud_ready(ActionKind::Describe, now);
+            if ready {
+                match self.describe_node().await {
+                    Ok(found) => {
+                        self.mutate_later(|s| s.cloud_succeeded(ActionKind::Describe));
+                        described = Some(found);
+                    }
+                    Err(e) if startup => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(%reason, error = %e, "the cloud did not answer; reconciling locally");
+                        self.mutate_later(|s| s.cloud_failed(ActionKind::Describe, &e, now));
+                        cloud_error = Some(e.to_string());
+                    }
+                }
+            } else {
+                cloud_error = Some(format!(
+                    "{reason}: the cloud is asked again after its backoff"
+                ));
+            }
+        }
         let _exclusive = exclusive.await;
         let host = self.host.inventory().await?;
         let now = self.clock.now();
-        let mut report = self.mutate_later(|s| {
-            s.reconcile(
-                Observed {
-                    cloud: &cloud,
-                    host: &host,
-                    pods,
-                },
-                startup,
-                now,
-            )
-        });
+        let mut report = match &described {
+            Some((cloud, jobs)) => self.mutate_later(|s| {
+                s.reconcile(
+                    Observed {
+                        cloud,
+                        host: &host,
+                        pods,
+                        jobs,
+                    },
+                    startup,
+                    now,
+                )
+            }),
+            None => self.mutate_later(|s| s.reconcile_local(&host, pods, now)),
+        };
+        report.cloud = described.is_some().then(|| reason.clone()).flatten();
+        report.cloud_error = cloud_error;
         let loaded = if startup {
             self.load_state
                 .lock()
@@ -822,6 +942,41 @@ where
         } else {
             Err(EngineError::Many(errors))
         }
+    }
+
+    /// Where the jobs of NICs whose job's end was unseen are (one DescribeJobs, when
+    /// any), then the node's NICs (one DescribeNics by name, all pages).
+    async fn describe_node(
+        &self,
+    ) -> Result<(Vec<crate::types::CloudNic>, JobStatuses), CloudError> {
+        let (instance, mut jobs) = {
+            let s = self.lock();
+            let jobs: Vec<JobId> = s
+                .nics()
+                .values()
+                .filter(|n| {
+                    matches!(
+                        n.link,
+                        CloudLink::Attaching | CloudLink::Detaching | CloudLink::Uncertain { .. }
+                    )
+                })
+                .filter_map(|n| n.job.clone())
+                .collect();
+            (s.instance().clone(), jobs)
+        };
+        jobs.sort();
+        jobs.dedup();
+        let statuses = if jobs.is_empty() {
+            JobStatuses::new()
+        } else {
+            self.cloud.job_statuses(&jobs).await?
+        };
+        let filter = NicFilter {
+            name: Some(managed_nic_name(&instance)),
+            ..Default::default()
+        };
+        let nics = self.cloud.describe_nics(&filter).await?;
+        Ok((nics, statuses))
     }
 
     async fn apply(&self, action: &ReconcileAction) -> Result<(), EngineError> {

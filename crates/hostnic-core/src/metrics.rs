@@ -133,8 +133,9 @@ impl Registry {
     }
 
     /// Renders every family in order: `gauge(name, out)` writes a gauge family's
-    /// samples (after its `# HELP`/`# TYPE` lines); counters and histograms are
-    /// the registry's.
+    /// samples (after its `# HELP`/`# TYPE` lines), and may add samples of a counter
+    /// kept elsewhere (a client's own counters); counters and histograms are the
+    /// registry's.
     pub fn render(&self, mut gauge: impl FnMut(&str, &mut String)) -> String {
         let inner = self.lock();
         let mut out = String::with_capacity(4096);
@@ -150,6 +151,7 @@ impl Registry {
                             let _ = writeln!(out, "{n}{{{l}}} {v}");
                         }
                     }
+                    gauge(name, &mut out);
                 }
                 _ => {
                     for ((n, l), h) in inner.histograms.iter().filter(|((n, _), _)| n == name) {

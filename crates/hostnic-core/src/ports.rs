@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{ClusterView, CompiledPolicy, LocalPod, PolicyPod, Programmed};
 use crate::types::{
-    CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, NicId, NicPlumbing,
-    NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing, Timestamp, Vxnet,
-    VxnetId,
+    CloudNic, HostInventory, Instance, InstanceId, JobId, JobOutcome, JobStatus, NicId,
+    NicPlumbing, NodePlumbing, NodeReport, PlumbedPod, PodEvent, PodInfo, PodKey, PodPlumbing,
+    Timestamp, Vxnet, VxnetId,
 };
 
 /// How a cloud failure should be handled.
@@ -93,6 +93,15 @@ impl CloudError {
     pub fn is_retryable(&self) -> bool {
         self.kind == CloudErrorKind::Retryable
     }
+
+    /// True when the API refused the *account* rather than this call: the
+    /// credentials are wrong (QingCloud `ret_code` 1200) or the balance is
+    /// insufficient (2400). No call of the account can succeed until an operator
+    /// acts, so the node stops calling (until the credentials change or a long
+    /// hold passes) instead of retrying in a loop.
+    pub fn refuses_account(&self) -> bool {
+        self.kind == CloudErrorKind::Permanent && matches!(self.code, Some(1200 | 2400))
+    }
 }
 
 /// A filter for [`CloudNics::describe_nics`]. Empty fields do not filter.
@@ -135,6 +144,21 @@ pub trait CloudNics: Send + Sync {
     /// Waits until `job` finished or `timeout` passed (a [`CloudErrorKind::Retryable`]
     /// error then: the job may still finish later, and reconcile will find out).
     async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError>;
+
+    /// Where each of `jobs` is now, in one call (`DescribeJobs jobs.N`): how the
+    /// node settles NICs whose job's end it did not see (a restart, a lost
+    /// answer) without waiting out the job timeout. A job the answer does not
+    /// list is [`JobStatus::Unknown`]. The default knows nothing: every job is
+    /// `Unknown`, and such NICs are settled from what the cloud shows.
+    async fn job_statuses(
+        &self,
+        jobs: &[JobId],
+    ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
+        Ok(jobs
+            .iter()
+            .map(|j| (j.clone(), JobStatus::Unknown))
+            .collect())
+    }
 }
 
 /// Read-only topology of the cloud: the node's instance, vxnets and VPC networks.
@@ -186,6 +210,12 @@ impl<T: CloudNics + ?Sized> CloudNics for Arc<T> {
     }
     async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError> {
         (**self).wait_job(job, timeout).await
+    }
+    async fn job_statuses(
+        &self,
+        jobs: &[JobId],
+    ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
+        (**self).job_statuses(jobs).await
     }
 }
 
@@ -492,6 +522,27 @@ pub trait NodeReporter: Send + Sync {
     /// the host, the pod source and the cloud. The default reports nothing.
     fn checkpoint_recovered(&self, recovery: &crate::recovery::Recovery) {
         let _ = recovery;
+    }
+
+    /// An ADD failed for lack of a NIC, with the reason the pool could not grow
+    /// ([`Shortage`](crate::pool::Shortage): a full vxnet, the NIC quota, the
+    /// account's request quota, …) when one is known. The default forwards to
+    /// [`NodeReporter::nic_shortage`], `quota` for the quota causes.
+    fn nic_shortage_because(
+        &self,
+        pod: &PodKey,
+        cause: Option<crate::pool::ShortageCause>,
+        message: &str,
+    ) {
+        self.nic_shortage(pod, cause.is_some_and(|c| c.is_quota()), message);
+    }
+
+    /// The account's API request quota: `exhausted` when the cloud client's circuit
+    /// breaker opened (the cloud answered a request-quota 2500, and the node stops
+    /// calling it), `false` when it closed again. `message` says what the client
+    /// saw. The default reports nothing.
+    fn request_quota(&self, exhausted: bool, message: &str) {
+        let _ = (exhausted, message);
     }
 }
 

@@ -20,17 +20,27 @@
 //!    NIC of this node in the cloud, or when its sandbox is proven dead; never merely
 //!    because the state does not know it.
 //! 7. When the pod source is authoritative, attachments of pods that are gone are released.
+//!
+//! The cloud is asked only when needed ([`NodeState::needs_cloud`]): the periodic
+//! reconcile is usually [`NodeState::reconcile_local`], rules 5 to 7 against the
+//! checkpoint's own picture of the cloud, at no API cost. A NIC whose attach or
+//! detach job's end was not seen is settled from the job's status when the cloud
+//! knows it ([`CloudNics::job_statuses`](crate::ports::CloudNics::job_statuses)), and
+//! at start from what the cloud shows, never by waiting out the job timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{CloudLink, NodeState, Usage};
+use crate::pool::{ActionKind, CloudLink, CloudReason, NodeState, Usage};
 use crate::recovery::{RecoveredPod, Recovery};
 use crate::types::{
-    AttachmentId, CloudNic, CloudNicStatus, HostInventory, NicId, PlumbedPod, PodInfo, Timestamp,
-    managed_nic_name,
+    AttachmentId, CloudNic, CloudNicStatus, HostInventory, JobId, JobStatus, NicId, PlumbedPod,
+    PodInfo, Timestamp, managed_nic_name,
 };
+
+/// The status of jobs, as [`CloudNics::job_statuses`](crate::ports::CloudNics::job_statuses) answers.
+pub type JobStatuses = BTreeMap<JobId, JobStatus>;
 
 /// What the world looks like, as gathered by the caller.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +51,8 @@ pub struct Observed<'a> {
     pub host: &'a HostInventory,
     /// What the pod source says.
     pub pods: PodsSeen<'a>,
+    /// Where the jobs of NICs whose job's end was unseen are (empty: not asked).
+    pub jobs: &'a JobStatuses,
 }
 
 /// What the pod source said for a reconcile.
@@ -119,6 +131,13 @@ pub struct ReconcileReport {
     /// rebuilt from the witnesses, and why (set by the engine).
     #[serde(default)]
     pub recovery: Option<Recovery>,
+    /// Why the cloud was asked (`None`: the reconcile was local, no API call).
+    #[serde(default)]
+    pub cloud: Option<CloudReason>,
+    /// The cloud was needed but did not answer (or was held back by its backoff):
+    /// the reconcile went on locally and the cloud is asked again later.
+    #[serde(default)]
+    pub cloud_error: Option<String>,
 }
 
 impl ReconcileReport {
@@ -145,11 +164,62 @@ impl NodeState {
         startup: bool,
         now: Timestamp,
     ) -> ReconcileReport {
+        let report = self.reconcile_observed(observed, startup, now, true);
+        self.cloud_synced(now);
+        if !report.corrected.is_empty() || !report.forgotten.is_empty() {
+            // Operations refused because the node's picture was wrong may work now.
+            for kind in [ActionKind::Attach, ActionKind::Detach, ActionKind::Delete] {
+                self.backoff.remove(&kind);
+            }
+        }
+        report
+    }
+
+    /// Reconciles the state with the host and the pods at `now`, taking the state's
+    /// own picture of its NICs for the cloud's: rules 5 to 7 at no API cost. For a
+    /// periodic reconcile when [`NodeState::needs_cloud`] says nothing disagrees.
+    pub fn reconcile_local(
+        &mut self,
+        host: &HostInventory,
+        pods: PodsSeen<'_>,
+        now: Timestamp,
+    ) -> ReconcileReport {
+        let jobs = JobStatuses::new();
+        let observed = Observed {
+            cloud: &[],
+            host,
+            pods,
+            jobs: &jobs,
+        };
+        self.reconcile_observed(observed, false, now, false)
+    }
+
+    fn reconcile_observed(
+        &mut self,
+        observed: Observed<'_>,
+        startup: bool,
+        now: Timestamp,
+        described: bool,
+    ) -> ReconcileReport {
         let mut report = ReconcileReport::default();
-        let ours = managed_nic_name(&self.instance);
         if startup {
             self.creating = 0;
         }
+        if described {
+            self.follow_cloud(&observed, startup, now, &mut report);
+        }
+        self.follow_host_and_pods(&observed, now, described, report)
+    }
+
+    /// Rules 1 to 4: adopt, correct and forget NICs as the cloud describes them.
+    fn follow_cloud(
+        &mut self,
+        observed: &Observed<'_>,
+        startup: bool,
+        now: Timestamp,
+        report: &mut ReconcileReport,
+    ) {
+        let ours = managed_nic_name(&self.instance);
 
         // Cloud: adopt, correct, forget.
         let mut seen = BTreeSet::new();
@@ -184,33 +254,46 @@ impl NodeState {
                     if in_flight && !startup {
                         continue;
                     }
+                    let job = entry
+                        .job
+                        .as_ref()
+                        .and_then(|j| observed.jobs.get(j))
+                        .copied();
+                    let moving = match entry.link {
+                        CloudLink::Attaching => Some(true),
+                        CloudLink::Detaching => Some(false),
+                        CloudLink::Uncertain { attaching, .. } => Some(attaching),
+                        _ => None,
+                    };
                     // Cloud jobs outlive the agent: after a restart, a job the agent had
-                    // started may still be running. Its effect, if visible, settles the NIC;
-                    // otherwise the NIC waits as uncertain until the job cannot be running.
+                    // started may still be running. Only a job the cloud says is running
+                    // keeps its NIC uncertain (the pool polls the job); otherwise the
+                    // cloud shows where the NIC is, and that settles it at once.
                     if startup
-                        && let Some(attaching) = match entry.link {
-                            CloudLink::Attaching => Some(true),
-                            CloudLink::Detaching => Some(false),
-                            _ => None,
-                        }
+                        && let Some(attaching) = moving
                         && attaching != attached_here
+                        && job == Some(JobStatus::Running)
                     {
-                        entry.link = CloudLink::Uncertain {
-                            attaching,
-                            since: now,
+                        let since = match entry.link {
+                            CloudLink::Uncertain { since, .. } => since,
+                            _ => now,
                         };
+                        entry.link = CloudLink::Uncertain { attaching, since };
                         entry.host_ready = false;
                         continue;
                     }
-                    if let CloudLink::Uncertain { attaching, since } = entry.link {
-                        // The cloud showing the job's effect settles it at once; the absence
-                        // of the effect only after the job could no longer be running.
+                    if !startup && let CloudLink::Uncertain { attaching, since } = entry.link {
+                        // The cloud showing the job's effect settles it at once, and so
+                        // does the job's end; the absence of the effect alone only after
+                        // the job could no longer be running.
                         let effect_seen = attaching == attached_here;
+                        let finished = matches!(job, Some(JobStatus::Done(_) | JobStatus::Unknown));
                         let expired = now.since(since) >= self.config.job_timeout * 2;
-                        if !effect_seen && !expired {
+                        if !effect_seen && !finished && !expired {
                             continue;
                         }
                     }
+                    entry.job = None;
                     let believed_attached = matches!(
                         entry.link,
                         CloudLink::Attached
@@ -254,6 +337,17 @@ impl NodeState {
             }
             report.forgotten.push(id);
         }
+    }
+
+    /// Rules 5 to 7 (and the host's side of 6): links, tables, witnesses, plumbing, pods.
+    fn follow_host_and_pods(
+        &mut self,
+        observed: &Observed<'_>,
+        now: Timestamp,
+        described: bool,
+        mut report: ReconcileReport,
+    ) -> ReconcileReport {
+        let ours = managed_nic_name(&self.instance);
 
         // Host: links and tables of prepared NICs.
         let links: BTreeSet<&NicId> = observed.host.nic_links.iter().collect();
@@ -304,12 +398,19 @@ impl NodeState {
             .filter(|p| !p.ip.is_unspecified())
             .map(|p| p.ip)
             .collect();
-        let cloud_ips: BTreeSet<_> = observed
-            .cloud
-            .iter()
-            .filter(|n| n.name == ours && !n.primary)
-            .map(|n| n.ip)
-            .collect();
+        // The addresses of the node's NICs in the cloud (the state's own picture when
+        // the cloud was not asked: then no plumbing holds another address, or the
+        // cloud would have been asked).
+        let cloud_ips: BTreeSet<_> = if described {
+            observed
+                .cloud
+                .iter()
+                .filter(|n| n.name == ours && !n.primary)
+                .map(|n| n.ip)
+                .collect()
+        } else {
+            self.nics.values().map(|n| n.ip).collect()
+        };
         for p in &observed.host.pods {
             let held = by_ip.get(&p.ip).is_some_and(|a| self.holds(a, p));
             if held {
@@ -374,10 +475,17 @@ impl NodeState {
     }
 
     /// Settles NICs whose last job's end was not seen, from a description of `asked`
-    /// (`cloud` holds those that still exist): a visible effect settles a NIC at once, no
-    /// effect only once the job cannot be running any more. NICs that no longer exist are
-    /// left to the full reconcile, which also unplumbs their pods.
-    pub fn settle_uncertain(&mut self, asked: &[NicId], cloud: &[CloudNic], now: Timestamp) {
+    /// (`cloud` holds those that still exist) and the status of their `jobs`: a visible
+    /// effect or the job's end settles a NIC at once, no effect only once the job cannot
+    /// be running any more. NICs that no longer exist are left to the full reconcile,
+    /// which also unplumbs their pods.
+    pub fn settle_uncertain(
+        &mut self,
+        asked: &[NicId],
+        cloud: &[CloudNic],
+        jobs: &JobStatuses,
+        now: Timestamp,
+    ) {
         let limit = self.config.job_timeout * 2;
         for id in asked {
             let Some(nic) = cloud.iter().find(|n| &n.id == id) else {
@@ -388,9 +496,15 @@ impl NodeState {
             let Some(entry) = self.nics.get_mut(id) else {
                 continue;
             };
+            let finished = entry
+                .job
+                .as_ref()
+                .and_then(|j| jobs.get(j))
+                .is_some_and(|s| matches!(s, JobStatus::Done(_) | JobStatus::Unknown));
             if let CloudLink::Uncertain { attaching, since } = entry.link
-                && (attaching == attached_here || now.since(since) >= limit)
+                && (attaching == attached_here || finished || now.since(since) >= limit)
             {
+                entry.job = None;
                 entry.link = if attached_here {
                     CloudLink::Attached
                 } else {
@@ -476,6 +590,7 @@ mod tests {
             cloud: &cloud,
             host: &host,
             pods: PodsSeen::NoSource,
+            jobs: &Default::default(),
         };
         s.reconcile(observed, true, Timestamp(0));
         s.nics.get_mut(&cloud[0].id).unwrap().host_ready = true;
@@ -503,6 +618,7 @@ mod tests {
                 cloud: &cloud,
                 host: &host,
                 pods: PodsSeen::NoSource,
+                jobs: &Default::default(),
             },
             true,
             Timestamp(0),
@@ -535,6 +651,7 @@ mod tests {
                 cloud: &[],
                 host: &host,
                 pods: PodsSeen::NoSource,
+                jobs: &Default::default(),
             },
             false,
             Timestamp(2),
@@ -564,6 +681,7 @@ mod tests {
                 cloud: &cloud,
                 host: &rebooted,
                 pods: PodsSeen::NoSource,
+                jobs: &Default::default(),
             },
             true,
             Timestamp(2),
@@ -585,6 +703,7 @@ mod tests {
             cloud: &cloud,
             host: &host,
             pods: PodsSeen::Listed(&[]),
+            jobs: &Default::default(),
         };
         // A fresh ADD may precede the pod watch: not released yet.
         let r = s.reconcile(observed, false, Timestamp(2));

@@ -352,6 +352,19 @@ pub enum JobOutcome {
     Failed,
 }
 
+/// Where an asynchronous job is, as `DescribeJobs` tells
+/// ([`CloudNics::job_statuses`](crate::ports::CloudNics::job_statuses)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    /// Pending or working: its effect may still come.
+    Running,
+    /// It stopped running.
+    Done(JobOutcome),
+    /// The cloud does not know it (expired from its history, or never started).
+    Unknown,
+}
+
 /// A point in time in milliseconds since an arbitrary epoch of the clock that
 /// produced it. The agent uses wall-clock milliseconds since the Unix epoch so
 /// checkpoints stay meaningful across restarts; tests use a manual clock.

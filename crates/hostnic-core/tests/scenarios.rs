@@ -47,13 +47,14 @@ fn cold_start_of_40_pods_is_served_in_batches() {
     .iter()
     .map(|a| world.cloud.requests(*a))
     .sum();
-    // 45 NICs (40 + min_free 5) in batches of 5: 9 CreateNics, 9 AttachNics, 9 waits.
-    assert_eq!(world.cloud.requests(CloudAction::CreateNics), 9);
-    assert_eq!(world.cloud.requests(CloudAction::AttachNics), 9);
-    assert_eq!(calls, 27);
-    assert!(world.cloud.max_batch(CloudAction::AttachNics) <= 5);
-    // The fake advances its clock job by job, so this is the sequential upper bound.
-    assert!(elapsed <= Duration::from_secs(9), "took {elapsed:?}");
+    // 45 NICs (40 + min_free 5) in one batch: one CreateNics, one AttachNics, one wait
+    // (batches follow demand; `batch_size` is the smallest refill).
+    assert_eq!(world.cloud.requests(CloudAction::CreateNics), 1);
+    assert_eq!(world.cloud.requests(CloudAction::AttachNics), 1);
+    assert_eq!(calls, 3);
+    assert_eq!(world.cloud.max_batch(CloudAction::AttachNics), 45);
+    // The fake advances its clock to the job's end: one attach latency.
+    assert!(elapsed <= Duration::from_secs(1), "took {elapsed:?}");
     world.assert_settled(&live(&world, &(0..40).collect::<Vec<_>>()));
 }
 
@@ -251,16 +252,16 @@ fn reconcile_keeps_add_and_del_out_only_once_the_cloud_has_answered() {
     world.settle();
     let taken = std::sync::atomic::AtomicBool::new(false);
     let exclusive = || async { taken.store(true, std::sync::atomic::Ordering::SeqCst) };
-    // The cloud does not answer: the host was never locked.
+    // A start whose cloud does not answer: the host was never locked.
     world.cloud.fail_next(
         CloudAction::DescribeNics,
         CloudErrorKind::Retryable,
         FaultPoint::Before,
     );
-    assert!(block_on(world.engine.reconcile_exclusive(None, false, exclusive())).is_err());
+    assert!(block_on(world.engine.reconcile_exclusive(None, true, exclusive())).is_err());
     assert!(!taken.load(std::sync::atomic::Ordering::SeqCst));
     // It answers: the host is compared under the caller's exclusivity.
-    block_on(world.engine.reconcile_exclusive(None, false, exclusive())).unwrap();
+    block_on(world.engine.reconcile_exclusive(None, true, exclusive())).unwrap();
     assert!(taken.load(std::sync::atomic::Ordering::SeqCst));
 }
 

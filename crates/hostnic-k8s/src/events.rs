@@ -1,5 +1,6 @@
 //! [`PodEvents`]: Kubernetes Events on a pod when its CNI ADD could not get a NIC,
-//! or when the agent rebuilt it from the node after losing its checkpoint.
+//! or when the agent rebuilt it from the node after losing its checkpoint, and on
+//! the node when the account's API request quota is exhausted or back.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -21,6 +22,13 @@ pub enum NicShortage {
     /// The cloud refused more NICs or addresses: quota of NICs per instance or the
     /// vxnet's addresses exhausted (reason `NicQuotaExceeded`).
     QuotaExceeded,
+    /// The node's pod vxnets have no address (or NIC) left (reason `VxnetFull`).
+    VxnetFull,
+    /// The account's API request quota is exhausted: no NIC can be created or
+    /// attached until it frees (reason `RequestQuotaExceeded`).
+    RequestQuota,
+    /// The cloud refused the request or did not answer (reason `CloudUnavailable`).
+    CloudUnavailable,
 }
 
 impl NicShortage {
@@ -29,6 +37,9 @@ impl NicShortage {
         match self {
             Self::NoFreeNic => "NoFreeNic",
             Self::QuotaExceeded => "NicQuotaExceeded",
+            Self::VxnetFull => "VxnetFull",
+            Self::RequestQuota => "RequestQuotaExceeded",
+            Self::CloudUnavailable => "CloudUnavailable",
         }
     }
 }
@@ -37,14 +48,25 @@ impl NicShortage {
 /// (its checkpoint was missing, damaged or older than the node).
 pub const CHECKPOINT_RECOVERED: &str = "CheckpointRecovered";
 
+/// The reason of the Warning event on the node when the agent's cloud client met
+/// the account's API request quota (its circuit breaker opened).
+pub const REQUEST_QUOTA_EXCEEDED: &str = "RequestQuotaExceeded";
+
+/// The reason of the Normal event on the node when the quota answered again.
+pub const REQUEST_QUOTA_RECOVERED: &str = "RequestQuotaRecovered";
+
 #[derive(Debug)]
 struct Pending {
+    /// Empty for the node (a cluster-scoped object).
     namespace: String,
     name: String,
     uid: Option<String>,
     reason: &'static str,
     action: &'static str,
     message: String,
+    /// `Node` or `Pod`.
+    kind: &'static str,
+    warning: bool,
 }
 
 /// Records Warning events on pods (events.k8s.io/v1, via kube's [`Recorder`], which
@@ -100,6 +122,8 @@ impl PodEvents {
             reason: shortage.reason(),
             action: "AllocateNic",
             message: message.into(),
+            kind: "Pod",
+            warning: true,
         });
     }
 
@@ -119,6 +143,29 @@ impl PodEvents {
             reason: CHECKPOINT_RECOVERED,
             action: "RecoverCheckpoint",
             message: message.into(),
+            kind: "Pod",
+            warning: true,
+        });
+    }
+
+    /// Records on the node `node` that the account's API request quota is
+    /// `exhausted` (Warning `RequestQuotaExceeded`) or back (Normal
+    /// `RequestQuotaRecovered`).
+    pub fn request_quota(&self, node: &str, exhausted: bool, message: impl Into<String>) {
+        let (reason, warning) = if exhausted {
+            (REQUEST_QUOTA_EXCEEDED, true)
+        } else {
+            (REQUEST_QUOTA_RECOVERED, false)
+        };
+        self.send(Pending {
+            namespace: String::new(),
+            name: node.to_owned(),
+            uid: None,
+            reason,
+            action: "CallCloud",
+            message: message.into(),
+            kind: "Node",
+            warning,
         });
     }
 
@@ -134,8 +181,8 @@ async fn send_loop(recorder: Recorder, mut rx: mpsc::Receiver<Pending>) {
     while let Some(p) = rx.recv().await {
         let reference = ObjectReference {
             api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(p.namespace.clone()),
+            kind: Some(p.kind.into()),
+            namespace: (!p.namespace.is_empty()).then(|| p.namespace.clone()),
             name: Some(p.name.clone()),
             uid: p.uid.clone(),
             ..Default::default()
@@ -143,7 +190,11 @@ async fn send_loop(recorder: Recorder, mut rx: mpsc::Receiver<Pending>) {
         // The API limits a note to 1 kB.
         let note: String = p.message.chars().take(1000).collect();
         let event = Event {
-            type_: EventType::Warning,
+            type_: if p.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: p.reason.to_owned(),
             note: Some(note),
             action: p.action.to_owned(),

@@ -132,6 +132,33 @@ impl NodeReporter for KubeAdapter {
         self.record_nic_shortage(&pod.namespace, &pod.name, shortage, message);
     }
 
+    fn nic_shortage_because(
+        &self,
+        pod: &PodKey,
+        cause: Option<hostnic_core::pool::ShortageCause>,
+        message: &str,
+    ) {
+        use hostnic_core::pool::ShortageCause;
+        if pod.namespace.is_empty() || pod.name.is_empty() {
+            return;
+        }
+        let shortage = match cause {
+            None => NicShortage::NoFreeNic,
+            Some(ShortageCause::VxnetFull) => NicShortage::VxnetFull,
+            Some(ShortageCause::NicQuota) => NicShortage::QuotaExceeded,
+            Some(ShortageCause::RequestQuota) => NicShortage::RequestQuota,
+            Some(ShortageCause::Refused | ShortageCause::Unavailable) => {
+                NicShortage::CloudUnavailable
+            }
+        };
+        self.record_nic_shortage(&pod.namespace, &pod.name, shortage, message);
+    }
+
+    fn request_quota(&self, exhausted: bool, message: &str) {
+        self.events
+            .request_quota(self.node.name(), exhausted, message.to_owned());
+    }
+
     fn checkpoint_recovered(&self, recovery: &hostnic_core::recovery::Recovery) {
         for pod in &recovery.pods {
             let Some((namespace, name)) = pod.pod.as_deref().and_then(|p| p.split_once('/')) else {

@@ -50,6 +50,11 @@ const AGENT_KEYS: &[&str] = &[
     "host_netns",
     "pool_interval_secs",
     "reconcile_interval_secs",
+    "cloud_budget",
+    "breaker_probe_secs",
+    "breaker_probe_max_secs",
+    "credentials_check_secs",
+    "journal_bytes",
 ];
 /// The core's `PoolConfig` fields.
 const POOL_KEYS: &[&str] = &[
@@ -65,6 +70,9 @@ const POOL_KEYS: &[&str] = &[
     "backoff_base",
     "backoff_max",
     "missing_link_grace",
+    "pod_gone_grace",
+    "cloud_resync",
+    "permanent_hold",
 ];
 
 fn deploy_dir() -> PathBuf {

@@ -455,6 +455,11 @@ impl QingCloudClient {
                     .map(RouterId::new),
             });
         }
+        if let Ok(mut cache) = self.vxnet_cache().lock() {
+            for v in &out {
+                cache.insert(v.id.clone(), v.clone());
+            }
+        }
         for wanted in vxnets {
             if !out.iter().any(|v| &v.id == wanted) {
                 return Err(CloudError::new(
@@ -469,7 +474,17 @@ impl QingCloudClient {
 
     /// The VPC router's network and the networks of its vxnets.
     pub async fn vpc_cidrs(&self, vxnet: &VxnetId) -> Result<Vec<Ipv4Net>, CloudError> {
-        let vx = self.describe_vxnets(std::slice::from_ref(vxnet)).await?;
+        // The node's start asked for its vxnets a moment ago: their router does not
+        // change, so that answer saves a DescribeVxnets.
+        let known = self
+            .vxnet_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(vxnet).cloned());
+        let vx = match known {
+            Some(v) => vec![v],
+            None => self.describe_vxnets(std::slice::from_ref(vxnet)).await?,
+        };
         let Some(router) = vx.first().and_then(|v| v.router.clone()) else {
             return Ok(vx.iter().map(|v| v.cidr).collect());
         };

@@ -41,6 +41,11 @@ pub struct ClientOptions {
     /// After a request-quota 2500 the client sends one probe per this interval (plus
     /// up to a tenth at random) and refuses every other call until the quota frees.
     pub breaker_probe_interval: Duration,
+    /// Each probe the quota refuses doubles the probe interval, up to this: every
+    /// request counts against the quota, refused ones too, so a fleet must probe a
+    /// locked account rarely for it ever to free. Default: the probe interval (no
+    /// doubling); the agent sets an hour.
+    pub breaker_probe_max: Duration,
     /// Requests in flight at most.
     pub max_in_flight: usize,
     /// GET (the SDK default) or form POST.
@@ -71,6 +76,7 @@ impl Default for ClientOptions {
             budget: Some(DEFAULT_BUDGET),
             budget_max_wait: Duration::from_secs(10),
             breaker_probe_interval: Duration::from_secs(60),
+            breaker_probe_max: Duration::from_secs(60),
             max_in_flight: 8,
             method: HttpMethod::Get,
             job_poll_initial: Duration::from_secs(1),
@@ -104,6 +110,7 @@ impl ClientOptions {
             budget: self.budget.map(|b| b.scaled(scale)),
             budget_max_wait: s(self.budget_max_wait),
             breaker_probe_interval: s(self.breaker_probe_interval),
+            breaker_probe_max: s(self.breaker_probe_max),
             job_poll_initial: s(self.job_poll_initial),
             job_poll_max: s(self.job_poll_max),
             ..self
@@ -118,9 +125,12 @@ pub struct QingCloudClient {
     inner: Arc<Inner>,
 }
 
+/// The signer of every attempt, replaced when the credentials change.
+pub(crate) type SharedSigner = Arc<std::sync::RwLock<Arc<Signer>>>;
+
 struct Inner {
     stack: ApiService,
-    signer: Arc<Signer>,
+    signer: SharedSigner,
     zone: String,
     url: String,
     options: ClientOptions,
@@ -130,6 +140,9 @@ struct Inner {
     stats: CallStats,
     observers: std::sync::RwLock<Vec<Arc<dyn CallObserver>>>,
     tag_id: tokio::sync::Mutex<Option<String>>,
+    vxnets: std::sync::Mutex<
+        std::collections::HashMap<hostnic_core::types::VxnetId, hostnic_core::types::Vxnet>,
+    >,
 }
 
 impl std::fmt::Debug for QingCloudClient {
@@ -137,7 +150,7 @@ impl std::fmt::Debug for QingCloudClient {
         f.debug_struct("QingCloudClient")
             .field("url", &self.inner.url)
             .field("zone", &self.inner.zone)
-            .field("signer", &self.inner.signer)
+            .field("access_key_id", &self.access_key_id())
             .finish_non_exhaustive()
     }
 }
@@ -174,10 +187,10 @@ impl QingCloudClient {
         options: ClientOptions,
         transport: Arc<dyn Transport>,
     ) -> Self {
-        let signer = Arc::new(Signer::new(
+        let signer = Arc::new(std::sync::RwLock::new(Arc::new(Signer::new(
             &config.access_key_id,
             config.secret_access_key.clone(),
-        ));
+        ))));
         let send = SendService {
             transport,
             signer: signer.clone(),
@@ -186,7 +199,8 @@ impl QingCloudClient {
             path: Arc::from(config.endpoint.path()),
             method: options.method,
         };
-        let breaker = BreakerLayer::new(options.breaker_probe_interval);
+        let breaker =
+            BreakerLayer::with_backoff(options.breaker_probe_interval, options.breaker_probe_max);
         let budget = BudgetLayer::new(options.budget, options.budget_max_wait);
         let (breaker_handle, budget_handle) = (breaker.handle(), budget.handle());
         let stack = service::build(
@@ -212,6 +226,7 @@ impl QingCloudClient {
                 stats: CallStats::default(),
                 observers: std::sync::RwLock::new(Vec::new()),
                 tag_id: tokio::sync::Mutex::new(None),
+                vxnets: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -241,6 +256,23 @@ impl QingCloudClient {
         &self.inner.zone
     }
 
+    /// Signs every later attempt with these credentials (a rotated `qcsecret`): calls
+    /// in flight finish with the old ones. The endpoint and zone stay.
+    pub fn set_credentials(&self, access_key_id: &str, secret: Secret) {
+        let signer = Arc::new(Signer::new(access_key_id, secret));
+        *self.inner.signer.write().unwrap_or_else(|e| e.into_inner()) = signer;
+    }
+
+    /// The access key every call is signed with now.
+    pub fn access_key_id(&self) -> String {
+        self.inner
+            .signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .access_key_id()
+            .to_string()
+    }
+
     /// The request-quota breaker's state now.
     pub fn breaker(&self) -> BreakerState {
         self.inner.breaker.state()
@@ -259,6 +291,15 @@ impl QingCloudClient {
 
     pub(crate) fn tag_cache(&self) -> &tokio::sync::Mutex<Option<String>> {
         &self.inner.tag_id
+    }
+
+    /// Vxnets described so far (their CIDR, gateway and router do not change).
+    pub(crate) fn vxnet_cache(
+        &self,
+    ) -> &std::sync::Mutex<
+        std::collections::HashMap<hostnic_core::types::VxnetId, hostnic_core::types::Vxnet>,
+    > {
+        &self.inner.vxnets
     }
 
     pub(crate) fn job_poller(&self) -> SharedPoller {
@@ -607,6 +648,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn new_credentials_sign_the_next_calls() {
+        let t = Scripted::new(vec![
+            code(1200, "AuthFailure, signature not match"),
+            Ok(r#"{"ret_code":0}"#.into()),
+        ]);
+        let c = client(t.clone(), fast_options());
+        let err = c.call("DescribeNics", Params::new()).await.unwrap_err();
+        assert_eq!(err.code, Some(1200));
+        c.set_credentials("AKID2", Secret::new("NEWSECRET"));
+        c.call("DescribeNics", Params::new()).await.unwrap();
+        let seen = t.seen.lock().unwrap().clone();
+        assert!(seen[0].1.contains("access_key_id=AKID&"), "{}", seen[0].1);
+        assert!(seen[1].1.contains("access_key_id=AKID2&"), "{}", seen[1].1);
+        assert!(!format!("{c:?}").contains("NEWSECRET"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn observers_hear_every_call_with_its_outcome() {
         let t = Scripted::new(vec![
             code(5100, "ServerBusy"),
@@ -627,6 +685,7 @@ mod tests {
     fn time_scaled_options_shorten_every_duration() {
         let o = ClientOptions::default().time_scaled(60.0);
         assert_eq!(o.breaker_probe_interval, Duration::from_secs(1));
+        assert_eq!(o.breaker_probe_max, Duration::from_secs(1));
         assert_eq!(o.budget.unwrap().window, Duration::from_secs(60));
         assert_eq!(o.budget.unwrap().requests, 1000);
         assert_eq!(o.request_timeout, Duration::from_millis(500));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hostnic_core::ports::{CloudError, CloudNetwork, CloudNics, NicFilter};
 use hostnic_core::types::{
-    CloudNic, Instance, InstanceId, JobId, JobOutcome, NicId, Vxnet, VxnetId,
+    CloudNic, Instance, InstanceId, JobId, JobOutcome, JobStatus, NicId, Vxnet, VxnetId,
 };
 use ipnet::Ipv4Net;
 
@@ -44,6 +44,26 @@ impl CloudNics for QingCloudClient {
 
     async fn wait_job(&self, job: &JobId, timeout: Duration) -> Result<JobOutcome, CloudError> {
         QingCloudClient::wait_job(self, job, timeout).await
+    }
+
+    async fn job_statuses(
+        &self,
+        jobs: &[JobId],
+    ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
+        use crate::actions::JobStatus as Api;
+        let mut known = QingCloudClient::job_statuses(self, jobs).await?;
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                let status = match known.remove(j) {
+                    Some(Api::Pending | Api::Working) => JobStatus::Running,
+                    Some(Api::Successful) => JobStatus::Done(JobOutcome::Successful),
+                    Some(Api::Failed) => JobStatus::Done(JobOutcome::Failed),
+                    None => JobStatus::Unknown,
+                };
+                (j.clone(), status)
+            })
+            .collect())
     }
 }
 

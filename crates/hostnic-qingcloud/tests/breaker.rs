@@ -230,3 +230,106 @@ async fn a_probe_that_gets_no_answer_waits_another_interval_and_a_dropped_probe_
     );
     assert_eq!(client.breaker().probes, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_probe_max_each_refused_probe_doubles_the_interval() {
+    // A fleet probing a locked account once a minute per node keeps it locked (every
+    // request counts, refused ones too): the agent lets the interval double.
+    let start = Instant::now();
+    let account = Arc::new(Account {
+        start,
+        locks: Duration::ZERO,
+        frees: Duration::from_secs(4 * 3600),
+        seen: Mutex::new(Vec::new()),
+    });
+    let config = Config::new("AK", Secret::new("SK"), "pek3a");
+    let client = QingCloudClient::with_transport(
+        &config,
+        ClientOptions {
+            breaker_probe_max: Duration::from_secs(3600),
+            ..ClientOptions::default()
+        },
+        account.clone(),
+    );
+    for _ in 0..(3 * 3600) {
+        let before = Instant::now();
+        let _ = client.call("DescribeNics", Params::new()).await;
+        tokio::time::sleep_until(before + Duration::from_secs(1)).await;
+    }
+    let seen = account.seen.lock().unwrap().clone();
+    let gaps: Vec<u64> = seen.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    // 60, 120, 240, … s (plus up to a tenth), then at most an hour (plus a tenth).
+    for (i, gap) in gaps.iter().enumerate() {
+        let nominal = (60u64 << i.min(20)).min(3600);
+        assert!(
+            *gap >= nominal && *gap <= nominal + nominal / 10 + 1,
+            "probe gaps {gaps:?}"
+        );
+    }
+    assert!(seen.len() <= 9, "3 h locked: {} requests", seen.len());
+}
+
+/// An API locked from `locks`, free for a short while from `frees`, locked again from `relocks`.
+struct Flapping {
+    start: Instant,
+    locks: Duration,
+    frees: Duration,
+    relocks: Duration,
+    seen: Mutex<Vec<Duration>>,
+}
+
+#[async_trait]
+impl Transport for Flapping {
+    async fn send(&self, _: &WireRequest) -> Result<String, TransportError> {
+        let at = self.start.elapsed();
+        self.seen.lock().unwrap().push(at);
+        let locked = (at >= self.locks && at < self.frees) || at >= self.relocks;
+        Ok(if locked {
+            r#"{"ret_code":2500,"message":"QuotaExceeded, the API request quota of access key [AK] is exceeded"}"#
+        } else {
+            r#"{"ret_code":0,"nic_set":[],"total_count":0}"#
+        }
+        .to_string())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_locked_again_soon_is_probed_where_the_backoff_stopped() {
+    // Locked for 8 min (probes at 1, 3, 7 min: the interval reached 8 min), free for
+    // 2 min, locked again: the first probe comes 8 min after the trip, not 1 min.
+    let start = Instant::now();
+    let api = Arc::new(Flapping {
+        start,
+        locks: Duration::ZERO,
+        frees: Duration::from_secs(8 * 60),
+        relocks: Duration::from_secs(20 * 60),
+        seen: Mutex::new(Vec::new()),
+    });
+    let config = Config::new("AK", Secret::new("SK"), "pek3a");
+    let client = QingCloudClient::with_transport(
+        &config,
+        ClientOptions {
+            breaker_probe_max: Duration::from_secs(3600),
+            ..ClientOptions::default()
+        },
+        api.clone(),
+    );
+    for _ in 0..(40 * 60) {
+        let before = Instant::now();
+        let _ = client.call("DescribeNics", Params::new()).await;
+        tokio::time::sleep_until(before + Duration::from_secs(1)).await;
+    }
+    let seen = api.seen.lock().unwrap().clone();
+    let relocked = seen
+        .iter()
+        .copied()
+        .find(|t| *t >= Duration::from_secs(20 * 60))
+        .unwrap();
+    let next = seen.iter().copied().find(|t| *t > relocked).unwrap();
+    assert!(
+        next - relocked >= Duration::from_secs(8 * 60),
+        "first probe {:?} after the second trip: {seen:?}",
+        next - relocked
+    );
+    assert_eq!(client.breaker().trips, 2);
+}

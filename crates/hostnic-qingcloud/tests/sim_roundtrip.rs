@@ -540,3 +540,54 @@ async fn a_dead_endpoint_is_retried_then_reported_as_retryable() {
     assert_eq!(err.code, None);
     assert_eq!(cloud.stats().snapshot()["DescribeNics"].retries, 3);
 }
+
+#[tokio::test]
+async fn job_statuses_through_the_port_tell_running_done_and_unknown_apart() {
+    use hostnic_core::types::{JobId, JobStatus};
+    let sim = Simulator::start(
+        SimConfig {
+            job_latency: Duration::from_millis(5),
+            attach_latency: Duration::from_millis(400),
+            ..SimConfig::new(KEY, SECRET)
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let cloud = client(&sim);
+    let instance = InstanceId::new("i-sim00002");
+    let name = managed_nic_name(&instance);
+    let nics = CloudNics::create_nics(&cloud, &VxnetId::new("vxnet-sim2"), 2, &name)
+        .await
+        .unwrap();
+    let ids: Vec<NicId> = nics.iter().map(|n| n.id.clone()).collect();
+    let job = CloudNics::attach_nics(&cloud, &instance, &ids)
+        .await
+        .unwrap();
+    let nowhere = JobId::new("j-nowhere");
+    let asked = [job.clone(), nowhere.clone()];
+    let statuses = CloudNics::job_statuses(&cloud, &asked).await.unwrap();
+    assert_eq!(statuses[&job], JobStatus::Running);
+    assert_eq!(statuses[&nowhere], JobStatus::Unknown);
+    CloudNics::wait_job(&cloud, &job, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let statuses = CloudNics::job_statuses(&cloud, &asked).await.unwrap();
+    assert_eq!(statuses[&job], JobStatus::Done(JobOutcome::Successful));
+    // One DescribeJobs for both jobs each time (the wait's polls aside).
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_vpc_networks_of_a_vxnet_just_described_cost_no_second_describe_vxnets() {
+    let sim = Simulator::start(fast_config(), None).await.unwrap();
+    let cloud = client(&sim);
+    let vxnet = VxnetId::new("vxnet-sim1");
+    CloudNetwork::describe_vxnets(&cloud, std::slice::from_ref(&vxnet))
+        .await
+        .unwrap();
+    let cidrs = CloudNetwork::vpc_cidrs(&cloud, &vxnet).await.unwrap();
+    assert!(!cidrs.is_empty());
+    assert_eq!(sim.counters()["DescribeVxnets"].requests, 1);
+    sim.shutdown().await;
+}

@@ -112,3 +112,44 @@ impl AttachHook for FakeHostLinks {
         }
     }
 }
+
+/// The fake hosts of a fleet behind one attach hook: each NIC event goes to the
+/// host of its instance (thousands of in-process agents against one simulator).
+#[cfg(feature = "fakes")]
+#[derive(Debug, Clone, Default)]
+pub struct FakeHosts(
+    pub std::sync::Arc<std::sync::RwLock<BTreeMap<String, hostnic_core::testing::FakeHost>>>,
+);
+
+#[cfg(feature = "fakes")]
+impl FakeHosts {
+    /// The host of `instance`, created (with veths named `veth_prefix…`) on first use.
+    pub fn host(&self, instance: &str, veth_prefix: &str) -> hostnic_core::testing::FakeHost {
+        let mut hosts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .entry(instance.to_string())
+            .or_insert_with(|| {
+                hostnic_core::testing::FakeHost::new(
+                    hostnic_core::types::InstanceId::new(instance),
+                    veth_prefix,
+                )
+            })
+            .clone()
+    }
+}
+
+#[cfg(feature = "fakes")]
+#[async_trait]
+impl AttachHook for FakeHosts {
+    async fn on_nic_event(&self, event: &NicEvent) {
+        let host = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&event.instance)
+            .cloned();
+        if let Some(host) = host {
+            FakeHostLinks(host).on_nic_event(event).await;
+        }
+    }
+}

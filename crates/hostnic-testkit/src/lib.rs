@@ -18,7 +18,9 @@
 //! - [`cni`]: runs the `hostnic` plugin as a runtime does.
 //! - [`requests`]: plugin ↔ agent requests, raw socket calls, HTTP GETs.
 //! - `sim` (feature `fakes`): the simulator, a client of it and a `FakeHost`
-//!   following its attachments, for in-process agents.
+//!   following its attachments, for in-process agents; `FakeHosts`, the fake hosts
+//!   of a whole fleet behind one attach hook.
+//! - [`time`]: `ScaledClock`, the core's clock on a simulator's time scale.
 //! - [`probe`]: TCP and ICMP probes from inside a namespace
 //!   (`hostnic_linux::lab::probe`, re-exported).
 
@@ -29,6 +31,7 @@ pub mod process;
 pub mod requests;
 #[cfg(feature = "fakes")]
 pub mod sim;
+pub mod time;
 pub mod vpc;
 
 pub use hostnic_linux::lab::probe;

@@ -75,7 +75,7 @@ impl SimAgent {
         };
         let socket = settings.socket.clone();
         let deps = Deps {
-            cloud: client,
+            cloud: client.clone(),
             host: host.clone(),
             clock: SystemClock,
             pods: None,
@@ -83,6 +83,11 @@ impl SimAgent {
             reporter: None,
             policy: None,
             metrics: metrics.clone(),
+            client: Some(hostnic_agent::CloudClient {
+                client,
+                credentials: None,
+            }),
+            time_scale: 1.0,
         };
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(hostnic_agent::run(
@@ -226,6 +231,8 @@ impl World {
             metrics: Arc::new(Metrics::default()),
             reporter,
             policy,
+            client: None,
+            time_scale: 1.0,
         };
         let metrics = deps.metrics.clone();
         let settings = self.settings.clone();

@@ -14,5 +14,6 @@ pub mod nic;
 pub mod ns;
 pub mod pod;
 pub mod podman;
+pub mod scale;
 pub mod serve;
 pub mod up;

@@ -11,7 +11,7 @@ use super::messages::{
     POD_GATEWAY, PROTOCOL_VERSION, Request, Route, SandboxInterface, StatusReply, codes,
 };
 use crate::engine::{Added, EngineError};
-use crate::pool::{AllocError, PodAttachment, Readiness};
+use crate::pool::{AllocError, PodAttachment, Readiness, Shortage, ShortageCause};
 use crate::ports::{CloudErrorKind, HostErrorKind};
 use crate::reconcile::UsageCounts;
 
@@ -51,12 +51,23 @@ pub fn engine_error(e: &EngineError) -> AgentError {
         EngineError::Host(h) if h.kind == HostErrorKind::Mismatch => {
             AgentError::new(codes::CHECK_MISMATCH, "plumbing differs", h.message.clone())
         }
+        EngineError::Cloud(c) if c.kind == CloudErrorKind::Throttled => AgentError::new(
+            codes::TRY_AGAIN_LATER,
+            REQUEST_QUOTA,
+            format!("{c}; cloud calls resume once the account's request quota frees"),
+        ),
+        EngineError::Cloud(c) if c.kind == CloudErrorKind::QuotaExceeded => {
+            AgentError::new(codes::TRY_AGAIN_LATER, "QuotaExceeded", c.to_string())
+        }
         e if e.is_retryable() => {
             AgentError::new(codes::TRY_AGAIN_LATER, "try again later", e.to_string())
         }
         e => AgentError::new(codes::INTERNAL, "hostnic agent failed", e.to_string()),
     }
 }
+
+/// The words of every error caused by the account's API request quota.
+pub const REQUEST_QUOTA: &str = "the account's API request quota is exhausted";
 
 /// True when the node or the cloud refuses more NICs (a full node, a NIC or
 /// address quota): a shortage worth an event on the pod.
@@ -75,6 +86,36 @@ pub fn no_free_nic_message(timeout_ms: u64, coming: u32, cooling: u32) -> String
 /// An ADD that found no NIC ready before its deadline: try again later.
 pub fn no_free_nic(message: String) -> AgentError {
     AgentError::new(codes::TRY_AGAIN_LATER, "no free NIC", message)
+}
+
+/// An ADD that found no NIC ready before its deadline, naming why the pool could
+/// not grow when it knows (`shortage`): `VxnetFull`, `QuotaExceeded`, the account's
+/// request quota, a refusal, an outage. Try again later (11) in every case: the
+/// pod waits, and the runtime's retry succeeds once the cause is gone.
+pub fn nic_shortage(
+    timeout_ms: u64,
+    coming: u32,
+    cooling: u32,
+    shortage: Option<&Shortage>,
+) -> AgentError {
+    let Some(s) = shortage else {
+        return no_free_nic(no_free_nic_message(timeout_ms, coming, cooling));
+    };
+    let msg = match s.cause {
+        ShortageCause::VxnetFull => "VxnetFull",
+        ShortageCause::NicQuota => "QuotaExceeded",
+        ShortageCause::RequestQuota => REQUEST_QUOTA,
+        ShortageCause::Refused => "the cloud API refused the request",
+        ShortageCause::Unavailable => "the cloud API does not answer",
+    };
+    AgentError::new(
+        codes::TRY_AGAIN_LATER,
+        msg,
+        format!(
+            "no NIC became ready within {timeout_ms} ms ({coming} on the way, {cooling} cooling down): {}",
+            s.describe()
+        ),
+    )
 }
 
 /// The pod's labels could not be learned before its ADD: try again later.
@@ -166,6 +207,15 @@ pub fn status_reply(
             "cloud API unavailable",
             "0 free NICs and the last pool round failed",
         )),
+        Readiness::CannotGrow(cause) => Err(AgentError::new(
+            codes::PLUGIN_NOT_AVAILABLE,
+            cause.reason(),
+            format!(
+                "0 free NICs ({} assigned) and the pool cannot grow: {}",
+                counts.assigned,
+                cause.reason()
+            ),
+        )),
     }
 }
 
@@ -198,6 +248,60 @@ mod tests {
             code(CloudError::new(CloudErrorKind::Permanent, "CreateNics", "auth").into()),
             codes::INTERNAL
         );
+    }
+
+    #[test]
+    fn the_request_quota_and_resource_quotas_are_try_again_later_naming_them() {
+        // A withheld call (breaker open) used to map to 999 "hostnic agent failed".
+        let throttled = engine_error(
+            &CloudError::new(CloudErrorKind::Throttled, "CreateNics", "breaker open").into(),
+        );
+        assert_eq!(throttled.code, codes::TRY_AGAIN_LATER);
+        assert!(throttled.msg.contains("request quota"), "{throttled:?}");
+        let quota = engine_error(
+            &CloudError::new(CloudErrorKind::QuotaExceeded, "CreateNics", "no IP").into(),
+        );
+        assert_eq!(
+            (quota.code, quota.msg.as_str()),
+            (codes::TRY_AGAIN_LATER, "QuotaExceeded")
+        );
+    }
+
+    #[test]
+    fn an_add_starved_by_a_full_vxnet_says_so_not_that_the_pool_is_growing() {
+        use crate::types::Timestamp;
+        let full = Shortage {
+            cause: ShortageCause::VxnetFull,
+            error: CloudError::new(
+                CloudErrorKind::QuotaExceeded,
+                "CreateNics",
+                "vxnet [vxnet-a] does not have enough available IP addresses",
+            )
+            .with_code(2500),
+            since: Timestamp(0),
+        };
+        let e = nic_shortage(10_000, 0, 0, Some(&full));
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (codes::TRY_AGAIN_LATER, "VxnetFull")
+        );
+        assert!(e.details.contains("vxnet-a"), "{e:?}");
+        assert!(!e.details.contains("growing"), "{e:?}");
+        let quota = Shortage {
+            cause: ShortageCause::RequestQuota,
+            error: CloudError::new(
+                CloudErrorKind::Throttled,
+                "CreateNics",
+                "QuotaExceeded, the API request quota of access key [K] is exceeded",
+            )
+            .with_code(2500),
+            since: Timestamp(0),
+        };
+        let e = nic_shortage(10_000, 0, 0, Some(&quota));
+        assert_eq!(e.code, codes::TRY_AGAIN_LATER);
+        assert!(e.msg.contains("request quota"), "{e:?}");
+        let plain = nic_shortage(10_000, 2, 0, None);
+        assert!(plain.details.contains("the pool is growing"));
     }
 
     #[test]

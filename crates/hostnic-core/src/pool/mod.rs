@@ -13,10 +13,13 @@
 //! - `alloc`: ADD/DEL/CHECK/GC decisions on the state.
 //! - `plan`: the warm-pool planner ([`PoolAction`]s) and the completion of actions.
 //! - `backoff`: the retry state of each kind of pool operation.
+//! - `cloud`: when the node must ask the cloud, and what the cloud refused
+//!   ([`Shortage`], full vxnets, the hold after an account refusal).
 //! - `readiness`: [`Readiness`], the one rule for "can the node serve an ADD".
 
 mod alloc;
 mod backoff;
+mod cloud;
 mod plan;
 mod readiness;
 mod state;
@@ -25,6 +28,7 @@ mod state;
 pub(crate) use crate::backoff::splitmix64 as splitmix;
 pub use alloc::{AllocError, Assignment};
 pub use backoff::Backoff;
-pub use plan::{ActionKind, PoolAction};
+pub use cloud::{CloudReason, Shortage, ShortageCause};
+pub use plan::{ActionKind, MAX_CREATE, PoolAction};
 pub use readiness::Readiness;
 pub use state::{CloudLink, Entries, NicEntry, NodeState, PodAttachment, Usage};

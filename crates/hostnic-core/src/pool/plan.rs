@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::state::{CloudLink, NodeState, Usage};
 use crate::ports::{CloudError, CloudErrorKind, HostError, HostErrorKind};
-use crate::types::{CloudNic, NicId, NicPlumbing, Timestamp, VxnetId};
+use crate::types::{CloudNic, JobId, NicId, NicPlumbing, Timestamp, VxnetId};
 
-/// The kinds of pool operations; each has its own backoff.
+/// The most NICs one CreateNics may ask for (the API's `count` limit).
+pub const MAX_CREATE: u32 = 252;
+
+/// The kinds of cloud operations; each has its own backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
@@ -26,6 +29,8 @@ pub enum ActionKind {
     Detach,
     /// DeleteNics.
     Delete,
+    /// DescribeNics / DescribeJobs of a reconcile or of NICs whose job's end was unseen.
+    Describe,
 }
 
 /// One step the executor must carry out.
@@ -35,7 +40,7 @@ pub enum PoolAction {
     Create {
         /// Where.
         vxnet: VxnetId,
-        /// How many (at most the batch size).
+        /// How many (the round's whole need, at least `batch_size`).
         count: u32,
     },
     /// Attach these NICs to this instance with one AttachNics call.
@@ -74,27 +79,13 @@ impl PoolAction {
 }
 
 impl NodeState {
-    fn backoff_ready(&self, kind: ActionKind, now: Timestamp) -> bool {
-        self.backoff.get(&kind).is_none_or(|b| b.ready(now))
-    }
-
-    fn fail(&mut self, kind: ActionKind, now: Timestamp) {
-        let (base, max, seed) = (self.config.backoff_base, self.config.backoff_max, self.seed);
-        self.backoff
-            .entry(kind)
-            .or_default()
-            .fail(now, base, max, seed);
-    }
-
-    fn succeed(&mut self, kind: ActionKind) {
-        self.backoff.remove(&kind);
-    }
-
     /// Decides the next pool actions at `now` and marks their NICs as in flight.
+    ///
+    /// Batches follow demand: what the pool lacks is created in one CreateNics
+    /// (at least `batch_size`, the API takes up to [`MAX_CREATE`]), and every NIC
+    /// to attach, detach or delete goes in one call of its kind.
     pub fn plan(&mut self, now: Timestamp) -> Vec<PoolAction> {
         let mut actions = Vec::new();
-        let batch = self.config.batch_size.max(1) as usize;
-        self.exhausted.retain(|_, until| *until > now);
         for n in self.nics.values_mut() {
             if let Usage::Cooling { until } = n.usage
                 && until <= now
@@ -117,8 +108,9 @@ impl NodeState {
             .count() as u32;
         self.retire(free.saturating_sub(keep), now, true);
 
-        // 2. Create what the pool lacks, in batches, in the first vxnet with addresses left.
-        if self.backoff_ready(ActionKind::Create, now) {
+        // 2. Create what the pool lacks in one call, in the first vxnet that is not
+        //    resting after refusing NICs.
+        if self.cloud_ready(ActionKind::Create, now) {
             let want = self.config.min_free.saturating_add(self.demand);
             let room = self.config.max_nics.saturating_sub(self.total());
             let supply = self.supply();
@@ -133,28 +125,22 @@ impl NodeState {
                     .saturating_sub(supply);
                 need = need.max(self.config.batch_size.min(ceiling));
             }
-            let mut need = need.min(room);
+            let count = need.min(room).min(MAX_CREATE);
             let vxnet = self
                 .vxnets
                 .iter()
-                .find(|v| !self.exhausted.contains_key(&v.id))
+                .find(|v| !self.vxnet_resting(&v.id, now))
                 .map(|v| v.id.clone());
-            if let Some(vxnet) = vxnet {
-                while need > 0 {
-                    let count = need.min(batch as u32);
-                    need -= count;
-                    self.creating += count;
-                    actions.push(PoolAction::Create {
-                        vxnet: vxnet.clone(),
-                        count,
-                    });
-                }
+            if let (Some(vxnet), true) = (vxnet, count > 0) {
+                let count = count.min(self.vxnet_cap(&vxnet));
+                self.creating += count;
+                actions.push(PoolAction::Create { vxnet, count });
             }
         }
 
         // 3. Attach every unattached NIC that is not retiring (new, adopted, or one that
         //    lost its attachment and must come back for the pod that holds it).
-        if self.backoff_ready(ActionKind::Attach, now) {
+        if self.cloud_ready(ActionKind::Attach, now) {
             // Never more than `max_nics` attached or on their way; NICs holding a pod first.
             let on_instance = self
                 .nics
@@ -178,15 +164,14 @@ impl NodeState {
                 .collect();
             ids.sort();
             let ids: Vec<NicId> = ids.into_iter().take(room).map(|(_, id)| id).collect();
-            for chunk in ids.chunks(batch) {
-                for id in chunk {
+            if !ids.is_empty() {
+                for id in &ids {
                     if let Some(e) = self.nics.get_mut(id) {
                         e.link = CloudLink::Attaching;
+                        e.job = None;
                     }
                 }
-                actions.push(PoolAction::Attach {
-                    nics: chunk.to_vec(),
-                });
+                actions.push(PoolAction::Attach { nics: ids });
             }
         }
 
@@ -209,7 +194,7 @@ impl NodeState {
         );
 
         // 5. Detach retiring NICs and NICs whose link never showed up on the host.
-        if self.backoff_ready(ActionKind::Detach, now) {
+        if self.cloud_ready(ActionKind::Detach, now) {
             let ids: Vec<NicId> = self
                 .nics
                 .values()
@@ -218,15 +203,16 @@ impl NodeState {
                 })
                 .map(|n| n.id.clone())
                 .collect();
-            for chunk in ids.chunks(batch) {
-                let mut nics = Vec::with_capacity(chunk.len());
-                for id in chunk {
+            if !ids.is_empty() {
+                let mut nics = Vec::with_capacity(ids.len());
+                for id in &ids {
                     if let Some(e) = self.nics.get(id) {
                         nics.push(self.nic_plumbing(e));
                     }
                     if let Some(e) = self.nics.get_mut(id) {
                         e.link = CloudLink::Detaching;
                         e.host_ready = false;
+                        e.job = None;
                     }
                 }
                 actions.push(PoolAction::Detach { nics });
@@ -234,22 +220,20 @@ impl NodeState {
         }
 
         // 6. Delete retiring NICs once detached.
-        if self.backoff_ready(ActionKind::Delete, now) {
+        if self.cloud_ready(ActionKind::Delete, now) {
             let ids: Vec<NicId> = self
                 .nics
                 .values()
                 .filter(|n| n.link == CloudLink::Unattached && n.usage == Usage::Retiring)
                 .map(|n| n.id.clone())
                 .collect();
-            for chunk in ids.chunks(batch) {
-                for id in chunk {
+            if !ids.is_empty() {
+                for id in &ids {
                     if let Some(e) = self.nics.get_mut(id) {
                         e.link = CloudLink::Deleting;
                     }
                 }
-                actions.push(PoolAction::Delete {
-                    nics: chunk.to_vec(),
-                });
+                actions.push(PoolAction::Delete { nics: ids });
             }
         }
         actions
@@ -294,26 +278,37 @@ impl NodeState {
         self.creating = self.creating.saturating_sub(requested);
         match result {
             Ok(nics) => {
-                self.succeed(ActionKind::Create);
+                self.cloud_succeeded(ActionKind::Create);
+                self.exhausted.remove(vxnet);
                 for nic in &nics {
                     self.insert_cloud_nic(nic, CloudLink::Unattached, now);
                 }
             }
             Err(e) => {
                 if e.kind == CloudErrorKind::QuotaExceeded {
-                    // Addresses of a vxnet do not come back quickly: avoid it for a while and
-                    // go on at once with the next vxnet, if there is one.
-                    let until = now.plus(self.config.backoff_max * 10);
-                    self.exhausted.insert(vxnet.clone(), until);
-                    if self
-                        .vxnets
-                        .iter()
-                        .any(|v| !self.exhausted.contains_key(&v.id))
-                    {
+                    // The vxnet has no address (or NIC) left: it rests with its own
+                    // backoff, and the next vxnet, if any, is tried at once.
+                    self.vxnet_exhausted(vxnet, requested, now);
+                    if self.vxnets.iter().any(|v| !self.vxnet_resting(&v.id, now)) {
                         return;
                     }
+                    // Every vxnet rests: their own backoffs pace the next try.
+                    self.note_vxnets_full(&e, now);
+                    return;
                 }
-                self.fail(ActionKind::Create, now);
+                self.cloud_failed(ActionKind::Create, &e, now);
+            }
+        }
+    }
+
+    /// The cloud accepted an attach or detach of `nics` as `job`: recorded, so a
+    /// restarted agent can ask where the job is.
+    pub fn job_started(&mut self, nics: &[NicId], job: &JobId) {
+        for id in nics {
+            if let Some(e) = self.nics.get_mut(id)
+                && matches!(e.link, CloudLink::Attaching | CloudLink::Detaching)
+            {
+                e.job = Some(job.clone());
             }
         }
     }
@@ -321,8 +316,8 @@ impl NodeState {
     /// Outcome of an `Attach { nics }` (the job included).
     pub fn attach_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
         match &result {
-            Ok(()) => self.succeed(ActionKind::Attach),
-            Err(_) => self.fail(ActionKind::Attach, now),
+            Ok(()) => self.cloud_succeeded(ActionKind::Attach),
+            Err(e) => self.cloud_failed(ActionKind::Attach, e, now),
         }
         for id in nics {
             let Some(e) = self.nics.get_mut(id) else {
@@ -331,6 +326,7 @@ impl NodeState {
             if e.link != CloudLink::Attaching {
                 continue;
             }
+            e.job = None;
             match &result {
                 Ok(()) => {
                     e.link = CloudLink::Attached;
@@ -342,15 +338,22 @@ impl NodeState {
         }
     }
 
-    /// The end of an attach or detach job was not seen (the wait timed out or failed):
-    /// the NICs may or may not have moved. The reconcile settles them.
-    pub fn job_lost(&mut self, nics: &[NicId], attaching: bool, now: Timestamp) {
+    /// The end of an attach or detach job was not seen (the wait timed out or failed,
+    /// `error`): the NICs may or may not have moved. The pool asks the job's status
+    /// (or the cloud) and settles them.
+    pub fn job_lost(
+        &mut self,
+        nics: &[NicId],
+        attaching: bool,
+        error: &CloudError,
+        now: Timestamp,
+    ) {
         let kind = if attaching {
             ActionKind::Attach
         } else {
             ActionKind::Detach
         };
-        self.fail(kind, now);
+        self.cloud_failed(kind, error, now);
         for id in nics {
             if let Some(e) = self.nics.get_mut(id)
                 && matches!(e.link, CloudLink::Attaching | CloudLink::Detaching)
@@ -394,8 +397,19 @@ impl NodeState {
     /// Outcome of a `Detach { nics }` (host release and job included).
     pub fn detach_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
         match &result {
-            Ok(()) => self.succeed(ActionKind::Detach),
-            Err(_) => self.fail(ActionKind::Detach, now),
+            Ok(()) => {
+                self.cloud_succeeded(ActionKind::Detach);
+                // A slot on the instance is free: a NIC quota may have lifted.
+                self.backoff.remove(&ActionKind::Attach);
+                if self
+                    .shortage
+                    .as_ref()
+                    .is_some_and(|s| s.cause == crate::pool::ShortageCause::NicQuota)
+                {
+                    self.shortage = None;
+                }
+            }
+            Err(e) => self.cloud_failed(ActionKind::Detach, e, now),
         }
         for id in nics {
             let Some(e) = self.nics.get_mut(id) else {
@@ -404,6 +418,7 @@ impl NodeState {
             if e.link != CloudLink::Detaching {
                 continue;
             }
+            e.job = None;
             match &result {
                 Ok(()) => {
                     e.link = CloudLink::Unattached;
@@ -423,11 +438,11 @@ impl NodeState {
             Ok(()) => true,
             Err(e) => e.kind == CloudErrorKind::NotFound,
         };
-        if gone {
-            self.succeed(ActionKind::Delete);
-        } else {
-            self.fail(ActionKind::Delete, now);
+        match &result {
+            Err(e) if !gone => self.cloud_failed(ActionKind::Delete, e, now),
+            _ => self.cloud_succeeded(ActionKind::Delete),
         }
+        let mut freed = Vec::new();
         for id in nics {
             let Some(e) = self.nics.get_mut(id) else {
                 continue;
@@ -436,10 +451,16 @@ impl NodeState {
                 continue;
             }
             if gone {
-                self.nics.remove(id);
+                if let Some(entry) = self.nics.remove(id) {
+                    freed.push(entry.vxnet);
+                }
             } else {
                 e.link = CloudLink::Unattached;
             }
+        }
+        // The node's own deletions free addresses: a full vxnet is worth a try now.
+        for vxnet in freed {
+            self.vxnet_freed(&vxnet);
         }
     }
 
@@ -490,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_pool_creates_min_free_in_batches_and_never_twice() {
+    fn empty_pool_creates_min_free_in_one_call_and_never_twice() {
         let mut s = state(PoolConfig {
             min_free: 7,
             ..Default::default()
@@ -503,7 +524,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(counts, vec![5, 2]);
+        assert_eq!(counts, vec![7], "one CreateNics for the whole need");
         assert!(
             s.plan(Timestamp(1)).is_empty(),
             "creations in flight must not be repeated"
@@ -588,18 +609,190 @@ mod tests {
     }
 
     #[test]
-    fn quota_error_backs_off_and_marks_the_vxnet() {
+    fn a_burst_of_demand_is_one_create_one_attach_and_one_detach_or_delete() {
         let mut s = state(PoolConfig::default());
-        s.plan(Timestamp(0));
-        let quota =
-            CloudError::new(CloudErrorKind::QuotaExceeded, "CreateNics", "no IPs").with_code(2500);
-        s.create_done(&VxnetId::new("vxnet-1"), 5, Err(quota), Timestamp(0));
-        assert!(
-            s.plan(Timestamp(10)).is_empty(),
-            "backing off, and the only vxnet is exhausted"
+        s.set_demand(40);
+        let a = s.plan(Timestamp(0));
+        assert_eq!(
+            a,
+            vec![PoolAction::Create {
+                vxnet: VxnetId::new("vxnet-1"),
+                count: 45
+            }],
+            "min_free + demand in one call"
         );
-        let later = Timestamp(0).plus(Duration::from_secs(601));
-        assert!(!s.plan(later).is_empty());
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            45,
+            Ok(cloud_nics(10, 45)),
+            Timestamp(1),
+        );
+        let a = s.plan(Timestamp(2));
+        let [PoolAction::Attach { nics }] = &a[..] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(nics.len(), 45, "every NIC of the round in one AttachNics");
+        let nics = nics.clone();
+        s.attach_done(&nics, Ok(()), Timestamp(3));
+        for id in &nics {
+            s.prepare_done(id, Ok(()), Timestamp(3));
+        }
+        // The demand went away: the surplus leaves in one DetachNics, then one DeleteNics.
+        s.set_demand(0);
+        let later = Timestamp(0).plus(Duration::from_secs(120));
+        let a = s.plan(later);
+        let [PoolAction::Detach { nics }] = &a[..] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(nics.len(), 35, "keeps max_free = 10");
+        let ids: Vec<_> = nics.iter().map(|n| n.nic.clone()).collect();
+        s.detach_done(&ids, Ok(()), later);
+        let a = s.plan(later);
+        let [PoolAction::Delete { nics }] = &a[..] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(nics.len(), 35);
+    }
+
+    fn full(vxnet: &str) -> CloudError {
+        CloudError::new(
+            CloudErrorKind::QuotaExceeded,
+            "CreateNics",
+            format!("vxnet [{vxnet}] does not have enough available IP addresses"),
+        )
+        .with_code(2500)
+    }
+
+    #[test]
+    fn a_full_vxnet_is_retried_within_a_minute_while_pods_wait_not_after_ten() {
+        // Issue 20, item 6: the pool used to leave a full vxnet alone for a fixed
+        // 600 s (10 × backoff_max), so freed addresses were found minutes late.
+        let mut s = state(PoolConfig::default());
+        s.set_demand(3);
+        let mut now = Timestamp(0);
+        let mut tries = Vec::new();
+        for _ in 0..12 {
+            let a = s.plan(now);
+            if let [PoolAction::Create { vxnet, count }] = &a[..] {
+                tries.push(now);
+                s.create_done(vxnet, *count, Err(full("vxnet-1")), now);
+            }
+            now = now.plus(Duration::from_secs(5));
+        }
+        let gaps: Vec<u64> = tries.windows(2).map(|w| (w[1].0 - w[0].0) / 1000).collect();
+        assert!(tries.len() >= 5, "tries at {tries:?}");
+        assert!(gaps.iter().all(|g| *g <= 75), "gaps {gaps:?} s");
+        assert_eq!(
+            s.shortage().map(|s| s.cause),
+            Some(crate::pool::ShortageCause::VxnetFull)
+        );
+        assert!(s.growth_blocked().is_some());
+        assert_eq!(
+            s.assignable_pods(),
+            0,
+            "a full vxnet advertises what the node holds"
+        );
+    }
+
+    #[test]
+    fn without_demand_a_full_vxnet_rests_long_and_the_node_s_own_delete_wakes_it() {
+        let mut s = state(PoolConfig {
+            min_free: 1,
+            max_free: 1,
+            min_lifetime: Duration::ZERO,
+            ..Default::default()
+        });
+        // Two NICs of the vxnet, one of them surplus.
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            0,
+            Ok(cloud_nics(10, 2)),
+            Timestamp(0),
+        );
+        for _ in 0..12 {
+            s.vxnet_exhausted(&VxnetId::new("vxnet-1"), 5, Timestamp(0));
+        }
+        // Ten times backoff_max with nobody waiting (±20 %).
+        let vx = VxnetId::new("vxnet-1");
+        assert!(s.vxnet_resting(&vx, Timestamp(0).plus(Duration::from_secs(450))));
+        assert!(!s.vxnet_resting(&vx, Timestamp(0).plus(Duration::from_secs(721))));
+        let a = s.plan(Timestamp(1));
+        let Some(PoolAction::Delete { nics }) =
+            a.iter().find(|a| matches!(a, PoolAction::Delete { .. }))
+        else {
+            panic!("{a:?}")
+        };
+        let nics = nics.clone();
+        s.delete_done(&nics, Ok(()), Timestamp(2));
+        assert!(
+            !s.vxnet_resting(&VxnetId::new("vxnet-1"), Timestamp(2)),
+            "the node freed an address there itself"
+        );
+    }
+
+    #[test]
+    fn a_second_vxnet_is_used_at_once_when_the_first_is_full() {
+        let second = Vxnet {
+            id: VxnetId::new("vxnet-2"),
+            cidr: "172.16.2.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(172, 16, 2, 1),
+            router: None,
+        };
+        let mut s = NodeState::new(
+            PoolConfig::default(),
+            InstanceId::new("i-1"),
+            vec![vxnet(), second],
+        );
+        let a = s.plan(Timestamp(0));
+        s.create_done(
+            &VxnetId::new("vxnet-1"),
+            5,
+            Err(full("vxnet-1")),
+            Timestamp(0),
+        );
+        assert!(matches!(a[0], PoolAction::Create { .. }));
+        let a = s.plan(Timestamp(1));
+        assert_eq!(
+            a,
+            vec![PoolAction::Create {
+                vxnet: VxnetId::new("vxnet-2"),
+                count: 5
+            }]
+        );
+        assert!(
+            s.shortage().is_none(),
+            "not a shortage while a vxnet has room"
+        );
+    }
+
+    #[test]
+    fn a_wrong_secret_is_not_retried_in_a_loop() {
+        // Issue 20, item 6: a 1200 was retried every backoff_max (60 s) forever.
+        let mut s = state(PoolConfig::default());
+        let auth = CloudError::new(
+            CloudErrorKind::Permanent,
+            "CreateNics",
+            "AuthFailure, wrong signature",
+        )
+        .with_code(1200);
+        let mut now = Timestamp(0);
+        let mut creates = 0;
+        // Two hours, a pool round every 5 s.
+        for _ in 0..(2 * 3600 / 5) {
+            for a in s.plan(now) {
+                if let PoolAction::Create { vxnet, count } = a {
+                    creates += 1;
+                    s.create_done(&vxnet, count, Err(auth.clone()), now);
+                }
+            }
+            now = now.plus(Duration::from_secs(5));
+        }
+        assert!(
+            creates <= 5,
+            "{creates} CreateNics with a wrong secret in 2 h"
+        );
+        s.credentials_changed();
+        assert!(matches!(s.plan(now)[..], [PoolAction::Create { .. }]));
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! answers (so the pool can create, attach or wait out a cooldown for one). An
 //! ADD that finds no free NIC then waits for the pool, within its deadline.
 //! NICs in their IP cooldown count as coming, not as held: a node whose NICs are
-//! all assigned or cooling serves the next ADD once a cooldown ends.
+//! all assigned or cooling serves the next ADD once a cooldown ends. A node whose
+//! pool cannot grow (a full vxnet, the NIC quota, the account's request quota, a
+//! refusal: a [`Shortage`]) and has no NIC free, cooling or on its way cannot serve.
 
+use crate::pool::{Shortage, ShortageCause};
 use crate::reconcile::UsageCounts;
 
 /// Whether the node can serve an ADD, and if not, why.
@@ -24,6 +27,8 @@ pub enum Readiness {
     },
     /// No NIC is free and the cloud did not answer the last pool round.
     CloudUnavailable,
+    /// No NIC is free, cooling or on its way, and the pool cannot grow.
+    CannotGrow(ShortageCause),
 }
 
 impl Readiness {
@@ -41,6 +46,28 @@ impl Readiness {
             Readiness::CloudUnavailable
         } else {
             Readiness::Ready
+        }
+    }
+
+    /// [`Readiness::of`], and not ready when no NIC is free, cooling or on its way
+    /// while `blocked` keeps the pool from growing.
+    pub fn of_pool(
+        counts: &UsageCounts,
+        max_nics: u32,
+        cloud_ok: bool,
+        blocked: Option<&Shortage>,
+    ) -> Self {
+        let basic = Self::of(counts, max_nics, cloud_ok);
+        match blocked {
+            Some(s)
+                if basic.is_ready()
+                    && counts.free == 0
+                    && counts.cooling == 0
+                    && counts.preparing == 0 =>
+            {
+                Readiness::CannotGrow(s.cause)
+            }
+            _ => basic,
         }
     }
 
@@ -88,6 +115,24 @@ mod tests {
                 max: 2
             }
         );
+    }
+
+    #[test]
+    fn a_pool_that_cannot_grow_is_ready_only_with_a_nic_coming() {
+        use crate::ports::{CloudError, CloudErrorKind};
+        use crate::types::Timestamp;
+        let full = Shortage {
+            cause: ShortageCause::VxnetFull,
+            error: CloudError::new(CloudErrorKind::QuotaExceeded, "CreateNics", "full"),
+            since: Timestamp(0),
+        };
+        // Issue 20 item 6: a node whose vxnet was full stayed ready.
+        assert_eq!(
+            Readiness::of_pool(&counts(0, 3, 0), 62, true, Some(&full)),
+            Readiness::CannotGrow(ShortageCause::VxnetFull)
+        );
+        assert!(Readiness::of_pool(&counts(0, 3, 1), 62, true, Some(&full)).is_ready());
+        assert!(Readiness::of_pool(&counts(0, 3, 0), 62, true, None).is_ready());
     }
 
     #[test]

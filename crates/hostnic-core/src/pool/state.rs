@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PoolConfig;
 use crate::pool::backoff::Backoff;
+use crate::pool::cloud::{CloudHold, Exhausted, Shortage};
 use crate::pool::plan::ActionKind;
 use crate::types::{
-    AttachmentId, CloudNic, InstanceId, NicId, NicPlumbing, PlumbedPod, PodKey, PodPlumbing,
+    AttachmentId, CloudNic, InstanceId, JobId, NicId, NicPlumbing, PlumbedPod, PodKey, PodPlumbing,
     Timestamp, Vxnet, VxnetId,
 };
 
@@ -87,6 +88,11 @@ pub struct NicEntry {
     /// The NIC must be detached and attached again (its link never appeared).
     #[serde(default)]
     pub reattach: bool,
+    /// The attach or detach job moving the NIC, once the cloud named it: kept
+    /// while the job's end is unseen, so a restarted agent asks the job's status
+    /// instead of waiting out the job timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobId>,
 }
 
 impl NicEntry {
@@ -237,8 +243,19 @@ pub struct NodeState {
     /// Extra NICs wanted soon: pods pending on this node + ADDs waiting for a NIC.
     pub(crate) demand: u32,
     pub(crate) backoff: BTreeMap<ActionKind, Backoff>,
-    /// Vxnets whose addresses ran out, and until when to avoid them.
-    pub(crate) exhausted: BTreeMap<VxnetId, Timestamp>,
+    /// Vxnets whose addresses ran out, and since when (retried with backoff).
+    pub(crate) exhausted: BTreeMap<VxnetId, Exhausted>,
+    /// Every cloud call held after the API refused the account.
+    pub(crate) hold: Option<CloudHold>,
+    /// Why the pool could not grow the last time it tried.
+    pub(crate) shortage: Option<Shortage>,
+    /// When the node's NICs were last described (in memory: a start describes them).
+    pub(crate) cloud_synced_at: Option<Timestamp>,
+    /// Resyncs so far (draws each resync's jitter).
+    pub(crate) resyncs: u64,
+    /// A NIC operation got no answer, or was refused as if the NICs were elsewhere,
+    /// since the last description.
+    pub(crate) doubt: bool,
     /// Addresses this node released by a DEL, with the pod (`namespace`, `name`)
     /// that had them, while the pod source may still list that pod with the
     /// address (its status lags behind the runtime): such a listing is stale, not
@@ -264,6 +281,11 @@ impl NodeState {
             demand: 0,
             backoff: BTreeMap::new(),
             exhausted: BTreeMap::new(),
+            hold: None,
+            shortage: None,
+            cloud_synced_at: None,
+            resyncs: 0,
+            doubt: false,
             released_by_del: BTreeMap::new(),
             seed,
         }
@@ -409,6 +431,7 @@ impl NodeState {
                 created_at: now,
                 link_missing_since: None,
                 reattach: false,
+                job: None,
             },
         );
     }

@@ -9,8 +9,8 @@ use ipnet::Ipv4Net;
 use super::{AttachHook, ManualClock, Rng};
 use crate::ports::{Clock, CloudError, CloudErrorKind, CloudNetwork, CloudNics, NicFilter};
 use crate::types::{
-    CloudNic, CloudNicStatus, Instance, InstanceId, JobId, JobOutcome, NicId, Timestamp, Vxnet,
-    VxnetId,
+    CloudNic, CloudNicStatus, Instance, InstanceId, JobId, JobOutcome, JobStatus, NicId, Timestamp,
+    Vxnet, VxnetId,
 };
 
 /// The calls [`FakeCloud`] counts and can fail.
@@ -26,7 +26,7 @@ pub enum CloudAction {
     DetachNics,
     /// `delete_nics`.
     DeleteNics,
-    /// `wait_job`.
+    /// `wait_job` and `job_statuses` (DescribeJobs).
     WaitJob,
     /// `describe_instance`, `describe_vxnets`, `vpc_cidrs`.
     Topology,
@@ -698,6 +698,35 @@ impl CloudNics for FakeCloud {
         } else {
             JobOutcome::Successful
         })
+    }
+
+    async fn job_statuses(&self, jobs: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>, CloudError> {
+        self.statuses(jobs)
+    }
+}
+
+impl FakeCloud {
+    /// Where `jobs` are, without waiting (DescribeJobs).
+    fn statuses(&self, jobs: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>, CloudError> {
+        self.call(
+            CloudAction::WaitJob,
+            "DescribeJobs",
+            jobs.len(),
+            |inner, _| {
+                Ok(jobs
+                    .iter()
+                    .map(|id| {
+                        let status = match inner.jobs.get(id) {
+                            None => JobStatus::Unknown,
+                            Some(j) if !j.applied => JobStatus::Running,
+                            Some(j) if j.fail => JobStatus::Done(JobOutcome::Failed),
+                            Some(_) => JobStatus::Done(JobOutcome::Successful),
+                        };
+                        (id.clone(), status)
+                    })
+                    .collect())
+            },
+        )
     }
 }
 

@@ -173,10 +173,15 @@ impl World {
     }
 
     /// Lets the node converge with a healthy cloud: reconcile and pool rounds, with time
-    /// passing beyond every cooldown, lifetime and backoff.
+    /// passing beyond every cooldown, lifetime and backoff, and beyond one cloud resync
+    /// (a NIC the cloud made behind a lying answer is found at the latest there).
     pub fn settle(&self) {
         self.cloud.set_fault_rate(0.0);
-        for _ in 0..30 {
+        for i in 0..36 {
+            if i == 30 {
+                // Past the longest resync interval since any cloud call of the rounds before.
+                self.clock.advance(self.config.cloud_resync.mul_f64(1.3));
+            }
             let _ = block_on(self.engine.reconcile(None, false));
             block_on(self.engine.settle(20));
             self.clock.advance(Duration::from_secs(70));

@@ -6,7 +6,10 @@
 //!   2500 — vxnet full, too many NICs — does not: it is an answer about resources).
 //! - **open**: calls fail at once with `Throttled` without being sent. After the probe
 //!   interval (default 60 s, plus up to a tenth of it at random so that many
-//!   processes do not probe together) the next call becomes the probe.
+//!   processes do not probe together) the next call becomes the probe. Each probe
+//!   the quota refuses doubles the interval, up to `probe_max`: every request counts
+//!   against the quota, refused ones too, so a fleet probing once a minute each would
+//!   keep a locked account locked (1,000 nodes: 60,000 probes an hour).
 //! - **probing**: one call is in flight; others fail at once. If the API answers it
 //!   with anything but a request-quota 2500, the breaker closes; otherwise it opens
 //!   for another interval. A probe that gets no answer (transport error, timeout, or
@@ -103,11 +106,19 @@ struct Core {
     state: BreakerState,
     /// Bumped at every trip, so an answer to a call sent before it cannot close it.
     epoch: u64,
+    /// How far the probe interval has doubled: one step per probe the quota
+    /// refused. Kept when the breaker closes, so an account that locks again soon
+    /// after is probed at the interval it had reached, not once a minute again;
+    /// forgotten after `probe_max` closed.
+    refused_probes: u32,
+    /// When the breaker last closed.
+    closed_at: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Shared {
     probe_interval: Duration,
+    probe_max: Duration,
     core: Mutex<Core>,
     tx: watch::Sender<BreakerState>,
 }
@@ -132,9 +143,15 @@ impl Shared {
         });
     }
 
-    fn next_probe(&self, now: Instant) -> Instant {
-        let jitter = self.probe_interval.mul_f64(rand::random::<f64>() / 10.0);
-        now + self.probe_interval + jitter
+    /// When the next probe may go: the interval doubled per probe the quota refused
+    /// since the breaker opened, at most `probe_max`, plus up to a tenth at random.
+    fn next_probe(&self, now: Instant, refused_probes: u32) -> Instant {
+        let interval = self
+            .probe_interval
+            .saturating_mul(1u32 << refused_probes.min(20))
+            .min(self.probe_max.max(self.probe_interval));
+        let jitter = interval.mul_f64(rand::random::<f64>() / 10.0);
+        now + interval + jitter
     }
 
     fn admit(&self, action: &str) -> Result<Ticket, CloudError> {
@@ -198,7 +215,12 @@ impl Shared {
                 core.epoch += 1;
                 core.state.status = BreakerStatus::Open;
                 core.state.trips += 1;
-                core.state.next_probe_at = Some(self.next_probe(now));
+                let healthy_for = core.closed_at.map(|t| now.saturating_duration_since(t));
+                if healthy_for.is_none_or(|d| d >= self.probe_max) {
+                    core.refused_probes = 0;
+                }
+                let level = core.refused_probes;
+                core.state.next_probe_at = Some(self.next_probe(now, level));
                 core.state.opened_at = Some(SystemTime::now());
                 tracing::warn!(
                     message = %message,
@@ -210,7 +232,9 @@ impl Shared {
             }
             (BreakerStatus::Probing, Some(message)) if ticket.probe && current => {
                 core.state.status = BreakerStatus::Open;
-                core.state.next_probe_at = Some(self.next_probe(now));
+                core.refused_probes = core.refused_probes.saturating_add(1);
+                let refused = core.refused_probes;
+                core.state.next_probe_at = Some(self.next_probe(now, refused));
                 core.state.last_error = Some(message);
                 tracing::info!("the API request quota is still exhausted");
                 self.publish(&core.state, true);
@@ -219,11 +243,13 @@ impl Shared {
                 if answered {
                     core.state.status = BreakerStatus::Closed;
                     core.state.next_probe_at = None;
+                    core.closed_at = Some(now);
                     tracing::warn!("the API request quota is available again: cloud calls resume");
                 } else {
                     // No answer: nothing learned; try again after an interval.
                     core.state.status = BreakerStatus::Open;
-                    core.state.next_probe_at = Some(self.next_probe(now));
+                    let refused = core.refused_probes;
+                    core.state.next_probe_at = Some(self.next_probe(now, refused));
                 }
                 self.publish(&core.state, true);
             }
@@ -288,12 +314,21 @@ pub struct BreakerLayer(Arc<Shared>);
 impl BreakerLayer {
     /// A closed breaker that probes no more often than once per `probe_interval`.
     pub fn new(probe_interval: Duration) -> Self {
+        Self::with_backoff(probe_interval, probe_interval)
+    }
+
+    /// A closed breaker that probes once per `probe_interval` at first, doubling the
+    /// interval for every probe the quota refuses, up to `probe_max`.
+    pub fn with_backoff(probe_interval: Duration, probe_max: Duration) -> Self {
         let (tx, _) = watch::channel(BreakerState::closed());
         Self(Arc::new(Shared {
             probe_interval,
+            probe_max,
             core: Mutex::new(Core {
                 state: BreakerState::closed(),
                 epoch: 0,
+                refused_probes: 0,
+                closed_at: None,
             }),
             tx,
         }))

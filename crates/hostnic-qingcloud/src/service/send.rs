@@ -10,15 +10,16 @@ use serde_json::Value;
 use tower::{BoxError, Service};
 
 use super::{ApiRequest, BoxFuture};
+use crate::client::SharedSigner;
 use crate::errors;
-use crate::signer::{Signer, format_time_stamp};
+use crate::signer::format_time_stamp;
 use crate::transport::{HttpMethod, Transport, WireRequest};
 
 /// Signs (with a fresh time stamp) and sends one attempt.
 #[derive(Clone)]
 pub(crate) struct SendService {
     pub transport: Arc<dyn Transport>,
-    pub signer: Arc<Signer>,
+    pub signer: SharedSigner,
     pub zone: Arc<str>,
     pub url: Arc<str>,
     pub path: Arc<str>,
@@ -44,7 +45,12 @@ impl Service<ApiRequest> for SendService {
             if params.get("zone").is_none() {
                 params.set("zone", &*this.zone);
             }
-            let signed = this.signer.sign(
+            let signer = this
+                .signer
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let signed = signer.sign(
                 this.method.as_str(),
                 &this.path,
                 &mut params,
