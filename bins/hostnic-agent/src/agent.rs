@@ -101,7 +101,7 @@ where
     let (credentials_tx, credentials_rx) = tokio::sync::watch::channel(0u64);
     let _credentials = deps.client.as_ref().and_then(|c| {
         let path = c.credentials.clone()?;
-        Some(AbortOnDrop(tokio::spawn(cloud::credentials_task(
+        Some(AbortOnDrop(tokio::spawn(cloud::follow_credentials(
             c.client.clone(),
             path,
             real(std::time::Duration::from_secs_f64(

@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hostnic_core::api::introspect::{self, Pool, Status};
-use hostnic_core::pool::Readiness;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
@@ -231,7 +230,8 @@ fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
         "/v1/status" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "application/json",
-            serde_json::to_string_pretty(&ctx.startup.status()).unwrap_or_default(),
+            serde_json::to_string_pretty(&ctx.startup.status(crate::startup::build()))
+                .unwrap_or_default(),
         ),
         "/v1/nics" | "/v1/pods" | "/v1/policy" => {
             text(StatusCode::SERVICE_UNAVAILABLE, ctx.startup.readyz_text())
@@ -268,27 +268,8 @@ pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
         why.push(format!("pods cannot be recorded: {e}"));
     }
     if !shared.ready.load(Ordering::SeqCst) {
-        why.push(match shared.readiness().0 {
-            Readiness::NodeFull { assigned, max } => format!(
-                "the node is full: {assigned} of its {max} pod NICs are assigned (max_nics)"
-            ),
-            // Why the pool cannot grow, when the cloud said: a full vxnet, a quota, a
-            // refusal.
-            Readiness::CloudUnavailable | Readiness::CannotGrow(_)
-                if let Some(blocked) = shared
-                    .engine
-                    .with_state(|s| s.growth_blocked().map(|b| b.describe())) =>
-            {
-                format!("no NIC ready and none can be created: {blocked}")
-            }
-            Readiness::CloudUnavailable => {
-                "no NIC ready and the cloud did not answer the last pool round".into()
-            }
-            Readiness::CannotGrow(cause) => {
-                format!("no NIC ready and none can be created: {}", cause.reason())
-            }
-            Readiness::Ready => "no NIC ready and none can be created".into(),
-        });
+        let blocked = shared.engine.with_state(|s| s.growth_blocked().cloned());
+        why.push(shared.readiness().0.explain(blocked.as_ref()));
     }
     let shadowing = crate::cniconf::shadowing(&shared.settings);
     if !shadowing.is_empty() {

@@ -219,10 +219,7 @@ impl Shared {
             policy: self.policy.as_ref().map(|p| p.enforcer.gauges()),
             instance: Some(self.identity.instance.id.to_string()),
             shadowed: crate::cniconf::shadowing(&self.settings).len() as u32,
-            cloud: self.client.as_ref().map(|c| crate::metrics::CloudGauges {
-                breaker: c.breaker(),
-                budget: c.budget(),
-            }),
+            cloud: self.client.as_ref().map(|c| c.gauges()),
             shortage: self
                 .engine
                 .with_state(|s| s.shortage().map(|s| s.cause.reason())),

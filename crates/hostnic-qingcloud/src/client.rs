@@ -289,6 +289,21 @@ impl QingCloudClient {
         self.inner.budget.state()
     }
 
+    /// The breaker and the budget as the agent's metrics show them.
+    pub fn gauges(&self) -> hostnic_core::metrics::agent::CloudGauges {
+        let (breaker, budget) = (self.breaker(), self.budget());
+        hostnic_core::metrics::agent::CloudGauges {
+            breaker_status: breaker.status.as_str(),
+            breaker_trips: breaker.trips,
+            breaker_probes: breaker.probes,
+            breaker_refused: breaker.refused,
+            budget_limit: budget.limit.map(|l| (l.requests, l.window)),
+            budget_used: budget.used,
+            budget_remaining: budget.remaining,
+            budget_refused: budget.refused,
+        }
+    }
+
     pub(crate) fn tag_cache(&self) -> &tokio::sync::Mutex<Option<String>> {
         &self.inner.tag_id
     }
