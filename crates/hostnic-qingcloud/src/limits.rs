@@ -1,7 +1,7 @@
 //! Request accounting shared by the client and the simulator: the window that
 //! counts requests against a request limit (the core's [`WindowLimit`], "N
 //! requests in any W seconds", the shape of the account's API quota and of the
-//! client's own budget), and the retry backoff settings. Time is tokio's, so tests run on a paused clock.
+//! client's own budget), and the retry backoff (the core's). Time is tokio's, so tests run on a paused clock.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -75,29 +75,10 @@ impl SlidingWindow {
     }
 }
 
-/// Exponential backoff with jitter between retries of retryable failures: the
-/// delay before retry `n` (0-based) is `base * 2^n` plus up to the same again at
-/// random, capped at `max`. The delays come from tower's `ExponentialBackoff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay's lower bound.
-    pub base: Duration,
-    /// The cap.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The lower bound of the delay before retry number `attempt` (0-based): `base * 2^attempt`, capped.
-    pub fn floor(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(20));
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    /// The upper bound of that delay: twice the floor, capped.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        self.floor(attempt).saturating_mul(2).min(self.max)
-    }
-}
+/// The delays between retries of retryable failures: the core's one backoff
+/// rule. The retry layer waits between `delay(n)` and twice that (capped at
+/// `max`) before retry `n`, the jitter drawn by tower's `ExponentialBackoff`.
+pub use hostnic_core::backoff::ExponentialBackoff as Backoff;
 
 #[cfg(test)]
 mod tests {
@@ -144,14 +125,12 @@ mod tests {
 
     #[test]
     fn backoff_bounds_double_up_to_the_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.floor(0), Duration::from_millis(100));
-        assert_eq!(b.ceiling(0), Duration::from_millis(200));
-        assert_eq!(b.floor(3), Duration::from_millis(800));
-        assert_eq!(b.ceiling(3), Duration::from_secs(1));
-        assert_eq!(b.floor(60), Duration::from_secs(1));
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let ceiling = |n| b.delay(n).saturating_mul(2).min(b.max);
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(ceiling(0), Duration::from_millis(200));
+        assert_eq!(b.delay(3), Duration::from_millis(800));
+        assert_eq!(ceiling(3), Duration::from_secs(1));
+        assert_eq!(b.delay(60), Duration::from_secs(1));
     }
 }
