@@ -61,14 +61,12 @@ mod shutdown;
 pub mod startup;
 pub use hostnic_store as store;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeReporter, PodSource};
-use hostnic_core::types::InstanceId;
+use hostnic_core::ports::{NodeReporter, PodSource};
 
-pub use agent::AgentError;
+pub use agent::{AgentError, run, run_started};
 pub use cloud::CloudClient;
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
@@ -104,42 +102,6 @@ pub struct Deps<C, H, K> {
     /// simulator's `--time-scale K` (with a clock K times faster) sets K, and every
     /// interval, backoff and timeout of the agent runs K times faster too.
     pub time_scale: f64,
-}
-
-/// Runs the agent until `shutdown` completes: resolves the node's identity,
-/// opens the engine from the checkpoint, reconciles, replays pending DELs,
-/// then serves the plugin while the pool and reconcile loops run. On shutdown
-/// it stops accepting, lets in-flight requests finish, and leaves the pool,
-/// the checkpoint and the CNI config in place.
-pub async fn run<C, H, K>(
-    deps: Deps<C, H, K>,
-    settings: Settings,
-    instance: InstanceId,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AgentError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    agent::run(deps, settings, instance, shutdown).await
-}
-
-/// [`run`] with an [`Endpoint`] the caller started first (the binary does, so
-/// that failures while it builds the adapters show on `/readyz` too).
-pub async fn run_started<C, H, K>(
-    deps: Deps<C, H, K>,
-    settings: Settings,
-    instance: InstanceId,
-    endpoint: Endpoint,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AgentError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    agent::run_started(deps, settings, instance, endpoint, shutdown).await
 }
 
 /// A kernel event about a NIC link, as the agent reacts to it.

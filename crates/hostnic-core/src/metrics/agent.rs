@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::api::introspect::Build;
 use crate::metrics::{Family, Registry, label_pairs};
 use crate::policy::PolicyGauges;
+use crate::reconcile::{ReconcileAction, ReconcileReport};
 
 /// Names, types and help of every metric, in output order.
 pub const FAMILIES: &[Family] = &[
@@ -378,4 +379,40 @@ pub fn render(registry: &Registry, build: &Build, gauges: &Gauges) -> String {
         }
         _ => {}
     })
+}
+
+/// Counts what one reconcile did: whether it asked the cloud and why
+/// (`hostnic_reconciles_total`, `hostnic_reconcile_cloud_asks_total`), and what
+/// it found and repaired, by kind (`hostnic_reconcile_actions_total`).
+pub fn count_reconcile(registry: &Registry, report: &ReconcileReport) {
+    let asked = match (&report.cloud, &report.cloud_error) {
+        (_, Some(_)) => "failed",
+        (Some(_), None) => "asked",
+        (None, None) => "local",
+    };
+    registry.inc("hostnic_reconciles_total", &[("cloud", asked)]);
+    if let Some(reason) = &report.cloud {
+        registry.inc(
+            "hostnic_reconcile_cloud_asks_total",
+            &[("reason", reason.label())],
+        );
+    }
+    let name = "hostnic_reconcile_actions_total";
+    for (kind, n) in [
+        ("adopted", report.adopted.len()),
+        ("forgotten", report.forgotten.len()),
+        ("corrected", report.corrected.len()),
+        ("unprepared", report.unprepared.len()),
+        ("recovered", report.recovered.len()),
+    ] {
+        registry.add(name, &[("kind", kind)], n as u64);
+    }
+    for action in &report.actions {
+        let kind = match action {
+            ReconcileAction::Unplumb { .. } => "unplumb",
+            ReconcileAction::Release { .. } => "release",
+            ReconcileAction::Replumb { .. } => "replumb",
+        };
+        registry.inc(name, &[("kind", kind)]);
+    }
 }
