@@ -50,7 +50,12 @@ pub enum AgentError {
     },
 }
 
-pub(crate) async fn run<C, H, K>(
+/// Runs the agent until `shutdown` completes: resolves the node's identity,
+/// opens the engine from the checkpoint, reconciles, replays pending DELs,
+/// then serves the plugin while the pool and reconcile loops run. On shutdown
+/// it stops accepting, lets in-flight requests finish, and leaves the pool,
+/// the checkpoint and the CNI config in place.
+pub async fn run<C, H, K>(
     deps: Deps<C, H, K>,
     settings: Settings,
     instance_id: InstanceId,
@@ -68,9 +73,9 @@ where
     run_started(deps, settings, instance_id, endpoint, shutdown).await
 }
 
-/// [`run`] with the HTTP endpoint the binary started before it built the adapters
-/// (so a failure there shows on `/readyz` too).
-pub(crate) async fn run_started<C, H, K>(
+/// [`run`] with an [`Endpoint`] the caller started first (the binary does, so
+/// that failures while it builds the adapters show on `/readyz` too).
+pub async fn run_started<C, H, K>(
     deps: Deps<C, H, K>,
     settings: Settings,
     instance_id: InstanceId,
@@ -101,7 +106,7 @@ where
     let (credentials_tx, credentials_rx) = tokio::sync::watch::channel(0u64);
     let _credentials = deps.client.as_ref().and_then(|c| {
         let path = c.credentials.clone()?;
-        Some(AbortOnDrop(tokio::spawn(cloud::credentials_task(
+        Some(AbortOnDrop(tokio::spawn(cloud::follow_credentials(
             c.client.clone(),
             path,
             real(std::time::Duration::from_secs_f64(

@@ -113,7 +113,7 @@ pub struct Cli {
     #[arg(long, env = "HOSTNIC_HOST_NETNS")]
     pub host_netns: Option<PathBuf>,
     /// Overrides `log_format` of the config file.
-    #[arg(long, env = "HOSTNIC_LOG_FORMAT", value_enum)]
+    #[arg(long, env = "HOSTNIC_LOG_FORMAT", value_parser = log_format())]
     pub log_format: Option<LogFormat>,
     /// Prints the CNI conflist this agent would write on this node (from the
     /// configuration and what is in `cni_bin_dir`), then exits without starting.
@@ -130,7 +130,7 @@ impl Cli {
     /// The configuration file (or the defaults) with the flags' overrides, validated.
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         let mut s = match &self.config {
-            Some(path) => Settings::load(path)?,
+            Some(path) => crate::settings::load(path)?,
             None => Settings::default(),
         };
         let set = |slot: &mut PathBuf, v: &Option<PathBuf>| {
@@ -157,6 +157,13 @@ impl Cli {
         s.validate()?;
         Ok(s)
     }
+}
+
+/// `text` or `json`, listed in `--help`.
+fn log_format() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["text", "json"])
+        .map(|s| s.parse::<LogFormat>().expect("a possible value"))
 }
 
 #[cfg(test)]

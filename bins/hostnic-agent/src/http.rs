@@ -9,26 +9,18 @@
 //! only when it is itself on loopback; otherwise a second listener serves
 //! introspection on [`Settings::introspection`].
 //!
-//! Every listener bounds what a client can hold: at most [`MAX_CONNECTIONS`]
-//! connections at once (more are closed at once), headers within
-//! [`HEADER_TIMEOUT`], a connection at most [`CONNECTION_LIFETIME`]; only `GET`
-//! and `HEAD` (anything else is 405).
+//! Every listener is `hostnic-http`'s, bounded: at most [`MAX_CONNECTIONS`]
+//! connections at once, headers within [`HEADER_TIMEOUT`], a connection at most
+//! [`CONNECTION_LIFETIME`]; only `GET` and `HEAD` (anything else is 405).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hostnic_core::api::introspect::{self, Pool, Status};
-use hostnic_core::pool::Readiness;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+pub use hostnic_http::{CONNECTION_LIFETIME, HEADER_TIMEOUT, MAX_CONNECTIONS};
+use hostnic_http::{Request, Response, StatusCode, json, reply, text};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::agent::AgentError;
 use crate::metrics::{Gauges, Metrics};
@@ -36,13 +28,6 @@ use crate::settings::Settings;
 use crate::shared::Shared;
 use crate::shutdown::AbortOnDrop;
 use crate::startup::Startup;
-
-/// Connections one listener serves at once; more are closed as they arrive.
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one connection may stay open, keep-alive included.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The agent's state once startup is done; until then the endpoints answer from
 /// the [`Startup`] record.
@@ -121,7 +106,10 @@ impl Endpoint {
                 scope,
                 introspection,
             };
-            tasks.push(AbortOnDrop(tokio::spawn(serve(listener, ctx))));
+            tasks.push(AbortOnDrop(tokio::spawn(hostnic_http::serve(
+                listener,
+                move |req| answer(&ctx, req),
+            ))));
         }
         Ok(Self {
             slot,
@@ -131,47 +119,7 @@ impl Endpoint {
     }
 }
 
-async fn serve(listener: TcpListener, ctx: Ctx) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors or similar: do not spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // At the limit: closed at once rather than queued.
-            drop(stream);
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = answer(&ctx, &req);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-            drop(permit);
-        });
-    }
-}
-
-fn answer<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not allowed: use GET\n", req.method()),
-        );
-        r.headers_mut().insert(
-            hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("GET, HEAD"),
-        );
-        return r;
-    }
+fn answer<B>(ctx: &Ctx, req: &Request<B>) -> Response {
     let path = req.uri().path();
     if path == "/healthz" {
         return healthz(ctx);
@@ -194,7 +142,7 @@ fn answer<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
 
 /// Alive unless restarting would help (a permanent start-up failure, and a file
 /// the agent read at start changed since): then the kubelet restarts it.
-fn healthz(ctx: &Ctx) -> Response<Full<Bytes>> {
+fn healthz(ctx: &Ctx) -> Response {
     if let Some(why) = ctx.startup.restart_would_help() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -220,7 +168,7 @@ fn startup_gauges(ctx: &Ctx, mut gauges: Gauges) -> Gauges {
 }
 
 /// Answers while the agent is still starting (resolving its identity, reconciling).
-fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
+fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response {
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
@@ -231,33 +179,14 @@ fn starting<B>(ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
         "/v1/status" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "application/json",
-            serde_json::to_string_pretty(&ctx.startup.status()).unwrap_or_default(),
+            serde_json::to_string_pretty(&ctx.startup.status(crate::startup::build()))
+                .unwrap_or_default(),
         ),
         "/v1/nics" | "/v1/pods" | "/v1/policy" => {
             text(StatusCode::SERVICE_UNAVAILABLE, ctx.startup.readyz_text())
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
-}
-
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static headers are valid")
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    reply(status, "text/plain", body)
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
-    reply(
-        StatusCode::OK,
-        "application/json",
-        serde_json::to_string_pretty(value).unwrap_or_default(),
-    )
 }
 
 /// Why the node is not ready, in words; empty when it is.
@@ -268,27 +197,8 @@ pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
         why.push(format!("pods cannot be recorded: {e}"));
     }
     if !shared.ready.load(Ordering::SeqCst) {
-        why.push(match shared.readiness().0 {
-            Readiness::NodeFull { assigned, max } => format!(
-                "the node is full: {assigned} of its {max} pod NICs are assigned (max_nics)"
-            ),
-            // Why the pool cannot grow, when the cloud said: a full vxnet, a quota, a
-            // refusal.
-            Readiness::CloudUnavailable | Readiness::CannotGrow(_)
-                if let Some(blocked) = shared
-                    .engine
-                    .with_state(|s| s.growth_blocked().map(|b| b.describe())) =>
-            {
-                format!("no NIC ready and none can be created: {blocked}")
-            }
-            Readiness::CloudUnavailable => {
-                "no NIC ready and the cloud did not answer the last pool round".into()
-            }
-            Readiness::CannotGrow(cause) => {
-                format!("no NIC ready and none can be created: {}", cause.reason())
-            }
-            Readiness::Ready => "no NIC ready and none can be created".into(),
-        });
+        let blocked = shared.engine.with_state(|s| s.growth_blocked().cloned());
+        why.push(shared.readiness().0.explain(blocked.as_ref()));
     }
     let shadowing = crate::cniconf::shadowing(&shared.settings);
     if !shadowing.is_empty() {
@@ -297,7 +207,7 @@ pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
     why
 }
 
-fn route<B>(shared: &Shared, ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes>> {
+fn route<B>(shared: &Shared, ctx: &Ctx, req: &Request<B>) -> Response {
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
@@ -330,7 +240,7 @@ fn route<B>(shared: &Shared, ctx: &Ctx, req: &Request<B>) -> Response<Full<Bytes
 }
 
 /// `/v1/policy/pods/{namespace}/{name}`: 404 for a pod the last sync did not know.
-fn pod_policy(shared: &Shared, rest: &str) -> Response<Full<Bytes>> {
+fn pod_policy(shared: &Shared, rest: &str) -> Response {
     let Some(enforcer) = &shared.policy else {
         return text(
             StatusCode::NOT_FOUND,

@@ -13,6 +13,8 @@
 //!
 //! ## Layout
 //! - [`cli`]: the command line and its overrides of the configuration file.
+//! - [`boot`]: what the binary does before the run: logging, the stop signal, the
+//!   one-shot modes, link events, the Kubernetes adapters.
 //! - `agent`: the composition: start-up, the tasks, wind-down ([`run`]).
 //! - `shared`: the state the tasks share and the readiness, demand and gauge
 //!   decisions on it.
@@ -20,25 +22,28 @@
 //! - `server`: the Unix socket and the verbs (replies and codes from `hostnic_core::api::reply`).
 //! - `admission`: the socket's caps on connections and buffered request bytes.
 //! - `pool_loop`: the pool task (tick, wake-ups), the periodic reconcile, event tasks.
-//! - `pending`: pending-DEL replay.
+//! - `pending`: pending-DEL replay (the files are `hostnic-store`'s).
 //! - `recovery`: says loudly what the startup rebuilt when the checkpoint could not
 //!   be trusted (ERROR log, `hostnic_checkpoint_recovered_total`, events).
 //! - [`policy`]: the task driving the core's NetworkPolicy enforcer.
-//! - [`cloud`]: the agent's use of the QingCloud client: options from the settings,
-//!   the breaker and budget as logs, metrics and events, credentials followed.
-//! - [`cniconf`]: the readiness-gated conflist and the plugin install.
+//! - [`cloud`]: the breaker as logs and events, credentials' changes passed on
+//!   (the client's options and the credentials file: `hostnic_qingcloud::agent`).
+//! - [`cniconf`]: the readiness-gated conflist and the plugin install (re-exported
+//!   from the core and `hostnic-store`).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
 //!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
 //!   on loopback only), with bounded connections.
-//! - [`startup`]: each start-up step retried with what holds it up (cause, fix,
-//!   permanent or not) on `/readyz`, `/v1/status` and in the log.
-//! - [`metrics`]: Prometheus text exposition.
-//! - [`settings`]: the YAML configuration and its validation.
+//! - [`startup`]: each start-up step retried, its failures recorded in the core's
+//!   start-up record (cause, fix, permanent or not) for `/readyz` and the log.
+//! - [`metrics`]: the registry of the core's agent families, rendered with the
+//!   process's numbers.
+//! - [`settings`]: the core's configuration, read from its YAML file.
 //! - [`pods`]: pod sources the binary can choose (`none`, `static:FILE`).
 //! - [`store`]: re-exports `hostnic-store`, the checkpoint file (snapshot + journal).
 
 mod admission;
 mod agent;
+pub mod boot;
 pub mod cli;
 pub mod cloud;
 pub mod cniconf;
@@ -56,14 +61,12 @@ mod shutdown;
 pub mod startup;
 pub use hostnic_store as store;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use hostnic_core::ports::{Clock, CloudNetwork, CloudNics, HostNetwork, NodeReporter, PodSource};
-use hostnic_core::types::InstanceId;
+use hostnic_core::ports::{NodeReporter, PodSource};
 
-pub use agent::AgentError;
+pub use agent::{AgentError, run, run_started};
 pub use cloud::CloudClient;
 pub use cniconf::CONFLIST_NAME;
 pub use hostnic_core::api::introspect;
@@ -99,42 +102,6 @@ pub struct Deps<C, H, K> {
     /// simulator's `--time-scale K` (with a clock K times faster) sets K, and every
     /// interval, backoff and timeout of the agent runs K times faster too.
     pub time_scale: f64,
-}
-
-/// Runs the agent until `shutdown` completes: resolves the node's identity,
-/// opens the engine from the checkpoint, reconciles, replays pending DELs,
-/// then serves the plugin while the pool and reconcile loops run. On shutdown
-/// it stops accepting, lets in-flight requests finish, and leaves the pool,
-/// the checkpoint and the CNI config in place.
-pub async fn run<C, H, K>(
-    deps: Deps<C, H, K>,
-    settings: Settings,
-    instance: InstanceId,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AgentError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    agent::run(deps, settings, instance, shutdown).await
-}
-
-/// [`run`] with an [`Endpoint`] the caller started first (the binary does, so
-/// that failures while it builds the adapters show on `/readyz` too).
-pub async fn run_started<C, H, K>(
-    deps: Deps<C, H, K>,
-    settings: Settings,
-    instance: InstanceId,
-    endpoint: Endpoint,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AgentError>
-where
-    C: CloudNics + CloudNetwork + 'static,
-    H: HostNetwork + 'static,
-    K: Clock + 'static,
-{
-    agent::run_started(deps, settings, instance, endpoint, shutdown).await
 }
 
 /// A kernel event about a NIC link, as the agent reacts to it.

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use hostnic_core::engine::EngineError;
 use hostnic_core::ports::PodSource;
-use hostnic_core::reconcile::{ReconcileAction, ReconcileReport};
+use hostnic_core::reconcile::ReconcileReport;
 
 use crate::HostEvent;
 use hostnic_core::types::PodEvent;
@@ -52,50 +52,11 @@ pub(crate) async fn reconcile_once(
     }
     match &result {
         Ok(report) => {
-            let asked = match (&report.cloud, &report.cloud_error) {
-                (_, Some(_)) => "failed",
-                (Some(_), None) => "asked",
-                (None, None) => "local",
-            };
-            m.inc("hostnic_reconciles_total", &[("cloud", asked)]);
-            if let Some(reason) = &report.cloud {
-                m.inc(
-                    "hostnic_reconcile_cloud_asks_total",
-                    &[("reason", reason.label())],
-                );
-                if !startup {
-                    tracing::debug!(%reason, "the reconcile asked the cloud");
-                }
-            }
-            let name = "hostnic_reconcile_actions_total";
-            m.add(name, &[("kind", "adopted")], report.adopted.len() as u64);
-            m.add(
-                name,
-                &[("kind", "forgotten")],
-                report.forgotten.len() as u64,
-            );
-            m.add(
-                name,
-                &[("kind", "corrected")],
-                report.corrected.len() as u64,
-            );
-            m.add(
-                name,
-                &[("kind", "unprepared")],
-                report.unprepared.len() as u64,
-            );
-            m.add(
-                name,
-                &[("kind", "recovered")],
-                report.recovered.len() as u64,
-            );
-            for action in &report.actions {
-                let kind = match action {
-                    ReconcileAction::Unplumb { .. } => "unplumb",
-                    ReconcileAction::Release { .. } => "release",
-                    ReconcileAction::Replumb { .. } => "replumb",
-                };
-                m.inc(name, &[("kind", kind)]);
+            hostnic_core::metrics::agent::count_reconcile(m, report);
+            if let Some(reason) = &report.cloud
+                && !startup
+            {
+                tracing::debug!(%reason, "the reconcile asked the cloud");
             }
             if !report.is_clean() {
                 tracing::info!(

@@ -99,45 +99,14 @@ impl Shared {
         )
     }
 
-    /// NICs wanted soon: the pods pending on the node (scheduled, no address yet),
-    /// or the ADDs waiting for a NIC when there are more of those (the pod source
-    /// lags). Not their sum: a pending pod's ADD is the same demand, counted once.
+    /// NICs wanted soon: the core's rule on the waiting ADDs and pending pods.
     pub fn demand(&self) -> u32 {
-        self.waiting_without_nic().max(self.pending_without_nic())
-    }
-
-    /// Waiting ADDs whose pod has no NIC yet.
-    fn waiting_without_nic(&self) -> u32 {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.is_empty() {
-            return 0;
-        }
-        self.engine.with_state(|s| {
-            waiting
-                .iter()
-                .filter(|id| s.attachment(id).is_none())
-                .count() as u32
-        })
-    }
-
-    /// Pending pods that have no NIC here yet: one whose ADD succeeded is still
-    /// pending in the pod source until its status catches up, and wants nothing more.
-    fn pending_without_nic(&self) -> u32 {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.is_empty() {
+        if waiting.is_empty() && pending.is_empty() {
             return 0;
         }
-        self.engine.with_state(|s| {
-            let held: std::collections::BTreeSet<(&str, &str)> = s
-                .attachments()
-                .values()
-                .map(|a| (a.pod.namespace.as_str(), a.pod.name.as_str()))
-                .collect();
-            pending
-                .iter()
-                .filter(|(ns, name)| !held.contains(&(ns.as_str(), name.as_str())))
-                .count() as u32
-        })
+        self.engine.with_state(|s| s.demand(&waiting, &pending))
     }
 
     /// Demand for the pool: waiting ADDs and pending pods.
@@ -219,10 +188,7 @@ impl Shared {
             policy: self.policy.as_ref().map(|p| p.enforcer.gauges()),
             instance: Some(self.identity.instance.id.to_string()),
             shadowed: crate::cniconf::shadowing(&self.settings).len() as u32,
-            cloud: self.client.as_ref().map(|c| crate::metrics::CloudGauges {
-                breaker: c.breaker(),
-                budget: c.budget(),
-            }),
+            cloud: self.client.as_ref().map(|c| c.gauges()),
             shortage: self
                 .engine
                 .with_state(|s| s.shortage().map(|s| s.cause.reason())),

@@ -16,7 +16,9 @@
 //! - [`reply`]: the agent's side of the verbs that is pure: engine errors as CNI
 //!   error codes, the ADD reply, the CHECK comparison, the STATUS answer.
 //! - [`introspect`]: the JSON documents of the agent's `/v1/*` endpoints.
+//! - [`admission`]: the plugin socket's byte budget and its "agent busy" answer.
 
+pub mod admission;
 pub mod framing;
 pub mod introspect;
 pub mod messages;

@@ -22,9 +22,11 @@
 //! - [`identity`]: the node's instance, pod vxnets and plumbing, from the cloud.
 //! - [`engine`]: the state machine wired to the ports, runtime-agnostic.
 //! - [`metrics`]: a counter and histogram registry in the Prometheus text format
-//!   (the binaries serve it).
+//!   (the binaries serve it), the agent's families and the `process_*` metrics.
 //! - [`fleet`]: the fleet planner: batched cloud calls for many nodes under one
 //!   request budget (the controller's, and a direct-mode agent's for its node).
+//! - [`startup`]: the start-up record (step, last failure, cause and fix) and the
+//!   diagnosis of the errors a start meets.
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
 //! - [`policy`]: Kubernetes NetworkPolicy: the object model, the pure compiler to
 //!   per-pod allow sets, and `evaluate`.
@@ -48,6 +50,7 @@ pub mod pool;
 pub mod ports;
 pub mod reconcile;
 pub mod recovery;
+pub mod startup;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;

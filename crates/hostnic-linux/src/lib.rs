@@ -23,6 +23,8 @@
 //! ## Layout
 //! - [`netns`]: open/enter/create/delete network namespaces; `setns` only on
 //!   short-lived threads of its own.
+//! - [`agent`]: the node agent's datapath at start (configuration from its
+//!   settings, opened with a diagnosis).
 //! - [`config`]: [`LinuxHostConfig`] and its validation.
 //! - [`host`]: [`LinuxHost`], the port implementation and the inventory.
 //! - [`nic`]: NIC preparation and release.
@@ -31,6 +33,7 @@
 //! - `nft`: the one runner of the `nft` binary.
 //! - [`events`]: link and address notifications ([`LinkEvent`]).
 //! - [`names`]: host veth names.
+//! - [`process`]: the process's own numbers from `/proc/self` (`process_*` metrics).
 //! - `reap`: deferred, batched deletion of the veths of deleted pods ([`ReapTiming`]).
 //! - [`policy`]: NetworkPolicy rendered into the `hostnic` table (per pod chains,
 //!   peer sets, incremental `nft` transactions).
@@ -38,6 +41,7 @@
 //! - `lab` (feature `lab`): the VPC fabric of `hostnic-lab` (namespaces as
 //!   router, nodes and hosts; veth pairs as hot-plugged NICs).
 
+pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -50,6 +54,7 @@ mod nl;
 pub mod node;
 pub mod pod;
 pub mod policy;
+pub mod process;
 mod reap;
 
 pub use config::LinuxHostConfig;

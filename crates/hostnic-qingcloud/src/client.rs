@@ -69,10 +69,7 @@ impl Default for ClientOptions {
         Self {
             request_timeout: Duration::from_secs(30),
             retries: 3,
-            backoff: Backoff {
-                base: Duration::from_millis(500),
-                max: Duration::from_secs(10),
-            },
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
             budget: Some(DEFAULT_BUDGET),
             budget_max_wait: Duration::from_secs(10),
             breaker_probe_interval: Duration::from_secs(60),
@@ -103,10 +100,7 @@ impl ClientOptions {
         let s = |d: Duration| scale_down(d, scale);
         Self {
             request_timeout: s(self.request_timeout),
-            backoff: Backoff {
-                base: s(self.backoff.base),
-                max: s(self.backoff.max),
-            },
+            backoff: Backoff::new(s(self.backoff.initial), s(self.backoff.max)),
             budget: self.budget.map(|b| b.scaled(scale)),
             budget_max_wait: s(self.budget_max_wait),
             breaker_probe_interval: s(self.breaker_probe_interval),
@@ -289,6 +283,21 @@ impl QingCloudClient {
         self.inner.budget.state()
     }
 
+    /// The breaker and the budget as the agent's metrics show them.
+    pub fn gauges(&self) -> hostnic_core::metrics::agent::CloudGauges {
+        let (breaker, budget) = (self.breaker(), self.budget());
+        hostnic_core::metrics::agent::CloudGauges {
+            breaker_status: breaker.status.as_str(),
+            breaker_trips: breaker.trips,
+            breaker_probes: breaker.probes,
+            breaker_refused: breaker.refused,
+            budget_limit: budget.limit.map(|l| (l.requests, l.window)),
+            budget_used: budget.used,
+            budget_remaining: budget.remaining,
+            budget_refused: budget.refused,
+        }
+    }
+
     pub(crate) fn tag_cache(&self) -> &tokio::sync::Mutex<Option<String>> {
         &self.inner.tag_id
     }
@@ -416,10 +425,7 @@ mod tests {
     fn fast_options() -> ClientOptions {
         ClientOptions {
             budget: None,
-            backoff: Backoff {
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(2),
-            },
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
             ..ClientOptions::default()
         }
     }
@@ -441,10 +447,8 @@ mod tests {
         // Gap n is in [base * 2^n, 2 * base * 2^n]: 100-200, 200-400, 400-800 ms.
         for (n, pair) in times.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
-            let (floor, ceiling) = (
-                options.backoff.floor(n as u32),
-                options.backoff.ceiling(n as u32),
-            );
+            let floor = options.backoff.delay(n as u32);
+            let ceiling = floor.saturating_mul(2).min(options.backoff.max);
             assert!(gap >= floor && gap <= ceiling, "gap {n} = {gap:?}");
         }
         let stats = c.stats().snapshot();

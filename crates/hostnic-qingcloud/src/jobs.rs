@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hostnic_core::backoff::ExponentialBackoff;
 use hostnic_core::ports::{CloudError, CloudErrorKind};
 use hostnic_core::types::JobId;
 use tokio::sync::{Notify, oneshot};
@@ -25,7 +26,9 @@ type Answer = Result<JobStatus, CloudError>;
 struct Waiting {
     listeners: Vec<oneshot::Sender<Answer>>,
     due: Instant,
-    delay: Duration,
+    /// Polls that found the job still running: the next comes after
+    /// `job_poll_initial · 2^polls`, capped at `job_poll_max`.
+    polls: u32,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +68,7 @@ impl QingCloudClient {
             let entry = book.jobs.entry(job.clone()).or_insert(Waiting {
                 listeners: Vec::new(),
                 due,
-                delay: initial,
+                polls: 0,
             });
             entry.listeners.push(tx);
             entry.due = entry.due.min(due);
@@ -105,7 +108,8 @@ impl QingCloudClient {
             let ids: Vec<JobId> = poller.lock().jobs.keys().cloned().collect();
             let result = self.job_statuses(&ids).await;
             let now = Instant::now();
-            let max = self.options().job_poll_max;
+            let options = self.options();
+            let backoff = ExponentialBackoff::new(options.job_poll_initial, options.job_poll_max);
             let mut book = poller.lock();
             for id in &ids {
                 let Some(waiting) = book.jobs.get_mut(id) else {
@@ -137,8 +141,9 @@ impl QingCloudClient {
                         }
                     }
                     None => {
-                        waiting.delay = (waiting.delay * 2).min(max).max(Duration::from_millis(1));
-                        waiting.due = now + waiting.delay;
+                        waiting.polls = waiting.polls.saturating_add(1);
+                        let delay = backoff.delay(waiting.polls).max(Duration::from_millis(1));
+                        waiting.due = now + delay;
                     }
                 }
             }

@@ -6,6 +6,8 @@
 //! `sim` feature) a signature-checking simulator of the API for tests and the lab.
 //!
 //! ## Layout
+//! - [`agent`]: what the node agent needs besides the ports: options from its
+//!   settings, the credentials file followed, the cloud on its time scale.
 //! - [`config`]: the `qcsecret` `config.yaml` (credentials, endpoint) and [`Secret`].
 //! - [`signer`]: signature version 1 (HmacSHA256) and request parameters.
 //! - [`errors`]: `ret_code` → [`CloudErrorKind`](hostnic_core::ports::CloudErrorKind).
@@ -25,6 +27,7 @@
 //! - [`sim`] (feature `sim`): the simulator.
 
 pub mod actions;
+pub mod agent;
 pub mod client;
 pub mod config;
 pub mod errors;

@@ -1,101 +1,14 @@
-//! Request accounting shared by the client and the simulator: a request limit over
-//! a sliding window ("N requests in any W seconds", the shape of the account's API
-//! quota and of the client's own budget), the window that counts against it, and
-//! the retry backoff settings. Time is tokio's, so tests run on a paused clock.
+//! Request accounting shared by the client and the simulator: the window that
+//! counts requests against a request limit (the core's [`WindowLimit`], "N
+//! requests in any W seconds", the shape of the account's API quota and of the
+//! client's own budget), and the retry backoff (the core's). Time is tokio's, so tests run on a paused clock.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub use hostnic_core::config::limit::{LimitParseError, WindowLimit, scale_down};
+
 use tokio::time::Instant;
-
-/// At most `requests` requests in any window of `window`: the account quota
-/// (2,000 per 3,600 s by default) or a client's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowLimit {
-    /// Requests allowed per window (at least 1).
-    pub requests: u32,
-    /// The window's length (non-zero).
-    pub window: Duration,
-}
-
-impl WindowLimit {
-    /// The account's default API request quota: 2,000 requests per 3,600 s.
-    pub const ACCOUNT_DEFAULT: WindowLimit = WindowLimit {
-        requests: 2000,
-        window: Duration::from_secs(3600),
-    };
-
-    /// `requests` per `window`.
-    pub fn new(requests: u32, window: Duration) -> Self {
-        Self { requests, window }
-    }
-
-    /// The same limit with its window `scale` times shorter (a simulated hour lived
-    /// in `3600 / scale` seconds). `scale` below 1e-3 is taken as 1e-3.
-    pub fn scaled(self, scale: f64) -> Self {
-        Self {
-            requests: self.requests,
-            window: scale_down(self.window, scale),
-        }
-    }
-
-    /// Parses `N/S` (`2000/3600`) or `off` (`None`).
-    pub fn parse_optional(s: &str) -> Result<Option<Self>, LimitParseError> {
-        if s.trim().eq_ignore_ascii_case("off") {
-            Ok(None)
-        } else {
-            s.parse().map(Some)
-        }
-    }
-}
-
-/// `duration / scale`, with `scale` at least 1e-3.
-pub fn scale_down(duration: Duration, scale: f64) -> Duration {
-    duration.div_f64(scale.max(1e-3))
-}
-
-impl fmt::Display for WindowLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.window.as_secs_f64();
-        if w.fract() == 0.0 {
-            write!(f, "{}/{}", self.requests, w as u64)
-        } else {
-            write!(f, "{}/{w}", self.requests)
-        }
-    }
-}
-
-/// A request limit that cannot be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid request limit {input:?}: expected REQUESTS/SECONDS such as 2000/3600 (both positive), or off"
-)]
-pub struct LimitParseError {
-    /// What was given.
-    pub input: String,
-}
-
-impl FromStr for WindowLimit {
-    type Err = LimitParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || LimitParseError {
-            input: s.to_string(),
-        };
-        let (n, w) = s.trim().split_once('/').ok_or_else(err)?;
-        let requests: u32 = n.trim().parse().map_err(|_| err())?;
-        let secs: f64 = w.trim().parse().map_err(|_| err())?;
-        if requests == 0 || !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-            return Err(err());
-        }
-        Ok(Self {
-            requests,
-            window: Duration::from_secs_f64(secs),
-        })
-    }
-}
 
 /// The times of the requests made in the last window, oldest first. The limit is
 /// passed to each query, so it can change at run time without losing the history.
@@ -162,60 +75,14 @@ impl SlidingWindow {
     }
 }
 
-/// Exponential backoff with jitter between retries of retryable failures: the
-/// delay before retry `n` (0-based) is `base * 2^n` plus up to the same again at
-/// random, capped at `max`. The delays come from tower's `ExponentialBackoff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay's lower bound.
-    pub base: Duration,
-    /// The cap.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The lower bound of the delay before retry number `attempt` (0-based): `base * 2^attempt`, capped.
-    pub fn floor(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(20));
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    /// The upper bound of that delay: twice the floor, capped.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        self.floor(attempt).saturating_mul(2).min(self.max)
-    }
-}
+/// The delays between retries of retryable failures: the core's one backoff
+/// rule. The retry layer waits between `delay(n)` and twice that (capped at
+/// `max`) before retry `n`, the jitter drawn by tower's `ExponentialBackoff`.
+pub use hostnic_core::backoff::ExponentialBackoff as Backoff;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limits_parse_display_and_reject_nonsense() {
-        let l: WindowLimit = "2000/3600".parse().unwrap();
-        assert_eq!(l, WindowLimit::ACCOUNT_DEFAULT);
-        assert_eq!(l.to_string(), "2000/3600");
-        assert_eq!(
-            " 5 / 0.5 ".parse::<WindowLimit>().unwrap().window,
-            Duration::from_millis(500)
-        );
-        assert_eq!(WindowLimit::parse_optional("off").unwrap(), None);
-        assert_eq!(WindowLimit::parse_optional("OFF").unwrap(), None);
-        for bad in [
-            "", "2000", "2000/", "/3600", "0/3600", "10/0", "-1/60", "10/-5", "a/b", "10/nan",
-            "10/inf",
-        ] {
-            let err = bad.parse::<WindowLimit>().unwrap_err();
-            assert!(err.to_string().contains("REQUESTS/SECONDS"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn a_scaled_limit_keeps_its_requests_and_shortens_its_window() {
-        let l = WindowLimit::ACCOUNT_DEFAULT.scaled(60.0);
-        assert_eq!(l.requests, 2000);
-        assert_eq!(l.window, Duration::from_secs(60));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn the_window_admits_n_then_frees_a_slot_when_the_oldest_ages_out() {
@@ -258,14 +125,12 @@ mod tests {
 
     #[test]
     fn backoff_bounds_double_up_to_the_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.floor(0), Duration::from_millis(100));
-        assert_eq!(b.ceiling(0), Duration::from_millis(200));
-        assert_eq!(b.floor(3), Duration::from_millis(800));
-        assert_eq!(b.ceiling(3), Duration::from_secs(1));
-        assert_eq!(b.floor(60), Duration::from_secs(1));
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let ceiling = |n| b.delay(n).saturating_mul(2).min(b.max);
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(ceiling(0), Duration::from_millis(200));
+        assert_eq!(b.delay(3), Duration::from_millis(800));
+        assert_eq!(ceiling(3), Duration::from_secs(1));
+        assert_eq!(b.delay(60), Duration::from_secs(1));
     }
 }

@@ -63,10 +63,7 @@ async fn hundred_nics_at_fault_rate_0_2_leak_nothing() {
         ClientOptions {
             budget: None,
             retries: 3,
-            backoff: Backoff {
-                base: Duration::from_millis(2),
-                max: Duration::from_millis(20),
-            },
+            backoff: Backoff::new(Duration::from_millis(2), Duration::from_millis(20)),
             job_poll_initial: Duration::from_millis(5),
             job_poll_max: Duration::from_millis(10),
             ..ClientOptions::default()

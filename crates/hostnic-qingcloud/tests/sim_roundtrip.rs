@@ -38,10 +38,7 @@ fn fast_config() -> SimConfig {
 fn fast_options() -> ClientOptions {
     ClientOptions {
         budget: None,
-        backoff: Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-        },
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(50)),
         job_poll_initial: Duration::from_millis(5),
         job_poll_max: Duration::from_millis(20),
         request_timeout: Duration::from_secs(5),

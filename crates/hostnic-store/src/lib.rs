@@ -1,8 +1,10 @@
 //! # hostnic-store
 //!
-//! The node agent's checkpoint on disk (the core's `CheckpointStore` port), and
-//! atomic file writes. An adapter like the others: it depends on `hostnic-core`
-//! only.
+//! The node agent's files: its checkpoint on disk (the core's `CheckpointStore`
+//! port), atomic file writes, the pending DELs the plugin leaves ([`pending`]),
+//! the CNI configuration and plugin install ([`cni`]) and the fingerprints of the
+//! files it read at start ([`fingerprint`]). An adapter like the others: it
+//! depends on `hostnic-core` only.
 //!
 //! [`write_atomic`]: a write goes to a temporary file in the same directory, is
 //! `fsync`ed, renamed over the target and the directory is `fsync`ed: after a
@@ -64,6 +66,12 @@
 //! (the newest generation wins a load; a torn write leaves the newest intact record
 //! further on): a full disk stops nothing while the journal exists. Without one, a
 //! full disk fails a save with [`StoreErrorKind::NoSpace`], which names the disk.
+
+pub mod cni;
+mod fingerprint;
+pub mod pending;
+
+pub use fingerprint::fingerprint;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -768,7 +776,7 @@ fn encode_record(base: u64, checkpoint: &Checkpoint) -> Result<Vec<u8>, String> 
 
 /// 64-bit FNV-1a (the `fnv` crate): names a snapshot in the records that follow
 /// it. Part of the on-disk format: journals written by earlier agents use it too.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     use std::hash::Hasher as _;
     let mut hasher = fnv::FnvHasher::default();
     hasher.write(bytes);

@@ -75,6 +75,30 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         matches!(self, Readiness::Ready)
     }
+
+    /// Why the node is not ready, in words for `/readyz` and `/v1/status`; with
+    /// `blocked`, why the pool cannot grow when the cloud said (a full vxnet, a
+    /// quota, a refusal).
+    pub fn explain(&self, blocked: Option<&Shortage>) -> String {
+        match (self, blocked) {
+            (Readiness::NodeFull { assigned, max }, _) => format!(
+                "the node is full: {assigned} of its {max} pod NICs are assigned (max_nics)"
+            ),
+            (Readiness::CloudUnavailable | Readiness::CannotGrow(_), Some(blocked)) => {
+                format!(
+                    "no NIC ready and none can be created: {}",
+                    blocked.describe()
+                )
+            }
+            (Readiness::CloudUnavailable, None) => {
+                "no NIC ready and the cloud did not answer the last pool round".into()
+            }
+            (Readiness::CannotGrow(cause), None) => {
+                format!("no NIC ready and none can be created: {}", cause.reason())
+            }
+            (Readiness::Ready, _) => "no NIC ready and none can be created".into(),
+        }
+    }
 }
 
 #[cfg(test)]

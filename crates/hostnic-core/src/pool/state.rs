@@ -321,6 +321,32 @@ impl NodeState {
         &self.attachments
     }
 
+    /// NICs wanted soon: the pods pending on the node (`pending`: scheduled, no
+    /// address yet) or the ADDs waiting for a NIC (`waiting`) when there are more
+    /// of those (the pod source lags), each counted only while it holds no NIC
+    /// here (a pod whose ADD succeeded stays pending in the source until its
+    /// status catches up). Not their sum: a pending pod's ADD is the same demand.
+    pub fn demand(
+        &self,
+        waiting: &std::collections::BTreeSet<AttachmentId>,
+        pending: &std::collections::BTreeSet<(String, String)>,
+    ) -> u32 {
+        let waiting = waiting
+            .iter()
+            .filter(|id| self.attachment(id).is_none())
+            .count();
+        let held: std::collections::BTreeSet<(&str, &str)> = self
+            .attachments
+            .values()
+            .map(|a| (a.pod.namespace.as_str(), a.pod.name.as_str()))
+            .collect();
+        let pending = pending
+            .iter()
+            .filter(|(ns, name)| !held.contains(&(ns.as_str(), name.as_str())))
+            .count();
+        waiting.max(pending) as u32
+    }
+
     /// The attachment `id`, if any.
     pub fn attachment(&self, id: &AttachmentId) -> Option<&PodAttachment> {
         self.attachments.get(id)

@@ -25,10 +25,11 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// At most `retries` retries, waiting `backoff.floor(n)..=backoff.ceiling(n)` before retry `n`.
+    /// At most `retries` retries, waiting `backoff.delay(n)` to twice that (capped
+    /// at `backoff.max`) before retry `n`.
     pub fn new(retries: u32, backoff: Backoff) -> Self {
         let max = backoff.max.max(Duration::from_millis(1));
-        let min = backoff.base.min(max);
+        let min = backoff.initial.min(max);
         // Jitter 1.0: up to the base delay again at random (capped at `max`).
         let maker = ExponentialBackoffMaker::new(min, max, 1.0, HasherRng::default())
             .expect("min <= max, max > 0 and jitter 1.0 are valid");

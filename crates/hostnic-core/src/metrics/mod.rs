@@ -3,6 +3,9 @@
 //! from any task, rendered on scrape. Pure formatting, no I/O: the binary
 //! serves the text and supplies the gauges it computes at scrape time.
 
+pub mod agent;
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;

@@ -1,4 +1,10 @@
-//! Pool and allocation settings, with the original hostnic's defaults.
+//! Pool and allocation settings, with the original hostnic's defaults; the node
+//! agent's whole configuration ([`agent`]), the CNI conflist it writes
+//! ([`conflist`]) and request limits ([`limit`]).
+
+pub mod agent;
+pub mod conflist;
+pub mod limit;
 
 use std::time::Duration;
 
