@@ -269,10 +269,20 @@ impl NodeState {
                     // started may still be running. Only a job the cloud says is running
                     // keeps its NIC uncertain (the pool polls the job); otherwise the
                     // cloud shows where the NIC is, and that settles it at once.
+                    // A recorded job whose status could not be read (the DescribeJobs
+                    // failed) may be running too, and so may the job of a call that was
+                    // sent but whose answer was lost (uncertain, no job id): only the
+                    // job's status, its effect or the job timeout settles those.
+                    let job_unread = entry.job.is_some() && job.is_none();
+                    let unanswered = matches!(
+                        entry.link,
+                        CloudLink::Uncertain { since, .. }
+                            if entry.job.is_none() && now.since(since) < self.config.job_timeout * 2
+                    );
                     if startup
                         && let Some(attaching) = moving
                         && attaching != attached_here
-                        && job == Some(JobStatus::Running)
+                        && (job == Some(JobStatus::Running) || job_unread || unanswered)
                     {
                         let since = match entry.link {
                             CloudLink::Uncertain { since, .. } => since,

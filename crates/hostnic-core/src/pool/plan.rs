@@ -434,12 +434,14 @@ impl NodeState {
 
     /// Outcome of a `Delete { nics }`.
     pub fn delete_done(&mut self, nics: &[NicId], result: Result<(), CloudError>, now: Timestamp) {
-        let gone = match &result {
-            Ok(()) => true,
-            Err(e) => e.kind == CloudErrorKind::NotFound,
-        };
+        let gone = result.is_ok();
+        // NotFound for a NIC the node holds says the cloud does not see it where the
+        // node thinks it is, not that it is gone: it may be attached after all (an
+        // attach that failed after its effect). It stays counted against `max_nics`,
+        // uncertain, until the cloud is asked where it is.
+        let doubt = matches!(&result, Err(e) if e.kind == CloudErrorKind::NotFound);
         match &result {
-            Err(e) if !gone => self.cloud_failed(ActionKind::Delete, e, now),
+            Err(e) if !doubt => self.cloud_failed(ActionKind::Delete, e, now),
             _ => self.cloud_succeeded(ActionKind::Delete),
         }
         let mut freed = Vec::new();
@@ -454,6 +456,12 @@ impl NodeState {
                 if let Some(entry) = self.nics.remove(id) {
                     freed.push(entry.vxnet);
                 }
+            } else if doubt {
+                e.link = CloudLink::Uncertain {
+                    attaching: false,
+                    since: now,
+                };
+                e.host_ready = false;
             } else {
                 e.link = CloudLink::Unattached;
             }
