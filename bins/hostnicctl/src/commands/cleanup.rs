@@ -25,7 +25,7 @@ use super::cloud::{Credentials, tag_names};
 use super::introspect::table;
 
 /// The instance id file of a QingCloud instance.
-const INSTANCE_ID_FILE: &str = "/etc/qingcloud/instance-id";
+use hostnic_qingcloud::agent::INSTANCE_ID_FILE;
 
 /// How long a DetachNics job may take.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(300);
