@@ -48,6 +48,7 @@ pub mod pool;
 pub mod ports;
 pub mod reconcile;
 pub mod recovery;
+pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;
