@@ -211,9 +211,11 @@ impl NodeAllocator {
     /// Rebuilds the allocator after a restart or a reboot from what survives:
     /// the checkpoint if any, the node's status, and the pods alive on the node
     /// with their addresses (the datapath's inventory). Live pods win over the
-    /// checkpoint; recorded pods that are not alive are released. Without a
-    /// checkpoint nobody knows which addresses were freed recently, so every
-    /// address no live pod holds cools down from `now`.
+    /// checkpoint; recorded pods that are not alive are released. Every address
+    /// no live pod holds cools down from `now`: without a checkpoint, or with one
+    /// older than the last DEL (a crash between the DEL and its write), nobody
+    /// knows which addresses were freed recently. A restarted node so waits at
+    /// most one cooldown before reusing an address, never less.
     pub fn recover(
         checkpoint: Option<NodeAllocator>,
         cooldown: Duration,
@@ -221,7 +223,6 @@ impl NodeAllocator {
         live: &[(PodKey, Ipv4Addr)],
         now: Timestamp,
     ) -> (NodeAllocator, Recovery) {
-        let fresh = checkpoint.is_none();
         let mut alloc = checkpoint.unwrap_or_else(|| NodeAllocator::new(cooldown));
         alloc.cooldown_ms = cooldown.as_millis() as u64;
         let mut report = Recovery::default();
@@ -247,7 +248,10 @@ impl NodeAllocator {
         alloc.sync_blocks(assigned);
         for (pod, addr) in live {
             if !alloc.blocks.values().any(|h| h.block.range.contains(*addr)) {
+                // Torn down now: should its block come (back) later, the address
+                // still rests for the cooldown first.
                 report.outside.push((pod.clone(), *addr));
+                alloc.cooling.insert(*addr, now.plus(cooldown));
                 continue;
             }
             match alloc.owners.get(addr) {
@@ -260,17 +264,16 @@ impl NodeAllocator {
                 }
             }
         }
-        if fresh {
-            let until = now.plus(cooldown);
-            let idle: Vec<Ipv4Addr> = alloc
-                .blocks
-                .values()
-                .flat_map(|h| h.block.range.addrs())
-                .filter(|a| !alloc.owners.contains_key(a))
-                .collect();
-            for addr in idle {
-                alloc.cooling.insert(addr, until);
-            }
+        let until = now.plus(cooldown);
+        let idle: Vec<Ipv4Addr> = alloc
+            .blocks
+            .values()
+            .flat_map(|h| h.block.range.addrs())
+            .filter(|a| !alloc.owners.contains_key(a))
+            .collect();
+        for addr in idle {
+            let cooling = alloc.cooling.entry(addr).or_insert(until);
+            *cooling = (*cooling).max(until);
         }
         (alloc, report)
     }
@@ -342,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_trusts_live_pods_and_cools_every_idle_address_without_a_checkpoint() {
+    fn recovery_trusts_live_pods_and_cools_every_idle_address() {
         let blocks = [block("10.0.0.16/28")];
         let live = [
             (pod(1), "10.0.0.20".parse().unwrap()),

@@ -189,7 +189,7 @@ enum Phase {
     Reserving { since: Timestamp },
     Active,
     Retiring,
-    Releasing,
+    Releasing { since: Timestamp },
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +206,23 @@ struct VxnetBlocks {
     vxnet: Vxnet,
     foreign: BTreeSet<Ipv4Addr>,
     blocks: BTreeMap<Ipv4Net, Held>,
+    /// Windows released lately and when they may be reserved again: an address
+    /// rests for the cooldown between its last pod (on one node) and its next (on
+    /// any node), also when its node left.
+    resting: BTreeMap<Ipv4Net, Timestamp>,
+}
+
+impl VxnetBlocks {
+    /// Forgets a block; one that was being released rests from then on.
+    fn forget(&mut self, window: Ipv4Net, cooldown: std::time::Duration) {
+        if let Some(Held {
+            phase: Phase::Releasing { since },
+            ..
+        }) = self.blocks.remove(&window)
+        {
+            self.resting.insert(window, since.plus(cooldown));
+        }
+    }
 }
 
 /// The controller's block planner (see the [module](self) docs).
@@ -245,6 +262,7 @@ impl BlockPlanner {
                 vxnet: listing.vxnet.clone(),
                 foreign: BTreeSet::new(),
                 blocks: BTreeMap::new(),
+                resting: BTreeMap::new(),
             });
         entry.vxnet = listing.vxnet;
         let mut foreign: BTreeSet<Ipv4Addr> = listing.nic_addrs.iter().copied().collect();
@@ -267,10 +285,18 @@ impl BlockPlanner {
         }
         entry.foreign = foreign;
         let timeout = self.config.reserve_timeout;
-        entry.blocks.retain(|window, held| {
-            listed.contains_key(window)
-                || matches!(held.phase, Phase::Reserving { since } if listing.at < since.plus(timeout))
-        });
+        let gone: Vec<Ipv4Net> = entry
+            .blocks
+            .iter()
+            .filter(|(window, held)| {
+                !listed.contains_key(*window)
+                    && !matches!(held.phase, Phase::Reserving { since } if listing.at < since.plus(timeout))
+            })
+            .map(|(window, _)| *window)
+            .collect();
+        for window in gone {
+            entry.forget(window, self.config.cooldown);
+        }
         for (window, (node, count)) in listed {
             let Some(block) = Block::in_vxnet(cidr, window) else {
                 continue;
@@ -366,9 +392,9 @@ impl BlockPlanner {
             && entry
                 .blocks
                 .get(&block.window)
-                .is_some_and(|h| h.phase == Phase::Releasing)
+                .is_some_and(|h| matches!(h.phase, Phase::Releasing { .. }))
         {
-            entry.blocks.remove(&block.window);
+            entry.forget(block.window, self.config.cooldown);
         }
     }
 
@@ -388,7 +414,7 @@ impl BlockPlanner {
                     block: h.block,
                     retiring: false,
                 }),
-                Phase::Retiring | Phase::Releasing => Some(AssignedBlock {
+                Phase::Retiring | Phase::Releasing { .. } => Some(AssignedBlock {
                     block: h.block,
                     retiring: true,
                 }),
@@ -430,10 +456,13 @@ impl BlockPlanner {
         // first settles, then goes next round).
         for (id, entry) in &mut self.vxnets {
             for held in entry.blocks.values_mut() {
-                if !present.contains(&held.node) && !matches!(held.phase, Phase::Reserving { .. }) {
-                    held.phase = Phase::Releasing;
+                if !present.contains(&held.node)
+                    && matches!(held.phase, Phase::Active | Phase::Retiring)
+                {
+                    held.phase = Phase::Releasing { since: now };
                 }
             }
+            entry.resting.retain(|_, until| *until > now);
             let _ = id;
         }
         for report in reports {
@@ -452,7 +481,7 @@ impl BlockPlanner {
             for held in entry
                 .blocks
                 .values()
-                .filter(|h| h.phase == Phase::Releasing)
+                .filter(|h| matches!(h.phase, Phase::Releasing { .. }))
             {
                 plan.intents.push(BlockIntent::Release {
                     node: held.node.clone(),
@@ -479,7 +508,7 @@ impl BlockPlanner {
             let empty = used.is_some_and(|u| u.in_use + u.cooling == 0);
             match held.phase {
                 Phase::Retiring if empty && used.is_some_and(|u| u.retired) => {
-                    held.phase = Phase::Releasing
+                    held.phase = Phase::Releasing { since: now }
                 }
                 Phase::Active => {
                     held.empty_since = if empty {
@@ -588,7 +617,11 @@ impl BlockPlanner {
                 let clear =
                     !entry.blocks.values().any(|h| {
                         h.block.window.contains(&window) || window.contains(&h.block.window)
-                    }) && !entry.foreign.iter().any(|a| block.range.contains(*a));
+                    }) && !entry
+                        .resting
+                        .keys()
+                        .any(|r| r.contains(&window) || window.contains(r))
+                        && !entry.foreign.iter().any(|a| block.range.contains(*a));
                 clear.then_some(block)
             });
             if let Some(block) = found {
