@@ -502,23 +502,17 @@ impl BlockPlanner {
         let in_use: u32 = report.blocks.iter().map(|u| u.in_use).sum();
         let mine = |h: &Held| h.node == report.node;
 
-        // Retired and drained blocks are released; empty time is tracked.
-        for held in entry.blocks.values_mut().filter(|h| mine(h)) {
-            let used = uses.get(&held.block.window);
-            let empty = used.is_some_and(|u| u.in_use + u.cooling == 0);
-            match held.phase {
-                Phase::Retiring if empty && used.is_some_and(|u| u.retired) => {
-                    held.phase = Phase::Releasing { since: now }
-                }
-                Phase::Active => {
-                    held.empty_since = if empty {
-                        Some(held.empty_since.unwrap_or(now))
-                    } else {
-                        None
-                    };
-                }
-                _ => {}
-            }
+        // How long each active block has been empty (cooling addresses count
+        // as used: they are not free to go to another node yet).
+        for held in entry
+            .blocks
+            .values_mut()
+            .filter(|h| mine(h) && h.phase == Phase::Active)
+        {
+            let empty = uses
+                .get(&held.block.window)
+                .is_some_and(|u| u.in_use + u.cooling == 0);
+            held.empty_since = empty.then(|| held.empty_since.unwrap_or(now));
         }
 
         let need = report
@@ -540,8 +534,9 @@ impl BlockPlanner {
         };
 
         let (cap, used) = free(entry);
-        if cap - used < need {
-            // Room first from a retiring block (no call), else one reservation at a time.
+        let short = cap - used < need;
+        if short {
+            // Room first from a retiring block (no call).
             if let Some(held) = entry
                 .blocks
                 .values_mut()
@@ -549,7 +544,25 @@ impl BlockPlanner {
             {
                 held.phase = Phase::Active;
                 held.empty_since = None;
-            } else if !entry
+            }
+        }
+
+        // Retiring blocks the node says it drained are released.
+        for held in entry
+            .blocks
+            .values_mut()
+            .filter(|h| mine(h) && h.phase == Phase::Retiring)
+        {
+            let used = uses.get(&held.block.window);
+            if used.is_some_and(|u| u.retired && u.in_use + u.cooling == 0) {
+                held.phase = Phase::Releasing { since: now };
+            }
+        }
+
+        let (cap, used) = free(entry);
+        if cap - used < need {
+            // One reservation at a time.
+            if !entry
                 .blocks
                 .values()
                 .any(|h| mine(h) && matches!(h.phase, Phase::Reserving { .. }))
