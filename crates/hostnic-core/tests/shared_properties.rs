@@ -151,7 +151,7 @@ impl World {
         let mut vips = BTreeMap::new();
         let mut nic_addrs = Vec::new();
         for (i, f) in foreign.iter().enumerate() {
-            let addr = Ipv4Addr::new(10, 0, (f % 2) as u8, f.max(&2).min(&253).to_owned());
+            let addr = Ipv4Addr::new(10, 0, f % 2, (*f).clamp(2, 253));
             if i % 2 == 0 {
                 vips.insert(addr, "someone-else".to_string());
             } else {

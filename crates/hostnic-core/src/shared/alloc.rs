@@ -182,7 +182,7 @@ impl NodeAllocator {
             .filter(|h| !h.retired)
             .flat_map(|h| h.block.range.addrs())
             .filter(|a| {
-                !self.owners.contains_key(a) && !self.cooling.get(a).is_some_and(|u| *u > now)
+                !self.owners.contains_key(a) && self.cooling.get(a).is_none_or(|u| *u <= now)
             })
             .count() as u32
     }
