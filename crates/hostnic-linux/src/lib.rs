@@ -38,6 +38,7 @@
 //! - `lab` (feature `lab`): the VPC fabric of `hostnic-lab` (namespaces as
 //!   router, nodes and hosts; veth pairs as hot-plugged NICs).
 
+pub mod arp;
 pub mod config;
 pub mod error;
 pub mod events;
