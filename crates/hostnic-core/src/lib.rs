@@ -25,6 +25,8 @@
 //!   (the binaries serve it), the agent's families and the `process_*` metrics.
 //! - [`fleet`]: the fleet planner: batched cloud calls for many nodes under one
 //!   request budget (the controller's, and a direct-mode agent's for its node).
+//! - [`shared`]: shared-NIC mode: node-affine VIP blocks of a vxnet (the block
+//!   planner) and the node's address allocator inside its blocks.
 //! - [`startup`]: the start-up record (step, last failure, cause and fix) and the
 //!   diagnosis of the errors a start meets.
 //! - [`api`]: serde types and framing of the CNI plugin ↔ agent protocol.
@@ -50,6 +52,7 @@ pub mod pool;
 pub mod ports;
 pub mod reconcile;
 pub mod recovery;
+pub mod shared;
 pub mod startup;
 #[cfg(feature = "testing")]
 pub mod testing;

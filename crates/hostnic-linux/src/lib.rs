@@ -25,6 +25,8 @@
 //!   short-lived threads of its own.
 //! - [`agent`]: the node agent's datapath at start (configuration from its
 //!   settings, opened with a diagnosis).
+//! - [`arp`]: shared mode's address claims: a proxy neighbour entry for exactly
+//!   one address on a link, and its gratuitous ARP.
 //! - [`config`]: [`LinuxHostConfig`] and its validation.
 //! - [`host`]: [`LinuxHost`], the port implementation and the inventory.
 //! - [`nic`]: NIC preparation and release.
@@ -42,6 +44,7 @@
 //!   router, nodes and hosts; veth pairs as hot-plugged NICs).
 
 pub mod agent;
+pub mod arp;
 pub mod config;
 pub mod error;
 pub mod events;
