@@ -583,6 +583,7 @@ where
                     PoolAction::Prepare { .. } => "prepare".to_string(),
                     PoolAction::Detach { nics } => format!("detach {}", nics.len()),
                     PoolAction::Delete { nics } => format!("delete {}", nics.len()),
+                    PoolAction::Release { nics } => format!("release {}", nics.len()),
                 }).filter(|a| a != "prepare").collect::<Vec<_>>(),
                 demand = self.lock().demand,
                 "pool round"
@@ -680,6 +681,30 @@ where
     /// the API refused may succeed now, so the pool's holds and backoffs end.
     pub fn credentials_changed(&self) {
         self.lock().credentials_changed();
+    }
+
+    /// Switches the engine's pool to controller mode: no cloud call from pool
+    /// rounds; NICs come from [`Engine::supplied`] and the node's need goes out
+    /// through [`Engine::supply_request`].
+    pub fn set_supplied_mode(&self, on: bool) {
+        self.lock().set_supplied_mode(on);
+    }
+
+    /// Controller mode: what to ask the supplier for now
+    /// ([`NodeState::supply_request`]).
+    pub fn supply_request(
+        &self,
+        node: &crate::fleet::NodeName,
+        waiting: u32,
+    ) -> crate::fleet::NodeDemand {
+        self.lock().supply_request(node, waiting)
+    }
+
+    /// Controller mode: what the supplier says the node has
+    /// ([`NodeState::supplied`]); written to the checkpoint.
+    pub fn supplied(&self, supplied: &crate::ports::Supplied) -> Result<Vec<Vxnet>, StoreError> {
+        let now = self.clock.now();
+        self.mutate_durably(|s| s.supplied(supplied, now))
     }
 
     /// Runs pool rounds until one has nothing to do (or `max_rounds`); returns the rounds run.
@@ -781,6 +806,34 @@ where
                 let err = result.as_ref().err().cloned();
                 self.mutate_durably(|s| s.detach_done(&ids, result, self.clock.now()))?;
                 err.map_or(Ok(()), |e| Err(e.into()))
+            }
+            PoolAction::Release { nics } => {
+                let mut released = Vec::new();
+                let mut errors = Vec::new();
+                for nic in &nics {
+                    match self.host.release_nic(nic).await {
+                        Ok(()) => released.push(nic.nic.clone()),
+                        Err(e) if e.kind == HostErrorKind::NotFound => {
+                            released.push(nic.nic.clone())
+                        }
+                        Err(e) => errors.push(format!("{}: {e}", nic.nic)),
+                    }
+                }
+                let failed: Vec<NicId> = nics
+                    .iter()
+                    .map(|n| n.nic.clone())
+                    .filter(|id| !released.contains(id))
+                    .collect();
+                self.mutate_durably(|s| {
+                    s.released_on_host(&released);
+                    // Not released: tried again by the next plan.
+                    s.release_failed(&failed);
+                })?;
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(EngineError::Many(errors))
+                }
             }
             PoolAction::Delete { nics } => {
                 let result = self.cloud.delete_nics(&nics).await;
