@@ -117,9 +117,7 @@ impl World {
             }
         }
         self.ask()?;
-        self.state
-            .check_invariants()
-            .map_err(TestCaseError::fail)?;
+        self.state.check_invariants().map_err(TestCaseError::fail)?;
         Ok(())
     }
 
