@@ -93,6 +93,10 @@ pub struct PoolRound {
 /// The node's state machine wired to its ports.
 pub struct Engine<C, H, K, S> {
     cloud: C,
+    /// Controller mode: where the node's NICs come from ([`CloudNics::supplier`]).
+    supplier: Option<std::sync::Arc<dyn crate::ports::NicSupply>>,
+    /// Controller mode: the supply last taken (an unchanged one is not taken again).
+    last_supplied: Mutex<Option<crate::ports::Supplied>>,
     host: H,
     clock: K,
     store: S,
@@ -157,6 +161,9 @@ where
             }
             None => NodeState::new(config, instance, vxnets),
         };
+        let supplier = cloud.supplier();
+        let mut state = state;
+        state.set_supplied_mode(supplier.is_some());
         let load_state = match damage {
             Some(d) => LoadState::Damaged(d),
             None if restored => LoadState::Clean,
@@ -164,6 +171,8 @@ where
         };
         Ok(Self {
             cloud,
+            supplier,
+            last_supplied: Mutex::new(None),
             host,
             clock,
             store,
@@ -572,6 +581,9 @@ where
     /// Rounds do not overlap; a second caller waits for the first round to end.
     pub async fn run_pool(&self) -> PoolRound {
         let _running = self.pool_running.lock().await;
+        if let Some(supplier) = &self.supplier {
+            return self.run_supplied_pool(supplier.as_ref()).await;
+        }
         self.settle_uncertain().await;
         let actions = self.mutate_later(|s| s.plan(self.clock.now()));
         let count = actions.len();
@@ -593,6 +605,47 @@ where
         PoolRound {
             actions: count,
             failures: results.into_iter().filter_map(Result::err).collect(),
+        }
+    }
+
+    /// Controller mode's pool round: takes what the supplier says the node has,
+    /// runs the host actions (prepare, release), then publishes the node's
+    /// request. A supplier that cannot be reached changes nothing: the node
+    /// serves from what it has and asks again next round.
+    async fn run_supplied_pool(&self, supplier: &dyn crate::ports::NicSupply) -> PoolRound {
+        let mut failures = Vec::new();
+        match supplier.supplied().await {
+            Ok(supplied) => {
+                let mut last = self.last_supplied.lock().unwrap_or_else(|p| p.into_inner());
+                if last.as_ref() != Some(&supplied) {
+                    if let Some(refusal) = &supplied.refusal {
+                        tracing::warn!(%refusal, "the controller refuses the node's request");
+                    }
+                    match self.supplied(&supplied) {
+                        Ok(_) => *last = Some(supplied),
+                        Err(e) => failures.push(e.into()),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading what the node was supplied"),
+        }
+        let actions = self.mutate_later(|s| s.plan(self.clock.now()));
+        let count = actions.len();
+        let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
+        failures.extend(results.into_iter().filter_map(Result::err));
+        let request = {
+            let mut s = self.lock();
+            let now = self.clock.now();
+            let waiting = s.demand.saturating_sub(s.assignable(now) as u32);
+            let node = crate::fleet::NodeName::new(s.instance().as_str());
+            s.supply_request(&node, waiting)
+        };
+        if let Err(e) = supplier.request(&request).await {
+            tracing::debug!(error = %e, "publishing the node's request");
+        }
+        PoolRound {
+            actions: count,
+            failures,
         }
     }
 

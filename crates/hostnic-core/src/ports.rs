@@ -159,6 +159,14 @@ pub trait CloudNics: Send + Sync {
             .map(|j| (j.clone(), JobStatus::Unknown))
             .collect())
     }
+
+    /// When another component makes this node's cloud calls (the agent's
+    /// controller mode), the supply it answers through: the engine then makes no
+    /// cloud call from its pool, publishes its request there and takes the NICs
+    /// it is supplied. Default: none, the node calls the cloud itself.
+    fn supplier(&self) -> Option<Arc<dyn NicSupply>> {
+        None
+    }
 }
 
 /// Read-only topology of the cloud: the node's instance, vxnets and VPC networks.
@@ -216,6 +224,9 @@ impl<T: CloudNics + ?Sized> CloudNics for Arc<T> {
         jobs: &[JobId],
     ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
         (**self).job_statuses(jobs).await
+    }
+    fn supplier(&self) -> Option<Arc<dyn NicSupply>> {
+        (**self).supplier()
     }
 }
 
