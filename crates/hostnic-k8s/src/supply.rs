@@ -16,7 +16,10 @@
 //!   30 s), so the agent keeps serving from its pool while the API server or the
 //!   controller is down.
 //! - **Status watched** with a `metadata.name` field selector (one object, never
-//!   a cluster-wide watch); [`NicSupply::changes`] streams every status seen.
+//!   a cluster-wide watch); [`NicSupply::supplied`] answers from the watch's
+//!   copy once it has listed the object (a pool round costs the API server
+//!   nothing; the last status seen stays while the API server is down), and
+//!   [`NicSupply::changes`] streams every status seen.
 //!
 //! Writes (creates and spec replaces) are counted ([`KubeNicSupply::writes`]):
 //! the harness measures the agents' API traffic from it and from the fake API
@@ -68,7 +71,8 @@ pub struct KubeNicSupply {
     api: Api<HostnicNode>,
     node: String,
     demand: watch::Sender<Option<NodeDemand>>,
-    status: watch::Receiver<Supplied>,
+    /// The status last watched; `None` until the watch has listed the object.
+    status: watch::Receiver<Option<Supplied>>,
     writes: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -86,7 +90,7 @@ impl KubeNicSupply {
     pub fn spawn(client: Client, node: &str, options: SupplyOptions) -> Self {
         let api: Api<HostnicNode> = Api::all(client.clone());
         let (demand_tx, demand_rx) = watch::channel(None);
-        let (status_tx, status_rx) = watch::channel(Supplied::default());
+        let (status_tx, status_rx) = watch::channel(None);
         let writes = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             api: api.clone(),
@@ -130,6 +134,11 @@ impl NicSupply for KubeNicSupply {
     }
 
     async fn supplied(&self) -> Result<Supplied, SupplyError> {
+        // The watch's copy once it has listed the object: a pool round costs the
+        // API server nothing.
+        if let Some(s) = self.status.borrow().clone() {
+            return Ok(s);
+        }
         match self.api.get_opt(&self.node).await {
             Ok(Some(obj)) => Ok(supplied_of(&obj)),
             Ok(None) => Ok(Supplied::default()),
@@ -140,9 +149,13 @@ impl NicSupply for KubeNicSupply {
     fn changes(&self) -> BoxStream<'static, Supplied> {
         let rx = self.status.clone();
         futures::stream::unfold(rx, |mut rx| async move {
-            rx.changed().await.ok()?;
-            let s = rx.borrow_and_update().clone();
-            Some((s, rx))
+            loop {
+                rx.changed().await.ok()?;
+                let seen = rx.borrow_and_update().clone();
+                if let Some(s) = seen {
+                    return Some((s, rx));
+                }
+            }
         })
         .boxed()
     }
@@ -318,25 +331,33 @@ impl Writer {
     }
 }
 
-async fn watch_status(api: Api<HostnicNode>, node: String, tx: watch::Sender<Supplied>) {
+async fn watch_status(api: Api<HostnicNode>, node: String, tx: watch::Sender<Option<Supplied>>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut listed: Option<Supplied> = None;
     while let Some(event) = stream.next().await {
-        let obj = match event {
-            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => obj,
-            Ok(watcher::Event::Delete(_)) => HostnicNode::new(&node, HostnicNodeSpec::default()),
-            Ok(_) => continue,
+        let supplied = match event {
+            Ok(watcher::Event::Apply(obj)) => supplied_of(&obj),
+            Ok(watcher::Event::Delete(_)) => Supplied::default(),
+            Ok(watcher::Event::Init) => {
+                listed = None;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                listed = Some(supplied_of(&obj));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => listed.take().unwrap_or_default(),
             Err(e) => {
                 tracing::debug!(node = %node, error = %e, "watching the node's HostnicNode");
                 continue;
             }
         };
-        let supplied = supplied_of(&obj);
         tx.send_if_modified(|s| {
-            if *s == supplied {
+            if s.as_ref() == Some(&supplied) {
                 false
             } else {
-                *s = supplied;
+                *s = Some(supplied);
                 true
             }
         });
