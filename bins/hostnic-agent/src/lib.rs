@@ -30,6 +30,8 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
 //!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
 //!   on loopback only), with bounded connections.
+//! - [`supply`]: controller mode's composition: the core's `SuppliedCloud` over
+//!   the node's `NicSupply`, the pool woken when the status changes.
 //! - [`startup`]: each start-up step retried with what holds it up (cause, fix,
 //!   permanent or not) on `/readyz`, `/v1/status` and in the log.
 //! - [`metrics`]: Prometheus text exposition.
@@ -54,6 +56,7 @@ pub mod settings;
 mod shared;
 mod shutdown;
 pub mod startup;
+pub mod supply;
 pub use hostnic_store as store;
 
 use std::future::Future;

@@ -16,10 +16,10 @@ use futures::StreamExt;
 use hostnic_agent::cli::{Cli, CloudKind, HostKind};
 use hostnic_agent::pods::{PodSourceKind, StaticPods};
 use hostnic_agent::policy::PolicyDeps;
-use hostnic_agent::settings::{LogFormat, Settings};
+use hostnic_agent::settings::{AgentMode, LogFormat, Settings};
 use hostnic_agent::startup::{self, Failed};
 use hostnic_agent::{Deps, Endpoint, HostEvent, Metrics, Startup};
-use hostnic_core::ports::{NodeReporter, PodSource, SystemClock};
+use hostnic_core::ports::{Cloud, NodeReporter, PodSource, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost, LinuxHostConfig};
@@ -131,7 +131,11 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     init_tracing(settings.log_format);
     let b = startup::build();
     tracing::info!(version = %b.version, commit = %b.commit, "hostnic-agent starting");
-    let mut inputs = vec![cli.credentials.clone()];
+    let direct = settings.mode == AgentMode::Direct;
+    let mut inputs = Vec::new();
+    if direct {
+        inputs.push(cli.credentials.clone());
+    }
     inputs.extend(cli.config.clone());
     if cli.instance_id.is_none() {
         inputs.push(PathBuf::from(INSTANCE_ID_FILE));
@@ -143,49 +147,54 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let mut pace = startup::Pace::default();
 
     let CloudKind::Qingcloud = cli.cloud;
-    let credentials = cli.credentials.clone();
-    let Some(cloud) = startup::retry(
-        &startup,
-        &metrics,
-        &mut pace,
-        "loading the credentials",
-        &mut stop,
-        |_| false,
-        || {
-            std::future::ready((|| {
-                let config = Config::load(&credentials).map_err(|e| {
-                    Failed::new(
-                        e,
-                        "the qcsecret credentials file cannot be used",
-                        &format!(
-                            "create the Secret qcsecret with a config.yaml holding \
-                             qy_access_key_id, qy_secret_access_key and zone, mounted at {} \
-                             (HOSTNIC_CREDENTIALS); deploy/README.md",
-                            credentials.display()
-                        ),
-                        true,
+    // Controller mode reads no credentials: the controller makes the cloud calls.
+    let mut qingcloud = None;
+    if direct {
+        let credentials = cli.credentials.clone();
+        let Some(cloud) = startup::retry(
+            &startup,
+            &metrics,
+            &mut pace,
+            "loading the credentials",
+            &mut stop,
+            |_| false,
+            || {
+                std::future::ready((|| {
+                    let config = Config::load(&credentials).map_err(|e| {
+                        Failed::new(
+                            e,
+                            "the qcsecret credentials file cannot be used",
+                            &format!(
+                                "create the Secret qcsecret with a config.yaml holding \
+                                 qy_access_key_id, qy_secret_access_key and zone, mounted at {} \
+                                 (HOSTNIC_CREDENTIALS); deploy/README.md",
+                                credentials.display()
+                            ),
+                            true,
+                        )
+                    })?;
+                    QingCloudClient::new(
+                        &config,
+                        hostnic_agent::cloud::client_options(&settings, &config),
                     )
-                })?;
-                QingCloudClient::new(
-                    &config,
-                    hostnic_agent::cloud::client_options(&settings, &config),
-                )
-                .map_err(|e| {
-                    Failed::new(
-                        e,
-                        "the cloud client cannot be built",
-                        "check host, port and protocol in the qcsecret config.yaml",
-                        true,
-                    )
-                })
-            })())
-        },
-    )
-    .await
-    else {
-        return Ok(());
-    };
-    cloud.add_observer(metrics.clone());
+                    .map_err(|e| {
+                        Failed::new(
+                            e,
+                            "the cloud client cannot be built",
+                            "check host, port and protocol in the qcsecret config.yaml",
+                            true,
+                        )
+                    })
+                })())
+            },
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        cloud.add_observer(metrics.clone());
+        qingcloud = Some(cloud);
+    }
 
     let flag = cli.instance_id.clone();
     let Some(instance) = startup::retry(
@@ -358,9 +367,91 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         }
     }
 
-    let client = hostnic_agent::CloudClient {
-        client: cloud.clone(),
-        credentials: Some(cli.credentials.clone()),
+    let (cloud, client): (Arc<dyn Cloud>, _) = match qingcloud {
+        Some(cloud) => (
+            Arc::new(cloud.clone()),
+            Some(hostnic_agent::CloudClient {
+                client: cloud,
+                credentials: Some(cli.credentials.clone()),
+            }),
+        ),
+        None => {
+            let Some(node) = cli.node_name.clone() else {
+                anyhow::bail!("controller mode needs --node-name (HOSTNIC_NODE_NAME)");
+            };
+            let kubeconfig = cli.kubeconfig.clone();
+            let Some(kube) = startup::retry(
+                &startup,
+                &metrics,
+                &mut pace,
+                "connecting to the Kubernetes API server",
+                &mut stop,
+                |_| false,
+                || {
+                    let kubeconfig = kubeconfig.clone();
+                    async move {
+                        hostnic_k8s::client(kubeconfig.as_deref())
+                            .await
+                            .map_err(|e| {
+                                Failed::new(
+                                    e,
+                                    "no Kubernetes client configuration",
+                                    "controller mode needs the API server: run in the cluster \
+                                     with the DaemonSet's ServiceAccount, or pass --kubeconfig",
+                                    true,
+                                )
+                            })
+                    }
+                },
+            )
+            .await
+            else {
+                return Ok(());
+            };
+            let Some(primary) = startup::retry(
+                &startup,
+                &metrics,
+                &mut pace,
+                "finding the primary interface",
+                &mut stop,
+                |_| false,
+                || async {
+                    host.primary_interface().await.map_err(|e| {
+                        Failed::new(
+                            e,
+                            "the node's primary interface is unknown",
+                            "controller mode takes the primary NIC from the main table's \
+                             default route: check `ip route show default`",
+                            false,
+                        )
+                    })
+                },
+            )
+            .await
+            else {
+                return Ok(());
+            };
+            let primary = hostnic_agent::supply::Primary {
+                nic: primary.nic,
+                ip: primary.ip,
+                network: primary.network,
+                gateway: primary.gateway,
+            };
+            tracing::info!(node = %node, "controller mode: the hostnic controller makes the cloud calls; no credentials on this node");
+            let supply = Arc::new(hostnic_k8s::KubeNicSupply::spawn(
+                kube,
+                &node,
+                hostnic_k8s::SupplyOptions::default(),
+            ));
+            let cloud = hostnic_agent::supply::controller_cloud(
+                supply,
+                &InstanceId::new(instance.clone()),
+                &primary,
+                &settings,
+            );
+            settings = hostnic_agent::supply::controller_settings(settings);
+            (Arc::new(cloud), None)
+        }
     };
     let deps = Deps {
         cloud,
@@ -371,7 +462,7 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         metrics,
         reporter,
         policy,
-        client: Some(client),
+        client,
         time_scale: 1.0,
     };
     let shutdown = async move {
