@@ -21,12 +21,22 @@ import sys, yaml
 tmp = sys.argv[1]
 docs = [d for d in yaml.safe_load_all(open(f"{tmp}/rendered.yaml")) if d]
 kinds = sorted(d["kind"] for d in docs)
-want = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+want = sorted(["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+               "ConfigMap", "CustomResourceDefinition", "DaemonSet", "Deployment",
+               "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
+               "ServiceAccount"])
 assert kinds == want, f"rendered kinds {kinds}, want {want}"
-ds = next(d for d in docs if d["kind"] == "DaemonSet")
-image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
 k = yaml.safe_load(open("deploy/kustomization.yaml"))["images"][0]
-assert image == f'{k["newName"]}:{k["newTag"]}', f"image {image} is not images: {k}"
+for kind in ("DaemonSet", "Deployment"):
+    w = next(d for d in docs if d["kind"] == kind)
+    image = w["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f'{k["newName"]}:{k["newTag"]}', f"{kind} image {image} is not images: {k}"
+# Controller mode: only the controller's Deployment mounts the credentials.
+def secrets(w):
+    return [v for v in w["spec"]["template"]["spec"].get("volumes", []) if "secret" in v]
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+assert not secrets(ds), f"the agents mount {secrets(ds)}"
+assert secrets(next(d for d in docs if d["kind"] == "Deployment")), "the controller mounts qcsecret"
 cm = next(d for d in docs if d["kind"] == "ConfigMap")
 open(f"{tmp}/agent.yaml", "w").write(cm["data"]["agent.yaml"])
 mon = sorted(d["kind"] for d in yaml.safe_load_all(open(f"{tmp}/monitoring.yaml")) if d)

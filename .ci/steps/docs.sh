@@ -55,8 +55,10 @@ echo "$instance" >/etc/qingcloud/instance-id
 cp "$credentials" /etc/qingcloud/qcsecret/config.yaml
 echo '{"cniVersion":"0.3.1","name":"hostnic","plugins":[{"type":"hostnic"}]}' >/etc/cni/net.d/10-ahostnic.conflist
 # The DaemonSet's environment (deploy/hostnic.yaml); the kubeconfig and the
-# node's namespace are the lab's.
-NODE_NAME=node2 HOSTNIC_NODE_NAME=node2 HOSTNIC_CLOUD=qingcloud HOSTNIC_PODS=kube \\
+# node's namespace are the lab's. The lab runs no controller yet, so this agent
+# runs in direct mode (HOSTNIC_MODE, over the ConfigMap's mode: controller) with
+# the lab's credentials, as a direct-mode DaemonSet would.
+NODE_NAME=node2 HOSTNIC_NODE_NAME=node2 HOSTNIC_CLOUD=qingcloud HOSTNIC_PODS=kube HOSTNIC_MODE=direct \\
 HOSTNIC_CREDENTIALS=/etc/qingcloud/qcsecret/config.yaml HOSTNIC_CONFIG=/etc/hostnic/agent.yaml \\
 RUST_LOG=info HOSTNIC_KUBECONFIG="$kubeconfig" HOSTNIC_HOST_NETNS="$netns" \\
     "$BIN/hostnic-agent" >"$DIR/node2-agent.log" 2>&1 &

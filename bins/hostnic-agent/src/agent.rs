@@ -293,6 +293,12 @@ where
             client.watch_breaker(),
         )));
     }
+    if let Some(supplier) = shared.engine.cloud().supplier() {
+        others.push(tokio::spawn(crate::supply::wake_on_supply(
+            shared.clone(),
+            supplier,
+        )));
+    }
     others.push(tokio::spawn(cloud::credentials_followed(
         shared.clone(),
         credentials_rx,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hostnic_core::ports::{NodeReporter, PodSource};
+use hostnic_core::ports::{Cloud, NodeReporter, PodSource};
+use hostnic_core::types::InstanceId;
 use hostnic_linux::policy::PolicyRenderer;
 use hostnic_linux::{LinkEvent, LinuxHost};
 use tokio::sync::watch;
@@ -155,31 +156,7 @@ pub async fn cluster(
             .clone()
             .ok_or_else(|| anyhow::anyhow!("--pods kube needs --node-name (HOSTNIC_NODE_NAME)"))?,
     };
-    let kubeconfig = cli.kubeconfig.clone();
-    let step = "connecting to the Kubernetes API server";
-    let Some(client) = retry(
-        startup,
-        metrics,
-        pace,
-        step,
-        stop,
-        |_| false,
-        || {
-            let kubeconfig = kubeconfig.clone();
-            async move {
-                hostnic_k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
-                Failed::new(
-                    e,
-                    "no Kubernetes client configuration",
-                    "run in the cluster with the DaemonSet's ServiceAccount, or pass --kubeconfig",
-                    true,
-                )
-            })
-            }
-        },
-    )
-    .await
-    else {
+    let Some(client) = kube_client(cli, (startup, metrics, pace), stop).await else {
         return Ok(None);
     };
     let k8s = Arc::new(hostnic_k8s::adapter(client.clone(), &node));
@@ -208,4 +185,74 @@ pub async fn cluster(
         pods: Some(k8s),
         policy,
     }))
+}
+
+/// The Kubernetes client, retried until the API server's configuration is found.
+async fn kube_client(
+    cli: &Cli,
+    (startup, metrics, pace): (&Startup, &Metrics, &mut Pace),
+    stop: &mut watch::Receiver<bool>,
+) -> Option<hostnic_k8s::Client> {
+    let kubeconfig = cli.kubeconfig.clone();
+    let step = "connecting to the Kubernetes API server";
+    let connect = || {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            hostnic_k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
+                Failed::new(
+                    e,
+                    "no Kubernetes client configuration",
+                    "run in the cluster with the DaemonSet's ServiceAccount, or pass --kubeconfig",
+                    true,
+                )
+            })
+        }
+    };
+    retry(startup, metrics, pace, step, stop, |_| false, connect).await
+}
+
+/// Controller mode's cloud: no credentials; the node's NICs come from its
+/// `HostnicNode`'s status (the core's `SuppliedCloud` over `KubeNicSupply`), its
+/// instance's primary NIC from the host's default route. `None` when stopped.
+pub async fn controller_cloud(
+    cli: &Cli,
+    settings: &mut Settings,
+    host: &LinuxHost,
+    instance: &InstanceId,
+    (startup, metrics, pace): (&Startup, &Metrics, &mut Pace),
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<dyn Cloud>>> {
+    let Some(node) = cli.node_name.clone() else {
+        anyhow::bail!("controller mode needs --node-name (HOSTNIC_NODE_NAME)");
+    };
+    let Some(kube) = kube_client(cli, (startup, metrics, &mut *pace), stop).await else {
+        return Ok(None);
+    };
+    let step = "finding the primary interface";
+    let find = || async {
+        host.primary_interface().await.map_err(|e| {
+            Failed::new(
+                e,
+                "the node's primary interface is unknown",
+                "controller mode takes the primary NIC from the main table's default route: \
+                 check `ip route show default`",
+                false,
+            )
+        })
+    };
+    let Some(p) = retry(startup, metrics, pace, step, stop, |_| false, find).await else {
+        return Ok(None);
+    };
+    let primary = crate::supply::Primary {
+        nic: p.nic,
+        ip: p.ip,
+        network: p.network,
+        gateway: p.gateway,
+    };
+    tracing::info!(node = %node, "controller mode: the hostnic controller makes the cloud calls; no credentials on this node");
+    let options = hostnic_k8s::SupplyOptions::default();
+    let supply = Arc::new(hostnic_k8s::KubeNicSupply::spawn(kube, &node, options));
+    let cloud = crate::supply::controller_cloud(supply, instance, &primary, settings);
+    *settings = crate::supply::controller_settings(settings.clone());
+    Ok(Some(Arc::new(cloud)))
 }

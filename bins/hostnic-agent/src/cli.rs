@@ -62,6 +62,11 @@ pub struct Cli {
         default_value = "/etc/qingcloud/config.yaml"
     )]
     pub credentials: PathBuf,
+    /// Overrides `mode` of the config file: `direct` (the agent calls the cloud
+    /// with the credentials) or `controller` (the hostnic controller does; no
+    /// credentials file is read; needs --node-name and the API server).
+    #[arg(long, env = "HOSTNIC_MODE", value_parser = mode())]
+    pub mode: Option<crate::settings::AgentMode>,
     /// The instance id; default: the content of /etc/qingcloud/instance-id.
     #[arg(long, env = "HOSTNIC_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -154,9 +159,21 @@ impl Cli {
         if let Some(f) = self.log_format {
             s.log_format = f;
         }
+        if let Some(m) = self.mode {
+            s.mode = m;
+        }
         s.validate()?;
         Ok(s)
     }
+}
+
+/// `direct` or `controller`, listed in `--help`.
+fn mode() -> impl clap::builder::TypedValueParser<Value = crate::settings::AgentMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["direct", "controller"]).map(|s| {
+        s.parse::<crate::settings::AgentMode>()
+            .expect("a possible value")
+    })
 }
 
 /// `text` or `json`, listed in `--help`.

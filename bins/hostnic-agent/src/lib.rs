@@ -33,6 +33,8 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` (on `metrics_addr`, which the
 //!   cluster may scrape) and `/v1/*` (documents in `hostnic_core::api::introspect`,
 //!   on loopback only), with bounded connections.
+//! - [`supply`]: controller mode's composition: the core's `SuppliedCloud` over
+//!   the node's `NicSupply`, the pool woken when the status changes.
 //! - [`startup`]: each start-up step retried, its failures recorded in the core's
 //!   start-up record (cause, fix, permanent or not) for `/readyz` and the log.
 //! - [`metrics`]: the registry of the core's agent families, rendered with the
@@ -59,6 +61,7 @@ pub mod settings;
 mod shared;
 mod shutdown;
 pub mod startup;
+pub mod supply;
 pub use hostnic_store as store;
 
 use std::sync::Arc;

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use clap::Parser;
 use hostnic_agent::boot;
 use hostnic_agent::cli::{Cli, CloudKind, HostKind};
-use hostnic_agent::settings::Settings;
+use hostnic_agent::settings::{AgentMode, Settings};
 use hostnic_agent::startup::{self, Pace, retry};
 use hostnic_agent::{CloudClient, Deps, Endpoint, Metrics, Startup};
-use hostnic_core::ports::SystemClock;
+use hostnic_core::ports::{Cloud, SystemClock};
 use hostnic_core::types::InstanceId;
 use hostnic_qingcloud::agent::{INSTANCE_ID_FILE, instance_id, load_client};
 
@@ -59,7 +59,11 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let b = startup::build();
     tracing::info!(version = %b.version, commit = %b.commit, "hostnic-agent starting");
     // The files a restart would read again.
-    let mut inputs = vec![cli.credentials.clone()];
+    let direct = settings.mode == AgentMode::Direct;
+    let mut inputs: Vec<PathBuf> = direct
+        .then(|| cli.credentials.clone())
+        .into_iter()
+        .collect();
     inputs.extend(cli.config.clone());
     if cli.instance_id.is_none() {
         inputs.push(PathBuf::from(INSTANCE_ID_FILE));
@@ -72,12 +76,17 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let (s, m) = (&*startup, &*metrics);
 
     let CloudKind::Qingcloud = cli.cloud;
-    let step = "loading the credentials";
-    let load = || std::future::ready(load_client(&cli.credentials, &settings));
-    let Some(cloud) = retry(s, m, &mut pace, step, &mut stop, |_| false, load).await else {
-        return Ok(());
-    };
-    cloud.add_observer(metrics.clone());
+    // Controller mode reads no credentials: the controller makes the cloud calls.
+    let mut qingcloud = None;
+    if direct {
+        let step = "loading the credentials";
+        let load = || std::future::ready(load_client(&cli.credentials, &settings));
+        let Some(c) = retry(s, m, &mut pace, step, &mut stop, |_| false, load).await else {
+            return Ok(());
+        };
+        c.add_observer(metrics.clone());
+        qingcloud = Some(c);
+    }
 
     let step = "reading the instance id";
     let read = || std::future::ready(instance_id(cli.instance_id.as_deref()));
@@ -99,9 +108,27 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let client = CloudClient {
-        client: cloud.clone(),
-        credentials: Some(cli.credentials.clone()),
+    let instance = InstanceId::new(instance);
+    let (cloud, client): (Arc<dyn Cloud>, _) = match qingcloud {
+        Some(c) => {
+            let credentials = Some(cli.credentials.clone());
+            (
+                Arc::new(c.clone()),
+                Some(CloudClient {
+                    client: c,
+                    credentials,
+                }),
+            )
+        }
+        None => {
+            let ctx = (s, m, &mut pace);
+            let made =
+                boot::controller_cloud(&cli, &mut settings, &host, &instance, ctx, &mut stop);
+            let Some(cloud) = made.await? else {
+                return Ok(());
+            };
+            (cloud, None)
+        }
     };
     let deps = Deps {
         cloud,
@@ -112,13 +139,12 @@ async fn agent(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         metrics,
         reporter: cluster.reporter,
         policy: cluster.policy,
-        client: Some(client),
+        client,
         time_scale: 1.0,
     };
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let instance = InstanceId::new(instance);
     hostnic_agent::run_started(deps, settings, instance, endpoint, shutdown).await?;
     Ok(())
 }

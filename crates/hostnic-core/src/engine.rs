@@ -93,6 +93,10 @@ pub struct PoolRound {
 /// The node's state machine wired to its ports.
 pub struct Engine<C, H, K, S> {
     cloud: C,
+    /// Controller mode: where the node's NICs come from ([`CloudNics::supplier`]).
+    supplier: Option<std::sync::Arc<dyn crate::ports::NicSupply>>,
+    /// Controller mode: the supply last taken (an unchanged one is not taken again).
+    last_supplied: Mutex<Option<crate::ports::Supplied>>,
     host: H,
     clock: K,
     store: S,
@@ -157,6 +161,9 @@ where
             }
             None => NodeState::new(config, instance, vxnets),
         };
+        let supplier = cloud.supplier();
+        let mut state = state;
+        state.set_supplied_mode(supplier.is_some());
         let load_state = match damage {
             Some(d) => LoadState::Damaged(d),
             None if restored => LoadState::Clean,
@@ -164,6 +171,8 @@ where
         };
         Ok(Self {
             cloud,
+            supplier,
+            last_supplied: Mutex::new(None),
             host,
             clock,
             store,
@@ -572,6 +581,9 @@ where
     /// Rounds do not overlap; a second caller waits for the first round to end.
     pub async fn run_pool(&self) -> PoolRound {
         let _running = self.pool_running.lock().await;
+        if let Some(supplier) = &self.supplier {
+            return self.run_supplied_pool(supplier.as_ref()).await;
+        }
         self.settle_uncertain().await;
         let actions = self.mutate_later(|s| s.plan(self.clock.now()));
         let count = actions.len();
@@ -583,6 +595,7 @@ where
                     PoolAction::Prepare { .. } => "prepare".to_string(),
                     PoolAction::Detach { nics } => format!("detach {}", nics.len()),
                     PoolAction::Delete { nics } => format!("delete {}", nics.len()),
+                    PoolAction::Release { nics } => format!("release {}", nics.len()),
                 }).filter(|a| a != "prepare").collect::<Vec<_>>(),
                 demand = self.lock().demand,
                 "pool round"
@@ -592,6 +605,47 @@ where
         PoolRound {
             actions: count,
             failures: results.into_iter().filter_map(Result::err).collect(),
+        }
+    }
+
+    /// Controller mode's pool round: takes what the supplier says the node has,
+    /// runs the host actions (prepare, release), then publishes the node's
+    /// request. A supplier that cannot be reached changes nothing: the node
+    /// serves from what it has and asks again next round.
+    async fn run_supplied_pool(&self, supplier: &dyn crate::ports::NicSupply) -> PoolRound {
+        let mut failures = Vec::new();
+        match supplier.supplied().await {
+            Ok(supplied) => {
+                let mut last = self.last_supplied.lock().unwrap_or_else(|p| p.into_inner());
+                if last.as_ref() != Some(&supplied) {
+                    if let Some(refusal) = &supplied.refusal {
+                        tracing::warn!(%refusal, "the controller refuses the node's request");
+                    }
+                    match self.supplied(&supplied) {
+                        Ok(_) => *last = Some(supplied),
+                        Err(e) => failures.push(e.into()),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading what the node was supplied"),
+        }
+        let actions = self.mutate_later(|s| s.plan(self.clock.now()));
+        let count = actions.len();
+        let results = join_all(actions.into_iter().map(|a| self.execute(a))).await;
+        failures.extend(results.into_iter().filter_map(Result::err));
+        let request = {
+            let mut s = self.lock();
+            let now = self.clock.now();
+            let waiting = s.demand.saturating_sub(s.assignable(now) as u32);
+            let node = crate::fleet::NodeName::new(s.instance().as_str());
+            s.supply_request(&node, waiting)
+        };
+        if let Err(e) = supplier.request(&request).await {
+            tracing::debug!(error = %e, "publishing the node's request");
+        }
+        PoolRound {
+            actions: count,
+            failures,
         }
     }
 
@@ -680,6 +734,30 @@ where
     /// the API refused may succeed now, so the pool's holds and backoffs end.
     pub fn credentials_changed(&self) {
         self.lock().credentials_changed();
+    }
+
+    /// Switches the engine's pool to controller mode: no cloud call from pool
+    /// rounds; NICs come from [`Engine::supplied`] and the node's need goes out
+    /// through [`Engine::supply_request`].
+    pub fn set_supplied_mode(&self, on: bool) {
+        self.lock().set_supplied_mode(on);
+    }
+
+    /// Controller mode: what to ask the supplier for now
+    /// ([`NodeState::supply_request`]).
+    pub fn supply_request(
+        &self,
+        node: &crate::fleet::NodeName,
+        waiting: u32,
+    ) -> crate::fleet::NodeDemand {
+        self.lock().supply_request(node, waiting)
+    }
+
+    /// Controller mode: what the supplier says the node has
+    /// ([`NodeState::supplied`]); written to the checkpoint.
+    pub fn supplied(&self, supplied: &crate::ports::Supplied) -> Result<Vec<Vxnet>, StoreError> {
+        let now = self.clock.now();
+        self.mutate_durably(|s| s.supplied(supplied, now))
     }
 
     /// Runs pool rounds until one has nothing to do (or `max_rounds`); returns the rounds run.
@@ -781,6 +859,34 @@ where
                 let err = result.as_ref().err().cloned();
                 self.mutate_durably(|s| s.detach_done(&ids, result, self.clock.now()))?;
                 err.map_or(Ok(()), |e| Err(e.into()))
+            }
+            PoolAction::Release { nics } => {
+                let mut released = Vec::new();
+                let mut errors = Vec::new();
+                for nic in &nics {
+                    match self.host.release_nic(nic).await {
+                        Ok(()) => released.push(nic.nic.clone()),
+                        Err(e) if e.kind == HostErrorKind::NotFound => {
+                            released.push(nic.nic.clone())
+                        }
+                        Err(e) => errors.push(format!("{}: {e}", nic.nic)),
+                    }
+                }
+                let failed: Vec<NicId> = nics
+                    .iter()
+                    .map(|n| n.nic.clone())
+                    .filter(|id| !released.contains(id))
+                    .collect();
+                self.mutate_durably(|s| {
+                    s.released_on_host(&released);
+                    // Not released: tried again by the next plan.
+                    s.release_failed(&failed);
+                })?;
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(EngineError::Many(errors))
+                }
             }
             PoolAction::Delete { nics } => {
                 let result = self.cloud.delete_nics(&nics).await;

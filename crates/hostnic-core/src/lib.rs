@@ -17,6 +17,8 @@
 //!   the batched warm-pool planner and backoff.
 //! - [`checkpoint`]: the versioned durable snapshot of the state.
 //! - [`reconcile`]: the three-way reconcile planner (state vs cloud vs host vs pods).
+//! - [`supply`]: [`SuppliedCloud`](supply::SuppliedCloud), the node's cloud in controller mode
+//!   (answered from its `NicSupply` and its host; no cloud call).
 //! - [`recovery`]: what the node rebuilds from its witnesses (host, pod source, cloud)
 //!   when its checkpoint is missing, damaged or older than the host.
 //! - [`identity`]: the node's instance, pod vxnets and plumbing, from the cloud.
@@ -54,6 +56,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod shared;
 pub mod startup;
+pub mod supply;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;

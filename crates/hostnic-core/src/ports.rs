@@ -159,6 +159,14 @@ pub trait CloudNics: Send + Sync {
             .map(|j| (j.clone(), JobStatus::Unknown))
             .collect())
     }
+
+    /// When another component makes this node's cloud calls (the agent's
+    /// controller mode), the supply it answers through: the engine then makes no
+    /// cloud call from its pool, publishes its request there and takes the NICs
+    /// it is supplied. Default: none, the node calls the cloud itself.
+    fn supplier(&self) -> Option<Arc<dyn NicSupply>> {
+        None
+    }
 }
 
 /// Read-only topology of the cloud: the node's instance, vxnets and VPC networks.
@@ -216,6 +224,9 @@ impl<T: CloudNics + ?Sized> CloudNics for Arc<T> {
         jobs: &[JobId],
     ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
         (**self).job_statuses(jobs).await
+    }
+    fn supplier(&self) -> Option<Arc<dyn NicSupply>> {
+        (**self).supplier()
     }
 }
 
@@ -606,4 +617,72 @@ pub trait PolicyDataplane: Send {
     /// state instead of sending a difference (called every few minutes, to heal
     /// changes made behind the agent's back). Default: nothing to forget.
     fn forget(&mut self) {}
+}
+
+/// What the node's supplier (in controller mode, the controller through the
+/// node's `HostnicNode` status) says the node has now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Supplied {
+    /// The supplier has answered for this node at all (the status exists). Until
+    /// it has, NICs the node knows are kept: an empty list means "not yet", not
+    /// "none".
+    pub answered: bool,
+    /// The node's NICs and where each is; only [`NicPhase::Attached`](crate::fleet::NicPhase::Attached)
+    /// ones are usable.
+    pub nics: Vec<crate::fleet::NodeNic>,
+    /// Why the supplier refuses the node's request, if it does (`InvalidRequest`,
+    /// `UnknownInstance`, … with its message): nothing changes for the node in
+    /// the cloud until the request is fixed.
+    pub refusal: Option<String>,
+    /// Every NIC wanted is attached.
+    pub ready: bool,
+}
+
+/// How a supply failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupplyErrorKind {
+    /// The supplier or the way to it is down (API server unreachable, a conflict,
+    /// a timeout): the node keeps serving from its pool and tries again.
+    Retryable,
+    /// The request cannot succeed as it is (forbidden, invalid).
+    Permanent,
+}
+
+/// A failure to publish the node's request or to read what it was supplied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("NIC supply ({kind:?}): {message}")]
+pub struct SupplyError {
+    /// How to handle it.
+    pub kind: SupplyErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl SupplyError {
+    /// A new error of `kind`.
+    pub fn new(kind: SupplyErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The source of the node's NICs when another component calls the cloud (the
+/// agent's controller mode): the node states what it needs as a
+/// [`NodeDemand`](crate::fleet::NodeDemand) and prepares the NICs it is supplied.
+/// The pool's side is pure: [`NodeState::supply_request`](crate::pool::NodeState::supply_request)
+/// and [`NodeState::supplied`](crate::pool::NodeState::supplied).
+#[async_trait]
+pub trait NicSupply: Send + Sync {
+    /// Publishes the node's request. Adapters coalesce: an unchanged request
+    /// writes nothing, and changes are written at most once every few seconds.
+    async fn request(&self, request: &crate::fleet::NodeDemand) -> Result<(), SupplyError>;
+
+    /// What the supplier says the node has now.
+    async fn supplied(&self) -> Result<Supplied, SupplyError>;
+
+    /// Changes of it; the stream ends only when the adapter stops.
+    fn changes(&self) -> BoxStream<'static, Supplied>;
 }

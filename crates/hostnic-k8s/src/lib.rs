@@ -35,6 +35,8 @@
 //! - `events.rs` — [`PodEvents`], [`NicShortage`].
 //! - `policy.rs` — [`KubePolicySource`] and the reductions to the core's policy types.
 //! - `static_pods.rs` — [`StaticPods`], pods listed in a file (a node without an API server).
+//! - `supply.rs` — [`KubeNicSupply`]: the agent's controller mode, the core's
+//!   `NicSupply` over its node's `HostnicNode` (spec written, coalesced; status watched).
 //! - `fake_apiserver/` (feature `fake-apiserver`) — a small in-process API server on
 //!   loopback for tests and the lab; `bin/hostnic-fake-apiserver.rs` runs it as a
 //!   process.
@@ -52,6 +54,7 @@ pub mod node;
 pub mod pods;
 pub mod policy;
 pub mod static_pods;
+pub mod supply;
 
 use std::path::Path;
 use std::time::Duration;
@@ -67,6 +70,7 @@ pub use node::{Capacity, CapacityPublisher, KubeNode};
 pub use pods::{KubePods, pod_info};
 pub use policy::KubePolicySource;
 pub use static_pods::StaticPods;
+pub use supply::{KubeNicSupply, SupplyOptions};
 
 /// Everything the agent needs from Kubernetes for one node. See [`connect`].
 #[derive(Debug)]

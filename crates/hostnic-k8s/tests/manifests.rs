@@ -29,6 +29,8 @@ const INSTANCE_ID: &str = "/etc/qingcloud/instance-id";
 
 /// The keys the agent's config file accepts (it rejects unknown keys).
 const AGENT_KEYS: &[&str] = &[
+    "mode",
+    "vpc_cidrs",
     "pool",
     "mtu",
     "snat_exclusions",
@@ -341,6 +343,7 @@ fn the_agent_config_has_only_keys_the_agent_accepts() {
             } else if let Some(ours) = config.get(key)
                 && key != "log_format"
                 && key != "metrics_addr"
+                && key != "mode"
             {
                 assert_eq!(ours, value, "{key} differs from agent.example.yaml");
             }
@@ -368,14 +371,31 @@ fn the_daemonset_mounts_what_the_agent_uses_where_it_looks() {
     ] {
         assert_eq!(host_path(ds, path), path, "{path}");
     }
-    // Credentials: the user's `qcsecret` Secret, key config.yaml.
-    let credentials = env(c, "HOSTNIC_CREDENTIALS").expect("HOSTNIC_CREDENTIALS");
-    let (volume, key) = volume_for(ds, credentials);
-    assert_eq!(
-        volume.secret.as_ref().unwrap().secret_name.as_deref(),
-        Some("qcsecret")
+    // Controller mode: no credentials on the node at all (only the controller's
+    // Deployment mounts qcsecret), and the agent config says so.
+    assert_eq!(config["mode"], "controller");
+    assert_eq!(env(c, "HOSTNIC_CREDENTIALS"), None);
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for v in pod.volumes.as_deref().unwrap_or_default() {
+        assert!(
+            v.secret.is_none(),
+            "the DaemonSet mounts Secret volume {}",
+            v.name
+        );
+        assert!(
+            v.projected.is_none(),
+            "the DaemonSet mounts projected volume {}",
+            v.name
+        );
+    }
+    assert!(
+        c.env_from.is_none()
+            && c.env.as_deref().unwrap_or_default().iter().all(|e| e
+                .value_from
+                .as_ref()
+                .is_none_or(|f| f.secret_key_ref.is_none())),
+        "the agent reads no Secret through its environment"
     );
-    assert_eq!(key, "config.yaml");
     // The agent config: the ConfigMap's agent.yaml.
     let config_path = env(c, "HOSTNIC_CONFIG").expect("HOSTNIC_CONFIG");
     let (volume, key) = volume_for(ds, config_path);
@@ -590,6 +610,13 @@ fn the_cluster_role_is_least_privilege() {
         ("", "nodes", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        // Its node's HostnicNode: the request (spec), never the status.
+        ("hostnic.io", "hostnicnodes", "get"),
+        ("hostnic.io", "hostnicnodes", "list"),
+        ("hostnic.io", "hostnicnodes", "watch"),
+        ("hostnic.io", "hostnicnodes", "create"),
+        ("hostnic.io", "hostnicnodes", "update"),
+        ("hostnic.io", "hostnicnodes", "patch"),
     ]
     .iter()
     .map(|(g, r, v)| ((*g).into(), (*r).into(), (*v).into()))

@@ -252,3 +252,64 @@ impl HostNetwork for LinuxHost {
         Ok(LinuxHost::settle(self).await?)
     }
 }
+
+/// The node's primary interface as its host shows it: the link of the main
+/// table's default route, its first IPv4 address, its network and the gateway.
+/// How an agent that holds no cloud credentials (controller mode) learns what
+/// `DescribeInstances` would have told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryInterface {
+    /// The link's MAC, which is the QingCloud NIC id.
+    pub nic: hostnic_core::types::NicId,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its network.
+    pub network: ipnet::Ipv4Net,
+    /// The default route's gateway.
+    pub gateway: Ipv4Addr,
+}
+
+impl LinuxHost {
+    /// The node's primary interface (see [`PrimaryInterface`]).
+    pub async fn primary_interface(&self) -> Result<PrimaryInterface, LinuxError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let routes = nl::routes_v4(&self.conn).await?;
+        let default = routes
+            .iter()
+            .filter(|r| nl::route_table(r) == 254 && nl::route_dst(r).is_none())
+            .filter(|r| nl::route_oif(r).is_some() && nl::route_gateway(r).is_some())
+            .min_by_key(|r| nl::route_metric(r))
+            .ok_or_else(|| LinuxError::LinkNotFound("with the default route".into()))?;
+        let (index, gateway) = (
+            nl::route_oif(default).unwrap_or_default(),
+            nl::route_gateway(default).unwrap_or(Ipv4Addr::UNSPECIFIED),
+        );
+        let link = nl::link_by_index(self.handle(), index)
+            .await?
+            .ok_or_else(|| LinuxError::LinkNotFound(format!("index {index}")))?;
+        let mac = nl::link_mac(&link)
+            .ok_or_else(|| LinuxError::LinkNotFound(format!("index {index} has no MAC")))?;
+        let addresses = nl::addresses_v4(&self.conn, index).await?;
+        let (ip, prefix) = addresses
+            .iter()
+            .find_map(|a| {
+                a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(std::net::IpAddr::V4(v)) => {
+                        Some((*v, a.header.prefix_len))
+                    }
+                    _ => None,
+                })
+            })
+            .ok_or_else(|| {
+                LinuxError::LinkNotFound(format!("index {index} has no IPv4 address"))
+            })?;
+        Ok(PrimaryInterface {
+            nic: hostnic_core::types::NicId::from_mac(mac),
+            ip,
+            network: ipnet::Ipv4Net::new(ip, prefix)
+                .map(|n| n.trunc())
+                .unwrap_or_default(),
+            gateway,
+        })
+    }
+}

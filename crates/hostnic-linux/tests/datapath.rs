@@ -964,3 +964,19 @@ async fn without_node_snat_every_pod_packet_leaves_through_its_nic() {
     assert!(!ruleset.contains("snat ip to"), "{ruleset}");
     assert!(!ruleset.contains("meta mark set"), "{ruleset}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: cargo test -- --include-ignored"]
+async fn the_primary_interface_is_the_default_routes_link() {
+    // How a controller-mode agent (no DescribeInstances) learns its primary NIC.
+    let topo = Topology::new();
+    let host = topo.host().await;
+    let primary = host.primary_interface().await.unwrap();
+    assert_eq!(primary.nic, NicId::new(PRIMARY_MAC).unwrap());
+    assert_eq!(primary.ip, PRIMARY_IP);
+    assert_eq!(primary.network, "10.200.0.0/24".parse().unwrap());
+    assert_eq!(primary.gateway, Ipv4Addr::new(10, 200, 0, 1));
+    // Without a default route there is no primary interface to find.
+    ip(&["-n", &topo.node, "route", "del", "default"]);
+    assert!(host.primary_interface().await.is_err());
+}

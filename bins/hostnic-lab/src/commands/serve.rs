@@ -299,8 +299,8 @@ fn agent_pod(node: &NodeEntry) -> serde_json::Value {
 const SHIPPED: &str = include_str!("../../../../deploy/hostnic.yaml");
 
 /// The shipped `agent.yaml` with the lab's few overrides: short pool and reconcile
-/// intervals and `missing_link_grace` so a lab reacts quickly, and text logs for
-/// people reading `agent.log`. Paths and addresses come from the command line.
+/// intervals and `missing_link_grace` so a lab reacts quickly, text logs for
+/// people reading `agent.log`, and direct mode. Paths and addresses come from the command line.
 pub fn lab_agent_yaml() -> anyhow::Result<String> {
     let mut config = None;
     for doc in serde_yaml::Deserializer::from_str(SHIPPED) {
@@ -317,6 +317,9 @@ pub fn lab_agent_yaml() -> anyhow::Result<String> {
     config["reconcile_interval_secs"] = 3.0.into();
     config["pool"]["missing_link_grace"] = 2.0.into();
     config["log_format"] = "text".into();
+    // The lab's agents call the simulator themselves (direct mode) until the lab
+    // runs the controller replicas too (issue 15 item 7); users get controller mode.
+    config["mode"] = "direct".into();
     Ok(serde_yaml::to_string(&config)?)
 }
 

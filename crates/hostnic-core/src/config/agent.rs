@@ -65,6 +65,33 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Who calls the cloud for the node's NICs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentMode {
+    /// The agent calls the QingCloud API itself with the `qcsecret` credentials
+    /// (single nodes, embedded use, the smallest labs).
+    #[default]
+    Direct,
+    /// The hostnic controller makes every cloud call of the cluster; the agent
+    /// holds no credentials, writes its `HostnicNode` and prepares the NICs of
+    /// its status (the default of `deploy/hostnic.yaml`).
+    Controller,
+}
+
+impl std::str::FromStr for AgentMode {
+    type Err = String;
+
+    /// `direct` or `controller` (the flag's values).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "direct" => Ok(AgentMode::Direct),
+            "controller" => Ok(AgentMode::Controller),
+            other => Err(format!("invalid mode {other:?}: direct or controller")),
+        }
+    }
+}
+
 /// Whether the conflist chains the reference `portmap` plugin (`hostPort`s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +110,12 @@ pub enum ChainPortmap {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// `direct` (the agent calls the cloud) or `controller` (the controller does;
+    /// no credentials on the node).
+    pub mode: AgentMode,
+    /// Controller mode: the VPC's networks, which pod traffic reaches without
+    /// SNAT (direct mode asks the cloud). Default: the private ranges.
+    pub vpc_cidrs: Vec<Ipv4Net>,
     /// Warm pool and allocator settings (the core's `PoolConfig`).
     pub pool: PoolConfig,
     /// MTU of NICs and veths.
@@ -156,6 +189,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            mode: AgentMode::Direct,
+            vpc_cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+                .iter()
+                .map(|c| c.parse().expect("literal"))
+                .collect(),
             pool: PoolConfig::default(),
             mtu: 1500,
             snat_exclusions: Vec::new(),

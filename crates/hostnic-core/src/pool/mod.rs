@@ -16,6 +16,9 @@
 //! - `cloud`: when the node must ask the cloud, and what the cloud refused
 //!   ([`Shortage`], full vxnets, the hold after an account refusal).
 //! - `readiness`: [`Readiness`], the one rule for "can the node serve an ADD".
+//! - `supply`: controller mode, where the controller calls the cloud: what the
+//!   node asks for ([`NodeState::supply_request`]) and what it was supplied
+//!   ([`NodeState::supplied`]).
 
 mod alloc;
 mod backoff;
@@ -23,6 +26,7 @@ mod cloud;
 mod plan;
 mod readiness;
 mod state;
+mod supply;
 
 #[cfg(feature = "testing")]
 pub(crate) use crate::backoff::splitmix64 as splitmix;

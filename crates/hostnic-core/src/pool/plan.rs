@@ -63,6 +63,12 @@ pub enum PoolAction {
         /// The batch.
         nics: Vec<NicId>,
     },
+    /// Controller mode: release these NICs on the host only; the node then gives
+    /// them back in its request and the controller detaches them.
+    Release {
+        /// The NICs, with what the host must undo.
+        nics: Vec<NicPlumbing>,
+    },
 }
 
 impl PoolAction {
@@ -74,6 +80,7 @@ impl PoolAction {
             PoolAction::Prepare { .. } => ActionKind::Prepare,
             PoolAction::Detach { .. } => ActionKind::Detach,
             PoolAction::Delete { .. } => ActionKind::Delete,
+            PoolAction::Release { .. } => ActionKind::Detach,
         }
     }
 }
@@ -85,28 +92,11 @@ impl NodeState {
     /// (at least `batch_size`, the API takes up to [`MAX_CREATE`]), and every NIC
     /// to attach, detach or delete goes in one call of its kind.
     pub fn plan(&mut self, now: Timestamp) -> Vec<PoolAction> {
-        let mut actions = Vec::new();
-        for n in self.nics.values_mut() {
-            if let Usage::Cooling { until } = n.usage
-                && until <= now
-            {
-                n.usage = Usage::Free { since: until };
-            }
+        if self.supplied_mode {
+            return self.plan_supplied(now);
         }
-
-        // 1. Retire NICs beyond `max_nics` (adopted leftovers of a lost CreateNics answer,
-        //    a lowered limit) at once, then surplus free NICs that lived long enough;
-        //    unattached ones first (cheapest to get rid of), then the longest free.
-        let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
-        self.retire(over_cap, now, false);
-        let keep = self.config.max_free.saturating_add(self.demand);
-        // Cooling NICs are neither supply nor surplus: they become free when it ends.
-        let free = self
-            .nics
-            .values()
-            .filter(|n| matches!(n.usage, Usage::Free { .. }))
-            .count() as u32;
-        self.retire(free.saturating_sub(keep), now, true);
+        let mut actions = Vec::new();
+        self.retire_surplus(now);
 
         // 2. Create what the pool lacks in one call, in the first vxnet that is not
         //    resting after refusing NICs.
@@ -176,22 +166,7 @@ impl NodeState {
         }
 
         // 4. Prepare attached NICs on the host.
-        let to_prepare: Vec<NicPlumbing> = self
-            .nics
-            .values()
-            .filter(|n| {
-                n.link == CloudLink::Attached
-                    && !n.host_ready
-                    && !n.reattach
-                    && n.usage != Usage::Retiring
-            })
-            .map(|n| self.nic_plumbing(n))
-            .collect();
-        actions.extend(
-            to_prepare
-                .into_iter()
-                .map(|nic| PoolAction::Prepare { nic }),
-        );
+        actions.extend(self.prepare_actions());
 
         // 5. Detach retiring NICs and NICs whose link never showed up on the host.
         if self.cloud_ready(ActionKind::Detach, now) {
@@ -237,6 +212,46 @@ impl NodeState {
             }
         }
         actions
+    }
+
+    /// Ends the cooldowns that are over, then retires NICs beyond `max_nics`
+    /// (adopted leftovers of a lost CreateNics answer, a lowered limit) at once,
+    /// then surplus free NICs that lived long enough; unattached ones first
+    /// (cheapest to get rid of), then the longest free.
+    pub(crate) fn retire_surplus(&mut self, now: Timestamp) {
+        for n in self.nics.values_mut() {
+            if let Usage::Cooling { until } = n.usage
+                && until <= now
+            {
+                n.usage = Usage::Free { since: until };
+            }
+        }
+        let over_cap = (self.nics.len() as u32).saturating_sub(self.config.max_nics);
+        self.retire(over_cap, now, false);
+        let keep = self.config.max_free.saturating_add(self.demand);
+        // Cooling NICs are neither supply nor surplus: they become free when it ends.
+        let free = self
+            .nics
+            .values()
+            .filter(|n| matches!(n.usage, Usage::Free { .. }))
+            .count() as u32;
+        self.retire(free.saturating_sub(keep), now, true);
+    }
+
+    /// Attached NICs the host has not prepared yet.
+    pub(crate) fn prepare_actions(&self) -> Vec<PoolAction> {
+        self.nics
+            .values()
+            .filter(|n| {
+                n.link == CloudLink::Attached
+                    && !n.host_ready
+                    && !n.reattach
+                    && n.usage != Usage::Retiring
+            })
+            .map(|n| PoolAction::Prepare {
+                nic: self.nic_plumbing(n),
+            })
+            .collect()
     }
 
     /// Marks up to `count` free NICs as retiring: unattached ones first, then the ones

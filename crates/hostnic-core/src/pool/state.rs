@@ -261,6 +261,12 @@ pub struct NodeState {
     /// address (its status lags behind the runtime): such a listing is stale, not
     /// a live pod to hold the address for (recovery's rule 2). In memory only.
     pub(crate) released_by_del: BTreeMap<std::net::Ipv4Addr, (String, String)>,
+    /// Controller mode: another component (the controller) calls the cloud and
+    /// supplies the node's NICs; the pool only asks and prepares. In memory: the
+    /// agent sets it at every start.
+    pub(crate) supplied_mode: bool,
+    /// Controller mode: the NICs the last request asked for in total.
+    pub(crate) asked: u32,
     pub(crate) seed: u64,
 }
 
@@ -287,6 +293,8 @@ impl NodeState {
             resyncs: 0,
             doubt: false,
             released_by_del: BTreeMap::new(),
+            supplied_mode: false,
+            asked: 0,
             seed,
         }
     }
