@@ -11,8 +11,8 @@
 //! connection at most [`CONNECTION_LIFETIME`]; only `GET` and `HEAD` reach the
 //! routing function (anything else is 405).
 //!
-//! Used by the node agent (`/metrics`, `/healthz`, `/readyz`, `/v1/*`); the
-//! controller's endpoint is the same shape and can use it too.
+//! Used by the node agent (`/metrics`, `/healthz`, `/readyz`, `/v1/*`) and the
+//! controller (`/metrics`, `/healthz`, `/readyz`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
