@@ -92,6 +92,10 @@ impl KubeNicSupply {
         let (demand_tx, demand_rx) = watch::channel(None);
         let (status_tx, status_rx) = watch::channel(None);
         let writes = Arc::new(AtomicU64::new(0));
+        // Deletions of the object the watch saw: the writer writes the request
+        // again (an object deleted by hand is re-created; one deleted with its Node
+        // has no agent left to re-create it).
+        let (deleted_tx, deleted_rx) = watch::channel(0u64);
         let writer = Writer {
             api: api.clone(),
             nodes: Api::all(client),
@@ -100,8 +104,13 @@ impl KubeNicSupply {
             writes: writes.clone(),
         };
         let tasks = vec![
-            tokio::spawn(writer.run(demand_rx)),
-            tokio::spawn(watch_status(api.clone(), node.to_owned(), status_tx)),
+            tokio::spawn(writer.run(demand_rx, deleted_rx)),
+            tokio::spawn(watch_status(
+                api.clone(),
+                node.to_owned(),
+                status_tx,
+                deleted_tx,
+            )),
         ];
         Self {
             api,
@@ -217,13 +226,28 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut demand: watch::Receiver<Option<NodeDemand>>) {
+    async fn run(
+        self,
+        mut demand: watch::Receiver<Option<NodeDemand>>,
+        mut deleted: watch::Receiver<u64>,
+    ) {
         let mut written: Option<HostnicNodeSpec> = None;
         let mut last_write: Option<tokio::time::Instant> = None;
         let mut delay = self.options.backoff_initial;
+        let mut watching = true;
         loop {
-            if demand.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = demand.changed() => if changed.is_err() {
+                    return;
+                },
+                gone = deleted.changed(), if watching => match gone {
+                    // Gone: the request is written again, creating the object.
+                    Ok(()) => written = None,
+                    Err(_) => {
+                        watching = false;
+                        continue;
+                    }
+                },
             }
             loop {
                 // Coalesce: wait out the interval, then write the latest request.
@@ -331,14 +355,22 @@ impl Writer {
     }
 }
 
-async fn watch_status(api: Api<HostnicNode>, node: String, tx: watch::Sender<Option<Supplied>>) {
+async fn watch_status(
+    api: Api<HostnicNode>,
+    node: String,
+    tx: watch::Sender<Option<Supplied>>,
+    deleted: watch::Sender<u64>,
+) {
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut listed: Option<Supplied> = None;
     while let Some(event) = stream.next().await {
         let supplied = match event {
             Ok(watcher::Event::Apply(obj)) => supplied_of(&obj),
-            Ok(watcher::Event::Delete(_)) => Supplied::default(),
+            Ok(watcher::Event::Delete(_)) => {
+                deleted.send_modify(|n| *n += 1);
+                Supplied::default()
+            }
             Ok(watcher::Event::Init) => {
                 listed = None;
                 continue;

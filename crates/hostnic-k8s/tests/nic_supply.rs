@@ -105,6 +105,26 @@ async fn unchanged_requests_write_nothing_and_bursts_of_changes_are_coalesced() 
     assert_eq!(obj.metadata.generation, Some(2));
 }
 
+/// An object deleted while its agent runs (by hand, or by a mistaken cleanup) is
+/// created again with the agent's current request, without waiting for the
+/// request to change.
+#[tokio::test]
+async fn a_deleted_object_is_created_again_with_the_current_request() {
+    let (_server, client, _dir) = setup().await;
+    let supply = KubeNicSupply::spawn(client.clone(), "node-1", options());
+    let api: Api<HostnicNode> = Api::all(client);
+    supply.request(&demand(7)).await.unwrap();
+    let first = until("created", async || api.get_opt("node-1").await.unwrap()).await;
+    api.delete("node-1", &Default::default()).await.unwrap();
+    let again = until("created again", async || {
+        let obj = api.get_opt("node-1").await.unwrap()?;
+        (obj.metadata.uid != first.metadata.uid).then_some(obj)
+    })
+    .await;
+    assert_eq!(again.spec.want_nics, 7);
+    assert_eq!(supply.writes(), 2);
+}
+
 #[tokio::test]
 async fn the_status_is_watched_and_read_as_what_was_supplied() {
     let (_server, client, _dir) = setup().await;
