@@ -35,6 +35,9 @@ struct Snapshot {
     harness: u64,
 }
 
+/// The agents' `HostnicNode` writes by node, at each sample's simulated second.
+type WriteSamples = Arc<Mutex<Vec<(f64, BTreeMap<String, u64>)>>>;
+
 /// A fleet against one simulator, for one scenario.
 struct Run {
     cloud: Arc<SimCloud>,
@@ -55,7 +58,7 @@ struct Run {
     /// Controller mode: the cluster's API server and its controller.
     cluster: Option<Arc<Cluster>>,
     /// Controller mode: the agents' writes by node, every sample (simulated second).
-    writes: Arc<Mutex<Vec<(f64, BTreeMap<String, u64>)>>>,
+    writes: WriteSamples,
     _dir: tempfile::TempDir,
 }
 
@@ -1008,7 +1011,7 @@ mod tests {
         let mut a = args(Mode::Controller);
         a.sim_url = Some("http://127.0.0.1:9/iaas/".into());
         a.credentials = Some(creds);
-        let err = run(Scenario::Cold, &a).await.err().expect("refused");
+        let err = run(Scenario::Cold, &a).await.expect_err("refused");
         assert!(
             format!("{err:#}").contains("in-process simulator only"),
             "{err:#}"
