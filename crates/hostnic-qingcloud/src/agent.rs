@@ -195,6 +195,10 @@ impl CloudNics for Scaled {
     ) -> Result<std::collections::BTreeMap<JobId, JobStatus>, CloudError> {
         self.cloud.job_statuses(jobs).await
     }
+    // Controller mode under a time scale: the supplied pool round needs the supply.
+    fn supplier(&self) -> Option<Arc<dyn hostnic_core::ports::NicSupply>> {
+        self.cloud.supplier()
+    }
 }
 
 #[async_trait]

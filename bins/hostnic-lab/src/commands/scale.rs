@@ -12,8 +12,9 @@
 //!
 //! Layout:
 //! - `cloud`: the simulator (in-process or started separately) and its counters.
-//! - `fleet`: the nodes and the agent wiring (`Wiring`: `direct` today, the seam
-//!   for a controller mode).
+//! - `fleet`: the nodes and the agent wiring (`Wiring`: `Direct`, or `Controlled`
+//!   with the controller crate's library in-process, leader-elected on the fake
+//!   API server's Lease, and agents over `SuppliedCloud`/`KubeNicSupply`).
 //! - `driver`: the pods, through the agents' sockets.
 //! - `scenario`: rest, cold, churn, restart.
 //! - `report`: figures, JSON, SVG, targets.
@@ -58,7 +59,9 @@ impl Scenario {
 pub enum Mode {
     /// Each agent with its own client (today's design).
     Direct,
-    /// One controller for the cluster (not built yet: the next issue).
+    /// One leader-elected controller for the cluster makes every cloud call; the
+    /// agents hold no credentials and ask through their `HostnicNode` on the fake
+    /// API server (over HTTP).
     Controller,
 }
 
@@ -100,8 +103,9 @@ pub struct ScaleArgs {
     /// Writes the figures as JSON there, and the plot next to it (`.svg`).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Who calls the cloud: `direct` (each agent); `controller` is the next issue's.
-    #[arg(long, value_enum, default_value = "direct")]
+    /// Who calls the cloud: `controller` (one controller, credential-less agents)
+    /// or `direct` (each agent with its own client).
+    #[arg(long, value_enum, default_value = "controller")]
     pub mode: Mode,
     /// Exit non-zero when a scenario misses one of issue 14's targets.
     #[arg(long)]

@@ -55,6 +55,12 @@ pub struct StateNic {
     pub nic_name: String,
     /// Where it is attached.
     pub instance_id: Option<String>,
+    /// Its vxnet.
+    #[serde(default)]
+    pub vxnet_id: Option<String>,
+    /// Its address.
+    #[serde(default)]
+    pub private_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// `/_sim/state`, the parts the harness reads.
@@ -64,6 +70,49 @@ pub struct State {
     pub instances: BTreeMap<String, serde_json::Value>,
     /// NICs by id.
     pub nics: BTreeMap<String, StateNic>,
+    /// Vxnets by id.
+    #[serde(default)]
+    pub vxnets: BTreeMap<String, serde_json::Value>,
+}
+
+impl State {
+    /// Instance `id`'s primary interface as its host would show it: the primary
+    /// NIC, its address, its vxnet's network, the network's first address as the
+    /// gateway (the simulator's VPC routers).
+    pub fn primary(&self, id: &str) -> anyhow::Result<hostnic_agent::supply::Primary> {
+        let nic_id = self
+            .instances
+            .get(id)
+            .and_then(|i| i.get("primary_nic"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| anyhow::anyhow!("instance {id}: no primary NIC in the state"))?;
+        let nic = self
+            .nics
+            .get(nic_id)
+            .ok_or_else(|| anyhow::anyhow!("primary NIC {nic_id} not in the state"))?;
+        let ip = nic
+            .private_ip
+            .ok_or_else(|| anyhow::anyhow!("primary NIC {nic_id} has no address"))?;
+        let network: ipnet::Ipv4Net = nic
+            .vxnet_id
+            .as_ref()
+            .and_then(|v| self.vxnets.get(v))
+            .and_then(|v| v.get("ip_network"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| anyhow::anyhow!("primary NIC {nic_id}: its vxnet is unknown"))?
+            .parse()?;
+        let gateway = network
+            .hosts()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{network} has no host address"))?;
+        Ok(hostnic_agent::supply::Primary {
+            nic: hostnic_core::types::NicId::new(nic_id)
+                .map_err(|e| anyhow::anyhow!("primary NIC {nic_id}: {e}"))?,
+            ip,
+            network,
+            gateway,
+        })
+    }
 }
 
 enum Admin {

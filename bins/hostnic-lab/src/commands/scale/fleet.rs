@@ -4,9 +4,10 @@
 //! the host datapath replaced by the core's `FakeHost` and a pod source per node.
 //!
 //! [`Wiring`] is the seam between the harness and what runs on a node: [`Direct`]
-//! (each agent calls the cloud with its own client) is the mode built today; a
-//! controller mode (agents without credentials, one leader-elected controller
-//! making every cloud call) implements the same trait later.
+//! (each agent calls the cloud with its own client) and [`Controlled`] (agents
+//! without credentials: their cloud is the core's `SuppliedCloud` over their
+//! `HostnicNode` on the fake API server, over HTTP, and one leader-elected
+//! controller makes every cloud call).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -252,6 +253,79 @@ impl Wiring for Direct {
             stop: Some(stop),
             task,
             client: Some(client),
+        })
+    }
+}
+
+/// Controller mode: the agent holds no cloud client and no credentials; its cloud
+/// is `SuppliedCloud` over `KubeNicSupply` (its `HostnicNode`, over HTTP to the fake
+/// API server), composed as the agent binary does (`hostnic_agent::supply`). The
+/// node's primary interface, which the binary reads from the host, comes from the
+/// simulator's state here. The fake host's links follow the simulator's attach hook
+/// (the kernel's hotplug), as in direct mode.
+pub struct Controlled {
+    /// How agents start, but for the cloud.
+    pub direct: Direct,
+    /// The fake API server's client (one connection pool for the fleet, as each
+    /// node's agent would have its own; the watches are HTTP streams each).
+    pub kube: kube::Client,
+    /// Each node's primary interface, by instance.
+    pub primaries: BTreeMap<String, hostnic_agent::supply::Primary>,
+}
+
+impl Controlled {
+    /// The node's name in the cluster (its `Node` and `HostnicNode`).
+    pub fn node_name(node: &Node) -> String {
+        format!("node-{:05}", node.index)
+    }
+}
+
+#[async_trait]
+impl Wiring for Controlled {
+    async fn start(&self, node: &Node) -> anyhow::Result<Running> {
+        let scale = self.direct.cloud.scale;
+        let settings = self.direct.settings(node);
+        let primary = self
+            .primaries
+            .get(&node.instance)
+            .ok_or_else(|| anyhow::anyhow!("no primary NIC for {}", node.instance))?;
+        let instance = InstanceId::new(node.instance.clone());
+        let defaults = hostnic_k8s::SupplyOptions::default();
+        let scaled = |d: Duration| d.div_f64(scale).max(Duration::from_millis(1));
+        let supply = Arc::new(hostnic_k8s::KubeNicSupply::spawn(
+            self.kube.clone(),
+            &Self::node_name(node),
+            hostnic_k8s::SupplyOptions {
+                min_interval: scaled(defaults.min_interval),
+                backoff_initial: scaled(defaults.backoff_initial),
+                backoff_max: scaled(defaults.backoff_max),
+            },
+        ));
+        let cloud = hostnic_agent::supply::controller_cloud(supply, &instance, primary, &settings);
+        let settings = hostnic_agent::supply::controller_settings(settings);
+        let pods: Arc<dyn hostnic_core::ports::PodSource> = Arc::new(node.pods.clone());
+        let reporter: Arc<dyn NodeReporter> = node.record.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let deps = Deps {
+            cloud,
+            host: node.host.clone(),
+            clock: self.direct.clock,
+            pods: Some(pods),
+            nic_events: None,
+            metrics: Arc::new(Metrics::default()),
+            reporter: Some(reporter),
+            policy: None,
+            client: None,
+            time_scale: scale,
+        };
+        let task = tokio::spawn(hostnic_agent::run(deps, settings, instance, shutdown));
+        Ok(Running {
+            stop: Some(stop),
+            task,
+            client: None,
         })
     }
 }

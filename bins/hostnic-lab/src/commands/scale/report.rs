@@ -53,7 +53,8 @@ pub struct Target {
 pub struct Report {
     /// `rest`, `cold`, `churn` or `restart`.
     pub scenario: String,
-    /// `direct` (each agent calls the cloud).
+    /// `direct` (each agent calls the cloud) or `controller` (one controller calls
+    /// it for every credential-less agent).
     pub mode: String,
     /// Nodes.
     pub nodes: usize,
@@ -112,6 +113,21 @@ pub struct Report {
     pub pods_replaced: Option<u64>,
     /// ...
     pub calls_per_replaced_pod: Option<f64>,
+    /// Controller mode: every call from nothing to every pod served (the setup, in
+    /// which the controller fills the warm pools, plus the measured burst).
+    pub cold_start_calls: Option<u64>,
+    /// Controller mode: `HostnicNode` spec writes by the agents (creates, updates,
+    /// patches; the fake API server's count) in the setup...
+    pub hostnicnode_writes_setup: Option<u64>,
+    /// ... in the idle phase (`rest`, `restart`)...
+    pub hostnicnode_writes_at_rest: Option<u64>,
+    /// ... and in the measured phase.
+    pub hostnicnode_writes: Option<u64>,
+    /// ... the most one node wrote in any window of `write_window_secs` simulated
+    /// seconds during the measured phase.
+    pub hostnicnode_writes_max_per_node_window: Option<u64>,
+    /// The window of the figure above, simulated seconds.
+    pub write_window_secs: Option<f64>,
     /// The phase before the measured one (the fleet joining, pods placed, settling).
     pub setup: Phase,
     /// The idle hour, for `rest` and `restart`.
@@ -194,6 +210,22 @@ impl Report {
             self.calls_total, self.harness_calls_total, self.quota_errors
         );
         let _ = writeln!(s, "  calls by action: {:?}", self.calls_by_action);
+        if let Some(total) = self.cold_start_calls {
+            let _ = writeln!(s, "  cold start in all (setup + burst): {total} calls");
+        }
+        if self.hostnicnode_writes.is_some() {
+            let o = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "  HostnicNode writes by agents: setup {}, at rest {}, measured {} (at most {} by one node in {} simulated s)",
+                o(self.hostnicnode_writes_setup),
+                o(self.hostnicnode_writes_at_rest),
+                o(self.hostnicnode_writes),
+                o(self.hostnicnode_writes_max_per_node_window),
+                self.write_window_secs
+                    .map_or("-".to_string(), |w| format!("{w:.0}")),
+            );
+        }
         if !self.errors_by_action.is_empty() {
             let _ = writeln!(s, "  error answers: {:?}", self.errors_by_action);
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hostnic_k8s::fake_apiserver::FakeApiServer;
 use hostnic_qingcloud::QingCloudClient;
 use hostnic_qingcloud::sim::WindowLimit;
 use hostnic_testkit::hooks::FakeHosts;
@@ -22,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::cloud::{self, Counter, SimCloud};
 use super::driver::{Driver, PodResult};
-use super::fleet::{Direct, Node, NodeRecord, Running, Wiring};
+use super::fleet::{Controlled, Direct, Node, NodeRecord, Running, Wiring};
 use super::report::{Phase, Report, Sample, quantile};
 use super::{Mode, ScaleArgs, Scenario};
 
@@ -33,6 +34,9 @@ struct Snapshot {
     rejections: u64,
     harness: u64,
 }
+
+/// The agents' `HostnicNode` writes by node, at each sample's simulated second.
+type WriteSamples = Arc<Mutex<Vec<(f64, BTreeMap<String, u64>)>>>;
 
 /// A fleet against one simulator, for one scenario.
 struct Run {
@@ -51,11 +55,115 @@ struct Run {
     samples: Arc<Mutex<Vec<Sample>>>,
     sampling: Arc<AtomicBool>,
     quota: Option<WindowLimit>,
+    /// Controller mode: the cluster's API server and its controller.
+    cluster: Option<Arc<Cluster>>,
+    /// Controller mode: the agents' writes by node, every sample (simulated second).
+    writes: WriteSamples,
     _dir: tempfile::TempDir,
+}
+
+/// Controller mode's cluster: the fake API server (HTTP) every agent writes its
+/// `HostnicNode` to, and the one controller replica (the controller crate's
+/// library, leader-elected on the server's Lease) that makes every cloud call.
+struct Cluster {
+    server: FakeApiServer,
+    controller: Mutex<Option<hostnic_controller::Running>>,
+}
+
+/// The controller's cluster name (its NICs are named `hostnic_<cluster>`).
+const CLUSTER: &str = "scale";
+
+impl Cluster {
+    async fn start(
+        cloud: &SimCloud,
+        names: impl Iterator<Item = String>,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(Self, kube::Client, QingCloudClient)> {
+        let server = FakeApiServer::start().await?;
+        server
+            .install_crd_yaml(&hostnic_k8s::crd::crd_yaml())
+            .map_err(|e| anyhow::anyhow!("installing the HostnicNode CRD: {e:?}"))?;
+        for name in names {
+            server.add_node(&name, &[]);
+        }
+        let kube = hostnic_k8s::client(Some(&server.write_kubeconfig(dir)?)).await?;
+        let mut settings =
+            hostnic_controller::Settings::new(CLUSTER, "scale-a").time_scaled(cloud.scale);
+        settings.metrics_addr = "127.0.0.1:0".parse().expect("literal");
+        let unscaled = hostnic_qingcloud::ClientOptions::default();
+        // As the agents' clients in direct mode: every duration on the time scale
+        // but one HTTP attempt's timeout.
+        let options = hostnic_qingcloud::ClientOptions {
+            budget: Some(settings.budget),
+            request_timeout: unscaled.request_timeout,
+            ..unscaled.clone().time_scaled(cloud.scale)
+        };
+        let client = QingCloudClient::for_url(
+            &cloud.url,
+            &cloud.key,
+            cloud.secret.clone(),
+            &cloud.zone,
+            options,
+        )?;
+        let controller = hostnic_controller::start(
+            hostnic_controller::Deps {
+                cloud: client.clone(),
+                kube: kube.clone(),
+            },
+            settings,
+        )
+        .await?;
+        Ok((
+            Self {
+                server,
+                controller: Mutex::new(Some(controller)),
+            },
+            kube,
+            client,
+        ))
+    }
+
+    /// The agents' `HostnicNode` spec writes so far (the server's request log), by
+    /// node name (creates, which name no object in the path, under ""). Status
+    /// writes are the controller's, not counted.
+    fn writes(&self) -> BTreeMap<String, u64> {
+        let mut by_node = BTreeMap::new();
+        for r in self.server.requests() {
+            if !matches!(r.method.as_str(), "POST" | "PUT" | "PATCH") {
+                continue;
+            }
+            let Some((_, rest)) = r.path.split_once("/hostnicnodes") else {
+                continue;
+            };
+            if rest.ends_with("/status") {
+                continue;
+            }
+            let name = rest.trim_start_matches('/').to_string();
+            *by_node.entry(name).or_default() += 1;
+        }
+        by_node
+    }
+
+    /// Stops the controller (the Lease released).
+    async fn stop(&self) {
+        let running = self
+            .controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = running {
+            r.stop().await;
+        }
+    }
 }
 
 impl Run {
     async fn new(args: &ScaleArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.mode == Mode::Direct || args.sim_url.is_none(),
+            "--mode controller runs with the in-process simulator only (the nodes' fake \
+             hosts follow its attach hook); use --mode direct with --sim-url"
+        );
         let nics = args.pods_per_node + 10;
         let cloud = match (&args.sim_url, &args.credentials) {
             (Some(url), Some(credentials)) => SimCloud::connect(url, credentials).await?,
@@ -99,15 +207,34 @@ impl Run {
                 }))
             })
             .collect::<anyhow::Result<_>>()?;
-        let wiring: Box<dyn Wiring> = match args.mode {
-            Mode::Direct => Box::new(Direct {
-                cloud: cloud.clone(),
-                clock,
-                plugin,
-            }),
-            Mode::Controller => anyhow::bail!(
-                "--mode controller: the cluster controller is the next issue's; only direct is built"
-            ),
+        let direct = Direct {
+            cloud: cloud.clone(),
+            clock,
+            plugin,
+        };
+        let mut all_clients = Vec::new();
+        let (wiring, cluster): (Box<dyn Wiring>, _) = match args.mode {
+            Mode::Direct => (Box::new(direct), None),
+            Mode::Controller => {
+                let state = cloud.state().await?;
+                let primaries = instances
+                    .iter()
+                    .map(|i| Ok((i.clone(), state.primary(i)?)))
+                    .collect::<anyhow::Result<_>>()?;
+                let (cluster, kube, client) = Cluster::start(
+                    &cloud,
+                    nodes.iter().map(|n| Controlled::node_name(n)),
+                    dir.path(),
+                )
+                .await?;
+                all_clients.push(client);
+                let wiring = Controlled {
+                    direct,
+                    kube,
+                    primaries,
+                };
+                (Box::new(wiring) as Box<dyn Wiring>, Some(Arc::new(cluster)))
+            }
         };
         let n = nodes.len();
         Ok(Self {
@@ -121,7 +248,9 @@ impl Run {
             },
             nodes,
             running: (0..n).map(|_| None).collect(),
-            all_clients: Vec::new(),
+            all_clients,
+            cluster,
+            writes: Arc::default(),
             clients: Arc::new(Mutex::new(vec![None; n])),
             served: vec![BTreeMap::new(); n],
             results: Vec::new(),
@@ -148,6 +277,7 @@ impl Run {
             self.samples.clone(),
             self.sampling.clone(),
         );
+        let (cluster, writes) = (self.cluster.clone(), self.writes.clone());
         let key = cloud.key.clone();
         let every = driver
             .clock
@@ -174,9 +304,40 @@ impl Run {
                             breakers_open,
                         });
                 }
+                if let Some(cluster) = &cluster {
+                    let by_node = cluster.writes();
+                    writes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((driver.now(), by_node));
+                }
                 tokio::time::sleep(every).await;
             }
         });
+    }
+
+    /// Controller mode: the agents' `HostnicNode` writes so far, in all.
+    fn crd_writes(&self) -> Option<u64> {
+        self.cluster.as_ref().map(|c| c.writes().values().sum())
+    }
+
+    /// Controller mode: the most writes one node made between two samples (30
+    /// simulated seconds apart) from simulated second `from` on.
+    fn max_writes_per_window(&self, from: f64) -> Option<u64> {
+        self.cluster.as_ref()?;
+        let samples = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut max = 0;
+        for pair in samples.windows(2) {
+            let ((_, a), (at, b)) = (&pair[0], &pair[1]);
+            if *at < from {
+                continue;
+            }
+            // Creates (POST to the collection) carry no name in the path: "".
+            for (node, n) in b.iter().filter(|(node, _)| !node.is_empty()) {
+                max = max.max(n.saturating_sub(a.get(node).copied().unwrap_or(0)));
+            }
+        }
+        Some(max)
     }
 
     async fn snapshot(&self) -> anyhow::Result<Snapshot> {
@@ -282,6 +443,8 @@ impl Run {
         // more per round of pods.
         let per_node_cost = if per_node == 0 { 10 } else { 15 };
         let (wave, every) = match self.quota {
+            // One controller under one budget: the fleet joins at once.
+            _ if self.cluster.is_some() => (n, 0.0),
             Some(q) => (
                 ((q.requests as usize) / 2 / per_node_cost).max(1),
                 q.window.as_secs_f64(),
@@ -346,6 +509,24 @@ impl Run {
         let state = self.cloud.state().await?;
         let max_free = hostnic_core::config::PoolConfig::default().max_free as u64;
         let mut leaks = 0;
+        if self.cluster.is_some() {
+            // The controller's NICs are the cluster's, named `hostnic_<cluster>`: one
+            // left detached after settling, or a node holding more than its pods and
+            // `max_free`, leaks.
+            let name = format!("hostnic_{CLUSTER}");
+            let mut per: BTreeMap<&str, u64> = BTreeMap::new();
+            for nic in state.nics.values().filter(|n| n.nic_name == name) {
+                *per.entry(nic.instance_id.as_deref().unwrap_or(""))
+                    .or_default() += 1;
+            }
+            let mut leaks = per.get("").copied().unwrap_or(0);
+            for node in &self.nodes {
+                let here = per.get(node.instance.as_str()).copied().unwrap_or(0);
+                let pods = self.served[node.index].len() as u64;
+                leaks += here.saturating_sub(pods + max_free);
+            }
+            return Ok(leaks);
+        }
         for node in &self.nodes {
             let name = format!("hostnic_{}", node.instance);
             let (mut here, mut astray) = (0u64, 0u64);
@@ -443,6 +624,9 @@ impl Run {
         report.sim_seconds = self.now();
         report.wall_seconds = wall.elapsed().as_secs_f64();
         self.stop_all().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
+        }
         if let Ok(cloud) = Arc::try_unwrap(self.cloud) {
             cloud.shutdown().await;
         }
@@ -485,6 +669,7 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
             run.setup(0, deadline, 120.0).await?;
             let before = run.snapshot().await?;
             report.setup = Run::phase(&zero, &before);
+            report.hostnicnode_writes_setup = run.crd_writes();
             let start = run.now();
             let mut tasks = JoinSet::new();
             run.place(0..n, args.pods_per_node, start + deadline, &mut tasks, 0);
@@ -501,6 +686,21 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
             Run::pods_figures(&mut report, &results, start);
             let per_node = report.calls_total as f64 / n as f64;
             report.finish_targets_cold(full_quota(run.quota), per_node);
+            if let Some(w) = run.crd_writes() {
+                let total = report.setup.calls_total + report.calls_total;
+                report.cold_start_calls = Some(total);
+                report.hostnicnode_writes = Some(w - report.hostnicnode_writes_setup.unwrap_or(0));
+                report.hostnicnode_writes_max_per_node_window = run.max_writes_per_window(start);
+                report.write_window_secs = Some(WRITE_WINDOW);
+                if full_quota(run.quota) {
+                    report.target(
+                        "controller: cold start <= 1.6 calls per node (1,600 for 1,000 nodes)",
+                        total as f64 <= 1.6 * n as f64,
+                        format!("{total} ({:.2} per node)", total as f64 / n as f64),
+                    );
+                }
+                report.writes_target();
+            }
             run.results = results;
         }
         Scenario::Rest | Scenario::Restart => {
@@ -508,9 +708,25 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
             let before = run.snapshot().await?;
             report.setup = Run::phase(&zero, &before);
             let setup_results = std::mem::take(&mut run.results);
+            let writes_before = run.crd_writes();
+            report.hostnicnode_writes_setup = writes_before;
             run.idle(Duration::from_secs_f64(args.rest_secs)).await;
             let after = run.snapshot().await?;
             let rest = Run::phase(&before, &after);
+            if let (Some(a), Some(b)) = (writes_before, run.crd_writes()) {
+                let cluster_hour = rest.calls_total as f64 / (rest.seconds / 3600.0).max(1e-9);
+                report.hostnicnode_writes_at_rest = Some(b - a);
+                report.target(
+                    "controller at rest: <= 30 calls per hour for the whole cluster",
+                    cluster_hour <= 30.0,
+                    format!("{cluster_hour:.1}"),
+                );
+                report.target(
+                    "controller at rest: no HostnicNode write by an agent",
+                    b == a,
+                    (b - a).to_string(),
+                );
+            }
             let per_node_hour =
                 rest.calls_total as f64 / n as f64 / (rest.seconds / 3600.0).max(1e-9);
             report.calls_per_node_hour_at_rest = Some(per_node_hour);
@@ -540,6 +756,7 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
                 for i in 0..n {
                     run.start_node(i).await?;
                 }
+                let writes_before = run.crd_writes();
                 report.seconds_to_all_served = run.all_serving(storm + deadline).await;
                 let mut failed = 0;
                 for node in &run.nodes {
@@ -550,6 +767,23 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
                     }
                 }
                 report.checks_failed = Some(failed);
+                if run.cluster.is_some() {
+                    // The storm itself: every agent back and every pod checked. The
+                    // controller's own idle round may fall in it (its inventory, a
+                    // handful an hour): counted, not excused.
+                    let served = run.snapshot().await?;
+                    let storm_calls = Run::phase(&after, &served);
+                    report.target(
+                        "controller: the restart storm costs zero cloud calls",
+                        storm_calls.calls_total == 0,
+                        format!(
+                            "{} in {:.0} simulated s {:?}",
+                            storm_calls.calls_total,
+                            storm_calls.seconds,
+                            storm_calls.calls_by_action
+                        ),
+                    );
+                }
                 run.idle(Duration::from_secs(300)).await;
                 let end = run.snapshot().await?;
                 let phase = Run::phase(&after, &end);
@@ -558,6 +792,9 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
                 report.quota_errors = phase.quota_errors;
                 report.errors_by_action = phase.errors_by_action;
                 report.harness_calls_total = end.harness - after.harness;
+                if let (Some(a), Some(b)) = (writes_before, run.crd_writes()) {
+                    report.hostnicnode_writes = Some(b - a);
+                }
                 report.pods_served = run.served.iter().map(|s| s.len() as u64).sum();
                 report.pods_failed =
                     setup_results.iter().filter(|r| r.served.is_none()).count() as u64;
@@ -587,6 +824,7 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
             run.setup(args.pods_per_node, deadline, 600.0).await?;
             let before = run.snapshot().await?;
             report.setup = Run::phase(&zero, &before);
+            report.hostnicnode_writes_setup = run.crd_writes();
             run.results.clear();
             // Each node replaces one pod every `churn_every_secs`, nodes staggered.
             let start = run.now();
@@ -627,6 +865,12 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
             report.harness_calls_total = after.harness - before.harness;
             Run::pods_figures(&mut report, &results, start);
             report.pods_replaced = Some(replaced);
+            if let Some(w) = run.crd_writes() {
+                report.hostnicnode_writes = Some(w - report.hostnicnode_writes_setup.unwrap_or(0));
+                report.hostnicnode_writes_max_per_node_window = run.max_writes_per_window(start);
+                report.write_window_secs = Some(WRITE_WINDOW);
+                report.writes_target();
+            }
             let per_pod = phase.calls_total as f64 / replaced.max(1) as f64;
             report.calls_per_replaced_pod = Some(per_pod);
             report.target(
@@ -663,7 +907,27 @@ pub async fn run(scenario: Scenario, args: &ScaleArgs) -> anyhow::Result<Report>
     Ok(report)
 }
 
+/// The window of the agents' write rate (the sampler's period, simulated seconds).
+const WRITE_WINDOW: f64 = 30.0;
+
+/// The agents' spec writes are coalesced to one per this many simulated seconds
+/// (`hostnic_k8s::SupplyOptions::default().min_interval`).
+const WRITE_EVERY: f64 = 3.0;
+
 impl Report {
+    /// Controller mode: no node wrote its `HostnicNode` more than once per
+    /// `WRITE_EVERY` seconds (the sampler's windows are wall-clock-late under load:
+    /// one write of slack).
+    fn writes_target(&mut self) {
+        let max = self.hostnicnode_writes_max_per_node_window.unwrap_or(0);
+        let allowed = (WRITE_WINDOW / WRITE_EVERY) as u64 + 1;
+        self.target(
+            "controller: <= 1 HostnicNode write per node per 3 s",
+            max <= allowed,
+            format!("at most {max} by one node in {WRITE_WINDOW:.0} s (allowed {allowed})"),
+        );
+    }
+
     fn finish_targets_cold(&mut self, full_quota: bool, per_node: f64) {
         self.target(
             "every pod got its address",
@@ -682,5 +946,89 @@ impl Report {
                 format!("{} ({per_node:.2} per node)", self.calls_total),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mode: Mode) -> ScaleArgs {
+        ScaleArgs {
+            nodes: 4,
+            pods_per_node: 6,
+            scenario: vec![Scenario::Cold],
+            quota: "2000/3600".into(),
+            time_scale: 60.0,
+            sim_url: None,
+            credentials: None,
+            json: None,
+            mode,
+            assert: true,
+            rest_secs: 3600.0,
+            churn_secs: 1800.0,
+            churn_every_secs: 60.0,
+            deadline_secs: 43200.0,
+        }
+    }
+
+    /// Controller mode end to end, small: credential-less agents get their NICs
+    /// through their `HostnicNode`s from the one controller, every pod is served,
+    /// the controller's client made every call the simulator counted, the agents
+    /// wrote their objects, and nothing leaked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn controller_mode_serves_every_pod_through_the_controller() {
+        hostnic_qingcloud::transport::install_crypto_provider();
+        let report = run(Scenario::Cold, &args(Mode::Controller)).await.unwrap();
+        assert_eq!(report.mode, "controller");
+        assert_eq!(report.pods_served, 24, "{}", report.summary());
+        assert_eq!(report.pods_failed, 0);
+        assert_eq!(report.leaks, 0, "{}", report.summary());
+        assert_eq!(report.quota_errors, 0);
+        // Only the controller's client calls: its count is the simulator's.
+        assert_eq!(report.harness_calls_total, report.calls_total);
+        assert!(
+            report.calls_by_action.contains_key("AttachNics")
+                || report.setup.calls_by_action.contains_key("AttachNics")
+        );
+        let setup = report.hostnicnode_writes_setup.unwrap();
+        assert!(setup >= 4, "each agent created its HostnicNode: {setup}");
+        assert!(report.cold_start_calls.is_some());
+        // Every target but the calls per node, which 4 nodes cannot meet (the
+        // controller's fixed inventory calls dominate a fleet this small).
+        for t in &report.targets {
+            assert!(
+                t.ok || t.name.starts_with("controller: cold start"),
+                "{}",
+                report.summary()
+            );
+        }
+        assert!(
+            report
+                .targets
+                .iter()
+                .any(|t| t.name.starts_with("controller: <= 1 HostnicNode write"))
+        );
+    }
+
+    /// `--mode controller` with a simulator started separately is refused
+    /// clearly (the fake hosts follow the in-process simulator's attach hook).
+    #[tokio::test]
+    async fn controller_mode_refuses_an_external_simulator() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("config.yaml");
+        std::fs::write(
+            &creds,
+            "qy_access_key_id: 'K'\nqy_secret_access_key: 'S'\nzone: 'pek3a'\n",
+        )
+        .unwrap();
+        let mut a = args(Mode::Controller);
+        a.sim_url = Some("http://127.0.0.1:9/iaas/".into());
+        a.credentials = Some(creds);
+        let err = run(Scenario::Cold, &a).await.expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("in-process simulator only"),
+            "{err:#}"
+        );
     }
 }
