@@ -360,9 +360,16 @@ async fn a_connection_beyond_the_cap_is_answered_busy_until_a_slot_frees() {
     for _ in 0..4 {
         idle.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
     }
-    // Let the agent accept them all before the fifth.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = call(&socket, status_req()).await;
+    // The agent accepts them in its own time: until it has, a fifth connection
+    // still gets a slot (and gives it back when answered). Poll until it is refused.
+    let mut r = call(&socket, status_req()).await;
+    for _ in 0..100 {
+        if matches!(r.outcome, Outcome::Error(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = call(&socket, status_req()).await;
+    }
     match &r.outcome {
         Outcome::Error(e) => {
             assert_eq!(
